@@ -1,0 +1,290 @@
+"""The ``mutune`` command line: thin Typer commands over the core functions, plus rendering.
+
+Exit codes everywhere: 0 success; 1 a check failed or a run diverged; 2 a user error (bad
+spec, bad argument, missing file), printed as one line naming the key or file; 130 interrupted.
+Tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__, config, flops
+from . import search as search_mod
+from . import transfer as transfer_mod
+from .config import SpecError
+
+app = typer.Typer(
+    name="mutune",
+    help="µTransfer made practical: tune hyperparameters on a narrow µP proxy, train the wide target with them "
+    "unchanged.\n\nExample: mutune search configs/quickstart.yaml",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+out = Console()  # results: plans, tables
+err = Console(stderr=True)  # progress, warnings, errors
+
+
+class _State:
+    verbose = False
+    quiet = False
+    debug = False
+
+
+state = _State()
+
+
+def live_display() -> bool:
+    """Live bars only on an interactive terminal; plain one-line-per-event logs otherwise."""
+    return err.is_terminal and not state.quiet and os.environ.get("CI", "").lower() not in ("1", "true")
+
+
+def _fmt_secs(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _log(msg: str) -> None:
+    if not state.quiet:
+        err.print(msg, highlight=False, soft_wrap=True)
+
+
+class SearchDisplay:
+    """Trials done, best so far and ETA, for the search; step, loss, tokens/s and ETA for each run."""
+
+    def __init__(self, n_trials: int):
+        self.n_trials = n_trials
+        self.live = live_display()
+        self.progress = None
+        self.t0 = time.perf_counter()
+        self.done_here = 0
+        if self.live:
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=err,
+            )
+            self.trials = self.progress.add_task("trials", total=n_trials, info="")
+            self.steps = self.progress.add_task("run", total=1, info="", visible=False)
+            self.progress.start()
+
+    def step(self, trial: int | None, log) -> None:
+        info = f"loss {log.train_loss:.4f}  {flops.human(log.tokens_per_s)} tok/s"
+        label = f"trial {trial}" if trial is not None else "target"
+        if self.progress is not None:
+            self.progress.update(self.steps, description=label, total=log.steps, completed=log.step, info=info,
+                                 visible=True)
+        elif state.verbose or (trial is None and (log.step % max(1, log.steps // 10) == 0 or log.step == log.steps)):
+            _log(f"{label} step {log.step}/{log.steps} {info} eta {_fmt_secs(log.eta)}")
+
+    def trial(self, ev: search_mod.TrialEvent) -> None:
+        self.done_here += 1
+        best = f"best {ev.best_value:.4f} (#{ev.best_number})" if ev.best_value is not None else "best -"
+        value = f"loss {ev.value:.4f}" if ev.value is not None else ev.reason or ""
+        if self.progress is not None:
+            self.progress.update(self.trials, completed=ev.finished, info=best)
+            self.progress.console.print(f"trial {ev.number:>3} {ev.state:<8} {value}  ({ev.seconds:.1f}s)",
+                                        highlight=False)
+        else:
+            remaining = max(0, ev.n_trials - ev.finished)
+            eta = (time.perf_counter() - self.t0) / self.done_here * remaining
+            _log(f"trial {ev.number} {ev.state} {value} ({ev.seconds:.1f}s) [{ev.finished}/{ev.n_trials}] {best} "
+                 f"eta {_fmt_secs(eta)}")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def print_plan(p: transfer_mod.Plan) -> None:
+    c = p.cost
+    table = Table(title=f"target plan: {p.target_dir}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("width", f"{p.spec.model.width} (proxy {p.proxy_width}, base {p.spec.model.base_width})")
+    table.add_row("parameters", f"{flops.human(c.params)} ({c.params:,})")
+    table.add_row("FLOPs / step", flops.human(c.flops_per_step))
+    table.add_row("FLOPs total", f"{flops.human(c.total_flops)} over {c.steps} steps")
+    table.add_row("memory (est.)", flops.human_bytes(c.memory_bytes))
+    table.add_row("hparams", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                       for k, v in vars(p.hparams).items()))
+    if p.search_flops:
+        table.add_row("tuning cost", f"search compute = {p.tuning_cost_pct:.1f}% of the target run "
+                      f"({flops.human(p.search_flops)} / {flops.human(c.total_flops)} FLOPs)")
+    out.print(table)
+    for w in p.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def _resume_hint(run_dir: Path | None) -> None:
+    cmd = " ".join(shlex.quote(a) for a in ["mutune", *sys.argv[1:]])
+    where = f" in {run_dir}" if run_dir else ""
+    err.print(f"interrupted; finished trials are kept{where}. Resume with:\n  {cmd}", highlight=False)
+
+
+def _print_target(res: transfer_mod.TransferResult) -> int:
+    r = res.result
+    if r is None:
+        return 0
+    if r.diverged:
+        err.print(f"[red]target diverged:[/] {r.reason} (see {res.plan.target_dir})", highlight=False)
+        return 1
+    out.print(f"target val loss {r.final_val_loss:.4f} after {r.steps} steps ({_fmt_secs(r.seconds)}) "
+              f"-> {res.plan.target_dir}", highlight=False)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="dotted KEY=VALUE overrides, e.g. train.steps=50 search.n_trials=8", show_default=False),
+]
+
+
+@app.command()
+def search(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="the YAML spec")],
+    overrides: OverridesArg = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="default: runs/<name>")] = None,
+    smoke: Annotated[bool, typer.Option("--smoke", help="tiny widths, few steps and trials (CI)")] = False,
+    no_transfer: Annotated[bool, typer.Option("--no-transfer", help="do not train the target afterwards")] = False,
+) -> None:
+    """Search hyperparameters on the µP proxy, write best.yaml, then train the target.
+
+    Re-running the same command resumes the study.
+
+    Example: mutune search configs/quickstart.yaml search.n_trials=8
+    """
+    spec = config.load_spec(config_path, overrides or [])
+    shown = config.smoke(spec) if smoke else spec
+    where = run_dir or search_mod.default_run_dir(spec, smoke)
+    _log(f"searching {shown.model.family} proxy width {shown.model.width} (base {shown.model.base_width}, "
+         f"{shown.model.parametrization}) for {shown.search.n_trials} trials -> {where}")
+    display = SearchDisplay(shown.search.n_trials)
+
+    def on_plan(p: transfer_mod.Plan) -> None:
+        display.close()
+        print_plan(p)
+
+    try:
+        res = search_mod.search(
+            spec, run_dir=run_dir, smoke=smoke, transfer=not no_transfer, on_trial=display.trial,
+            on_step=display.step, on_plan=on_plan, on_target_step=lambda log: display.step(None, log),
+        )
+    except KeyboardInterrupt:
+        display.close()
+        _resume_hint(where)
+        raise typer.Exit(130) from None
+    finally:
+        display.close()
+    prov = res.best["provenance"]
+    out.print(f"best trial #{prov['trial_number']} loss {prov['loss']:.4f} of {res.n_finished} finished -> "
+              f"{res.run_dir / 'best.yaml'}", highlight=False)
+    if res.target is not None:
+        raise typer.Exit(_print_target(res.target))
+
+
+@app.command()
+def transfer(
+    run_dir: Annotated[Path | None, typer.Argument(help="a search run dir; default: the latest under ./runs")] = None,
+    to: Annotated[list[str] | None, typer.Option("--to", help="KEY=VALUE for the target, e.g. width=1024 "
+                                                 "(repeatable); default: the spec's target")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="plan only (params, FLOPs, memory); allocate nothing")] = False,
+    smoke: Annotated[bool, typer.Option("--smoke", help="tiny widths and few steps (CI)")] = False,
+) -> None:
+    """Train the target with the search's winning hyperparameters, unchanged.
+
+    Example: mutune transfer runs/quickstart --to width=1024
+    """
+    if run_dir is None:
+        run_dir = transfer_mod.latest_run()
+        _log(f"using the latest run: {run_dir}")
+    display = SearchDisplay(0)
+
+    def on_plan(p: transfer_mod.Plan) -> None:
+        print_plan(p)
+
+    try:
+        res = transfer_mod.transfer(run_dir, to or [], dry_run=dry_run, smoke=smoke, on_plan=on_plan,
+                                    on_log=lambda log: display.step(None, log))
+    except KeyboardInterrupt:
+        display.close()
+        err.print(f"interrupted; the target run in {run_dir} was stopped", highlight=False)
+        raise typer.Exit(130) from None
+    finally:
+        display.close()
+    raise typer.Exit(_print_target(res))
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"mutune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="more logs (every training step)")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")] = False,
+) -> None:
+    state.verbose, state.quiet, state.debug = verbose, quiet, debug
+
+
+GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet", "--debug")
+
+
+def _is_click_error(e: BaseException) -> bool:
+    return hasattr(e, "exit_code") and hasattr(e, "format_message") and hasattr(e, "show")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, map known errors to exit codes and one-line messages."""
+    command = typer.main.get_command(app)
+    args = list(sys.argv[1:] if argv is None else argv)
+    # global flags work anywhere on the line (`mutune search cfg.yaml --debug`), not only first
+    flags = [a for a in args if a in GLOBAL_FLAGS]
+    args = flags + [a for a in args if a not in GLOBAL_FLAGS]
+    state.debug = "--debug" in flags
+    try:
+        rv = command.main(args=args, prog_name="mutune", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except SpecError as e:
+        if state.debug:
+            raise
+        err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
+        return 2
+    except search_mod.SearchFailed as e:
+        err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if _is_click_error(e):
+            if type(e).__name__ == "NoArgsIsHelpError":
+                out.print(e.format_message(), markup=False, highlight=False)
+                return 0
+            err.print(f"error: {e.format_message()}", highlight=False, markup=False, soft_wrap=True)
+            return e.exit_code
+        if state.debug:
+            raise
+        err.print(f"error: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)",
+                  highlight=False, markup=False, soft_wrap=True)
+        return 1

@@ -1,0 +1,447 @@
+"""The run spec: typed sections, YAML loading, dotted ``key=value`` overrides, validation.
+
+The spec is validated once, here, and flows down as typed objects; nothing below this module
+re-reads YAML. Every user mistake raises :class:`SpecError` carrying the dotted key path (or the
+file) it is about, so the CLI can print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class SpecError(ValueError):
+    """A user error: bad spec, bad argument or missing file. ``key`` names what is wrong."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+def _f(default: Any, doc: str) -> Any:
+    """A dataclass field with a one-line doc (the docs and `mutune init` are generated from these)."""
+    if isinstance(default, type) and dataclasses.is_dataclass(default):
+        return field(default_factory=default, metadata={"doc": doc})
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass
+class ModelSpec:
+    family: Literal["gpt", "mlp"] = _f("gpt", "model family: gpt (decoder-only LM) or mlp (the paper's MLP demo)")
+    width: int = _f(64, "width of the model being built: the proxy width in a search (d_model for gpt)")
+    base_width: int = _f(64, "width at which µP equals SP; all µP multipliers are relative to it")
+    depth: int = _f(2, "gpt: transformer blocks; mlp: hidden layers")
+    head_dim: int | None = _f(32, "gpt: fixed head dim, heads = width / head_dim (width grows through heads)")
+    n_head: int | None = _f(None, "gpt: fixed head count instead of head_dim (width grows through head_dim)")
+    mlp_ratio: int = _f(4, "gpt: MLP hidden size = mlp_ratio * width")
+    seq_len: int = _f(128, "gpt: context length; mlp: number of previous tokens fed as input")
+    tie_embeddings: bool = _f(False, "gpt: share the token embedding with the readout")
+    bias: bool = _f(False, "use biases in Linear and LayerNorm layers")
+    parametrization: Literal["mup", "sp"] = _f("mup", "mup, or sp (standard parametrization, the control)")
+    zero_init_readout: bool = _f(False, "µP option: initialise the readout to zero (TP5 App. D.2)")
+    zero_init_query: bool = _f(False, "µP option: initialise the attention query projection to zero")
+
+
+@dataclass
+class DataSpec:
+    corpus: Literal["stdlib", "text", "tokens"] = _f(
+        "stdlib", "stdlib (Python's own source, built in), text (a file or folder, bytes) or tokens (.bin)"
+    )
+    path: str | None = _f(None, "text: a file or folder; tokens: a uint16 .bin file or a folder with train.bin/val.bin")
+    vocab_size: int | None = _f(None, "tokens: vocabulary size (byte corpora use 256)")
+    val_fraction: float = _f(0.1, "fraction of the corpus held out for validation (ignored with val.bin)")
+
+
+@dataclass
+class TrainSpec:
+    steps: int = _f(200, "optimizer steps per run")
+    batch_size: int = _f(16, "sequences per step")
+    optimizer: Literal["adamw", "sgd"] = _f("adamw", "adamw or sgd (with momentum)")
+    schedule: Literal["cosine", "linear", "constant"] = _f("cosine", "LR shape after warmup")
+    warmup_steps: int = _f(20, "linear warmup steps")
+    min_lr_ratio: float = _f(0.1, "final LR / peak LR for cosine and linear decay")
+    grad_clip: float = _f(1.0, "max global grad norm (constant in width); 0 disables")
+    eps: float = _f(1e-8, "Adam epsilon at the base width (µP scales it by 1/fan_in multiplier on hidden weights)")
+    eval_every: int = _f(50, "steps between validation evaluations")
+    eval_batches: int = _f(8, "validation batches per evaluation")
+    device: Literal["auto", "cpu", "cuda", "mps"] = _f("auto", "auto picks cuda, then mps, then cpu")
+    precision: Literal["auto", "bf16", "fp32"] = _f("auto", "auto uses bf16 autocast on CUDA, fp32 elsewhere")
+    compile: bool = _f(False, "torch.compile the model (CUDA)")
+
+
+@dataclass
+class HParams:
+    """The hyperparameters µTransfer carries from proxy to target, unchanged."""
+
+    lr: float = _f(0.01, "peak learning rate η (at the base width)")
+    init_std: float = _f(0.05, "init std σ of a weight with fan_in == base_width; embeddings use σ")
+    alpha_in: float = _f(1.0, "embedding output multiplier α_in")
+    alpha_out: float = _f(1.0, "readout multiplier α_out (µP applies α_out / m)")
+    alpha_attn: float = _f(1.0, "attention logit multiplier α_attn")
+    weight_decay: float = _f(0.0, "weight decay λ on weight matrices (does not µTransfer)")
+    beta1: float = _f(0.9, "Adam β1")
+    beta2: float = _f(0.95, "Adam β2")
+    momentum: float = _f(0.9, "SGD momentum")
+
+
+@dataclass
+class ParamSpace:
+    type: Literal["log_uniform", "uniform", "int", "categorical"] = _f("log_uniform", "distribution")
+    low: float | None = _f(None, "lower bound (log_uniform needs low > 0)")
+    high: float | None = _f(None, "upper bound")
+    choices: list[Any] | None = _f(None, "categorical: the values")
+    log: bool = _f(False, "int: sample on a log scale")
+
+
+DEFAULT_SPACE: dict[str, ParamSpace] = {
+    "lr": ParamSpace("log_uniform", 1e-3, 1e-1),
+    "init_std": ParamSpace("log_uniform", 0.01, 0.3),
+    "alpha_in": ParamSpace("log_uniform", 0.3, 10.0),
+    "alpha_out": ParamSpace("log_uniform", 0.1, 10.0),
+    "alpha_attn": ParamSpace("log_uniform", 0.3, 3.0),
+}
+
+
+@dataclass
+class SearchSpec:
+    n_trials: int = _f(16, "finished proxy trials to reach (a resumed study counts what it has)")
+    sampler: Literal["random", "tpe"] = _f("random", "random (seeded, as in TP5) or tpe")
+    seed: int = _f(0, "sampler seed; trial k always draws the same random HPs")
+    storage: str | None = _f(None, "Optuna storage URL; default: a journal file in the run dir")
+    study_name: str | None = _f(None, "Optuna study name; default: the spec name")
+    space: dict[str, ParamSpace] = _f(DEFAULT_SPACE, "searched hyperparameters (names from hparams)")
+
+
+@dataclass
+class TargetSpec:
+    width: int | None = _f(None, "target width; when set, `mutune search` trains the target afterwards")
+    overrides: dict[str, Any] = _f({}, "other dotted keys the target changes, e.g. {train.steps: 1000}")
+
+
+@dataclass
+class Spec:
+    name: str = _f("mutune", "run name; the run dir defaults to runs/<name>")
+    seed: int = _f(0, "seed for init and data order")
+    model: ModelSpec = _f(ModelSpec, "model shape and parametrization")
+    data: DataSpec = _f(DataSpec, "training corpus")
+    train: TrainSpec = _f(TrainSpec, "optimizer, schedule and evaluation")
+    hparams: HParams = _f(HParams, "default hyperparameters (searched ones are replaced by the search)")
+    search: SearchSpec = _f(SearchSpec, "proxy search")
+    target: TargetSpec = _f(TargetSpec, "the wide run")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """A short content hash of the resolved spec, recorded as provenance."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed building from plain dicts
+
+
+def _resolve(cls: type, f: dataclasses.Field) -> Any:
+    return typing.get_type_hints(cls)[f.name]
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, key)
+            except SpecError as e:
+                errors.append(e)
+        raise SpecError(key, f"expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise SpecError(key, f"expected one of {_type_name(tp)}, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise SpecError(key, f"expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise SpecError(key, f"expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise SpecError(key, f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise SpecError(key, f"expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise SpecError(key, f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise SpecError(key, f"expected a string, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise SpecError(key, f"expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(key, f"expected a mapping, got {value!r}")
+        _, item = typing.get_args(tp)
+        return {str(k): _coerce(item, v, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key)
+    raise AssertionError(f"unsupported spec type {tp!r} at {key}")
+
+
+def build(cls: type, data: Any, key: str = "") -> Any:
+    """Build dataclass ``cls`` from a plain mapping, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(key or "spec", f"expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in fields:
+            hint = difflib.get_close_matches(str(k), fields, n=1)
+            suggestion = f" (did you mean '{_join(key, hint[0])}'?)" if hint else ""
+            raise SpecError(_join(key, str(k)), f"unknown key{suggestion}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(_resolve(cls, f), data[name], _join(key, name))
+    return cls(**kwargs)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides
+
+
+def parse_override(token: str) -> tuple[str, Any]:
+    """``a.b=value`` -> ("a.b", parsed value); the value is read as YAML (``1e-3``, ``true``, ``[1, 2]``)."""
+    if "=" not in token:
+        raise SpecError(token, "expected KEY=VALUE")
+    key, raw = token.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise SpecError(token, "empty key in KEY=VALUE")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating sections on the way (unknown keys fail later, in build)."""
+    node = data
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SpecError(".".join(parts[: i + 1]), f"is not a section; cannot set '{key}'")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    data = copy.deepcopy(data)
+    for token in overrides:
+        key, value = parse_override(token)
+        set_dotted(data, key, value)
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def read_yaml(path: str | Path, what: str = "spec") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(str(path), f"{what} file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise SpecError(str(path), f"invalid YAML{where}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(str(path), "expected a YAML mapping at the top level")
+    return data
+
+
+def spec_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Types are checked, defaults filled, then overrides land on the filled spec (so
+    ``search.space.lr.low=1e-4`` edits the default space instead of replacing it), then validation."""
+    if overrides:
+        data = apply_overrides(build(Spec, data).to_dict(), overrides)
+    spec = build(Spec, data)
+    validate(spec)
+    return spec
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Load, override and validate a spec file. The name defaults to the file's stem."""
+    data = read_yaml(path)
+    data.setdefault("name", Path(path).stem)
+    return spec_from_dict(data, overrides)
+
+
+def _positive(value: float | int | None, key: str, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise SpecError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+HPARAM_NAMES = tuple(f.name for f in dataclasses.fields(HParams))
+
+
+def validate(spec: Spec) -> None:
+    """Cross-field checks that types alone cannot express."""
+    m, d, t, s = spec.model, spec.data, spec.train, spec.search
+    if not spec.name or "/" in spec.name:
+        raise SpecError("name", f"must be a non-empty name without '/', got {spec.name!r}")
+    for key in ("width", "base_width", "depth", "mlp_ratio", "seq_len"):
+        _positive(getattr(m, key), f"model.{key}")
+    if m.family == "gpt":
+        if (m.head_dim is None) == (m.n_head is None):
+            raise SpecError("model.head_dim", "set exactly one of model.head_dim and model.n_head")
+        _positive(m.head_dim, "model.head_dim")
+        _positive(m.n_head, "model.n_head")
+        for key in ("width", "base_width"):
+            w = getattr(m, key)
+            div = m.head_dim or m.n_head
+            if w % div:
+                what = "model.head_dim" if m.head_dim else "model.n_head"
+                raise SpecError(f"model.{key}", f"{w} is not divisible by {what}={div}")
+    if m.zero_init_readout and m.tie_embeddings:
+        raise SpecError("model.zero_init_readout", "cannot zero-init a readout tied to the embedding")
+    if d.corpus in ("text", "tokens") and not d.path:
+        raise SpecError("data.path", f"corpus '{d.corpus}' needs data.path")
+    if d.corpus == "tokens" and not d.vocab_size:
+        raise SpecError("data.vocab_size", "corpus 'tokens' needs data.vocab_size")
+    _positive(d.vocab_size, "data.vocab_size")
+    if not 0 < d.val_fraction < 1:
+        raise SpecError("data.val_fraction", f"must be in (0, 1), got {d.val_fraction}")
+    for key in ("steps", "batch_size", "eval_every", "eval_batches"):
+        _positive(getattr(t, key), f"train.{key}")
+    _positive(t.warmup_steps, "train.warmup_steps", allow_zero=True)
+    _positive(t.grad_clip, "train.grad_clip", allow_zero=True)
+    _positive(t.eps, "train.eps", allow_zero=True)
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise SpecError("train.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}")
+    h = spec.hparams
+    for key in ("lr", "init_std"):
+        _positive(getattr(h, key), f"hparams.{key}")
+    _positive(h.weight_decay, "hparams.weight_decay", allow_zero=True)
+    _positive(s.n_trials, "search.n_trials")
+    for name, p in s.space.items():
+        validate_space(name, p, f"search.space.{name}")
+    _positive(spec.target.width, "target.width")
+    for key in spec.target.overrides:
+        if key.split(".")[0] == "hparams":
+            raise SpecError(f"target.overrides.{key}", "the target takes its hparams from the search, unchanged")
+
+
+def validate_space(name: str, p: ParamSpace, key: str) -> None:
+    if name not in HPARAM_NAMES:
+        hint = difflib.get_close_matches(name, HPARAM_NAMES, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(HPARAM_NAMES)})"
+        raise SpecError(key, f"not a hyperparameter{suggestion}")
+    if p.type == "categorical":
+        if not p.choices:
+            raise SpecError(f"{key}.choices", "categorical needs a non-empty list of choices")
+        return
+    if p.low is None or p.high is None:
+        raise SpecError(f"{key}.{'low' if p.low is None else 'high'}", f"{p.type} needs low and high")
+    if p.low >= p.high:
+        raise SpecError(f"{key}.low", f"low ({p.low}) must be below high ({p.high})")
+    if (p.type == "log_uniform" or (p.type == "int" and p.log)) and p.low <= 0:
+        raise SpecError(f"{key}.low", f"a log-uniform range needs low > 0, got {p.low}")
+    if p.type == "int" and (p.low != int(p.low) or p.high != int(p.high)):
+        raise SpecError(key, "int ranges need integer bounds")
+
+
+# ---------------------------------------------------------------------------------------------
+# Derived specs
+
+
+def smoke(spec: Spec) -> Spec:
+    """The same pipeline on tiny shapes: a few steps, a few trials, widths of 32 and 64."""
+    d = spec.to_dict()
+    m = d["model"]
+    m.update(width=32, base_width=32, depth=min(m["depth"], 2), seq_len=min(m["seq_len"], 32))
+    if m["family"] == "gpt":
+        if m["head_dim"] is not None:
+            m["head_dim"] = 16
+        else:
+            m["n_head"] = 2
+    d["train"].update(steps=min(d["train"]["steps"], 12), batch_size=min(d["train"]["batch_size"], 4),
+                      warmup_steps=min(d["train"]["warmup_steps"], 2), eval_every=6, eval_batches=2)
+    d["search"]["n_trials"] = min(d["search"]["n_trials"], 3)
+    if d["target"]["width"] is not None:
+        d["target"]["width"] = 64
+    d["target"]["overrides"] = {k: v for k, v in d["target"]["overrides"].items()
+                                if k.split(".")[0] not in ("train", "model")}
+    out = spec_from_dict(d)
+    return out
+
+
+def hparams_from_dict(values: dict[str, Any], key: str = "hparams") -> HParams:
+    return build(HParams, values, key)

@@ -1,0 +1,108 @@
+"""A decoder-only transformer in the nanoGPT mould, with the three µP forward multipliers.
+
+Pre-norm blocks, causal attention through ``scaled_dot_product_attention`` with an explicit
+logit scale, GELU MLP, learned position embeddings, optional tied embeddings. Init and learning
+rates are not set here: :mod:`mutune.parametrize` does that from the width rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    seq_len: int
+    width: int  # d_model
+    depth: int
+    n_head: int
+    mlp_ratio: int = 4
+    bias: bool = False
+    tie_embeddings: bool = False
+    input_mult: float = 1.0  # α_in on the embedding output
+    output_mult: float = 1.0  # α_out / m on the logits (µP) or α_out (SP)
+    attn_scale: float | None = None  # logit scale; None means SDPA's default 1/√d_head
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.n_head
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.attn_scale = cfg.attn_scale
+        self.c_attn = nn.Linear(cfg.width, 3 * cfg.width, bias=cfg.bias)  # q, k, v stacked on dim 0
+        self.c_proj = nn.Linear(cfg.width, cfg.width, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()  # batch, sequence length, width
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hd)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.attn_scale)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+class MLPBlock(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.width, cfg.mlp_ratio * cfg.width, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.mlp_ratio * cfg.width, cfg.width, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.width, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.width, bias=cfg.bias)
+        self.mlp = MLPBlock(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    readout_names = ("lm_head",)
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.wpe = nn.Embedding(cfg.seq_len, cfg.width)
+        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.ln_f = nn.LayerNorm(cfg.width, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.width, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        B, T = idx.size()
+        pos = torch.arange(T, device=idx.device)
+        x = (self.wte(idx) + self.wpe(pos)) * self.cfg.input_mult  # (B, T, C)
+        for block in self.h:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x)) * self.cfg.output_mult  # (B, T, V)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    @torch.no_grad()
+    def zero_init_query_(self) -> None:
+        """TP5 App. D.2: zero the query projection so attention is uniform at init at any width."""
+        for block in self.h:
+            block.attn.c_attn.weight[: self.cfg.width].zero_()

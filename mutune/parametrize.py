@@ -1,0 +1,280 @@
+"""µP and SP as data: which dims of each parameter grow with width, and what that implies.
+
+A parameter is classified by building the model at two widths on the meta device (nothing is
+allocated) and comparing shapes, the way `mup.set_base_shapes` does with a base and a delta
+model. From the class follow its init std, its LR / weight-decay / Adam-eps multipliers and the
+forward multipliers, per the table in DESIGN.md (TP5 "Table 8" form, the one `mup` implements):
+
+=================  =====================  ==============  ===========  ========================
+role               init std               Adam LR          SGD LR        AdamW weight decay
+=================  =====================  ==============  ===========  ========================
+embedding          σ                      η               η·m          λ
+input (Linear)     σ·√(base/fan_in)       η               η·m          λ
+hidden             σ·√(base/fan_in)       η/m_in          η·m_out/m_in  λ·m_in
+readout (µP)       σ·√(base/fan_in_base)  η               η·m          λ
+vector (bias/LN)   0 / 1                  η               η·m          (not decayed)
+scalar (finite)    σ·√(base/fan_in)       η               η            λ
+=================  =====================  ==============  ===========  ========================
+
+Forward: embedding output × α_in, logits × α_out/m, attention logits × α_attn·√d_head_base/d_head.
+SP (the control) keeps every multiplier at 1 (α's still apply), a 1/fan_in init variance for all
+weight matrices including the readout, and attention α_attn/√d_head. With m = 1 both coincide, so
+a µP model at its base width trains exactly like its SP twin.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .config import HParams, SpecError
+
+Role = Literal["embedding", "input", "hidden", "readout", "vector", "scalar"]
+Parametrization = Literal["mup", "sp"]
+
+NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d) + (
+    (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
+)
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """What the µP rules need to know about one parameter."""
+
+    name: str
+    role: Role
+    shape: tuple[int, ...]
+    base_shape: tuple[int, ...]
+    inf_dims: tuple[int, ...]  # dims that grow with width
+    fan_in_mult: float  # fan_in / fan_in at base width (1 when fan_in is finite)
+    fan_out_mult: float  # fan_out / fan_out at base width
+    fan_in: int  # inputs per output unit at this width (for the 1/fan_in init)
+    base_fan_in: int
+    module_kind: Literal["linear", "embedding", "norm", "other"]
+    is_bias: bool = False
+    tied_readout: bool = False
+
+    @property
+    def width_mult(self) -> float:
+        """The multiplier of the one infinite dim of a vector-like parameter (1 if none)."""
+        return max(self.fan_in_mult, self.fan_out_mult)
+
+
+def _owners(model: nn.Module) -> dict[str, list[tuple[nn.Module, str]]]:
+    """Every (module, attribute) that holds each parameter, keyed by its canonical name."""
+    canonical = {id(p): n for n, p in model.named_parameters()}
+    owners: dict[str, list[tuple[nn.Module, str]]] = {n: [] for n in canonical.values()}
+    for mod_name, mod in model.named_modules(remove_duplicate=False):
+        for attr, p in mod.named_parameters(recurse=False):
+            if id(p) in canonical:
+                owners[canonical[id(p)]].append((mod, f"{mod_name}.{attr}" if mod_name else attr))
+    return owners
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {n: tuple(p.shape) for n, p in model.named_parameters()}
+
+
+def classify(
+    build: Callable[[int], nn.Module],
+    width: int,
+    base_width: int,
+    readout: Iterable[str] = (),
+) -> dict[str, ParamInfo]:
+    """Classify every parameter of ``build(width)``.
+
+    ``build`` must construct the same architecture at any width; it is called on the meta device
+    at ``width``, ``base_width`` and ``2 * base_width``. A dim is infinite when its size differs
+    between the base and the delta model. ``readout`` names modules (or parameters) that are
+    readouts even if the shape rule would not find them.
+    """
+    with torch.device("meta"):
+        model, base, delta = build(width), build(base_width), build(2 * base_width)
+    shapes, base_shapes, delta_shapes = _shapes(model), _shapes(base), _shapes(delta)
+    if not (shapes.keys() == base_shapes.keys() == delta_shapes.keys()):
+        raise SpecError("model", "the model has different parameters at different widths")
+    readout = tuple(readout)
+    owners = _owners(model)
+    infos: dict[str, ParamInfo] = {}
+    for name, shape in shapes.items():
+        base_shape, delta_shape = base_shapes[name], delta_shapes[name]
+        inf = tuple(i for i, (b, d) in enumerate(zip(base_shape, delta_shape)) if b != d)
+        if len(inf) > 2:
+            raise SpecError("model", f"parameter '{name}' has {len(inf)} dims that grow with width; µP "
+                            "rules cover at most two (a hidden matrix)")
+        mods = owners[name]
+        module, attr = mods[0]
+        attr_leaf = attr.rsplit(".", 1)[-1]
+        kind = ("embedding" if isinstance(module, nn.Embedding) else
+                "linear" if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) else
+                "norm" if isinstance(module, NORM_TYPES) else "other")
+        mult = {i: shape[i] / base_shape[i] for i in inf}
+        # a parameter is a named readout if it, or the module holding it, is named in `readout`
+        is_readout_module = any(n in readout or n.rpartition(".")[0] in readout for _, n in mods)
+        if kind == "embedding":
+            # (num_embeddings, dim): the width dim is the fan-out; the fan-in is the vocab.
+            fan_in_mult, fan_out_mult = 1.0, mult.get(1, 1.0)
+            fan_in = base_fan_in = shape[0]
+        elif len(shape) >= 2:
+            fan_in_mult, fan_out_mult = mult.get(1, 1.0), mult.get(0, 1.0)
+            fan_in, base_fan_in = math.prod(shape[1:]), math.prod(base_shape[1:])
+        else:
+            fan_in_mult, fan_out_mult = 1.0, mult.get(0, 1.0)
+            fan_in = base_fan_in = 1
+        tied = kind == "embedding" and is_readout_module
+        if len(shape) < 2:
+            role: Role = "vector" if inf else "scalar"
+        elif kind == "embedding":
+            role = "embedding"
+        elif len(inf) == 2:
+            role = "hidden"
+        elif len(inf) == 0:
+            role = "scalar"
+        elif inf == (0,):
+            role = "input"
+        else:
+            role = "readout"
+        if role == "readout" and not is_readout_module and readout:
+            raise SpecError("model.readout", f"'{name}' maps the width to a fixed size (a readout) but "
+                            f"is not among the named readouts {list(readout)}")
+        infos[name] = ParamInfo(
+            name=name, role=role, shape=shape, base_shape=base_shape, inf_dims=inf,
+            fan_in_mult=fan_in_mult, fan_out_mult=fan_out_mult, fan_in=fan_in, base_fan_in=base_fan_in,
+            module_kind=kind, is_bias=attr_leaf == "bias", tied_readout=tied,
+        )
+    return infos
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    init: Literal["normal", "zeros", "ones", "keep"]
+    std: float
+    lr_mult: float
+    wd_mult: float  # 0 means not decayed
+    eps_mult: float
+
+
+def rule(info: ParamInfo, hp: HParams, parametrization: Parametrization, optimizer: str,
+         base_width: int) -> Rule:
+    """The init, LR, weight-decay and eps treatment of one parameter (see the module table)."""
+    mup = parametrization == "mup"
+    role = info.role
+    # init
+    if info.module_kind == "norm" or (role in ("vector", "scalar") and len(info.shape) < 2):
+        if info.module_kind == "norm":
+            init = "zeros" if info.is_bias else "ones"
+        else:
+            init = "zeros" if info.is_bias else "keep"
+        std = 0.0
+    elif role == "embedding":
+        init, std = "normal", hp.init_std
+    elif role == "readout" and mup:
+        init, std = "normal", hp.init_std * math.sqrt(base_width / info.base_fan_in)
+    else:
+        init, std = "normal", hp.init_std * math.sqrt(base_width / info.fan_in)
+    # LR, weight decay, eps
+    decayed = len(info.shape) >= 2
+    lr_mult = wd_mult = eps_mult = 1.0
+    if mup:
+        if optimizer == "sgd":
+            if role == "hidden":
+                lr_mult = info.fan_out_mult / info.fan_in_mult
+                wd_mult = info.fan_in_mult / info.fan_out_mult
+            elif role != "scalar":
+                lr_mult = info.width_mult
+                wd_mult = 1.0 / info.width_mult
+        elif role == "hidden":  # Adam / AdamW
+            lr_mult = 1.0 / info.fan_in_mult
+            wd_mult = info.fan_in_mult
+            eps_mult = 1.0 / info.fan_in_mult
+    return Rule(init=init, std=std, lr_mult=lr_mult, wd_mult=wd_mult if decayed else 0.0, eps_mult=eps_mult)
+
+
+@dataclass(frozen=True)
+class Multipliers:
+    """Forward multipliers a model applies: embedding output, logits, attention logits."""
+
+    input: float
+    output: float
+    attn: float | None  # None for models without attention
+
+
+def multipliers(hp: HParams, parametrization: Parametrization, width: int, base_width: int,
+                head_dim: int | None = None, base_head_dim: int | None = None) -> Multipliers:
+    m = width / base_width
+    output = hp.alpha_out / m if parametrization == "mup" else hp.alpha_out
+    attn = None
+    if head_dim is not None:
+        if parametrization == "mup":
+            attn = hp.alpha_attn * math.sqrt(base_head_dim or head_dim) / head_dim
+        else:
+            attn = hp.alpha_attn / math.sqrt(head_dim)
+    return Multipliers(input=hp.alpha_in, output=output, attn=attn)
+
+
+def init_weights(model: nn.Module, infos: dict[str, ParamInfo], hp: HParams,
+                 parametrization: Parametrization, base_width: int, generator: torch.Generator,
+                 zero_init_readout: bool = False) -> None:
+    """Initialise every parameter by its rule, in a fixed order, from ``generator``."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, info in infos.items():
+            p = params[name]
+            r = rule(info, hp, parametrization, "adamw", base_width)
+            if info.role == "readout" and zero_init_readout:
+                p.zero_()
+            elif r.init == "normal":
+                if p.device.type == "meta":
+                    continue
+                # draw on the CPU so the same seed gives the same weights on every device
+                p.copy_(torch.randn(p.shape, generator=generator) * r.std)
+            elif r.init == "zeros":
+                p.zero_()
+            elif r.init == "ones":
+                p.fill_(1.0)
+
+
+def param_groups(model: nn.Module, infos: dict[str, ParamInfo], hp: HParams,
+                 parametrization: Parametrization, optimizer: str, base_width: int,
+                 eps: float = 1e-8) -> list[dict]:
+    """Optimizer param groups, one per distinct (LR, weight decay, eps) treatment.
+
+    Each group carries ``lr_mult`` and its ``lr`` is ``hp.lr * lr_mult``; schedules must scale
+    group LRs relatively (``LambdaLR`` does), never set one absolute LR on all groups.
+    """
+    params = dict(model.named_parameters())
+    groups: dict[tuple[float, float, float], dict] = {}
+    for name, info in infos.items():
+        r = rule(info, hp, parametrization, optimizer, base_width)
+        key = (r.lr_mult, r.wd_mult, r.eps_mult)
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = {
+                "params": [], "names": [], "roles": set(), "lr": hp.lr * r.lr_mult, "lr_mult": r.lr_mult,
+                "weight_decay": hp.weight_decay * r.wd_mult,
+            }
+            if optimizer != "sgd":
+                g["eps"] = eps * r.eps_mult
+        g["params"].append(params[name])
+        g["names"].append(name)
+        g["roles"].add(info.role)
+    out = []
+    for g in groups.values():
+        g["roles"] = sorted(g["roles"])
+        out.append(g)
+    return out
+
+
+def make_optimizer(groups: list[dict], hp: HParams, optimizer: str) -> torch.optim.Optimizer:
+    if optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
+    return torch.optim.AdamW(groups, lr=hp.lr, betas=(hp.beta1, hp.beta2))

@@ -1,0 +1,435 @@
+"""The proxy search: an Optuna study of short runs at the proxy width, and what it leaves behind.
+
+Storage: by default a journal file in the run directory (``study.journal``, Optuna's
+``JournalFileBackend``). It is chosen over SQLite because several worker processes can append
+to it safely on one machine (SQLite gives "database is locked" under concurrent writers, and
+Optuna's FAQ advises against it for parallel runs), it needs no server and no SQLAlchemy
+engine, and ``optuna-dashboard runs/<name>/study.journal`` opens it as it is. Any Optuna RDB
+URL (``postgresql://…``, ``sqlite:///…``) may be given instead, for several machines; those
+get Optuna's heartbeat so a killed worker's trial is failed and re-run.
+
+Re-running the same command resumes: the study is loaded, orphaned RUNNING trials are failed,
+and trials run until ``search.n_trials`` have *finished* (complete, pruned, or diverged).
+Random search draws trial k's hyperparameters from ``(seed, k)`` alone, so a resumed or
+parallel search never repeats a configuration and the set of configurations is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sys
+import time
+import warnings
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+import torch
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from . import __version__, config
+from .config import HParams, ParamSpace, Spec, SpecError
+from .train import StepLog, atomic_write, train
+
+# Keys that may change between invocations on the same study without making old trials
+# incomparable: how many trials to run, what to do afterwards, where and how fast to run.
+RESUMABLE_KEYS = {"name", "search.n_trials", "search.storage", "target", "train.device", "train.compile"}
+
+
+@dataclass
+class TrialEvent:
+    """What the CLI shows after each trial."""
+
+    number: int
+    state: str
+    value: float | None
+    params: dict[str, Any]
+    seconds: float
+    reason: str
+    finished: int  # finished trials in the study (complete + pruned + diverged)
+    n_trials: int
+    best_value: float | None
+    best_number: int | None
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    best: dict  # the best.yaml document
+    n_finished: int
+    target: Any = None  # transfer.TransferResult when the target was launched
+
+
+class SeededRandomSampler(optuna.samplers.BaseSampler):
+    """Random search in which trial k's draw of parameter p depends only on (seed, k, p).
+
+    Optuna's ``RandomSampler(seed)`` replays the same sequence in every process, so a resumed
+    study or a second worker would repeat configurations; keying the draw on the trial number
+    (unique per study) avoids that without any coordination.
+    """
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def infer_relative_search_space(self, study, trial):  # noqa: D102
+        return {}
+
+    def sample_relative(self, study, trial, search_space):  # noqa: D102
+        return {}
+
+    def sample_independent(self, study, trial: FrozenTrial, param_name: str, dist) -> Any:
+        rng = np.random.default_rng([self.seed, trial.number, zlib.crc32(param_name.encode())])
+        if isinstance(dist, CategoricalDistribution):
+            return dist.choices[int(rng.integers(len(dist.choices)))]
+        if isinstance(dist, FloatDistribution):
+            if dist.log:
+                value = math.exp(rng.uniform(math.log(dist.low), math.log(dist.high)))
+            else:
+                value = rng.uniform(dist.low, dist.high)
+            if dist.step is not None:
+                value = dist.low + round((value - dist.low) / dist.step) * dist.step
+            return float(min(max(value, dist.low), dist.high))
+        if isinstance(dist, IntDistribution):
+            if dist.log:
+                value = int(round(math.exp(rng.uniform(math.log(dist.low), math.log(dist.high + 1) - 1e-12) - 0.5)))
+            else:
+                value = int(rng.integers(dist.low, dist.high + 1))
+            value = dist.low + ((value - dist.low) // dist.step) * dist.step
+            return int(min(max(value, dist.low), dist.high))
+        raise TypeError(f"unsupported distribution {dist!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Run directory, storage, study
+
+
+def default_run_dir(spec: Spec, smoke: bool = False) -> Path:
+    return Path("runs") / (f"{spec.name}-smoke" if smoke else spec.name)
+
+
+def write_config(run_dir: Path, spec: Spec, argv: list[str] | None = None) -> None:
+    """config.yaml: the resolved spec, loadable as a spec itself; the argv goes in the header."""
+    argv = sys.argv if argv is None else argv
+    header = (f"# resolved spec, written by mutune {__version__} on {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+              f"# argv: {' '.join(argv)}\n")
+    text = header + yaml.safe_dump(spec.to_dict(), sort_keys=False)
+    atomic_write(run_dir / "config.yaml", lambda p: p.write_text(text))
+
+
+def storage_url(spec: Spec, run_dir: Path) -> str:
+    return spec.search.storage or str(run_dir / "study.journal")
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """A journal file for plain paths, an RDB storage (with heartbeat) for URLs."""
+    if "://" not in url:
+        path = Path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+    except Exception as e:  # a bad URL or an unreachable server is a user error
+        raise SpecError("search.storage", f"cannot open storage {url!r}: {e}") from None
+
+
+def trial_relevant(spec: Spec) -> dict[str, Any]:
+    """The part of the spec that determines a trial's outcome, flattened to dotted keys."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if prefix in RESUMABLE_KEYS:
+            return
+        if isinstance(node, dict) and prefix != "search.space":
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = node
+
+    walk("", spec.to_dict())
+    return flat
+
+
+def make_sampler(spec: Spec, worker: int = 0, n_existing: int = 0) -> optuna.samplers.BaseSampler:
+    if spec.search.sampler == "random":
+        return SeededRandomSampler(spec.search.seed)
+    # TPE conditions on the history; offset the seed so workers and resumes draw differently.
+    return optuna.samplers.TPESampler(seed=spec.search.seed + 1000 * worker + n_existing)
+
+
+def open_study(spec: Spec, storage: optuna.storages.BaseStorage, worker: int = 0) -> optuna.Study:
+    """Create or load the study, refusing one that was run with a different spec."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    name = spec.search.study_name or spec.name
+    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    n_existing = summaries[name].n_trials if name in summaries else 0
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="minimize", load_if_exists=True,
+        sampler=make_sampler(spec, worker, n_existing), pruner=optuna.pruners.NopPruner(),
+    )
+    relevant = trial_relevant(spec)
+    recorded = study.user_attrs.get("spec")
+    if recorded is None:
+        study.set_user_attr("spec", relevant)
+        study.set_user_attr("spec_hash", spec.hash())
+    elif recorded != relevant:
+        changed = sorted(k for k in set(recorded) | set(relevant) if recorded.get(k) != relevant.get(k))
+        raise SpecError(changed[0], f"study '{name}' was run with a different spec (changed: "
+                        f"{', '.join(changed)}); use another --run-dir or name, or revert the change")
+    return study
+
+
+# ---------------------------------------------------------------------------------------------
+# Trials
+
+
+def suggest(trial: optuna.Trial, space: dict[str, ParamSpace], defaults: HParams) -> HParams:
+    values = asdict(defaults)
+    for name, p in space.items():
+        if p.type == "log_uniform":
+            values[name] = trial.suggest_float(name, p.low, p.high, log=True)
+        elif p.type == "uniform":
+            values[name] = trial.suggest_float(name, p.low, p.high)
+        elif p.type == "int":
+            values[name] = trial.suggest_int(name, int(p.low), int(p.high), log=p.log)
+        else:
+            values[name] = trial.suggest_categorical(name, p.choices)
+    return config.hparams_from_dict(values)
+
+
+def is_finished(t: FrozenTrial) -> bool:
+    """Counts toward n_trials: complete, pruned, or failed because the loss diverged."""
+    return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+        t.state == TrialState.FAIL and bool(t.user_attrs.get("diverged")))
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
+    """Fail RUNNING trials whose worker process is gone (killed, crashed, pre-empted).
+
+    RDB storages do this through Optuna's heartbeat; the journal file has none, so mutune
+    records ``host:pid`` on each trial and, for trials of this machine, checks the pid here.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a no-op without heartbeat
+    if isinstance(storage, optuna.storages.RDBStorage):
+        return []
+    host = socket.gethostname()
+    study_id = storage.get_study_id_from_name(study.study_name)
+    reaped = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker")
+        if worker is None:
+            # killed between creating the trial and tagging it: reap only when clearly stale
+            if t.datetime_start is None or time.time() - t.datetime_start.timestamp() < 120:
+                continue
+        else:
+            w_host, _, w_pid = worker.rpartition(":")
+            if w_host != host or _pid_alive(int(w_pid)):
+                continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_user_attr(trial_id, "fail_reason", f"orphaned: worker {worker} is gone")
+        try:
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process got there first
+        reaped.append(t.number)
+    return reaped
+
+
+def count(study: optuna.Study) -> tuple[int, int]:
+    """(finished, running) trials in the study."""
+    trials = study.get_trials(deepcopy=False)
+    return sum(is_finished(t) for t in trials), sum(t.state == TrialState.RUNNING for t in trials)
+
+
+def make_objective(spec: Spec, on_step: Callable[[int, StepLog], None] | None = None):
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", _worker_id())
+        hp = suggest(trial, spec.search.space, spec.hparams)
+
+        def on_eval(step: int, val_loss: float) -> None:
+            trial.report(val_loss, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step} (val loss {val_loss:.4f})")
+
+        log = (lambda s: on_step(trial.number, s)) if on_step else None
+        result = train(spec, hp, on_eval=on_eval, on_log=log)
+        for key in ("flops", "tokens", "seconds", "steps", "params"):
+            trial.set_user_attr(key, getattr(result, key))
+        if result.diverged:
+            trial.set_user_attr("diverged", True)
+            trial.set_user_attr("fail_reason", f"diverged: {result.reason}")
+            return float("nan")  # Optuna records a NaN objective as FAIL; the study goes on
+        return result.final_val_loss
+
+    return objective
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, state, every HP, loss, steps, tokens, FLOPs, seconds, reason."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        ua = t.user_attrs
+        row = {"number": t.number, "state": t.state.name,
+               "loss": t.value if t.state == TrialState.COMPLETE else None}
+        row.update(t.params)
+        for key in ("steps", "tokens", "flops", "seconds", "params"):
+            row[key] = ua.get(key)
+        row["fail_reason"] = ua.get("fail_reason", "")
+        row["worker"] = ua.get("worker", "")
+        row["datetime_start"] = t.datetime_start.isoformat() if t.datetime_start else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_trials_csv(study: optuna.Study, run_dir: Path) -> pd.DataFrame:
+    df = trials_table(study)
+    atomic_write(run_dir / "trials.csv", lambda p: df.to_csv(p, index=False))
+    return df
+
+
+def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
+    """best.yaml: the winning hyperparameters (all of them) and where they came from."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.value is not None and math.isfinite(t.value)]
+    if not complete:
+        return None
+    best = min(complete, key=lambda t: (t.value, t.number))
+    hp = asdict(spec.hparams)
+    hp.update(best.params)
+    all_trials = study.get_trials(deepcopy=False)
+    search_flops = float(sum(t.user_attrs.get("flops") or 0.0 for t in all_trials))
+    return {
+        "hparams": config.hparams_from_dict(hp).__dict__,
+        "provenance": {
+            "spec_name": spec.name,
+            "spec_hash": spec.hash(),
+            "study_name": study.study_name,
+            "storage": url,
+            "model_family": spec.model.family,
+            "parametrization": spec.model.parametrization,
+            "proxy_width": spec.model.width,
+            "base_width": spec.model.base_width,
+            "trial_number": best.number,
+            "loss": float(best.value),
+            "n_trials_finished": sum(is_finished(t) for t in all_trials),
+            "search_flops": search_flops,
+            "search_seconds": float(sum(t.user_attrs.get("seconds") or 0.0 for t in all_trials)),
+            "argv": list(sys.argv),
+            "versions": {
+                "mutune": __version__, "torch": str(torch.__version__), "optuna": str(optuna.__version__),
+                "python": sys.version.split()[0],
+            },
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    }
+
+
+def write_best(study: optuna.Study, spec: Spec, run_dir: Path) -> dict | None:
+    doc = best_document(study, spec, storage_url(spec, run_dir))
+    if doc is not None:
+        atomic_write(run_dir / "best.yaml", lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False)))
+    return doc
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def run_trials(spec: Spec, run_dir: Path, *, worker: int = 0,
+               on_trial: Callable[[TrialEvent], None] | None = None,
+               on_step: Callable[[int, StepLog], None] | None = None) -> None:
+    """Run trials until the study holds ``search.n_trials`` finished ones; safe to run in parallel."""
+    storage = open_storage(storage_url(spec, run_dir))
+    study = open_study(spec, storage, worker)
+    reap_orphans(study, storage)
+    objective = make_objective(spec, on_step)
+    n_trials = spec.search.n_trials
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        write_trials_csv(study, run_dir)
+        doc = write_best(study, spec, run_dir)
+        if on_trial is not None:
+            finished, _ = count(study)
+            best = doc["provenance"] if doc else None
+            on_trial(TrialEvent(
+                number=trial.number, state=trial.state.name, value=trial.value, params=trial.params,
+                seconds=float(trial.user_attrs.get("seconds") or 0.0), reason=trial.user_attrs.get("fail_reason", ""),
+                finished=finished, n_trials=n_trials,
+                best_value=best["loss"] if best else None, best_number=best["trial_number"] if best else None,
+            ))
+
+    while True:
+        finished, running = count(study)
+        if finished + running >= n_trials:
+            break
+        study.optimize(objective, n_trials=1, callbacks=[after_trial], gc_after_trial=False)
+
+
+def search(spec: Spec, *, run_dir: str | Path | None = None, smoke: bool = False, transfer: bool = True,
+           argv: list[str] | None = None,
+           on_trial: Callable[[TrialEvent], None] | None = None,
+           on_step: Callable[[int, StepLog], None] | None = None,
+           on_plan: Callable[[Any], None] | None = None,
+           on_target_step: Callable[[StepLog], None] | None = None) -> SearchResult:
+    """Search the proxy, write best.yaml and trials.csv, then (if the spec names a target width) train it.
+
+    A ``KeyboardInterrupt`` stops after marking the running trial failed; everything finished is
+    kept in the storage and in trials.csv, and the same call resumes.
+    """
+    if smoke:
+        spec = config.smoke(spec)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec, smoke)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(storage_url(spec, run_dir))
+    study = open_study(spec, storage)  # fails fast on a spec that does not match the study
+    write_config(run_dir, spec, argv)
+    try:
+        run_trials(spec, run_dir, on_trial=on_trial, on_step=on_step)
+    finally:
+        # whatever happened, leave the table and the best-so-far on disk
+        write_trials_csv(study, run_dir)
+        best = write_best(study, spec, run_dir)
+    finished, _ = count(study)
+    if best is None:
+        raise SearchFailed(f"none of the {finished} finished trials has a finite loss; see {run_dir / 'trials.csv'}")
+    result = SearchResult(run_dir=run_dir, best=best, n_finished=finished)
+    if transfer and spec.target.width is not None:
+        from . import transfer as transfer_mod
+
+        result.target = transfer_mod.transfer(run_dir, transfer_mod.target_overrides(spec),
+                                              on_plan=on_plan, on_log=on_target_step)
+    return result
+
+
+class SearchFailed(RuntimeError):
+    """The search ran but produced nothing usable (every trial diverged or failed): exit code 1."""

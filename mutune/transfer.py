@@ -1,0 +1,189 @@
+"""The wide run: the proxy's spec at a new width, with best.yaml's hyperparameters unchanged.
+
+Nothing here rescales a hyperparameter: under µP the per-parameter multipliers, derived from
+``width / base_width``, absorb the change of width. The plan (parameters, FLOPs, memory, and
+the tuning cost as a share of the target run) is computed on the meta device, so planning a
+width-8192 model allocates nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import config, flops
+from .config import HParams, Spec, SpecError
+from .train import RunResult, StepLog, atomic_write, train
+
+# Keys a target may change that µTransfer carries only approximately (TP5 §6.1): say so.
+APPROXIMATE = {
+    "train.steps": "training horizon: TP5 found LR transfer across steps empirical, from ~5000 steps up",
+    "train.batch_size": "batch size: transfers roughly (TP5 Fig. 19) if both are above the critical batch",
+    "train.warmup_steps": "warmup: a ratio tuned at small width sometimes needs lengthening at large width",
+    "model.depth": "depth: µP covers width; depth transfers only empirically for pre-LN transformers",
+    "model.seq_len": "sequence length: transfers roughly (TP5 Fig. 19) from ~128 up",
+    "model.mlp_ratio": "MLP ratio: a different shape; the multipliers adapt but the optimum may move",
+    "data": "a different corpus: the proxy's optimum was found on other data",
+    "hparams.weight_decay": "weight decay does not µTransfer",
+}
+# Keys that would change what the hyperparameters mean: refused.
+FIXED = {
+    "model.base_width": "it defines what the tuned hyperparameters mean",
+    "model.parametrization": "the hyperparameters were tuned under the proxy's parametrization",
+    "model.family": "the hyperparameters were tuned on the proxy's model family",
+    "model.head_dim": "the proxy's head_dim fixes the attention base; use n_head/head_dim as the proxy did",
+    "model.n_head": "the proxy's head count fixes the attention base",
+}
+SMOKE_MAX_WIDTH = 128
+
+
+@dataclass
+class Plan:
+    run_dir: Path
+    target_dir: Path
+    spec: Spec
+    hparams: HParams
+    cost: flops.Cost
+    proxy_cost: flops.Cost
+    proxy_width: int
+    search_flops: float
+    overrides: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def tuning_cost_pct(self) -> float:
+        """Search compute as a percentage of the target run's compute."""
+        return 100.0 * self.search_flops / self.cost.total_flops
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir), "target_dir": str(self.target_dir), "overrides": self.overrides,
+            "width": self.spec.model.width, "proxy_width": self.proxy_width,
+            "hparams": asdict(self.hparams), "cost": self.cost.to_dict(), "search_flops": self.search_flops,
+            "tuning_cost_pct": self.tuning_cost_pct, "warnings": self.warnings,
+        }
+
+
+@dataclass
+class TransferResult:
+    plan: Plan
+    result: RunResult | None  # None for a dry run
+
+
+def latest_run(root: str | Path = "runs") -> Path:
+    """The most recently modified run directory (one holding a best.yaml) under ``root``."""
+    root = Path(root)
+    runs = [p.parent for p in root.glob("*/best.yaml")] if root.is_dir() else []
+    if not runs:
+        raise SpecError(str(root), "no run directory with a best.yaml here; run `mutune search` first or name RUN_DIR")
+    return max(runs, key=lambda p: (p / "best.yaml").stat().st_mtime)
+
+
+def load_run(run_dir: str | Path) -> tuple[Spec, dict]:
+    """The proxy spec (config.yaml) and the best.yaml document of a run directory."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise SpecError(str(run_dir), "run directory not found")
+    for name in ("config.yaml", "best.yaml"):
+        if not (run_dir / name).is_file():
+            raise SpecError(str(run_dir / name), "not found; is this a finished `mutune search` run directory?")
+    spec = config.spec_from_dict(config.read_yaml(run_dir / "config.yaml"))
+    best = config.read_yaml(run_dir / "best.yaml", "best.yaml")
+    if not isinstance(best.get("hparams"), dict):
+        raise SpecError(str(run_dir / "best.yaml"), "has no 'hparams' mapping")
+    return spec, best
+
+
+def target_overrides(spec: Spec) -> list[str]:
+    """The ``--to`` list that a spec's own ``target`` section means."""
+    to = [f"width={spec.target.width}"] if spec.target.width is not None else []
+    return to + [f"{k}={json.dumps(v)}" for k, v in spec.target.overrides.items()]
+
+
+def _canonical(key: str) -> str:
+    return "model.width" if key == "width" else key
+
+
+def target_key(overrides: list[str]) -> str:
+    """``['width=1024', 'train.steps=400']`` -> ``width1024-steps400`` (the target-<key> folder)."""
+    parts = []
+    for token in overrides:
+        key, value = config.parse_override(token)
+        parts.append(key.rsplit(".", 1)[-1] + re.sub(r"[^A-Za-z0-9.]+", "_", str(value)))
+    return "-".join(parts) or "default"
+
+
+def plan(run_dir: str | Path | None, to: list[str] | tuple[str, ...] = (), *, smoke: bool = False) -> Plan:
+    """Rebuild the spec for the target and cost it; allocates no weights."""
+    run_dir = latest_run() if run_dir is None else Path(run_dir)
+    proxy, best = load_run(run_dir)
+    to = list(to) or target_overrides(proxy)
+    if not to:
+        raise SpecError("--to", "give --to width=W (the spec names no target.width)")
+    warnings: list[str] = []
+    data = proxy.to_dict()
+    if smoke:
+        data = config.smoke(proxy).to_dict()
+    canonical: list[str] = []
+    for token in to:
+        key, value = config.parse_override(token)
+        key = _canonical(key)
+        section = key.split(".")[0]
+        if section == "hparams":
+            raise SpecError(f"--to {key}", "hyperparameters come from best.yaml, unchanged; tune them in the search")
+        if key in FIXED:
+            raise SpecError(f"--to {key}", f"cannot change for a transfer: {FIXED[key]}")
+        if section in ("search", "target", "name"):
+            raise SpecError(f"--to {key}", "not used by a target run")
+        note = APPROXIMATE.get(key) or APPROXIMATE.get(section)
+        if note and value != _get(data, key):
+            warnings.append(f"{key}={value} does not µTransfer exactly ({note})")
+        canonical.append(f"{key}={json.dumps(value)}")
+    try:
+        target = config.spec_from_dict(data, canonical)
+    except SpecError as e:
+        raise SpecError(f"--to {e.key}", e.message) from None
+    if smoke and target.model.width > SMOKE_MAX_WIDTH:
+        warnings.append(f"--smoke: width {target.model.width} capped at {SMOKE_MAX_WIDTH}")
+        target = config.spec_from_dict(target.to_dict(), [f"model.width={SMOKE_MAX_WIDTH}"])
+    hp = config.hparams_from_dict(best["hparams"], f"{run_dir / 'best.yaml'}: hparams")
+    prov = best.get("provenance") or {}
+    search_flops = float(prov.get("search_flops") or 0.0)
+    return Plan(
+        run_dir=run_dir, target_dir=run_dir / f"target-{target_key(to)}", spec=target, hparams=hp,
+        cost=flops.cost(target, hp=hp), proxy_cost=flops.cost(proxy, hp=hp), proxy_width=proxy.model.width,
+        search_flops=search_flops,
+        overrides=list(to), warnings=warnings,
+    )
+
+
+def _get(data: dict, key: str) -> Any:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def transfer(run_dir: str | Path | None, to: list[str] | tuple[str, ...] = (), *, dry_run: bool = False,
+             smoke: bool = False, on_plan: Callable[[Plan], None] | None = None,
+             on_log: Callable[[StepLog], None] | None = None) -> TransferResult:
+    """Plan the target run and, unless ``dry_run``, train it into ``<run_dir>/target-<key>/``."""
+    p = plan(run_dir, to, smoke=smoke)
+    if on_plan is not None:
+        on_plan(p)
+    if dry_run:
+        return TransferResult(plan=p, result=None)
+    p.target_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(p.target_dir / "plan.yaml", lambda f: f.write_text(yaml.safe_dump(p.to_dict(), sort_keys=False)))
+    atomic_write(p.target_dir / "config.yaml",
+                 lambda f: f.write_text(yaml.safe_dump(p.spec.to_dict(), sort_keys=False)))
+    result = train(p.spec, p.hparams, out_dir=p.target_dir, on_log=on_log)
+    return TransferResult(plan=p, result=result)
