@@ -17,7 +17,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from . import __version__, config, flops
@@ -55,7 +62,13 @@ def _fmt_secs(s: float) -> str:
     if not math.isfinite(s):
         return "?"
     s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+    return (
+        f"{s // 3600}h{s % 3600 // 60:02d}m"
+        if s >= 3600
+        else f"{s // 60}m{s % 60:02d}s"
+        if s >= 60
+        else f"{s}s"
+    )
 
 
 def _log(msg: str) -> None:
@@ -74,8 +87,14 @@ class SearchDisplay:
         self.done_here = 0
         if self.live:
             self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=err,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=err,
             )
             self.trials = self.progress.add_task("trials", total=n_trials, info="")
             self.steps = self.progress.add_task("run", total=1, info="", visible=False)
@@ -85,9 +104,12 @@ class SearchDisplay:
         info = f"loss {log.train_loss:.4f}  {flops.human(log.tokens_per_s)} tok/s"
         label = f"trial {trial}" if trial is not None else "target"
         if self.progress is not None:
-            self.progress.update(self.steps, description=label, total=log.steps, completed=log.step, info=info,
-                                 visible=True)
-        elif state.verbose or (trial is None and (log.step % max(1, log.steps // 10) == 0 or log.step == log.steps)):
+            self.progress.update(
+                self.steps, description=label, total=log.steps, completed=log.step, info=info, visible=True
+            )
+        elif state.verbose or (
+            trial is None and (log.step % max(1, log.steps // 10) == 0 or log.step == log.steps)
+        ):
             _log(f"{label} step {log.step}/{log.steps} {info} eta {_fmt_secs(log.eta)}")
 
     def trial(self, ev: search_mod.TrialEvent) -> None:
@@ -96,13 +118,16 @@ class SearchDisplay:
         value = f"loss {ev.value:.4f}" if ev.value is not None else ev.reason or ""
         if self.progress is not None:
             self.progress.update(self.trials, completed=ev.finished, info=best)
-            self.progress.console.print(f"trial {ev.number:>3} {ev.state:<8} {value}  ({ev.seconds:.1f}s)",
-                                        highlight=False)
+            self.progress.console.print(
+                f"trial {ev.number:>3} {ev.state:<8} {value}  ({ev.seconds:.1f}s)", highlight=False
+            )
         else:
             remaining = max(0, ev.n_trials - ev.finished)
             eta = (time.perf_counter() - self.t0) / self.done_here * remaining
-            _log(f"trial {ev.number} {ev.state} {value} ({ev.seconds:.1f}s) [{ev.finished}/{ev.n_trials}] {best} "
-                 f"eta {_fmt_secs(eta)}")
+            _log(
+                f"trial {ev.number} {ev.state} {value} ({ev.seconds:.1f}s) [{ev.finished}/{ev.n_trials}] {best} "
+                f"eta {_fmt_secs(eta)}"
+            )
 
     def close(self) -> None:
         if self.progress is not None:
@@ -120,11 +145,16 @@ def print_plan(p: transfer_mod.Plan) -> None:
     table.add_row("FLOPs / step", flops.human(c.flops_per_step))
     table.add_row("FLOPs total", f"{flops.human(c.total_flops)} over {c.steps} steps")
     table.add_row("memory (est.)", flops.human_bytes(c.memory_bytes))
-    table.add_row("hparams", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                       for k, v in vars(p.hparams).items()))
+    table.add_row(
+        "hparams",
+        ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in vars(p.hparams).items()),
+    )
     if p.search_flops:
-        table.add_row("tuning cost", f"search compute = {p.tuning_cost_pct:.1f}% of the target run "
-                      f"({flops.human(p.search_flops)} / {flops.human(c.total_flops)} FLOPs)")
+        table.add_row(
+            "tuning cost",
+            f"search compute = {p.tuning_cost_pct:.1f}% of the target run "
+            f"({flops.human(p.search_flops)} / {flops.human(c.total_flops)} FLOPs)",
+        )
     out.print(table)
     for w in p.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
@@ -143,8 +173,11 @@ def _print_target(res: transfer_mod.TransferResult) -> int:
     if r.diverged:
         err.print(f"[red]target diverged:[/] {r.reason} (see {res.plan.target_dir})", highlight=False)
         return 1
-    out.print(f"target val loss {r.final_val_loss:.4f} after {r.steps} steps ({_fmt_secs(r.seconds)}) "
-              f"-> {res.plan.target_dir}", highlight=False)
+    out.print(
+        f"target val loss {r.final_val_loss:.4f} after {r.steps} steps ({_fmt_secs(r.seconds)}) "
+        f"-> {res.plan.target_dir}",
+        highlight=False,
+    )
     return 0
 
 
@@ -153,7 +186,9 @@ def _print_target(res: transfer_mod.TransferResult) -> int:
 
 OverridesArg = Annotated[
     list[str] | None,
-    typer.Argument(help="dotted KEY=VALUE overrides, e.g. train.steps=50 search.n_trials=8", show_default=False),
+    typer.Argument(
+        help="dotted KEY=VALUE overrides, e.g. train.steps=50 search.n_trials=8", show_default=False
+    ),
 ]
 
 
@@ -163,7 +198,9 @@ def search(
     overrides: OverridesArg = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="default: runs/<name>")] = None,
     smoke: Annotated[bool, typer.Option("--smoke", help="tiny widths, few steps and trials (CI)")] = False,
-    no_transfer: Annotated[bool, typer.Option("--no-transfer", help="do not train the target afterwards")] = False,
+    no_transfer: Annotated[
+        bool, typer.Option("--no-transfer", help="do not train the target afterwards")
+    ] = False,
 ) -> None:
     """Search hyperparameters on the µP proxy, write best.yaml, then train the target.
 
@@ -174,8 +211,10 @@ def search(
     spec = config.load_spec(config_path, overrides or [])
     shown = config.smoke(spec) if smoke else spec
     where = run_dir or search_mod.default_run_dir(spec, smoke)
-    _log(f"searching {shown.model.family} proxy width {shown.model.width} (base {shown.model.base_width}, "
-         f"{shown.model.parametrization}) for {shown.search.n_trials} trials -> {where}")
+    _log(
+        f"searching {shown.model.family} proxy width {shown.model.width} (base {shown.model.base_width}, "
+        f"{shown.model.parametrization}) for {shown.search.n_trials} trials -> {where}"
+    )
     display = SearchDisplay(shown.search.n_trials)
 
     def on_plan(p: transfer_mod.Plan) -> None:
@@ -184,8 +223,14 @@ def search(
 
     try:
         res = search_mod.search(
-            spec, run_dir=run_dir, smoke=smoke, transfer=not no_transfer, on_trial=display.trial,
-            on_step=display.step, on_plan=on_plan, on_target_step=lambda log: display.step(None, log),
+            spec,
+            run_dir=run_dir,
+            smoke=smoke,
+            transfer=not no_transfer,
+            on_trial=display.trial,
+            on_step=display.step,
+            on_plan=on_plan,
+            on_target_step=lambda log: display.step(None, log),
         )
     except KeyboardInterrupt:
         display.close()
@@ -194,18 +239,29 @@ def search(
     finally:
         display.close()
     prov = res.best["provenance"]
-    out.print(f"best trial #{prov['trial_number']} loss {prov['loss']:.4f} of {res.n_finished} finished -> "
-              f"{res.run_dir / 'best.yaml'}", highlight=False)
+    out.print(
+        f"best trial #{prov['trial_number']} loss {prov['loss']:.4f} of {res.n_finished} finished -> "
+        f"{res.run_dir / 'best.yaml'}",
+        highlight=False,
+    )
     if res.target is not None:
         raise typer.Exit(_print_target(res.target))
 
 
 @app.command()
 def transfer(
-    run_dir: Annotated[Path | None, typer.Argument(help="a search run dir; default: the latest under ./runs")] = None,
-    to: Annotated[list[str] | None, typer.Option("--to", help="KEY=VALUE for the target, e.g. width=1024 "
-                                                 "(repeatable); default: the spec's target")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="plan only (params, FLOPs, memory); allocate nothing")] = False,
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="a search run dir; default: the latest under ./runs")
+    ] = None,
+    to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--to", help="KEY=VALUE for the target, e.g. width=1024 (repeatable); default: the spec's target"
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="plan only (params, FLOPs, memory); allocate nothing")
+    ] = False,
     smoke: Annotated[bool, typer.Option("--smoke", help="tiny widths and few steps (CI)")] = False,
 ) -> None:
     """Train the target with the search's winning hyperparameters, unchanged.
@@ -221,8 +277,14 @@ def transfer(
         print_plan(p)
 
     try:
-        res = transfer_mod.transfer(run_dir, to or [], dry_run=dry_run, smoke=smoke, on_plan=on_plan,
-                                    on_log=lambda log: display.step(None, log))
+        res = transfer_mod.transfer(
+            run_dir,
+            to or [],
+            dry_run=dry_run,
+            smoke=smoke,
+            on_plan=on_plan,
+            on_log=lambda log: display.step(None, log),
+        )
     except KeyboardInterrupt:
         display.close()
         err.print(f"interrupted; the target run in {run_dir} was stopped", highlight=False)
@@ -243,7 +305,9 @@ def _global(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="more logs (every training step)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
+    ] = False,
 ) -> None:
     state.verbose, state.quiet, state.debug = verbose, quiet, debug
 
@@ -285,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
             return e.exit_code
         if state.debug:
             raise
-        err.print(f"error: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)",
-                  highlight=False, markup=False, soft_wrap=True)
+        err.print(
+            f"error: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
         return 1

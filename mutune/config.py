@@ -41,7 +41,9 @@ def _f(default: Any, doc: str) -> Any:
 
 @dataclass
 class ModelSpec:
-    family: Literal["gpt", "mlp"] = _f("gpt", "model family: gpt (decoder-only LM) or mlp (the paper's MLP demo)")
+    family: Literal["gpt", "mlp"] = _f(
+        "gpt", "model family: gpt (decoder-only LM) or mlp (the paper's MLP demo)"
+    )
     width: int = _f(64, "width of the model being built: the proxy width in a search (d_model for gpt)")
     base_width: int = _f(64, "width at which µP equals SP; all µP multipliers are relative to it")
     depth: int = _f(2, "gpt: transformer blocks; mlp: hidden layers")
@@ -61,7 +63,9 @@ class DataSpec:
     corpus: Literal["stdlib", "text", "tokens"] = _f(
         "stdlib", "stdlib (Python's own source, built in), text (a file or folder, bytes) or tokens (.bin)"
     )
-    path: str | None = _f(None, "text: a file or folder; tokens: a uint16 .bin file or a folder with train.bin/val.bin")
+    path: str | None = _f(
+        None, "text: a file or folder; tokens: a uint16 .bin file or a folder with train.bin/val.bin"
+    )
     vocab_size: int | None = _f(None, "tokens: vocabulary size (byte corpora use 256)")
     val_fraction: float = _f(0.1, "fraction of the corpus held out for validation (ignored with val.bin)")
 
@@ -75,7 +79,9 @@ class TrainSpec:
     warmup_steps: int = _f(20, "linear warmup steps")
     min_lr_ratio: float = _f(0.1, "final LR / peak LR for cosine and linear decay")
     grad_clip: float = _f(1.0, "max global grad norm (constant in width); 0 disables")
-    eps: float = _f(1e-8, "Adam epsilon at the base width (µP scales it by 1/fan_in multiplier on hidden weights)")
+    eps: float = _f(
+        1e-8, "Adam epsilon at the base width (µP scales it by 1/fan_in multiplier on hidden weights)"
+    )
     eval_every: int = _f(50, "steps between validation evaluations")
     eval_batches: int = _f(8, "validation batches per evaluation")
     device: Literal["auto", "cpu", "cuda", "mps"] = _f("auto", "auto picks cuda, then mps, then cpu")
@@ -396,7 +402,9 @@ def validate(spec: Spec) -> None:
     _positive(spec.target.width, "target.width")
     for key in spec.target.overrides:
         if key.split(".")[0] == "hparams":
-            raise SpecError(f"target.overrides.{key}", "the target takes its hparams from the search, unchanged")
+            raise SpecError(
+                f"target.overrides.{key}", "the target takes its hparams from the search, unchanged"
+            )
 
 
 def validate_space(name: str, p: ParamSpace, key: str) -> None:
@@ -432,13 +440,19 @@ def smoke(spec: Spec) -> Spec:
             m["head_dim"] = 16
         else:
             m["n_head"] = 2
-    d["train"].update(steps=min(d["train"]["steps"], 12), batch_size=min(d["train"]["batch_size"], 4),
-                      warmup_steps=min(d["train"]["warmup_steps"], 2), eval_every=6, eval_batches=2)
+    d["train"].update(
+        steps=min(d["train"]["steps"], 12),
+        batch_size=min(d["train"]["batch_size"], 4),
+        warmup_steps=min(d["train"]["warmup_steps"], 2),
+        eval_every=6,
+        eval_batches=2,
+    )
     d["search"]["n_trials"] = min(d["search"]["n_trials"], 3)
     if d["target"]["width"] is not None:
         d["target"]["width"] = 64
-    d["target"]["overrides"] = {k: v for k, v in d["target"]["overrides"].items()
-                                if k.split(".")[0] not in ("train", "model")}
+    d["target"]["overrides"] = {
+        k: v for k, v in d["target"]["overrides"].items() if k.split(".")[0] not in ("train", "model")
+    }
     out = spec_from_dict(d)
     return out
 

@@ -62,9 +62,9 @@ def split_interleaved(data: np.ndarray, val_fraction: float) -> tuple[np.ndarray
     """Chunk i goes to validation when floor((i+1)·f) > floor(i·f): an even spread of fraction f."""
     n_chunks = math.ceil(len(data) / SPLIT_CHUNK)
     is_val = [math.floor((i + 1) * val_fraction) > math.floor(i * val_fraction) for i in range(n_chunks)]
-    chunks = [data[i * SPLIT_CHUNK:(i + 1) * SPLIT_CHUNK] for i in range(n_chunks)]
-    train = np.concatenate([c for c, v in zip(chunks, is_val) if not v] or [data[:0]])
-    val = np.concatenate([c for c, v in zip(chunks, is_val) if v] or [data[:0]])
+    chunks = [data[i * SPLIT_CHUNK : (i + 1) * SPLIT_CHUNK] for i in range(n_chunks)]
+    train = np.concatenate([c for c, v in zip(chunks, is_val, strict=True) if not v] or [data[:0]])
+    val = np.concatenate([c for c, v in zip(chunks, is_val, strict=True) if v] or [data[:0]])
     return train, val
 
 
@@ -81,9 +81,11 @@ def _tokens(path: Path, vocab: int, val_fraction: float) -> tuple[np.ndarray, np
         cut = int(len(data) * (1 - val_fraction))
         train, val = data[:cut], data[cut:]
     for name, arr in (("train", train), ("val", val)):
-        top = max((int(arr[i:i + (1 << 24)].max()) for i in range(0, len(arr), 1 << 24)), default=0)
+        top = max((int(arr[i : i + (1 << 24)].max()) for i in range(0, len(arr), 1 << 24)), default=0)
         if top >= vocab:
-            raise SpecError("data.vocab_size", f"{name} tokens in {path} go up to {top} >= vocab_size {vocab}")
+            raise SpecError(
+                "data.vocab_size", f"{name} tokens in {path} go up to {top} >= vocab_size {vocab}"
+            )
     return train, val, f"tokens {path}"
 
 
@@ -113,17 +115,20 @@ def load(spec: DataSpec, min_len: int = 2) -> Corpus:
     corpus = _load(spec.corpus, spec.path, spec.vocab_size, spec.val_fraction)
     for name, arr in (("train", corpus.train), ("validation", corpus.val)):
         if len(arr) < min_len:
-            raise SpecError("data.path" if spec.path else "data.corpus",
-                            f"the {name} split has {len(arr)} tokens; need at least {min_len} (model.seq_len + 1)")
+            raise SpecError(
+                "data.path" if spec.path else "data.corpus",
+                f"the {name} split has {len(arr)} tokens; need at least {min_len} (model.seq_len + 1)",
+            )
     return corpus
 
 
-def get_batch(data: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Generator,
-              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def get_batch(
+    data: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows: x = data[i:i+T], y = data[i+1:i+T+1], both (B, T) int64."""
     ix = rng.integers(0, len(data) - seq_len, size=batch_size)
-    x = torch.from_numpy(np.stack([data[i:i + seq_len] for i in ix]).astype(np.int64))
-    y = torch.from_numpy(np.stack([data[i + 1:i + 1 + seq_len] for i in ix]).astype(np.int64))
+    x = torch.from_numpy(np.stack([data[i : i + seq_len] for i in ix]).astype(np.int64))
+    y = torch.from_numpy(np.stack([data[i + 1 : i + 1 + seq_len] for i in ix]).astype(np.int64))
     if device.type == "cuda":
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)

@@ -53,7 +53,9 @@ def matmul_params(model: nn.Module) -> int:
     """Weights of every Linear / conv applied per token (a tied readout counts again)."""
     total = 0
     for mod in model.modules():
-        if isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)) and not getattr(mod, "_mutune_gather", False):
+        if isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)) and not getattr(
+            mod, "_mutune_gather", False
+        ):
             total += mod.weight.numel()
     return total
 
@@ -85,15 +87,25 @@ def cost(spec: Spec, width: int | None = None, hp: HParams | None = None) -> Cos
     train_flops = flops_per_step * t.steps
     eval_tokens = t.eval_batches * tokens_per_step * n_evals(t.steps, t.eval_every)
     eval_flops = flops_per_token / 3.0 * eval_tokens
-    return Cost(params=params, matmul_params=n_mm, flops_per_token=flops_per_token,
-                tokens_per_step=tokens_per_step, flops_per_step=flops_per_step, steps=t.steps,
-                train_flops=train_flops, eval_flops=eval_flops, total_flops=train_flops + eval_flops,
-                memory_bytes=float(memory))
+    return Cost(
+        params=params,
+        matmul_params=n_mm,
+        flops_per_token=flops_per_token,
+        tokens_per_step=tokens_per_step,
+        flops_per_step=flops_per_step,
+        steps=t.steps,
+        train_flops=train_flops,
+        eval_flops=eval_flops,
+        total_flops=train_flops + eval_flops,
+        memory_bytes=float(memory),
+    )
 
 
 def _uses_bf16(spec: Spec) -> bool:
     p = spec.train.precision
-    return p == "bf16" or (p == "auto" and spec.train.device in ("auto", "cuda") and torch.cuda.is_available())
+    return p == "bf16" or (
+        p == "auto" and spec.train.device in ("auto", "cuda") and torch.cuda.is_available()
+    )
 
 
 def human(n: float, unit: str = "") -> str:

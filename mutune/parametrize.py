@@ -103,16 +103,27 @@ def classify(
     infos: dict[str, ParamInfo] = {}
     for name, shape in shapes.items():
         base_shape, delta_shape = base_shapes[name], delta_shapes[name]
-        inf = tuple(i for i, (b, d) in enumerate(zip(base_shape, delta_shape)) if b != d)
+        if not (len(shape) == len(base_shape) == len(delta_shape)):
+            raise SpecError("model", f"parameter '{name}' changes its number of dims with width")
+        inf = tuple(i for i, (b, d) in enumerate(zip(base_shape, delta_shape, strict=True)) if b != d)
         if len(inf) > 2:
-            raise SpecError("model", f"parameter '{name}' has {len(inf)} dims that grow with width; µP "
-                            "rules cover at most two (a hidden matrix)")
+            raise SpecError(
+                "model",
+                f"parameter '{name}' has {len(inf)} dims that grow with width; µP "
+                "rules cover at most two (a hidden matrix)",
+            )
         mods = owners[name]
         module, attr = mods[0]
         attr_leaf = attr.rsplit(".", 1)[-1]
-        kind = ("embedding" if isinstance(module, nn.Embedding) else
-                "linear" if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) else
-                "norm" if isinstance(module, NORM_TYPES) else "other")
+        kind = (
+            "embedding"
+            if isinstance(module, nn.Embedding)
+            else "linear"
+            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd))
+            else "norm"
+            if isinstance(module, NORM_TYPES)
+            else "other"
+        )
         mult = {i: shape[i] / base_shape[i] for i in inf}
         # a parameter is a named readout if it, or the module holding it, is named in `readout`
         is_readout_module = any(n in readout or n.rpartition(".")[0] in readout for _, n in mods)
@@ -140,12 +151,24 @@ def classify(
         else:
             role = "readout"
         if role == "readout" and not is_readout_module and readout:
-            raise SpecError("model.readout", f"'{name}' maps the width to a fixed size (a readout) but "
-                            f"is not among the named readouts {list(readout)}")
+            raise SpecError(
+                "model.readout",
+                f"'{name}' maps the width to a fixed size (a readout) but "
+                f"is not among the named readouts {list(readout)}",
+            )
         infos[name] = ParamInfo(
-            name=name, role=role, shape=shape, base_shape=base_shape, inf_dims=inf,
-            fan_in_mult=fan_in_mult, fan_out_mult=fan_out_mult, fan_in=fan_in, base_fan_in=base_fan_in,
-            module_kind=kind, is_bias=attr_leaf == "bias", tied_readout=tied,
+            name=name,
+            role=role,
+            shape=shape,
+            base_shape=base_shape,
+            inf_dims=inf,
+            fan_in_mult=fan_in_mult,
+            fan_out_mult=fan_out_mult,
+            fan_in=fan_in,
+            base_fan_in=base_fan_in,
+            module_kind=kind,
+            is_bias=attr_leaf == "bias",
+            tied_readout=tied,
         )
     return infos
 
@@ -163,8 +186,9 @@ class Rule:
     eps_mult: float
 
 
-def rule(info: ParamInfo, hp: HParams, parametrization: Parametrization, optimizer: str,
-         base_width: int) -> Rule:
+def rule(
+    info: ParamInfo, hp: HParams, parametrization: Parametrization, optimizer: str, base_width: int
+) -> Rule:
     """The init, LR, weight-decay and eps treatment of one parameter (see the module table)."""
     mup = parametrization == "mup"
     role = info.role
@@ -208,8 +232,14 @@ class Multipliers:
     attn: float | None  # None for models without attention
 
 
-def multipliers(hp: HParams, parametrization: Parametrization, width: int, base_width: int,
-                head_dim: int | None = None, base_head_dim: int | None = None) -> Multipliers:
+def multipliers(
+    hp: HParams,
+    parametrization: Parametrization,
+    width: int,
+    base_width: int,
+    head_dim: int | None = None,
+    base_head_dim: int | None = None,
+) -> Multipliers:
     m = width / base_width
     output = hp.alpha_out / m if parametrization == "mup" else hp.alpha_out
     attn = None
@@ -221,9 +251,15 @@ def multipliers(hp: HParams, parametrization: Parametrization, width: int, base_
     return Multipliers(input=hp.alpha_in, output=output, attn=attn)
 
 
-def init_weights(model: nn.Module, infos: dict[str, ParamInfo], hp: HParams,
-                 parametrization: Parametrization, base_width: int, generator: torch.Generator,
-                 zero_init_readout: bool = False) -> None:
+def init_weights(
+    model: nn.Module,
+    infos: dict[str, ParamInfo],
+    hp: HParams,
+    parametrization: Parametrization,
+    base_width: int,
+    generator: torch.Generator,
+    zero_init_readout: bool = False,
+) -> None:
     """Initialise every parameter by its rule, in a fixed order, from ``generator``."""
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -243,9 +279,15 @@ def init_weights(model: nn.Module, infos: dict[str, ParamInfo], hp: HParams,
                 p.fill_(1.0)
 
 
-def param_groups(model: nn.Module, infos: dict[str, ParamInfo], hp: HParams,
-                 parametrization: Parametrization, optimizer: str, base_width: int,
-                 eps: float = 1e-8) -> list[dict]:
+def param_groups(
+    model: nn.Module,
+    infos: dict[str, ParamInfo],
+    hp: HParams,
+    parametrization: Parametrization,
+    optimizer: str,
+    base_width: int,
+    eps: float = 1e-8,
+) -> list[dict]:
     """Optimizer param groups, one per distinct (LR, weight decay, eps) treatment.
 
     Each group carries ``lr_mult`` and its ``lr`` is ``hp.lr * lr_mult``; schedules must scale
@@ -259,7 +301,11 @@ def param_groups(model: nn.Module, infos: dict[str, ParamInfo], hp: HParams,
         g = groups.get(key)
         if g is None:
             g = groups[key] = {
-                "params": [], "names": [], "roles": set(), "lr": hp.lr * r.lr_mult, "lr_mult": r.lr_mult,
+                "params": [],
+                "names": [],
+                "roles": set(),
+                "lr": hp.lr * r.lr_mult,
+                "lr_mult": r.lr_mult,
                 "weight_decay": hp.weight_decay * r.wd_mult,
             }
             if optimizer != "sgd":

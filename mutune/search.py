@@ -100,7 +100,9 @@ class SeededRandomSampler(optuna.samplers.BaseSampler):
             return float(min(max(value, dist.low), dist.high))
         if isinstance(dist, IntDistribution):
             if dist.log:
-                value = int(round(math.exp(rng.uniform(math.log(dist.low), math.log(dist.high + 1) - 1e-12) - 0.5)))
+                value = int(
+                    round(math.exp(rng.uniform(math.log(dist.low), math.log(dist.high + 1) - 1e-12) - 0.5))
+                )
             else:
                 value = int(rng.integers(dist.low, dist.high + 1))
             value = dist.low + ((value - dist.low) // dist.step) * dist.step
@@ -119,8 +121,10 @@ def default_run_dir(spec: Spec, smoke: bool = False) -> Path:
 def write_config(run_dir: Path, spec: Spec, argv: list[str] | None = None) -> None:
     """config.yaml: the resolved spec, loadable as a spec itself; the argv goes in the header."""
     argv = sys.argv if argv is None else argv
-    header = (f"# resolved spec, written by mutune {__version__} on {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-              f"# argv: {' '.join(argv)}\n")
+    header = (
+        f"# resolved spec, written by mutune {__version__} on {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        f"# argv: {' '.join(argv)}\n"
+    )
     text = header + yaml.safe_dump(spec.to_dict(), sort_keys=False)
     atomic_write(run_dir / "config.yaml", lambda p: p.write_text(text))
 
@@ -174,8 +178,12 @@ def open_study(spec: Spec, storage: optuna.storages.BaseStorage, worker: int = 0
     summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
     n_existing = summaries[name].n_trials if name in summaries else 0
     study = optuna.create_study(
-        study_name=name, storage=storage, direction="minimize", load_if_exists=True,
-        sampler=make_sampler(spec, worker, n_existing), pruner=optuna.pruners.NopPruner(),
+        study_name=name,
+        storage=storage,
+        direction="minimize",
+        load_if_exists=True,
+        sampler=make_sampler(spec, worker, n_existing),
+        pruner=optuna.pruners.NopPruner(),
     )
     relevant = trial_relevant(spec)
     recorded = study.user_attrs.get("spec")
@@ -184,8 +192,11 @@ def open_study(spec: Spec, storage: optuna.storages.BaseStorage, worker: int = 0
         study.set_user_attr("spec_hash", spec.hash())
     elif recorded != relevant:
         changed = sorted(k for k in set(recorded) | set(relevant) if recorded.get(k) != relevant.get(k))
-        raise SpecError(changed[0], f"study '{name}' was run with a different spec (changed: "
-                        f"{', '.join(changed)}); use another --run-dir or name, or revert the change")
+        raise SpecError(
+            changed[0],
+            f"study '{name}' was run with a different spec (changed: "
+            f"{', '.join(changed)}); use another --run-dir or name, or revert the change",
+        )
     return study
 
 
@@ -210,7 +221,8 @@ def suggest(trial: optuna.Trial, space: dict[str, ParamSpace], defaults: HParams
 def is_finished(t: FrozenTrial) -> bool:
     """Counts toward n_trials: complete, pruned, or failed because the loss diverged."""
     return t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
-        t.state == TrialState.FAIL and bool(t.user_attrs.get("diverged")))
+        t.state == TrialState.FAIL and bool(t.user_attrs.get("diverged"))
+    )
 
 
 def _worker_id() -> str:
@@ -299,8 +311,11 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
-        row = {"number": t.number, "state": t.state.name,
-               "loss": t.value if t.state == TrialState.COMPLETE else None}
+        row = {
+            "number": t.number,
+            "state": t.state.name,
+            "loss": t.value if t.state == TrialState.COMPLETE else None,
+        }
         row.update(t.params)
         for key in ("steps", "tokens", "flops", "seconds", "params"):
             row[key] = ua.get(key)
@@ -319,8 +334,11 @@ def write_trials_csv(study: optuna.Study, run_dir: Path) -> pd.DataFrame:
 
 def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
     """best.yaml: the winning hyperparameters (all of them) and where they came from."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.value is not None and math.isfinite(t.value)]
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]
     if not complete:
         return None
     best = min(complete, key=lambda t: (t.value, t.number))
@@ -346,7 +364,9 @@ def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
             "search_seconds": float(sum(t.user_attrs.get("seconds") or 0.0 for t in all_trials)),
             "argv": list(sys.argv),
             "versions": {
-                "mutune": __version__, "torch": str(torch.__version__), "optuna": str(optuna.__version__),
+                "mutune": __version__,
+                "torch": str(torch.__version__),
+                "optuna": str(optuna.__version__),
                 "python": sys.version.split()[0],
             },
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -365,9 +385,14 @@ def write_best(study: optuna.Study, spec: Spec, run_dir: Path) -> dict | None:
 # The loop
 
 
-def run_trials(spec: Spec, run_dir: Path, *, worker: int = 0,
-               on_trial: Callable[[TrialEvent], None] | None = None,
-               on_step: Callable[[int, StepLog], None] | None = None) -> None:
+def run_trials(
+    spec: Spec,
+    run_dir: Path,
+    *,
+    worker: int = 0,
+    on_trial: Callable[[TrialEvent], None] | None = None,
+    on_step: Callable[[int, StepLog], None] | None = None,
+) -> None:
     """Run trials until the study holds ``search.n_trials`` finished ones; safe to run in parallel."""
     storage = open_storage(storage_url(spec, run_dir))
     study = open_study(spec, storage, worker)
@@ -381,12 +406,20 @@ def run_trials(spec: Spec, run_dir: Path, *, worker: int = 0,
         if on_trial is not None:
             finished, _ = count(study)
             best = doc["provenance"] if doc else None
-            on_trial(TrialEvent(
-                number=trial.number, state=trial.state.name, value=trial.value, params=trial.params,
-                seconds=float(trial.user_attrs.get("seconds") or 0.0), reason=trial.user_attrs.get("fail_reason", ""),
-                finished=finished, n_trials=n_trials,
-                best_value=best["loss"] if best else None, best_number=best["trial_number"] if best else None,
-            ))
+            on_trial(
+                TrialEvent(
+                    number=trial.number,
+                    state=trial.state.name,
+                    value=trial.value,
+                    params=trial.params,
+                    seconds=float(trial.user_attrs.get("seconds") or 0.0),
+                    reason=trial.user_attrs.get("fail_reason", ""),
+                    finished=finished,
+                    n_trials=n_trials,
+                    best_value=best["loss"] if best else None,
+                    best_number=best["trial_number"] if best else None,
+                )
+            )
 
     while True:
         finished, running = count(study)
@@ -395,12 +428,18 @@ def run_trials(spec: Spec, run_dir: Path, *, worker: int = 0,
         study.optimize(objective, n_trials=1, callbacks=[after_trial], gc_after_trial=False)
 
 
-def search(spec: Spec, *, run_dir: str | Path | None = None, smoke: bool = False, transfer: bool = True,
-           argv: list[str] | None = None,
-           on_trial: Callable[[TrialEvent], None] | None = None,
-           on_step: Callable[[int, StepLog], None] | None = None,
-           on_plan: Callable[[Any], None] | None = None,
-           on_target_step: Callable[[StepLog], None] | None = None) -> SearchResult:
+def search(
+    spec: Spec,
+    *,
+    run_dir: str | Path | None = None,
+    smoke: bool = False,
+    transfer: bool = True,
+    argv: list[str] | None = None,
+    on_trial: Callable[[TrialEvent], None] | None = None,
+    on_step: Callable[[int, StepLog], None] | None = None,
+    on_plan: Callable[[Any], None] | None = None,
+    on_target_step: Callable[[StepLog], None] | None = None,
+) -> SearchResult:
     """Search the proxy, write best.yaml and trials.csv, then (if the spec names a target width) train it.
 
     A ``KeyboardInterrupt`` stops after marking the running trial failed; everything finished is
@@ -421,13 +460,16 @@ def search(spec: Spec, *, run_dir: str | Path | None = None, smoke: bool = False
         best = write_best(study, spec, run_dir)
     finished, _ = count(study)
     if best is None:
-        raise SearchFailed(f"none of the {finished} finished trials has a finite loss; see {run_dir / 'trials.csv'}")
+        raise SearchFailed(
+            f"none of the {finished} finished trials has a finite loss; see {run_dir / 'trials.csv'}"
+        )
     result = SearchResult(run_dir=run_dir, best=best, n_finished=finished)
     if transfer and spec.target.width is not None:
         from . import transfer as transfer_mod
 
-        result.target = transfer_mod.transfer(run_dir, transfer_mod.target_overrides(spec),
-                                              on_plan=on_plan, on_log=on_target_step)
+        result.target = transfer_mod.transfer(
+            run_dir, transfer_mod.target_overrides(spec), on_plan=on_plan, on_log=on_target_step
+        )
     return result
 
 

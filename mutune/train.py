@@ -142,7 +142,9 @@ def train(
         torch.backends.cudnn.allow_tf32 = True
     corpus = data.load(spec.data, min_len=m.seq_len + 1)
     model, infos = models.create(spec, hp, corpus.vocab_size, device)
-    groups = parametrize.param_groups(model, infos, hp, m.parametrization, t.optimizer, m.base_width, eps=t.eps)
+    groups = parametrize.param_groups(
+        model, infos, hp, m.parametrization, t.optimizer, m.base_width, eps=t.eps
+    )
     opt = parametrize.make_optimizer(groups, hp, t.optimizer)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t))
     fwd = torch.compile(model) if t.compile else model
@@ -176,17 +178,34 @@ def train(
                 reason = f"train loss became {train_loss} at step {step}"
                 break
             lr = opt.param_groups[0]["lr"] / opt.param_groups[0]["lr_mult"]
-            metrics.row(step=step, train_loss=f"{train_loss:.6g}", lr=f"{lr:.6g}",
-                        tokens=step * cost.tokens_per_step, seconds=f"{elapsed:.3f}")
+            metrics.row(
+                step=step,
+                train_loss=f"{train_loss:.6g}",
+                lr=f"{lr:.6g}",
+                tokens=step * cost.tokens_per_step,
+                seconds=f"{elapsed:.3f}",
+            )
             if on_log is not None:
-                on_log(StepLog(step, t.steps, train_loss, lr, step * cost.tokens_per_step / max(elapsed, 1e-9),
-                               elapsed))
+                on_log(
+                    StepLog(
+                        step,
+                        t.steps,
+                        train_loss,
+                        lr,
+                        step * cost.tokens_per_step / max(elapsed, 1e-9),
+                        elapsed,
+                    )
+                )
         if step % t.eval_every == 0 or step == t.steps:
             val_loss = evaluate(fwd, corpus.val, spec, device)
             elapsed = time.perf_counter() - t0
             curve.append({"step": step, "val_loss": val_loss, "seconds": elapsed})
-            metrics.row(step=step, val_loss=f"{val_loss:.6g}", tokens=step * cost.tokens_per_step,
-                        seconds=f"{elapsed:.3f}")
+            metrics.row(
+                step=step,
+                val_loss=f"{val_loss:.6g}",
+                tokens=step * cost.tokens_per_step,
+                seconds=f"{elapsed:.3f}",
+            )
             if not math.isfinite(val_loss):
                 reason = f"validation loss became {val_loss} at step {step}"
                 break
@@ -201,7 +220,8 @@ def train(
         diverged=diverged,
         steps=done,
         tokens=done * cost.tokens_per_step,
-        flops=done * cost.flops_per_step + evals * t.eval_batches * cost.tokens_per_step * cost.flops_per_token / 3,
+        flops=done * cost.flops_per_step
+        + evals * t.eval_batches * cost.tokens_per_step * cost.flops_per_token / 3,
         seconds=seconds,
         params=cost.params,
         reason=reason,
@@ -220,8 +240,16 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, rng: np.random.Generator,
-                    step: int, spec: Spec, hp: HParams) -> None:
+def save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched,
+    rng: np.random.Generator,
+    step: int,
+    spec: Spec,
+    hp: HParams,
+) -> None:
     state = {
         "step": step,
         "model": model.state_dict(),

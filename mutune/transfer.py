@@ -63,10 +63,16 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "run_dir": str(self.run_dir), "target_dir": str(self.target_dir), "overrides": self.overrides,
-            "width": self.spec.model.width, "proxy_width": self.proxy_width,
-            "hparams": asdict(self.hparams), "cost": self.cost.to_dict(), "search_flops": self.search_flops,
-            "tuning_cost_pct": self.tuning_cost_pct, "warnings": self.warnings,
+            "run_dir": str(self.run_dir),
+            "target_dir": str(self.target_dir),
+            "overrides": self.overrides,
+            "width": self.spec.model.width,
+            "proxy_width": self.proxy_width,
+            "hparams": asdict(self.hparams),
+            "cost": self.cost.to_dict(),
+            "search_flops": self.search_flops,
+            "tuning_cost_pct": self.tuning_cost_pct,
+            "warnings": self.warnings,
         }
 
 
@@ -81,7 +87,9 @@ def latest_run(root: str | Path = "runs") -> Path:
     root = Path(root)
     runs = [p.parent for p in root.glob("*/best.yaml")] if root.is_dir() else []
     if not runs:
-        raise SpecError(str(root), "no run directory with a best.yaml here; run `mutune search` first or name RUN_DIR")
+        raise SpecError(
+            str(root), "no run directory with a best.yaml here; run `mutune search` first or name RUN_DIR"
+        )
     return max(runs, key=lambda p: (p / "best.yaml").stat().st_mtime)
 
 
@@ -92,7 +100,9 @@ def load_run(run_dir: str | Path) -> tuple[Spec, dict]:
         raise SpecError(str(run_dir), "run directory not found")
     for name in ("config.yaml", "best.yaml"):
         if not (run_dir / name).is_file():
-            raise SpecError(str(run_dir / name), "not found; is this a finished `mutune search` run directory?")
+            raise SpecError(
+                str(run_dir / name), "not found; is this a finished `mutune search` run directory?"
+            )
     spec = config.spec_from_dict(config.read_yaml(run_dir / "config.yaml"))
     best = config.read_yaml(run_dir / "best.yaml", "best.yaml")
     if not isinstance(best.get("hparams"), dict):
@@ -136,7 +146,9 @@ def plan(run_dir: str | Path | None, to: list[str] | tuple[str, ...] = (), *, sm
         key = _canonical(key)
         section = key.split(".")[0]
         if section == "hparams":
-            raise SpecError(f"--to {key}", "hyperparameters come from best.yaml, unchanged; tune them in the search")
+            raise SpecError(
+                f"--to {key}", "hyperparameters come from best.yaml, unchanged; tune them in the search"
+            )
         if key in FIXED:
             raise SpecError(f"--to {key}", f"cannot change for a transfer: {FIXED[key]}")
         if section in ("search", "target", "name"):
@@ -156,10 +168,16 @@ def plan(run_dir: str | Path | None, to: list[str] | tuple[str, ...] = (), *, sm
     prov = best.get("provenance") or {}
     search_flops = float(prov.get("search_flops") or 0.0)
     return Plan(
-        run_dir=run_dir, target_dir=run_dir / f"target-{target_key(to)}", spec=target, hparams=hp,
-        cost=flops.cost(target, hp=hp), proxy_cost=flops.cost(proxy, hp=hp), proxy_width=proxy.model.width,
+        run_dir=run_dir,
+        target_dir=run_dir / f"target-{target_key(to)}",
+        spec=target,
+        hparams=hp,
+        cost=flops.cost(target, hp=hp),
+        proxy_cost=flops.cost(proxy, hp=hp),
+        proxy_width=proxy.model.width,
         search_flops=search_flops,
-        overrides=list(to), warnings=warnings,
+        overrides=list(to),
+        warnings=warnings,
     )
 
 
@@ -172,9 +190,15 @@ def _get(data: dict, key: str) -> Any:
     return node
 
 
-def transfer(run_dir: str | Path | None, to: list[str] | tuple[str, ...] = (), *, dry_run: bool = False,
-             smoke: bool = False, on_plan: Callable[[Plan], None] | None = None,
-             on_log: Callable[[StepLog], None] | None = None) -> TransferResult:
+def transfer(
+    run_dir: str | Path | None,
+    to: list[str] | tuple[str, ...] = (),
+    *,
+    dry_run: bool = False,
+    smoke: bool = False,
+    on_plan: Callable[[Plan], None] | None = None,
+    on_log: Callable[[StepLog], None] | None = None,
+) -> TransferResult:
     """Plan the target run and, unless ``dry_run``, train it into ``<run_dir>/target-<key>/``."""
     p = plan(run_dir, to, smoke=smoke)
     if on_plan is not None:
@@ -182,8 +206,12 @@ def transfer(run_dir: str | Path | None, to: list[str] | tuple[str, ...] = (), *
     if dry_run:
         return TransferResult(plan=p, result=None)
     p.target_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(p.target_dir / "plan.yaml", lambda f: f.write_text(yaml.safe_dump(p.to_dict(), sort_keys=False)))
-    atomic_write(p.target_dir / "config.yaml",
-                 lambda f: f.write_text(yaml.safe_dump(p.spec.to_dict(), sort_keys=False)))
+    atomic_write(
+        p.target_dir / "plan.yaml", lambda f: f.write_text(yaml.safe_dump(p.to_dict(), sort_keys=False))
+    )
+    atomic_write(
+        p.target_dir / "config.yaml",
+        lambda f: f.write_text(yaml.safe_dump(p.spec.to_dict(), sort_keys=False)),
+    )
     result = train(p.spec, p.hparams, out_dir=p.target_dir, on_log=on_log)
     return TransferResult(plan=p, result=result)

@@ -34,17 +34,34 @@ def build(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None) ->
         n_head, head_dim = head_dims(spec, width)
         _, base_head_dim = head_dims(spec, m.base_width)
         mult = parametrize.multipliers(hp, m.parametrization, width, m.base_width, head_dim, base_head_dim)
-        return GPT(GPTConfig(
-            vocab_size=vocab_size, seq_len=m.seq_len, width=width, depth=m.depth, n_head=n_head,
-            mlp_ratio=m.mlp_ratio, bias=m.bias, tie_embeddings=m.tie_embeddings,
-            input_mult=mult.input, output_mult=mult.output, attn_scale=mult.attn,
-        ))
+        return GPT(
+            GPTConfig(
+                vocab_size=vocab_size,
+                seq_len=m.seq_len,
+                width=width,
+                depth=m.depth,
+                n_head=n_head,
+                mlp_ratio=m.mlp_ratio,
+                bias=m.bias,
+                tie_embeddings=m.tie_embeddings,
+                input_mult=mult.input,
+                output_mult=mult.output,
+                attn_scale=mult.attn,
+            )
+        )
     if m.family == "mlp":
         mult = parametrize.multipliers(hp, m.parametrization, width, m.base_width)
-        return MLP(MLPConfig(
-            vocab_size=vocab_size, seq_len=m.seq_len, width=width, depth=m.depth, bias=m.bias,
-            input_mult=mult.input, output_mult=mult.output,
-        ))
+        return MLP(
+            MLPConfig(
+                vocab_size=vocab_size,
+                seq_len=m.seq_len,
+                width=width,
+                depth=m.depth,
+                bias=m.bias,
+                input_mult=mult.input,
+                output_mult=mult.output,
+            )
+        )
     raise AssertionError(f"unknown model family {m.family!r}")  # the spec validator rejects it first
 
 
@@ -56,22 +73,27 @@ def readout_names(spec: Spec) -> tuple[str, ...]:
     return GPT.readout_names if spec.model.family == "gpt" else MLP.readout_names
 
 
-def classify(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None) -> dict[str, parametrize.ParamInfo]:
+def classify(
+    spec: Spec, hp: HParams, vocab_size: int, width: int | None = None
+) -> dict[str, parametrize.ParamInfo]:
     m = spec.model
-    return parametrize.classify(builder(spec, hp, vocab_size), m.width if width is None else width,
-                                m.base_width, readout_names(spec))
+    return parametrize.classify(
+        builder(spec, hp, vocab_size), m.width if width is None else width, m.base_width, readout_names(spec)
+    )
 
 
-def create(spec: Spec, hp: HParams, vocab_size: int, device: torch.device | str = "cpu",
-           seed: int | None = None) -> tuple[nn.Module, dict[str, parametrize.ParamInfo]]:
+def create(
+    spec: Spec, hp: HParams, vocab_size: int, device: torch.device | str = "cpu", seed: int | None = None
+) -> tuple[nn.Module, dict[str, parametrize.ParamInfo]]:
     """Build, classify and initialise the model. Same seed, same weights, on any device."""
     m = spec.model
     infos = classify(spec, hp, vocab_size)
     with torch.device(device):
         model = build(spec, hp, vocab_size)
     gen = torch.Generator().manual_seed(spec.seed if seed is None else seed)
-    parametrize.init_weights(model, infos, hp, m.parametrization, m.base_width, gen,
-                             zero_init_readout=m.zero_init_readout)
+    parametrize.init_weights(
+        model, infos, hp, m.parametrization, m.base_width, gen, zero_init_readout=m.zero_init_readout
+    )
     if m.zero_init_query and isinstance(model, GPT):
         model.zero_init_query_()
     return model, infos

@@ -33,7 +33,9 @@ class MLP(nn.Module):
         self.cfg = cfg
         self.fc_in = nn.Linear(cfg.seq_len * cfg.vocab_size, cfg.width, bias=cfg.bias)
         self.fc_in._mutune_gather = True  # applied as a lookup, not a matmul (FLOP accounting)
-        self.hidden = nn.ModuleList(nn.Linear(cfg.width, cfg.width, bias=cfg.bias) for _ in range(cfg.depth - 1))
+        self.hidden = nn.ModuleList(
+            nn.Linear(cfg.width, cfg.width, bias=cfg.bias) for _ in range(cfg.depth - 1)
+        )
         self.readout = nn.Linear(cfg.width, cfg.vocab_size, bias=cfg.bias)
         self.register_buffer("offsets", torch.arange(cfg.seq_len) * cfg.vocab_size, persistent=False)
 
