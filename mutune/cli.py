@@ -31,6 +31,7 @@ from . import __version__, config, flops
 from . import search as search_mod
 from . import transfer as transfer_mod
 from .config import SpecError
+from .events import Events, TrialEvent
 
 app = typer.Typer(
     name="mutune",
@@ -76,16 +77,18 @@ def _log(msg: str) -> None:
         err.print(msg, highlight=False, soft_wrap=True)
 
 
-class SearchDisplay:
-    """Trials done, best so far and ETA, for the search; step, loss, tokens/s and ETA for each run."""
+class Display(Events):
+    """Renders the core's events: trials done, best so far and ETA for a search; step, loss,
+    tokens/s and ETA for each run. Live bars on a terminal, one line per event elsewhere."""
 
-    def __init__(self, n_trials: int):
-        self.n_trials = n_trials
+    def __init__(self) -> None:
         self.live = live_display()
-        self.progress = None
+        self.progress: Progress | None = None
         self.t0 = time.perf_counter()
         self.done_here = 0
-        if self.live:
+
+    def _bars(self) -> Progress:
+        if self.progress is None:
             self.progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -96,15 +99,26 @@ class SearchDisplay:
                 TextColumn("{task.fields[info]}"),
                 console=err,
             )
-            self.trials = self.progress.add_task("trials", total=n_trials, info="")
+            self.trials = self.progress.add_task("trials", total=1, info="", visible=False)
             self.steps = self.progress.add_task("run", total=1, info="", visible=False)
             self.progress.start()
+        return self.progress
+
+    def search_started(self, spec, run_dir: Path, finished: int) -> None:
+        m = spec.model
+        resumed = f", resuming with {finished} finished" if finished else ""
+        _log(
+            f"searching {m.family} proxy width {m.width} (base {m.base_width}, {m.parametrization}) for "
+            f"{spec.search.n_trials} trials{resumed} -> {run_dir}"
+        )
+        if self.live:
+            self._bars().update(self.trials, total=spec.search.n_trials, completed=finished, visible=True)
 
     def step(self, trial: int | None, log) -> None:
         info = f"loss {log.train_loss:.4f}  {flops.human(log.tokens_per_s)} tok/s"
         label = f"trial {trial}" if trial is not None else "target"
-        if self.progress is not None:
-            self.progress.update(
+        if self.live:
+            self._bars().update(
                 self.steps, description=label, total=log.steps, completed=log.step, info=info, visible=True
             )
         elif state.verbose or (
@@ -112,13 +126,14 @@ class SearchDisplay:
         ):
             _log(f"{label} step {log.step}/{log.steps} {info} eta {_fmt_secs(log.eta)}")
 
-    def trial(self, ev: search_mod.TrialEvent) -> None:
+    def trial_ended(self, ev: TrialEvent) -> None:
         self.done_here += 1
         best = f"best {ev.best_value:.4f} (#{ev.best_number})" if ev.best_value is not None else "best -"
         value = f"loss {ev.value:.4f}" if ev.value is not None else ev.reason or ""
-        if self.progress is not None:
-            self.progress.update(self.trials, completed=ev.finished, info=best)
-            self.progress.console.print(
+        if self.live:
+            bars = self._bars()
+            bars.update(self.trials, completed=ev.finished, info=best)
+            bars.console.print(
                 f"trial {ev.number:>3} {ev.state:<8} {value}  ({ev.seconds:.1f}s)", highlight=False
             )
         else:
@@ -128,6 +143,10 @@ class SearchDisplay:
                 f"trial {ev.number} {ev.state} {value} ({ev.seconds:.1f}s) [{ev.finished}/{ev.n_trials}] {best} "
                 f"eta {_fmt_secs(eta)}"
             )
+
+    def planned(self, plan) -> None:
+        self.close()
+        print_plan(plan)
 
     def close(self) -> None:
         if self.progress is not None:
@@ -209,29 +228,10 @@ def search(
     Example: mutune search configs/quickstart.yaml search.n_trials=8
     """
     spec = config.load_spec(config_path, overrides or [])
-    shown = config.smoke(spec) if smoke else spec
     where = run_dir or search_mod.default_run_dir(spec, smoke)
-    _log(
-        f"searching {shown.model.family} proxy width {shown.model.width} (base {shown.model.base_width}, "
-        f"{shown.model.parametrization}) for {shown.search.n_trials} trials -> {where}"
-    )
-    display = SearchDisplay(shown.search.n_trials)
-
-    def on_plan(p: transfer_mod.Plan) -> None:
-        display.close()
-        print_plan(p)
-
+    display = Display()
     try:
-        res = search_mod.search(
-            spec,
-            run_dir=run_dir,
-            smoke=smoke,
-            transfer=not no_transfer,
-            on_trial=display.trial,
-            on_step=display.step,
-            on_plan=on_plan,
-            on_target_step=lambda log: display.step(None, log),
-        )
+        res = search_mod.search(spec, run_dir=run_dir, smoke=smoke, transfer=not no_transfer, events=display)
     except KeyboardInterrupt:
         display.close()
         _resume_hint(where)
@@ -271,20 +271,9 @@ def transfer(
     if run_dir is None:
         run_dir = transfer_mod.latest_run()
         _log(f"using the latest run: {run_dir}")
-    display = SearchDisplay(0)
-
-    def on_plan(p: transfer_mod.Plan) -> None:
-        print_plan(p)
-
+    display = Display()
     try:
-        res = transfer_mod.transfer(
-            run_dir,
-            to or [],
-            dry_run=dry_run,
-            smoke=smoke,
-            on_plan=on_plan,
-            on_log=lambda log: display.step(None, log),
-        )
+        res = transfer_mod.transfer(run_dir, to or [], dry_run=dry_run, smoke=smoke, events=display)
     except KeyboardInterrupt:
         display.close()
         err.print(f"interrupted; the target run in {run_dir} was stopped", highlight=False)

@@ -82,6 +82,10 @@ class TrainSpec:
     eps: float = _f(
         1e-8, "Adam epsilon at the base width (µP scales it by 1/fan_in multiplier on hidden weights)"
     )
+    max_loss: float | None = _f(
+        None,
+        "a loss above this ends the run as diverged, like NaN/inf; default 10·ln(vocab), 10x a uniform guess",
+    )
     eval_every: int = _f(50, "steps between validation evaluations")
     eval_batches: int = _f(8, "validation batches per evaluation")
     device: Literal["auto", "cpu", "cuda", "mps"] = _f("auto", "auto picks cuda, then mps, then cpu")
@@ -390,6 +394,7 @@ def validate(spec: Spec) -> None:
     _positive(t.warmup_steps, "train.warmup_steps", allow_zero=True)
     _positive(t.grad_clip, "train.grad_clip", allow_zero=True)
     _positive(t.eps, "train.eps", allow_zero=True)
+    _positive(t.max_loss, "train.max_loss")
     if not 0 <= t.min_lr_ratio <= 1:
         raise SpecError("train.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}")
     h = spec.hparams

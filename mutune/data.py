@@ -59,10 +59,14 @@ def _read_all(files: list[Path]) -> np.ndarray:
 
 
 def split_interleaved(data: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Chunk i goes to validation when floor((i+1)·f) > floor(i·f): an even spread of fraction f."""
-    n_chunks = math.ceil(len(data) / SPLIT_CHUNK)
+    """Chunk i goes to validation when floor((i+1)·f) > floor(i·f): an even spread of fraction f.
+
+    Chunks are 64 KiB, or smaller for small corpora so that there are at least ~200 of them.
+    """
+    size = max(1, min(SPLIT_CHUNK, len(data) // 200))
+    n_chunks = math.ceil(len(data) / size)
     is_val = [math.floor((i + 1) * val_fraction) > math.floor(i * val_fraction) for i in range(n_chunks)]
-    chunks = [data[i * SPLIT_CHUNK : (i + 1) * SPLIT_CHUNK] for i in range(n_chunks)]
+    chunks = [data[i * size : (i + 1) * size] for i in range(n_chunks)]
     train = np.concatenate([c for c, v in zip(chunks, is_val, strict=True) if not v] or [data[:0]])
     val = np.concatenate([c for c, v in zip(chunks, is_val, strict=True) if v] or [data[:0]])
     return train, val

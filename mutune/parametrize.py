@@ -245,7 +245,9 @@ def multipliers(
     attn = None
     if head_dim is not None:
         if parametrization == "mup":
-            attn = hp.alpha_attn * math.sqrt(base_head_dim or head_dim) / head_dim
+            # α_attn·√d_base/d, written so that at d == d_base it is bit-identical to SP's α/√d
+            base = base_head_dim or head_dim
+            attn = hp.alpha_attn / math.sqrt(base) * (base / head_dim)
         else:
             attn = hp.alpha_attn / math.sqrt(head_dim)
     return Multipliers(input=hp.alpha_in, output=output, attn=attn)

@@ -23,7 +23,6 @@ import sys
 import time
 import warnings
 import zlib
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,29 +35,14 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from . import __version__, config
+from . import __version__, config, data
 from .config import HParams, ParamSpace, Spec, SpecError
-from .train import StepLog, atomic_write, train
+from .events import SILENT, Events, TrialEvent
+from .train import atomic_write, train
 
 # Keys that may change between invocations on the same study without making old trials
 # incomparable: how many trials to run, what to do afterwards, where and how fast to run.
 RESUMABLE_KEYS = {"name", "search.n_trials", "search.storage", "target", "train.device", "train.compile"}
-
-
-@dataclass
-class TrialEvent:
-    """What the CLI shows after each trial."""
-
-    number: int
-    state: str
-    value: float | None
-    params: dict[str, Any]
-    seconds: float
-    reason: str
-    finished: int  # finished trials in the study (complete + pruned + diverged)
-    n_trials: int
-    best_value: float | None
-    best_number: int | None
 
 
 @dataclass
@@ -279,7 +263,7 @@ def count(study: optuna.Study) -> tuple[int, int]:
     return sum(is_finished(t) for t in trials), sum(t.state == TrialState.RUNNING for t in trials)
 
 
-def make_objective(spec: Spec, on_step: Callable[[int, StepLog], None] | None = None):
+def make_objective(spec: Spec, events: Events = SILENT):
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", _worker_id())
         hp = suggest(trial, spec.search.space, spec.hparams)
@@ -289,8 +273,7 @@ def make_objective(spec: Spec, on_step: Callable[[int, StepLog], None] | None = 
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step} (val loss {val_loss:.4f})")
 
-        log = (lambda s: on_step(trial.number, s)) if on_step else None
-        result = train(spec, hp, on_eval=on_eval, on_log=log)
+        result = train(spec, hp, on_eval=on_eval, on_log=lambda log: events.step(trial.number, log))
         for key in ("flops", "tokens", "seconds", "steps", "params"):
             trial.set_user_attr(key, getattr(result, key))
         if result.diverged:
@@ -385,41 +368,33 @@ def write_best(study: optuna.Study, spec: Spec, run_dir: Path) -> dict | None:
 # The loop
 
 
-def run_trials(
-    spec: Spec,
-    run_dir: Path,
-    *,
-    worker: int = 0,
-    on_trial: Callable[[TrialEvent], None] | None = None,
-    on_step: Callable[[int, StepLog], None] | None = None,
-) -> None:
+def run_trials(spec: Spec, run_dir: Path, *, worker: int = 0, events: Events = SILENT) -> None:
     """Run trials until the study holds ``search.n_trials`` finished ones; safe to run in parallel."""
     storage = open_storage(storage_url(spec, run_dir))
     study = open_study(spec, storage, worker)
     reap_orphans(study, storage)
-    objective = make_objective(spec, on_step)
+    objective = make_objective(spec, events)
     n_trials = spec.search.n_trials
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         write_trials_csv(study, run_dir)
         doc = write_best(study, spec, run_dir)
-        if on_trial is not None:
-            finished, _ = count(study)
-            best = doc["provenance"] if doc else None
-            on_trial(
-                TrialEvent(
-                    number=trial.number,
-                    state=trial.state.name,
-                    value=trial.value,
-                    params=trial.params,
-                    seconds=float(trial.user_attrs.get("seconds") or 0.0),
-                    reason=trial.user_attrs.get("fail_reason", ""),
-                    finished=finished,
-                    n_trials=n_trials,
-                    best_value=best["loss"] if best else None,
-                    best_number=best["trial_number"] if best else None,
-                )
+        finished, _ = count(study)
+        best = doc["provenance"] if doc else None
+        events.trial_ended(
+            TrialEvent(
+                number=trial.number,
+                state=trial.state.name,
+                value=trial.value,
+                params=trial.params,
+                seconds=float(trial.user_attrs.get("seconds") or 0.0),
+                reason=trial.user_attrs.get("fail_reason", ""),
+                finished=finished,
+                n_trials=n_trials,
+                best_value=best["loss"] if best else None,
+                best_number=best["trial_number"] if best else None,
             )
+        )
 
     while True:
         finished, running = count(study)
@@ -435,10 +410,7 @@ def search(
     smoke: bool = False,
     transfer: bool = True,
     argv: list[str] | None = None,
-    on_trial: Callable[[TrialEvent], None] | None = None,
-    on_step: Callable[[int, StepLog], None] | None = None,
-    on_plan: Callable[[Any], None] | None = None,
-    on_target_step: Callable[[StepLog], None] | None = None,
+    events: Events = SILENT,
 ) -> SearchResult:
     """Search the proxy, write best.yaml and trials.csv, then (if the spec names a target width) train it.
 
@@ -448,12 +420,14 @@ def search(
     if smoke:
         spec = config.smoke(spec)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec, smoke)
+    data.load(spec.data, min_len=spec.model.seq_len + 1)  # a missing corpus fails here, not in trial 0
     run_dir.mkdir(parents=True, exist_ok=True)
     storage = open_storage(storage_url(spec, run_dir))
     study = open_study(spec, storage)  # fails fast on a spec that does not match the study
     write_config(run_dir, spec, argv)
+    events.search_started(spec, run_dir, count(study)[0])
     try:
-        run_trials(spec, run_dir, on_trial=on_trial, on_step=on_step)
+        run_trials(spec, run_dir, events=events)
     finally:
         # whatever happened, leave the table and the best-so-far on disk
         write_trials_csv(study, run_dir)
@@ -467,9 +441,7 @@ def search(
     if transfer and spec.target.width is not None:
         from . import transfer as transfer_mod
 
-        result.target = transfer_mod.transfer(
-            run_dir, transfer_mod.target_overrides(spec), on_plan=on_plan, on_log=on_target_step
-        )
+        result.target = transfer_mod.transfer(run_dir, transfer_mod.target_overrides(spec), events=events)
     return result
 
 

@@ -2,7 +2,7 @@
 
 Warmup + cosine/linear/constant schedule applied *relatively* to every param group (so the µP
 per-group LR ratios survive it), grad clipping, periodic validation, bf16 autocast on CUDA, and a
-NaN/inf loss ending the run as *diverged* rather than as a crash. Search and transfer both call
+NaN/inf (or absurdly large) loss ending the run as *diverged* rather than as a crash. Search and transfer both call
 this; neither knows how a step is taken, and this module knows nothing of Optuna: intermediate
 losses go out through the ``on_eval`` callback (which may raise to stop the run, e.g. pruning).
 """
@@ -155,6 +155,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     metrics = _Metrics(out / "metrics.csv" if out else None)
 
+    max_loss = t.max_loss if t.max_loss is not None else 10 * math.log(corpus.vocab_size)
     curve: list[dict] = []
     val_loss = float("nan")
     reason = ""
@@ -174,8 +175,10 @@ def train(
         if step % LOG_EVERY == 0 or step == t.steps or step == 1:
             train_loss = loss.item()
             elapsed = time.perf_counter() - t0
-            if not math.isfinite(train_loss):
-                reason = f"train loss became {train_loss} at step {step}"
+            if not math.isfinite(train_loss) or train_loss > max_loss:
+                reason = f"train loss {train_loss:.4g} at step {step}" + (
+                    f" (above train.max_loss={max_loss:.3g})" if math.isfinite(train_loss) else ""
+                )
                 break
             lr = opt.param_groups[0]["lr"] / opt.param_groups[0]["lr_mult"]
             metrics.row(
@@ -206,8 +209,10 @@ def train(
                 tokens=step * cost.tokens_per_step,
                 seconds=f"{elapsed:.3f}",
             )
-            if not math.isfinite(val_loss):
-                reason = f"validation loss became {val_loss} at step {step}"
+            if not math.isfinite(val_loss) or val_loss > max_loss:
+                reason = f"validation loss {val_loss:.4g} at step {step}" + (
+                    f" (above train.max_loss={max_loss:.3g})" if math.isfinite(val_loss) else ""
+                )
                 break
             if on_eval is not None:
                 on_eval(step, val_loss)

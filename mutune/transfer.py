@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import config, flops
+from . import config, data, flops
 from .config import HParams, Spec, SpecError
-from .train import RunResult, StepLog, atomic_write, train
+from .events import SILENT, Events
+from .train import RunResult, atomic_write, train
 
 # Keys a target may change that µTransfer carries only approximately (TP5 §6.1): say so.
 APPROXIMATE = {
@@ -98,7 +98,7 @@ def load_run(run_dir: str | Path) -> tuple[Spec, dict]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise SpecError(str(run_dir), "run directory not found")
-    for name in ("config.yaml", "best.yaml"):
+    for name in ("best.yaml", "config.yaml"):
         if not (run_dir / name).is_file():
             raise SpecError(
                 str(run_dir / name), "not found; is this a finished `mutune search` run directory?"
@@ -137,9 +137,9 @@ def plan(run_dir: str | Path | None, to: list[str] | tuple[str, ...] = (), *, sm
     if not to:
         raise SpecError("--to", "give --to width=W (the spec names no target.width)")
     warnings: list[str] = []
-    data = proxy.to_dict()
+    spec_dict = proxy.to_dict()
     if smoke:
-        data = config.smoke(proxy).to_dict()
+        spec_dict = config.smoke(proxy).to_dict()
     canonical: list[str] = []
     for token in to:
         key, value = config.parse_override(token)
@@ -154,11 +154,11 @@ def plan(run_dir: str | Path | None, to: list[str] | tuple[str, ...] = (), *, sm
         if section in ("search", "target", "name"):
             raise SpecError(f"--to {key}", "not used by a target run")
         note = APPROXIMATE.get(key) or APPROXIMATE.get(section)
-        if note and value != _get(data, key):
+        if note and value != _get(spec_dict, key):
             warnings.append(f"{key}={value} does not µTransfer exactly ({note})")
         canonical.append(f"{key}={json.dumps(value)}")
     try:
-        target = config.spec_from_dict(data, canonical)
+        target = config.spec_from_dict(spec_dict, canonical)
     except SpecError as e:
         raise SpecError(f"--to {e.key}", e.message) from None
     if smoke and target.model.width > SMOKE_MAX_WIDTH:
@@ -181,8 +181,8 @@ def plan(run_dir: str | Path | None, to: list[str] | tuple[str, ...] = (), *, sm
     )
 
 
-def _get(data: dict, key: str) -> Any:
-    node: Any = data
+def _get(tree: dict, key: str) -> Any:
+    node: Any = tree
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             return None
@@ -196,15 +196,14 @@ def transfer(
     *,
     dry_run: bool = False,
     smoke: bool = False,
-    on_plan: Callable[[Plan], None] | None = None,
-    on_log: Callable[[StepLog], None] | None = None,
+    events: Events = SILENT,
 ) -> TransferResult:
     """Plan the target run and, unless ``dry_run``, train it into ``<run_dir>/target-<key>/``."""
     p = plan(run_dir, to, smoke=smoke)
-    if on_plan is not None:
-        on_plan(p)
+    events.planned(p)
     if dry_run:
         return TransferResult(plan=p, result=None)
+    data.load(p.spec.data, min_len=p.spec.model.seq_len + 1)  # fail on missing data before writing anything
     p.target_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(
         p.target_dir / "plan.yaml", lambda f: f.write_text(yaml.safe_dump(p.to_dict(), sort_keys=False))
@@ -213,5 +212,5 @@ def transfer(
         p.target_dir / "config.yaml",
         lambda f: f.write_text(yaml.safe_dump(p.spec.to_dict(), sort_keys=False)),
     )
-    result = train(p.spec, p.hparams, out_dir=p.target_dir, on_log=on_log)
+    result = train(p.spec, p.hparams, out_dir=p.target_dir, on_log=lambda log: events.step(None, log))
     return TransferResult(plan=p, result=result)

@@ -1,0 +1,44 @@
+"""Progress events the core emits and front ends render (the CLI's bars, a notebook's prints).
+
+The core never prints: search, transfer and the checks call these hooks. Subclass and override
+what you want to show; every hook defaults to doing nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrialEvent:
+    """A trial has ended."""
+
+    number: int
+    state: str  # Optuna's state name: COMPLETE, FAIL, PRUNED
+    value: float | None
+    params: dict[str, Any]
+    seconds: float
+    reason: str
+    finished: int  # finished trials in the study (complete + pruned + diverged)
+    n_trials: int
+    best_value: float | None
+    best_number: int | None
+
+
+class Events:
+    def search_started(self, spec: Any, run_dir: Path, finished: int) -> None:
+        """The study is open; ``finished`` trials were already done (a resume)."""
+
+    def trial_ended(self, event: TrialEvent) -> None:
+        """After every trial, once trials.csv and best.yaml are rewritten."""
+
+    def step(self, trial: int | None, log: Any) -> None:
+        """Training progress (a ``train.StepLog``) of trial ``trial``, or of the target when None."""
+
+    def planned(self, plan: Any) -> None:
+        """A target run is planned (a ``transfer.Plan``), before it trains."""
+
+
+SILENT = Events()

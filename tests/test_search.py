@@ -1,0 +1,112 @@
+"""Search logic driven without training where possible: sampler, counting, orphans, spec guard."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from mutune import config, search
+from mutune.config import SpecError
+
+from .conftest import TINY
+
+
+def draws(seed: int, n: int, storage=None, name="s") -> list[dict]:
+    sampler = search.SeededRandomSampler(seed)
+    study = optuna.create_study(sampler=sampler, storage=storage, study_name=name, load_if_exists=True)
+    out = []
+    for _ in range(n):
+        t = study.ask()
+        out.append(
+            {
+                "lr": t.suggest_float("lr", 1e-4, 1e-1, log=True),
+                "a": t.suggest_float("a", 0.0, 1.0),
+                "n": t.suggest_int("n", 1, 8),
+                "c": t.suggest_categorical("c", ["x", "y", "z"]),
+            }
+        )
+        study.tell(t, 1.0)
+    return out
+
+
+def test_seeded_random_sampler_is_reproducible_and_in_range():
+    a, b = draws(0, 20), draws(0, 20)
+    assert a == b
+    assert draws(1, 20) != a
+    assert len({d["lr"] for d in a}) == 20  # no two trials alike
+    assert all(1e-4 <= d["lr"] <= 1e-1 and 0 <= d["a"] <= 1 and 1 <= d["n"] <= 8 for d in a)
+    assert {d["c"] for d in a} == {"x", "y", "z"}
+
+
+def test_resumed_study_continues_the_sequence_without_repeats(tmp_path):
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.log"))
+    )
+    first = draws(0, 5, storage)
+    second = draws(0, 5, storage)  # a new process would build a fresh sampler like this
+    assert first + second == draws(0, 10)
+
+
+def test_finished_counts_diverged_but_not_orphaned():
+    study = optuna.create_study()
+    for state, attrs in [
+        (TrialState.COMPLETE, {}),
+        (TrialState.PRUNED, {}),
+        (TrialState.FAIL, {"diverged": True}),
+        (TrialState.FAIL, {"fail_reason": "orphaned"}),
+    ]:
+        t = study.ask()
+        for k, v in attrs.items():
+            t.set_user_attr(k, v)
+        study.tell(t, 1.0 if state == TrialState.COMPLETE else None, state=state)
+    study.ask()  # one running
+    assert search.count(study) == (3, 1)
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_reap_orphans_fails_only_dead_workers(tmp_path):
+    storage = search.open_storage(str(tmp_path / "study.journal"))
+    spec = config.spec_from_dict(TINY)
+    study = search.open_study(spec, storage)
+    host = socket.gethostname()
+    orphan, alive, elsewhere = study.ask(), study.ask(), study.ask()
+    orphan.set_user_attr("worker", f"{host}:{dead_pid()}")
+    alive.set_user_attr("worker", search._worker_id())
+    elsewhere.set_user_attr("worker", "some-other-host:1")
+    assert search.reap_orphans(study, storage) == [orphan.number]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {
+        orphan.number: TrialState.FAIL,
+        alive.number: TrialState.RUNNING,
+        elsewhere.number: TrialState.RUNNING,
+    }
+    assert "orphaned" in study.get_trials()[orphan.number].user_attrs["fail_reason"]
+
+
+def test_changed_spec_is_refused_but_budget_may_change(tmp_path):
+    storage = search.open_storage(str(tmp_path / "study.journal"))
+    spec = config.spec_from_dict(TINY)
+    search.open_study(spec, storage)
+    search.open_study(config.spec_from_dict(TINY, ["search.n_trials=50", "target.width=64"]), storage)
+    with pytest.raises(SpecError) as e:
+        search.open_study(config.spec_from_dict(TINY, ["train.steps=9"]), storage)
+    assert e.value.key == "train.steps"
+
+
+def test_suggest_fills_unsearched_hparams_from_defaults():
+    spec = config.spec_from_dict(TINY, ["hparams.weight_decay=0.3"])
+    trial = optuna.trial.FixedTrial(
+        {"lr": 0.02, "init_std": 0.1, "alpha_in": 1.0, "alpha_out": 2.0, "alpha_attn": 1.0}
+    )
+    hp = search.suggest(trial, spec.search.space, spec.hparams)
+    assert hp.lr == 0.02 and hp.alpha_out == 2.0 and hp.weight_decay == 0.3
