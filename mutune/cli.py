@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -220,6 +222,11 @@ def search(
     no_transfer: Annotated[
         bool, typer.Option("--no-transfer", help="do not train the target afterwards")
     ] = False,
+    workers: Annotated[int, typer.Option("--workers", help="parallel worker processes on this machine")] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option("--storage", help="Optuna storage URL (e.g. postgresql://...) to share a study"),
+    ] = None,
 ) -> None:
     """Search hyperparameters on the µP proxy, write best.yaml, then train the target.
 
@@ -227,11 +234,14 @@ def search(
 
     Example: mutune search configs/quickstart.yaml search.n_trials=8
     """
-    spec = config.load_spec(config_path, overrides or [])
+    extra = [f"search.storage={storage}"] if storage else []
+    spec = config.load_spec(config_path, [*(overrides or []), *extra])
     where = run_dir or search_mod.default_run_dir(spec, smoke)
     display = Display()
     try:
-        res = search_mod.search(spec, run_dir=run_dir, smoke=smoke, transfer=not no_transfer, events=display)
+        res = search_mod.search(
+            spec, run_dir=run_dir, smoke=smoke, transfer=not no_transfer, workers=workers, events=display
+        )
     except KeyboardInterrupt:
         display.close()
         _resume_hint(where)
@@ -263,24 +273,41 @@ def transfer(
         bool, typer.Option("--dry-run", help="plan only (params, FLOPs, memory); allocate nothing")
     ] = False,
     smoke: Annotated[bool, typer.Option("--smoke", help="tiny widths and few steps (CI)")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the target's last checkpoint")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="apply a best.yaml tuned for another family/base width/parametrization"),
+    ] = False,
+    nproc: Annotated[int, typer.Option("--nproc", help="processes (GPUs) on this machine, via torchrun")] = 1,
 ) -> None:
     """Train the target with the search's winning hyperparameters, unchanged.
 
     Example: mutune transfer runs/quickstart --to width=1024
     """
+    if nproc < 1:
+        raise SpecError("--nproc", f"must be >= 1, got {nproc}")
     if run_dir is None:
         run_dir = transfer_mod.latest_run()
         _log(f"using the latest run: {run_dir}")
-    display = Display()
+    if nproc > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
+        _log(f"launching {nproc} processes with torchrun")
+        code = transfer_mod.launch_distributed(
+            run_dir, to or [], nproc, resume=resume, force=force, smoke=smoke
+        )
+        raise typer.Exit(code)
+    rank0 = os.environ.get("RANK", "0") == "0"
+    display = Display() if rank0 else Events()
     try:
-        res = transfer_mod.transfer(run_dir, to or [], dry_run=dry_run, smoke=smoke, events=display)
+        res = transfer_mod.transfer(
+            run_dir, to or [], dry_run=dry_run, smoke=smoke, resume=resume, force=force, events=display
+        )
     except KeyboardInterrupt:
-        display.close()
-        err.print(f"interrupted; the target run in {run_dir} was stopped", highlight=False)
+        err.print(f"interrupted; resume with --resume (the last checkpoint is in {run_dir})", highlight=False)
         raise typer.Exit(130) from None
     finally:
-        display.close()
-    raise typer.Exit(_print_target(res))
+        if isinstance(display, Display):
+            display.close()
+    raise typer.Exit(_print_target(res) if rank0 else 0)
 
 
 def _version(value: bool) -> None:
@@ -304,6 +331,10 @@ def _global(
 GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet", "--debug")
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def _is_click_error(e: BaseException) -> bool:
     return hasattr(e, "exit_code") and hasattr(e, "format_message") and hasattr(e, "show")
 
@@ -316,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     flags = [a for a in args if a in GLOBAL_FLAGS]
     args = flags + [a for a in args if a not in GLOBAL_FLAGS]
     state.debug = "--debug" in flags
+    # pre-emption (SIGTERM) stops like Ctrl-C: the running trial is marked, the hint printed
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         rv = command.main(args=args, prog_name="mutune", standalone_mode=False)
         return rv if isinstance(rv, int) else 0

@@ -91,6 +91,10 @@ class TrainSpec:
     device: Literal["auto", "cpu", "cuda", "mps"] = _f("auto", "auto picks cuda, then mps, then cpu")
     precision: Literal["auto", "bf16", "fp32"] = _f("auto", "auto uses bf16 autocast on CUDA, fp32 elsewhere")
     compile: bool = _f(False, "torch.compile the model (CUDA)")
+    checkpoint_every: int | None = _f(
+        None,
+        "target runs: steps between checkpoints (atomic); default max(50, steps // 10); 0 = only at the end",
+    )
 
 
 @dataclass
@@ -131,7 +135,10 @@ class SearchSpec:
     n_trials: int = _f(16, "finished proxy trials to reach (a resumed study counts what it has)")
     sampler: Literal["random", "tpe"] = _f("random", "random (seeded, as in TP5) or tpe")
     seed: int = _f(0, "sampler seed; trial k always draws the same random HPs")
-    storage: str | None = _f(None, "Optuna storage URL; default: a journal file in the run dir")
+    storage: str | None = _f(
+        None, "Optuna storage URL (postgresql://...); default: a journal file in the run dir"
+    )
+    pruner: Literal["none", "median", "hyperband"] = _f("none", "stop poor trials early on their eval losses")
     study_name: str | None = _f(None, "Optuna study name; default: the spec name")
     space: dict[str, ParamSpace] = _f(DEFAULT_SPACE, "searched hyperparameters (names from hparams)")
 
@@ -395,6 +402,7 @@ def validate(spec: Spec) -> None:
     _positive(t.grad_clip, "train.grad_clip", allow_zero=True)
     _positive(t.eps, "train.eps", allow_zero=True)
     _positive(t.max_loss, "train.max_loss")
+    _positive(t.checkpoint_every, "train.checkpoint_every", allow_zero=True)
     if not 0 <= t.min_lr_ratio <= 1:
         raise SpecError("train.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}")
     h = spec.hparams

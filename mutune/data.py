@@ -127,10 +127,21 @@ def load(spec: DataSpec, min_len: int = 2) -> Corpus:
 
 
 def get_batch(
-    data: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Generator, device: torch.device
+    data: np.ndarray,
+    batch_size: int,
+    seq_len: int,
+    rng: np.random.Generator,
+    device: torch.device,
+    part: tuple[int, int] = (0, 1),
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows: x = data[i:i+T], y = data[i+1:i+T+1], both (B, T) int64."""
+    """Random windows: x = data[i:i+T], y = data[i+1:i+T+1], both (B, T) int64.
+
+    ``part=(rank, world)``: every rank draws the same global batch and keeps its slice, so the
+    ranks of a distributed run together see exactly the batch a single process would.
+    """
     ix = rng.integers(0, len(data) - seq_len, size=batch_size)
+    rank, world = part
+    ix = ix[rank * batch_size // world : (rank + 1) * batch_size // world]
     x = torch.from_numpy(np.stack([data[i : i + seq_len] for i in ix]).astype(np.int64))
     y = torch.from_numpy(np.stack([data[i + 1 : i + 1 + seq_len] for i in ix]).astype(np.int64))
     if device.type == "cuda":

@@ -17,9 +17,12 @@ parallel search never repeats a configuration and the set of configurations is r
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import warnings
 import zlib
@@ -35,14 +38,29 @@ import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from . import __version__, config, data
+from . import __version__, config, data, flops
 from .config import HParams, ParamSpace, Spec, SpecError
 from .events import SILENT, Events, TrialEvent
 from .train import atomic_write, train
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; parallel workers may overshoot n_trials by a trial
+    fcntl = None
+
 # Keys that may change between invocations on the same study without making old trials
 # incomparable: how many trials to run, what to do afterwards, where and how fast to run.
-RESUMABLE_KEYS = {"name", "search.n_trials", "search.storage", "target", "train.device", "train.compile"}
+RESUMABLE_KEYS = {
+    "name",
+    "search.n_trials",
+    "search.storage",
+    "search.pruner",
+    "target",
+    "train.device",
+    "train.compile",
+    "train.checkpoint_every",
+}
+HEARTBEAT_SECONDS = 30  # RDB storages: a trial without a heartbeat for 4x this is failed and re-run
 
 
 @dataclass
@@ -126,7 +144,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=4 * HEARTBEAT_SECONDS,
+                heartbeat_stale_trial_callback=_retry_stale,
+            )
     except Exception as e:  # a bad URL or an unreachable server is a user error
         raise SpecError("search.storage", f"cannot open storage {url!r}: {e}") from None
 
@@ -167,7 +190,7 @@ def open_study(spec: Spec, storage: optuna.storages.BaseStorage, worker: int = 0
         direction="minimize",
         load_if_exists=True,
         sampler=make_sampler(spec, worker, n_existing),
-        pruner=optuna.pruners.NopPruner(),
+        pruner=make_pruner(spec),
     )
     relevant = trial_relevant(spec)
     recorded = study.user_attrs.get("spec")
@@ -249,6 +272,7 @@ def reap_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> l
                 continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_user_attr(trial_id, "fail_reason", f"orphaned: worker {worker} is gone")
+        storage.set_trial_user_attr(trial_id, "retry", True)
         try:
             storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -263,26 +287,137 @@ def count(study: optuna.Study) -> tuple[int, int]:
     return sum(is_finished(t) for t in trials), sum(t.state == TrialState.RUNNING for t in trials)
 
 
-def make_objective(spec: Spec, events: Events = SILENT):
-    def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", _worker_id())
-        hp = suggest(trial, spec.search.space, spec.hparams)
+def evaluate_trial(
+    trial: optuna.Trial, spec: Spec, events: Events = SILENT
+) -> tuple[TrialState, float | None]:
+    """Train one proxy run for ``trial``; record its cost and curve as trial attributes.
 
-        def on_eval(step: int, val_loss: float) -> None:
-            trial.report(val_loss, step)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {step} (val loss {val_loss:.4f})")
+    Returns the state to tell and the value: COMPLETE with the final validation loss, PRUNED
+    when the pruner stopped it, FAIL when the loss diverged (with the reason as an attribute).
+    """
+    hp = suggest(trial, spec.search.space, spec.hparams)
+    last_step = 0
 
+    def on_eval(step: int, val_loss: float) -> None:
+        nonlocal last_step
+        last_step = step
+        trial.report(val_loss, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} (val loss {val_loss:.4f})")
+
+    try:
         result = train(spec, hp, on_eval=on_eval, on_log=lambda log: events.step(trial.number, log))
-        for key in ("flops", "tokens", "seconds", "steps", "params"):
-            trial.set_user_attr(key, getattr(result, key))
-        if result.diverged:
-            trial.set_user_attr("diverged", True)
-            trial.set_user_attr("fail_reason", f"diverged: {result.reason}")
-            return float("nan")  # Optuna records a NaN objective as FAIL; the study goes on
-        return result.final_val_loss
+    except optuna.TrialPruned as e:
+        cost = flops.cost(spec, hp=hp)
+        trial.set_user_attr("steps", last_step)
+        trial.set_user_attr("tokens", last_step * cost.tokens_per_step)
+        trial.set_user_attr("flops", last_step * cost.flops_per_step)
+        trial.set_user_attr("fail_reason", str(e))
+        return TrialState.PRUNED, None
+    for key in ("flops", "tokens", "seconds", "steps", "params"):
+        trial.set_user_attr(key, getattr(result, key))
+    trial.set_user_attr("curve", [{"step": c["step"], "val_loss": c["val_loss"]} for c in result.curve])
+    if result.diverged:
+        trial.set_user_attr("diverged", True)
+        trial.set_user_attr("fail_reason", f"diverged: {result.reason}")
+        return TrialState.FAIL, None
+    return TrialState.COMPLETE, result.final_val_loss
 
-    return objective
+
+def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:
+    """Optional early stopping on the validation losses reported at every evaluation."""
+    t = spec.train
+    if spec.search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=t.eval_every)
+    if spec.search.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=t.eval_every, max_resource=t.steps, reduction_factor=3
+        )
+    return optuna.pruners.NopPruner()
+
+
+class _BudgetLock:
+    """An flock in the run dir that makes "count the trials, then ask for one" atomic for the
+    workers of one machine, so a parallel search runs exactly n_trials. (Workers on other
+    machines sharing an RDB storage are not covered: there a study may end a trial or two over.)"""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> _BudgetLock:
+        self.file = self.path.open("a+")
+        if fcntl is not None:
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if fcntl is not None:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
+class _Heartbeat:
+    """Records Optuna heartbeats for a running trial (RDB storages), so that a killed worker's
+    trial goes stale and is failed by the next worker. (``Study.optimize`` does this itself; we
+    drive trials with ask/tell to count the budget under a lock.)"""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, study: optuna.Study, number: int):
+        interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        self.stop = threading.Event()
+        self.thread = None
+        if interval:
+            study_id = storage.get_study_id_from_name(study.study_name)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+            storage.record_heartbeat(trial_id)
+            self.thread = threading.Thread(target=self._beat, args=(storage, trial_id, interval), daemon=True)
+            self.thread.start()
+
+    def _beat(self, storage: optuna.storages.BaseStorage, trial_id: int, interval: float) -> None:
+        while not self.stop.wait(interval):
+            storage.record_heartbeat(trial_id)
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+def _retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna's heartbeat failed ``trial`` (its worker is gone): run it again, same hyperparameters."""
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+
+
+def enqueue_retries(study: optuna.Study, limit: int) -> int:
+    """Re-queue, with the same hyperparameters, trials that were killed or interrupted (not diverged)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    n = 0
+    for t in trials:
+        if n >= limit:
+            break
+        if t.state == TrialState.FAIL and t.user_attrs.get("retry") and t.number not in retried:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            n += 1
+    return n
+
+
+def trial_event(study: optuna.Study, trial: FrozenTrial, n_trials: int) -> TrialEvent:
+    complete = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None
+    ]
+    best = min(complete, key=lambda t: (t.value, t.number)) if complete else None
+    return TrialEvent(
+        number=trial.number,
+        state=trial.state.name,
+        value=trial.value,
+        params=trial.params,
+        seconds=float(trial.user_attrs.get("seconds") or 0.0),
+        reason=trial.user_attrs.get("fail_reason", ""),
+        finished=count(study)[0],
+        n_trials=n_trials,
+        best_value=best.value if best else None,
+        best_number=best.number if best else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,7 +427,9 @@ def make_objective(spec: Spec, events: Events = SILENT):
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, every HP, loss, steps, tokens, FLOPs, seconds, reason."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    retried_as = {t.user_attrs["retry_of"]: t.number for t in trials if "retry_of" in t.user_attrs}
+    for t in trials:
         ua = t.user_attrs
         row = {
             "number": t.number,
@@ -303,6 +440,9 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         for key in ("steps", "tokens", "flops", "seconds", "params"):
             row[key] = ua.get(key)
         row["fail_reason"] = ua.get("fail_reason", "")
+        if t.number in retried_as:
+            reason = row["fail_reason"] or "worker gone (heartbeat stopped)"
+            row["fail_reason"] = f"{reason}; retried as #{retried_as[t.number]}"
         row["worker"] = ua.get("worker", "")
         row["datetime_start"] = t.datetime_start.isoformat() if t.datetime_start else ""
         rows.append(row)
@@ -368,39 +508,139 @@ def write_best(study: optuna.Study, spec: Spec, run_dir: Path) -> dict | None:
 # The loop
 
 
-def run_trials(spec: Spec, run_dir: Path, *, worker: int = 0, events: Events = SILENT) -> None:
-    """Run trials until the study holds ``search.n_trials`` finished ones; safe to run in parallel."""
+def run_trials(
+    spec: Spec, run_dir: Path, *, worker: int = 0, events: Events = SILENT, parent_pid: int | None = None
+) -> None:
+    """Run trials until the study holds ``search.n_trials`` finished ones; safe to run in parallel.
+
+    Trials killed or interrupted earlier are re-run first, with the same hyperparameters.
+    ``parent_pid``: stop between trials once that process is gone (a worker of a killed search).
+    """
     storage = open_storage(storage_url(spec, run_dir))
     study = open_study(spec, storage, worker)
-    reap_orphans(study, storage)
-    objective = make_objective(spec, events)
     n_trials = spec.search.n_trials
-
-    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+    while parent_pid is None or os.getppid() == parent_pid:
+        with _BudgetLock(run_dir / ".budget.lock"):
+            reap_orphans(study, storage)
+            finished, running = count(study)
+            if finished + running >= n_trials:
+                break
+            waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            enqueue_retries(study, n_trials - finished - running - waiting)
+            trial = study.ask()
+            trial.set_user_attr("worker", _worker_id())
+        heartbeat = _Heartbeat(storage, study, trial.number)
+        try:
+            state, value = evaluate_trial(trial, spec, events)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted")
+            trial.set_user_attr("retry", True)
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        except BaseException as e:
+            trial.set_user_attr("fail_reason", f"error: {type(e).__name__}: {e}")
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        finally:
+            heartbeat.close()
+        study.tell(trial, value, state=state)
         write_trials_csv(study, run_dir)
-        doc = write_best(study, spec, run_dir)
-        finished, _ = count(study)
-        best = doc["provenance"] if doc else None
-        events.trial_ended(
-            TrialEvent(
-                number=trial.number,
-                state=trial.state.name,
-                value=trial.value,
-                params=trial.params,
-                seconds=float(trial.user_attrs.get("seconds") or 0.0),
-                reason=trial.user_attrs.get("fail_reason", ""),
-                finished=finished,
-                n_trials=n_trials,
-                best_value=best["loss"] if best else None,
-                best_number=best["trial_number"] if best else None,
-            )
-        )
+        write_best(study, spec, run_dir)
+        events.trial_ended(trial_event(study, study.get_trials(deepcopy=False)[trial.number], n_trials))
 
-    while True:
-        finished, running = count(study)
-        if finished + running >= n_trials:
-            break
-        study.optimize(objective, n_trials=1, callbacks=[after_trial], gc_after_trial=False)
+
+def _worker_main(spec_dict: dict, run_dir: str, rank: int, threads: int, parent_pid: int) -> None:
+    """Entry point of a worker process (spawned): run trials silently until the budget is met."""
+    _interrupt_once()
+    torch.set_num_threads(threads)
+    try:
+        run_trials(config.spec_from_dict(spec_dict), Path(run_dir), worker=rank, parent_pid=parent_pid)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except SpecError as e:
+        print(f"error: worker {rank}: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as e:
+        print(f"error: worker {rank}: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _interrupt_once() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt once; repeats are ignored while the trial is marked."""
+    fired = False
+
+    def handler(signum, frame):
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_workers(
+    spec: Spec, run_dir: Path, n_workers: int, events: Events = SILENT, poll: float = 0.5
+) -> None:
+    """Run ``n_workers`` processes on the study and relay their finished trials as events.
+
+    CPU threads are split between workers; on a multi-GPU machine each worker sees one GPU.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    storage = open_storage(storage_url(spec, run_dir))
+    study = open_study(spec, storage)
+    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    procs = []
+    for rank in range(n_workers):
+        saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if gpus > 1:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(rank % gpus)
+        try:
+            p = ctx.Process(
+                target=_worker_main,
+                args=(spec.to_dict(), str(run_dir), rank, threads, os.getpid()),
+                name=f"mutune-worker-{rank}",
+            )
+            p.start()
+        finally:
+            if gpus > 1:
+                if saved is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES")
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = saved
+        procs.append(p)
+
+    def relay() -> None:
+        for t in study.get_trials(deepcopy=False):
+            if t.state.is_finished() and t.number not in seen:
+                seen.add(t.number)
+                events.trial_ended(trial_event(study, t, spec.search.n_trials))
+
+    try:
+        while any(p.is_alive() for p in procs):
+            time.sleep(poll)
+            relay()
+    except KeyboardInterrupt:
+        for p in procs:  # children in our process group got the SIGINT too; tell the others
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+        for p in procs:
+            p.join(timeout=60)
+        raise
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+    relay()
+    bad = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode != 0]
+    if bad:
+        codes = ", ".join(f"worker {i} exited {c}" for i, c in bad)
+        if all(c == 2 for _, c in bad):
+            raise SpecError("search", f"workers stopped on a user error ({codes}); see the message above")
+        raise SearchFailed(f"{codes}; finished trials are kept in {run_dir}, re-run to resume")
 
 
 def search(
@@ -410,6 +650,7 @@ def search(
     smoke: bool = False,
     transfer: bool = True,
     argv: list[str] | None = None,
+    workers: int = 1,
     events: Events = SILENT,
 ) -> SearchResult:
     """Search the proxy, write best.yaml and trials.csv, then (if the spec names a target width) train it.
@@ -426,8 +667,13 @@ def search(
     study = open_study(spec, storage)  # fails fast on a spec that does not match the study
     write_config(run_dir, spec, argv)
     events.search_started(spec, run_dir, count(study)[0])
+    if workers < 1:
+        raise SpecError("--workers", f"must be >= 1, got {workers}")
     try:
-        run_trials(spec, run_dir, events=events)
+        if workers == 1:
+            run_trials(spec, run_dir, events=events)
+        else:
+            run_workers(spec, run_dir, workers, events)
     finally:
         # whatever happened, leave the table and the best-so-far on disk
         write_trials_csv(study, run_dir)
@@ -441,7 +687,9 @@ def search(
     if transfer and spec.target.width is not None:
         from . import transfer as transfer_mod
 
-        result.target = transfer_mod.transfer(run_dir, transfer_mod.target_overrides(spec), events=events)
+        result.target = transfer_mod.transfer(
+            run_dir, transfer_mod.target_overrides(spec), resume=True, events=events
+        )
     return result
 
 

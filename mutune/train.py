@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from . import data, flops, models, parametrize
-from .config import HParams, Spec, TrainSpec
+from .config import HParams, Spec, SpecError, TrainSpec
 
 LOG_EVERY = 10  # steps between loss reads (each is a device sync) and progress callbacks
 
@@ -69,8 +69,6 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from .config import SpecError
-
         raise SpecError("train.device", "cuda was asked for but torch sees no CUDA device")
     return torch.device(name)
 
@@ -110,20 +108,75 @@ def evaluate(model: torch.nn.Module, val: np.ndarray, spec: Spec, device: torch.
 
 
 class _Metrics:
-    """metrics.csv, appended row by row so a killed run keeps what it logged."""
+    """metrics.csv, appended row by row so a killed run keeps what it logged. On resume, rows
+    after the checkpoint's step are dropped (they are about to be recomputed)."""
 
     COLUMNS = ("step", "train_loss", "val_loss", "lr", "tokens", "seconds")
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, keep_until: int = 0):
         self.path = path
-        if path is not None:
-            with path.open("w", newline="") as f:
-                csv.writer(f).writerow(self.COLUMNS)
+        if path is None:
+            return
+        kept = []
+        if keep_until and path.exists():
+            with path.open(newline="") as f:
+                kept = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= keep_until]
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(self.COLUMNS)
+            w.writerows([[r.get(c, "") for c in self.COLUMNS] for r in kept])
 
     def row(self, **values: float | int | str) -> None:
         if self.path is not None:
             with self.path.open("a", newline="") as f:
                 csv.writer(f).writerow([values.get(c, "") for c in self.COLUMNS])
+
+
+@dataclass
+class Distributed:
+    """Where this process sits in a torchrun launch (rank 0 of 1 when not launched by torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # we initialised the process group, so we tear it down
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
+    """Join the torchrun process group if WORLD_SIZE > 1: NCCL and one GPU per rank on CUDA, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_name)
+    if world <= 1:
+        return Distributed(), device
+    import torch.distributed as dist
+
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank, world, local_rank, owns), device
+
+
+# Spec keys that may differ between a checkpoint and the run resuming it.
+RESUME_FREE_KEYS = ("device", "compile", "checkpoint_every")
+
+
+def _resume_signature(spec: Spec, hp: HParams) -> dict:
+    d = spec.to_dict()
+    return {
+        "model": d["model"],
+        "data": d["data"],
+        "train": {k: v for k, v in d["train"].items() if k not in RESUME_FREE_KEYS},
+        "seed": d["seed"],
+        "hparams": asdict(hp),
+    }
 
 
 def train(
@@ -133,13 +186,41 @@ def train(
     on_log: Callable[[StepLog], None] | None = None,
     on_eval: Callable[[int, float], None] | None = None,
     out_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> RunResult:
-    """Train ``spec``'s model with hyperparameters ``hp``; write metrics/result/checkpoint to ``out_dir``."""
+    """Train ``spec``'s model with hyperparameters ``hp``.
+
+    With ``out_dir``: metrics.csv (row by row), checkpoint.pt every ``train.checkpoint_every``
+    steps (atomic), result.yaml at the end. ``resume`` continues from out_dir's checkpoint: the
+    model, optimizer, schedule and data-order state are restored, so on CPU the resumed losses
+    equal an uninterrupted run's. Under torchrun each rank trains on its slice of the same global
+    batch (DDP averages the gradients), so N processes match one with the same global batch.
+    """
     t, m = spec.train, spec.model
-    device = resolve_device(t.device)
+    world, device = init_distributed(t.device)
+    if t.batch_size % world.world:
+        raise SpecError("train.batch_size", f"{t.batch_size} is not divisible by the {world.world} processes")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt_path = out / "checkpoint.pt" if out is not None else None
+    state = None
+    if ckpt_path is not None and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if not resume:
+            raise SpecError(
+                str(out),
+                f"already holds a run (checkpoint at step {state['step']} of {t.steps}); "
+                "pass --resume to continue it, or remove the folder to start over",
+            )
+        if state.get("signature") != _resume_signature(spec, hp):
+            raise SpecError(
+                str(ckpt_path), "was written by a different spec or hyperparameters; cannot resume"
+            )
+        if state["step"] >= t.steps and (out / "result.yaml").exists():
+            return read_result(out / "result.yaml")
+
     corpus = data.load(spec.data, min_len=m.seq_len + 1)
     model, infos = models.create(spec, hp, corpus.vocab_size, device)
     groups = parametrize.param_groups(
@@ -147,95 +228,125 @@ def train(
     )
     opt = parametrize.make_optimizer(groups, hp, t.optimizer)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t))
-    fwd = torch.compile(model) if t.compile else model
     rng = np.random.default_rng(spec.seed)
+    start, curve, seconds_before = 0, [], 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["data_rng"]
+        start, curve, seconds_before = state["step"], state["curve"], state["seconds"]
+    ddp = model
+    if world.world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    fwd = torch.compile(ddp) if t.compile else ddp
     cost = flops.cost(spec, hp=hp)
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
+    if out is not None and world.main:
         out.mkdir(parents=True, exist_ok=True)
-    metrics = _Metrics(out / "metrics.csv" if out else None)
+    metrics = _Metrics(out / "metrics.csv" if out is not None and world.main else None, keep_until=start)
+    every = t.checkpoint_every if t.checkpoint_every is not None else max(50, t.steps // 10)
+
+    def checkpoint(step: int, elapsed: float) -> None:
+        if ckpt_path is not None and world.main:
+            save_checkpoint(ckpt_path, model, opt, sched, rng, step, curve, elapsed, spec, hp)
 
     max_loss = t.max_loss if t.max_loss is not None else 10 * math.log(corpus.vocab_size)
-    curve: list[dict] = []
-    val_loss = float("nan")
+    val_loss = curve[-1]["val_loss"] if curve else float("nan")
     reason = ""
-    step = 0
+    step = start
     t0 = time.perf_counter()
-    for step in range(1, t.steps + 1):
-        x, y = data.get_batch(corpus.train, t.batch_size, m.seq_len, rng, device)
-        with autocast(device, t.precision):
-            _, loss = fwd(x, y)
-        loss.backward()
-        if t.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
+    try:
+        for step in range(start + 1, t.steps + 1):
+            x, y = data.get_batch(
+                corpus.train, t.batch_size, m.seq_len, rng, device, part=(world.rank, world.world)
+            )
+            with autocast(device, t.precision):
+                _, loss = fwd(x, y)
+            loss.backward()
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            elapsed = seconds_before + time.perf_counter() - t0
 
-        if step % LOG_EVERY == 0 or step == t.steps or step == 1:
-            train_loss = loss.item()
-            elapsed = time.perf_counter() - t0
-            if not math.isfinite(train_loss) or train_loss > max_loss:
-                reason = f"train loss {train_loss:.4g} at step {step}" + (
-                    f" (above train.max_loss={max_loss:.3g})" if math.isfinite(train_loss) else ""
+            if step % LOG_EVERY == 0 or step == t.steps or step == start + 1:
+                train_loss = _global_mean(loss, world)
+                if not math.isfinite(train_loss) or train_loss > max_loss:
+                    reason = _diverged("train", train_loss, step, max_loss)
+                    break
+                lr = opt.param_groups[0]["lr"] / opt.param_groups[0]["lr_mult"]
+                tokens = step * cost.tokens_per_step
+                metrics.row(
+                    step=step,
+                    train_loss=f"{train_loss:.6g}",
+                    lr=f"{lr:.6g}",
+                    tokens=tokens,
+                    seconds=f"{elapsed:.3f}",
                 )
-                break
-            lr = opt.param_groups[0]["lr"] / opt.param_groups[0]["lr_mult"]
-            metrics.row(
-                step=step,
-                train_loss=f"{train_loss:.6g}",
-                lr=f"{lr:.6g}",
-                tokens=step * cost.tokens_per_step,
-                seconds=f"{elapsed:.3f}",
-            )
-            if on_log is not None:
-                on_log(
-                    StepLog(
-                        step,
-                        t.steps,
-                        train_loss,
-                        lr,
-                        step * cost.tokens_per_step / max(elapsed, 1e-9),
-                        elapsed,
-                    )
+                if on_log is not None and world.main:
+                    speed = (step - start) * cost.tokens_per_step / max(time.perf_counter() - t0, 1e-9)
+                    on_log(StepLog(step, t.steps, train_loss, lr, speed, elapsed))
+            if step % t.eval_every == 0 or step == t.steps:
+                val_loss = evaluate(model, corpus.val, spec, device)
+                curve.append({"step": step, "val_loss": val_loss, "seconds": elapsed})
+                metrics.row(
+                    step=step,
+                    val_loss=f"{val_loss:.6g}",
+                    tokens=step * cost.tokens_per_step,
+                    seconds=f"{elapsed:.3f}",
                 )
-        if step % t.eval_every == 0 or step == t.steps:
-            val_loss = evaluate(fwd, corpus.val, spec, device)
-            elapsed = time.perf_counter() - t0
-            curve.append({"step": step, "val_loss": val_loss, "seconds": elapsed})
-            metrics.row(
-                step=step,
-                val_loss=f"{val_loss:.6g}",
-                tokens=step * cost.tokens_per_step,
-                seconds=f"{elapsed:.3f}",
-            )
-            if not math.isfinite(val_loss) or val_loss > max_loss:
-                reason = f"validation loss {val_loss:.4g} at step {step}" + (
-                    f" (above train.max_loss={max_loss:.3g})" if math.isfinite(val_loss) else ""
-                )
-                break
-            if on_eval is not None:
-                on_eval(step, val_loss)
-    seconds = time.perf_counter() - t0
-    diverged = bool(reason)
-    done = step if not diverged else step
-    evals = len(curve)
-    result = RunResult(
-        final_val_loss=float("nan") if diverged else val_loss,
-        diverged=diverged,
-        steps=done,
-        tokens=done * cost.tokens_per_step,
-        flops=done * cost.flops_per_step
-        + evals * t.eval_batches * cost.tokens_per_step * cost.flops_per_token / 3,
-        seconds=seconds,
-        params=cost.params,
-        reason=reason,
-        curve=curve,
-    )
-    if out is not None:
-        save_checkpoint(out / "checkpoint.pt", model, opt, sched, rng, step, spec, hp)
-        write_result(out / "result.yaml", result, hp)
-    return result
+                if not math.isfinite(val_loss) or val_loss > max_loss:
+                    reason = _diverged("validation", val_loss, step, max_loss)
+                    break
+                if on_eval is not None:
+                    on_eval(step, val_loss)
+            if every and step % every == 0 and step < t.steps:
+                checkpoint(step, elapsed)
+        seconds = seconds_before + time.perf_counter() - t0
+        diverged = bool(reason)
+        result = RunResult(
+            final_val_loss=float("nan") if diverged else val_loss,
+            diverged=diverged,
+            steps=step,
+            tokens=step * cost.tokens_per_step,
+            flops=step * cost.flops_per_step
+            + len(curve) * t.eval_batches * cost.tokens_per_step * cost.flops_per_token / 3,
+            seconds=seconds,
+            params=cost.params,
+            reason=reason,
+            curve=curve,
+        )
+        if out is not None and world.main:
+            checkpoint(step, seconds)
+            write_result(out / "result.yaml", result, hp)
+        return result
+    finally:
+        if world.owns_group:
+            import torch.distributed as dist
+
+            # rank 0 writes the checkpoint and result last: wait for it, so that no rank is left
+            # alone in the teardown (gloo hangs there when its peers have already exited)
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _global_mean(loss: torch.Tensor, world: Distributed) -> float:
+    """The loss over the global batch: averaged over ranks, so every rank sees (and acts on) the same value."""
+    value = loss.detach().float()
+    if world.world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(value)
+        value = value / world.world
+    return value.item()
+
+
+def _diverged(which: str, loss: float, step: int, max_loss: float) -> str:
+    above = f" (above train.max_loss={max_loss:.3g})" if math.isfinite(loss) else ""
+    return f"{which} loss {loss:.4g} at step {step}{above}"
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -252,15 +363,21 @@ def save_checkpoint(
     sched,
     rng: np.random.Generator,
     step: int,
+    curve: list[dict],
+    seconds: float,
     spec: Spec,
     hp: HParams,
 ) -> None:
+    """Everything needed to continue exactly: weights, optimizer and schedule state, data order."""
     state = {
         "step": step,
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
         "data_rng": rng.bit_generator.state,
+        "curve": list(curve),
+        "seconds": seconds,
+        "signature": _resume_signature(spec, hp),
         "spec": spec.to_dict(),
         "hparams": asdict(hp),
     }
@@ -270,3 +387,9 @@ def save_checkpoint(
 def write_result(path: Path, result: RunResult, hp: HParams) -> None:
     doc = {"hparams": asdict(hp), **result.summary(), "curve": result.curve}
     atomic_write(path, lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False)))
+
+
+def read_result(path: Path) -> RunResult:
+    doc = yaml.safe_load(path.read_text())
+    doc.pop("hparams", None)
+    return RunResult(**doc)

@@ -9,7 +9,10 @@ width-8192 model allocates nothing.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,14 @@ FIXED = {
     "model.n_head": "the proxy's head count fixes the attention base",
 }
 SMOKE_MAX_WIDTH = 128
+# Keys that do not change what is trained: they do not name the target folder.
+UNNAMED_KEYS = {
+    "train.checkpoint_every",
+    "train.device",
+    "train.compile",
+    "train.eval_every",
+    "train.eval_batches",
+}
 
 
 @dataclass
@@ -55,6 +66,7 @@ class Plan:
     search_flops: float
     overrides: list[str]
     warnings: list[str] = field(default_factory=list)
+    forced: list[str] = field(default_factory=list)  # provenance mismatches overridden with --force
 
     @property
     def tuning_cost_pct(self) -> float:
@@ -73,6 +85,7 @@ class Plan:
             "search_flops": self.search_flops,
             "tuning_cost_pct": self.tuning_cost_pct,
             "warnings": self.warnings,
+            "forced": self.forced,
         }
 
 
@@ -125,14 +138,47 @@ def target_key(overrides: list[str]) -> str:
     parts = []
     for token in overrides:
         key, value = config.parse_override(token)
+        if _canonical(key) in UNNAMED_KEYS:
+            continue
         parts.append(key.rsplit(".", 1)[-1] + re.sub(r"[^A-Za-z0-9.]+", "_", str(value)))
     return "-".join(parts) or "default"
 
 
-def plan(run_dir: str | Path | None, to: list[str] | tuple[str, ...] = (), *, smoke: bool = False) -> Plan:
+def check_provenance(proxy: Spec, best: dict, best_path: Path, force: bool) -> list[str]:
+    """Refuse hyperparameters tuned for another model family, base width or parametrization.
+
+    They would mean something else here (the µP multipliers are relative to the base width the
+    search used). ``force`` overrides; what was forced is returned, to be recorded in the plan.
+    """
+    prov = best.get("provenance") or {}
+    mismatches = []
+    for key, mine in (
+        ("model_family", proxy.model.family),
+        ("base_width", proxy.model.base_width),
+        ("parametrization", proxy.model.parametrization),
+    ):
+        theirs = prov.get(key)
+        if theirs is not None and theirs != mine:
+            mismatches.append(f"{key}: best.yaml has {theirs!r}, the spec has {mine!r}")
+    if mismatches and not force:
+        raise SpecError(
+            str(best_path),
+            f"was tuned for a different model ({'; '.join(mismatches)}); pass --force to apply it anyway",
+        )
+    return [f"forced: {m}" for m in mismatches]
+
+
+def plan(
+    run_dir: str | Path | None,
+    to: list[str] | tuple[str, ...] = (),
+    *,
+    smoke: bool = False,
+    force: bool = False,
+) -> Plan:
     """Rebuild the spec for the target and cost it; allocates no weights."""
     run_dir = latest_run() if run_dir is None else Path(run_dir)
     proxy, best = load_run(run_dir)
+    forced = check_provenance(proxy, best, run_dir / "best.yaml", force)
     to = list(to) or target_overrides(proxy)
     if not to:
         raise SpecError("--to", "give --to width=W (the spec names no target.width)")
@@ -177,7 +223,8 @@ def plan(run_dir: str | Path | None, to: list[str] | tuple[str, ...] = (), *, sm
         proxy_width=proxy.model.width,
         search_flops=search_flops,
         overrides=list(to),
-        warnings=warnings,
+        warnings=forced + warnings,
+        forced=forced,
     )
 
 
@@ -196,21 +243,67 @@ def transfer(
     *,
     dry_run: bool = False,
     smoke: bool = False,
+    resume: bool = False,
+    force: bool = False,
     events: Events = SILENT,
 ) -> TransferResult:
-    """Plan the target run and, unless ``dry_run``, train it into ``<run_dir>/target-<key>/``."""
-    p = plan(run_dir, to, smoke=smoke)
-    events.planned(p)
+    """Plan the target run and, unless ``dry_run``, train it into ``<run_dir>/target-<key>/``.
+
+    ``resume`` continues the target's last checkpoint (a finished target is returned as it is);
+    without it, a folder that already holds a run is refused rather than overwritten.
+    """
+    p = plan(run_dir, to, smoke=smoke, force=force)
+    world_main = int(os.environ.get("RANK", "0")) == 0
+    if world_main:
+        events.planned(p)
     if dry_run:
         return TransferResult(plan=p, result=None)
     data.load(p.spec.data, min_len=p.spec.model.seq_len + 1)  # fail on missing data before writing anything
-    p.target_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(
-        p.target_dir / "plan.yaml", lambda f: f.write_text(yaml.safe_dump(p.to_dict(), sort_keys=False))
+    if world_main:
+        p.target_dir.mkdir(parents=True, exist_ok=True)
+        plan_doc = yaml.safe_dump(p.to_dict(), sort_keys=False)
+        atomic_write(p.target_dir / "plan.yaml", lambda f: f.write_text(plan_doc))
+        spec_doc = yaml.safe_dump(p.spec.to_dict(), sort_keys=False)
+        atomic_write(p.target_dir / "config.yaml", lambda f: f.write_text(spec_doc))
+    result = train(
+        p.spec, p.hparams, out_dir=p.target_dir, resume=resume, on_log=lambda log: events.step(None, log)
     )
-    atomic_write(
-        p.target_dir / "config.yaml",
-        lambda f: f.write_text(yaml.safe_dump(p.spec.to_dict(), sort_keys=False)),
-    )
-    result = train(p.spec, p.hparams, out_dir=p.target_dir, on_log=lambda log: events.step(None, log))
     return TransferResult(plan=p, result=result)
+
+
+def launch_distributed(
+    run_dir: str | Path | None,
+    to: list[str] | tuple[str, ...],
+    nproc: int,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    smoke: bool = False,
+) -> int:
+    """Run this transfer under torchrun with ``nproc`` processes on this machine; returns its exit code.
+
+    Each process trains on its slice of the global batch with DDP (NCCL on GPUs, one per process;
+    gloo on CPU). For several machines, call torchrun yourself (see docs/recipes.md):
+    ``torchrun --nnodes N --node-rank R --rdzv-endpoint HOST:29500 --nproc-per-node G -m mutune transfer ...``
+    """
+    run_dir = latest_run() if run_dir is None else Path(run_dir)
+    p = plan(run_dir, to, smoke=smoke, force=force)  # user errors surface here, once, not in every rank
+    if p.spec.train.batch_size % nproc:
+        raise SpecError("train.batch_size", f"{p.spec.train.batch_size} is not divisible by --nproc {nproc}")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "mutune",
+        "transfer",
+        str(run_dir),
+    ]
+    for token in to:
+        cmd += ["--to", token]
+    cmd += [flag for flag, on in (("--resume", resume), ("--force", force), ("--smoke", smoke)) if on]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    return subprocess.call(cmd, env=env)
