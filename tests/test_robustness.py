@@ -74,9 +74,9 @@ def fresh_running_trial(run: Path):
     if not any(t.state == TrialState.COMPLETE for t in trials):
         return None
     for t in trials:
-        if t.state == TrialState.RUNNING and "worker" in t.user_attrs:
-            if time.time() - t.datetime_start.timestamp() < 1.0:
-                return t.number + 1  # +1: trial 0 is falsy
+        fresh = t.datetime_start is not None and time.time() - t.datetime_start.timestamp() < 1.0
+        if t.state == TrialState.RUNNING and "worker" in t.user_attrs and fresh:
+            return t.number + 1  # +1: trial 0 is falsy
     return None
 
 
