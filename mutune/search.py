@@ -26,6 +26,7 @@ import threading
 import time
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -508,8 +509,35 @@ def write_best(study: optuna.Study, spec: Spec, run_dir: Path) -> dict | None:
 # The loop
 
 
+def write_search_outputs(study: optuna.Study, spec: Spec, run_dir: Path) -> None:
+    write_trials_csv(study, run_dir)
+    write_best(study, spec, run_dir)
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What each trial of a study runs, and what is written after it.
+
+    The proxy search is the default; other studies (a width sweep's grid, enqueued up front)
+    reuse the same loop, workers, storage, retries and kill-safety by passing their own job.
+    Both callables must be module-level functions, so that spawned workers can unpickle them.
+    """
+
+    evaluate: Callable[[optuna.Trial, Spec, Events], tuple[TrialState, float | None]] = evaluate_trial
+    write_outputs: Callable[[optuna.Study, Spec, Path], None] = write_search_outputs
+
+
+SEARCH_JOB = TrialJob()
+
+
 def run_trials(
-    spec: Spec, run_dir: Path, *, worker: int = 0, events: Events = SILENT, parent_pid: int | None = None
+    spec: Spec,
+    run_dir: Path,
+    *,
+    job: TrialJob = SEARCH_JOB,
+    worker: int = 0,
+    events: Events = SILENT,
+    parent_pid: int | None = None,
 ) -> None:
     """Run trials until the study holds ``search.n_trials`` finished ones; safe to run in parallel.
 
@@ -531,7 +559,7 @@ def run_trials(
             trial.set_user_attr("worker", _worker_id())
         heartbeat = _Heartbeat(storage, study, trial.number)
         try:
-            state, value = evaluate_trial(trial, spec, events)
+            state, value = job.evaluate(trial, spec, events)
         except KeyboardInterrupt:
             trial.set_user_attr("fail_reason", "interrupted")
             trial.set_user_attr("retry", True)
@@ -544,17 +572,19 @@ def run_trials(
         finally:
             heartbeat.close()
         study.tell(trial, value, state=state)
-        write_trials_csv(study, run_dir)
-        write_best(study, spec, run_dir)
+        job.write_outputs(study, spec, run_dir)
         events.trial_ended(trial_event(study, study.get_trials(deepcopy=False)[trial.number], n_trials))
 
 
-def _worker_main(spec_dict: dict, run_dir: str, rank: int, threads: int, parent_pid: int) -> None:
+def _worker_main(
+    spec_dict: dict, run_dir: str, job: TrialJob, rank: int, threads: int, parent_pid: int
+) -> None:
     """Entry point of a worker process (spawned): run trials silently until the budget is met."""
     _interrupt_once()
     torch.set_num_threads(threads)
     try:
-        run_trials(config.spec_from_dict(spec_dict), Path(run_dir), worker=rank, parent_pid=parent_pid)
+        spec = config.spec_from_dict(spec_dict)
+        run_trials(spec, Path(run_dir), job=job, worker=rank, parent_pid=parent_pid)
     except KeyboardInterrupt:
         sys.exit(130)
     except SpecError as e:
@@ -580,7 +610,13 @@ def _interrupt_once() -> None:
 
 
 def run_workers(
-    spec: Spec, run_dir: Path, n_workers: int, events: Events = SILENT, poll: float = 0.5
+    spec: Spec,
+    run_dir: Path,
+    n_workers: int,
+    *,
+    job: TrialJob = SEARCH_JOB,
+    events: Events = SILENT,
+    poll: float = 0.5,
 ) -> None:
     """Run ``n_workers`` processes on the study and relay their finished trials as events.
 
@@ -600,7 +636,7 @@ def run_workers(
         try:
             p = ctx.Process(
                 target=_worker_main,
-                args=(spec.to_dict(), str(run_dir), rank, threads, os.getpid()),
+                args=(spec.to_dict(), str(run_dir), job, rank, threads, os.getpid()),
                 name=f"mutune-worker-{rank}",
             )
             p.start()
@@ -673,7 +709,7 @@ def search(
         if workers == 1:
             run_trials(spec, run_dir, events=events)
         else:
-            run_workers(spec, run_dir, workers, events)
+            run_workers(spec, run_dir, workers, events=events)
     finally:
         # whatever happened, leave the table and the best-so-far on disk
         write_trials_csv(study, run_dir)
