@@ -102,10 +102,8 @@ class SeededRandomSampler(optuna.samplers.BaseSampler):
                 value = dist.low + round((value - dist.low) / dist.step) * dist.step
             return float(min(max(value, dist.low), dist.high))
         if isinstance(dist, IntDistribution):
-            if dist.log:
-                value = int(
-                    round(math.exp(rng.uniform(math.log(dist.low), math.log(dist.high + 1) - 1e-12) - 0.5))
-                )
+            if dist.log:  # log-uniform over [low - 0.5, high + 0.5], rounded: each integer gets its share
+                value = round(math.exp(rng.uniform(math.log(dist.low - 0.5), math.log(dist.high + 0.5))))
             else:
                 value = int(rng.integers(dist.low, dist.high + 1))
             value = dist.low + ((value - dist.low) // dist.step) * dist.step

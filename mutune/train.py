@@ -196,8 +196,30 @@ def train(
     equal an uninterrupted run's. Under torchrun each rank trains on its slice of the same global
     batch (DDP averages the gradients), so N processes match one with the same global batch.
     """
+    world, device = init_distributed(spec.train.device)
+    try:
+        return _train(spec, hp, world, device, on_log, on_eval, out_dir, resume)
+    finally:
+        if world.owns_group:
+            import torch.distributed as dist
+
+            # rank 0 writes the checkpoint and result last: wait for it, so that no rank is left
+            # alone in the teardown (gloo hangs there when its peers have already exited)
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _train(
+    spec: Spec,
+    hp: HParams,
+    world: Distributed,
+    device: torch.device,
+    on_log: Callable[[StepLog], None] | None,
+    on_eval: Callable[[int, float], None] | None,
+    out_dir: str | Path | None,
+    resume: bool,
+) -> RunResult:
     t, m = spec.train, spec.model
-    world, device = init_distributed(t.device)
     if t.batch_size % world.world:
         raise SpecError("train.batch_size", f"{t.batch_size} is not divisible by the {world.world} processes")
     if device.type == "cuda":
@@ -257,80 +279,71 @@ def train(
     reason = ""
     step = start
     t0 = time.perf_counter()
-    try:
-        for step in range(start + 1, t.steps + 1):
-            x, y = data.get_batch(
-                corpus.train, t.batch_size, m.seq_len, rng, device, part=(world.rank, world.world)
-            )
-            with autocast(device, t.precision):
-                _, loss = fwd(x, y)
-            loss.backward()
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-            elapsed = seconds_before + time.perf_counter() - t0
-
-            if step % LOG_EVERY == 0 or step == t.steps or step == start + 1:
-                train_loss = _global_mean(loss, world)
-                if not math.isfinite(train_loss) or train_loss > max_loss:
-                    reason = _diverged("train", train_loss, step, max_loss)
-                    break
-                lr = opt.param_groups[0]["lr"] / opt.param_groups[0]["lr_mult"]
-                tokens = step * cost.tokens_per_step
-                metrics.row(
-                    step=step,
-                    train_loss=f"{train_loss:.6g}",
-                    lr=f"{lr:.6g}",
-                    tokens=tokens,
-                    seconds=f"{elapsed:.3f}",
-                )
-                if on_log is not None and world.main:
-                    speed = (step - start) * cost.tokens_per_step / max(time.perf_counter() - t0, 1e-9)
-                    on_log(StepLog(step, t.steps, train_loss, lr, speed, elapsed))
-            if step % t.eval_every == 0 or step == t.steps:
-                val_loss = evaluate(model, corpus.val, spec, device)
-                curve.append({"step": step, "val_loss": val_loss, "seconds": elapsed})
-                metrics.row(
-                    step=step,
-                    val_loss=f"{val_loss:.6g}",
-                    tokens=step * cost.tokens_per_step,
-                    seconds=f"{elapsed:.3f}",
-                )
-                if not math.isfinite(val_loss) or val_loss > max_loss:
-                    reason = _diverged("validation", val_loss, step, max_loss)
-                    break
-                if on_eval is not None:
-                    on_eval(step, val_loss)
-            if every and step % every == 0 and step < t.steps:
-                checkpoint(step, elapsed)
-        seconds = seconds_before + time.perf_counter() - t0
-        diverged = bool(reason)
-        result = RunResult(
-            final_val_loss=float("nan") if diverged else val_loss,
-            diverged=diverged,
-            steps=step,
-            tokens=step * cost.tokens_per_step,
-            flops=step * cost.flops_per_step
-            + len(curve) * t.eval_batches * cost.tokens_per_step * cost.flops_per_token / 3,
-            seconds=seconds,
-            params=cost.params,
-            reason=reason,
-            curve=curve,
+    for step in range(start + 1, t.steps + 1):
+        x, y = data.get_batch(
+            corpus.train, t.batch_size, m.seq_len, rng, device, part=(world.rank, world.world)
         )
-        if out is not None and world.main:
-            checkpoint(step, seconds)
-            write_result(out / "result.yaml", result, hp)
-        return result
-    finally:
-        if world.owns_group:
-            import torch.distributed as dist
+        with autocast(device, t.precision):
+            _, loss = fwd(x, y)
+        loss.backward()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        elapsed = seconds_before + time.perf_counter() - t0
 
-            # rank 0 writes the checkpoint and result last: wait for it, so that no rank is left
-            # alone in the teardown (gloo hangs there when its peers have already exited)
-            dist.barrier()
-            dist.destroy_process_group()
+        if step % LOG_EVERY == 0 or step == t.steps or step == start + 1:
+            train_loss = _global_mean(loss, world)
+            if not math.isfinite(train_loss) or train_loss > max_loss:
+                reason = _diverged("train", train_loss, step, max_loss)
+                break
+            lr = opt.param_groups[0]["lr"] / opt.param_groups[0]["lr_mult"]
+            tokens = step * cost.tokens_per_step
+            metrics.row(
+                step=step,
+                train_loss=f"{train_loss:.6g}",
+                lr=f"{lr:.6g}",
+                tokens=tokens,
+                seconds=f"{elapsed:.3f}",
+            )
+            if on_log is not None and world.main:
+                speed = (step - start) * cost.tokens_per_step / max(time.perf_counter() - t0, 1e-9)
+                on_log(StepLog(step, t.steps, train_loss, lr, speed, elapsed))
+        if step % t.eval_every == 0 or step == t.steps:
+            val_loss = evaluate(model, corpus.val, spec, device)
+            curve.append({"step": step, "val_loss": val_loss, "seconds": elapsed})
+            metrics.row(
+                step=step,
+                val_loss=f"{val_loss:.6g}",
+                tokens=step * cost.tokens_per_step,
+                seconds=f"{elapsed:.3f}",
+            )
+            if not math.isfinite(val_loss) or val_loss > max_loss:
+                reason = _diverged("validation", val_loss, step, max_loss)
+                break
+            if on_eval is not None:
+                on_eval(step, val_loss)
+        if every and step % every == 0 and step < t.steps:
+            checkpoint(step, elapsed)
+    seconds = seconds_before + time.perf_counter() - t0
+    diverged = bool(reason)
+    result = RunResult(
+        final_val_loss=float("nan") if diverged else val_loss,
+        diverged=diverged,
+        steps=step,
+        tokens=step * cost.tokens_per_step,
+        flops=step * cost.flops_per_step
+        + len(curve) * t.eval_batches * cost.tokens_per_step * cost.flops_per_token / 3,
+        seconds=seconds,
+        params=cost.params,
+        reason=reason,
+        curve=curve,
+    )
+    if out is not None and world.main:
+        checkpoint(step, seconds)
+        write_result(out / "result.yaml", result, hp)
+    return result
 
 
 def _global_mean(loss: torch.Tensor, world: Distributed) -> float:
