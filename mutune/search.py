@@ -273,9 +273,22 @@ def make_objective(spec: Spec, events: Events = SILENT):
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step} (val loss {val_loss:.4f})")
 
-        result = train(spec, hp, on_eval=on_eval, on_log=lambda log: events.step(trial.number, log))
+        train_curve: dict[str, list] = {"step": [], "train_loss": []}
+
+        def on_log(log) -> None:
+            train_curve["step"].append(log.step)
+            train_curve["train_loss"].append(log.train_loss)
+            events.step(trial.number, log)
+
+        result = train(spec, hp, on_eval=on_eval, on_log=on_log)
         for key in ("flops", "tokens", "seconds", "steps", "params"):
             trial.set_user_attr(key, getattr(result, key))
+        # the loss curves, so `mutune report` can draw the proxy next to the target (not in trials.csv)
+        trial.set_user_attr("train_curve", train_curve)
+        trial.set_user_attr(
+            "val_curve",
+            {"step": [r["step"] for r in result.curve], "val_loss": [r["val_loss"] for r in result.curve]},
+        )
         if result.diverged:
             trial.set_user_attr("diverged", True)
             trial.set_user_attr("fail_reason", f"diverged: {result.reason}")
