@@ -74,6 +74,18 @@ def families() -> tuple[str, ...]:
 # docs/config.md
 
 
+def _md(text: str) -> str:
+    """Text for a Markdown table cell: pipes escaped, angle brackets not taken for HTML."""
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _row(key: str, tp: str, default: str, doc: str) -> str:
+    return f"| {key} | {_md(tp)} | {default} | {_md(doc)} |"
+
+
+TABLE_HEAD = ["| key | type | default | description |", "|---|---|---|---|"]
+
+
 def config_reference() -> str:
     """The configuration reference in Markdown, one table per section."""
     lines = [
@@ -89,43 +101,48 @@ def config_reference() -> str:
         "",
         "## Top level",
         "",
-        "| key | type | default | description |",
-        "|---|---|---|---|",
+        *TABLE_HEAD,
     ]
     sections = []
     for f, tp in _fields(Spec):
         if dataclasses.is_dataclass(tp):
             sections.append((f, tp))
-            lines.append(f"| [`{f.name}`](#{f.name}) | section | | {_doc(f)} |")
+            lines.append(_row(f"[`{f.name}`](#{f.name})", "section", "", _doc(f)))
         else:
-            lines.append(f"| `{f.name}` | {type_label(tp)} | `{scalar(_default(f))}` | {_doc(f)} |")
+            lines.append(_row(f"`{f.name}`", type_label(tp), f"`{scalar(_default(f))}`", _doc(f)))
     for f, cls in sections:
-        lines += ["", f"## {f.name}", "", _doc(f)[:1].upper() + _doc(f)[1:] + ".", ""]
+        lines += ["", f"## {f.name}", "", _md(_doc(f)[:1].upper() + _doc(f)[1:]) + ".", ""]
         if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):
             lines += [cls.__doc__.strip(), ""]
-        lines += ["| key | type | default | description |", "|---|---|---|---|"]
+        lines += TABLE_HEAD
         for g, tp in _fields(cls):
-            if g.name == "space":
+            key = f"`{f.name}.{g.name}`"
+            if g.name == "space" and cls is config.SearchSpec:
                 default = ", ".join(config.DEFAULT_SPACE)
-                lines.append(f"| `{f.name}.{g.name}` | mapping | {default} | {_doc(g)}; see below |")
-                continue
-            lines.append(f"| `{f.name}.{g.name}` | {type_label(tp)} | `{scalar(_default(g))}` | {_doc(g)} |")
-    lines += [
+                lines.append(_row(key, "mapping", default, _doc(g) + "; see [search.space](#searchspace)"))
+            else:
+                lines.append(_row(key, type_label(tp), f"`{scalar(_default(g))}`", _doc(g)))
+        if cls is config.SearchSpec:
+            lines += _space_reference()
+    return "\n".join(lines) + "\n"
+
+
+def _space_reference() -> list[str]:
+    lines = [
         "",
         "### search.space",
         "",
         "A mapping from hyperparameter names (the keys of `hparams`) to distributions. Each entry:",
         "",
-        "| key | type | default | description |",
-        "|---|---|---|---|",
+        *TABLE_HEAD,
     ]
     for g, tp in _fields(ParamSpace):
-        lines.append(f"| `{g.name}` | {type_label(tp)} | `{scalar(_default(g))}` | {_doc(g)} |")
+        lines.append(_row(f"`{g.name}`", type_label(tp), f"`{scalar(_default(g))}`", _doc(g)))
     lines += ["", "The default space:", "", "```yaml", "search:", "  space:"]
     for name, p in config.DEFAULT_SPACE.items():
         lines.append(f"    {name}: {_space_entry(p)}")
-    lines += ["```", ""]
-    return "\n".join(lines)
+    lines += ["```"]
+    return lines
 
 
 def _space_entry(p: ParamSpace) -> str:
