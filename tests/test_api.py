@@ -163,7 +163,8 @@ def test_parametrize_errors_say_what_to_give():
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}  # small matmuls: 1 thread is fastest
 
 
 def test_own_loop_example_runs():
@@ -180,7 +181,16 @@ def test_own_loop_example_runs():
     assert all(math.isfinite(float(v)) for r in rows for v in r[1:])
 
 
-def test_own_loop_example_shows_the_lr_staying_put_under_mup_only():
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls: one thread is as fast, and far faster on a machine shared with other jobs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_own_loop_example_shows_the_lr_staying_put_under_mup_only(one_thread):
     """What the example's docstring claims: µP keeps the best LR as the width grows, SP does not."""
     spec = importlib.util.spec_from_file_location("own_loop", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
