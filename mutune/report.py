@@ -178,11 +178,13 @@ def _rel(p: Path, root: Path) -> Path:
 
 
 def _study_location(run_dir: Path, spec: Spec, best: dict | None) -> tuple[str, str]:
-    """(storage URL or journal path, study name). A journal is looked for in the run dir itself,
-    so a run directory that was moved or copied still reports."""
+    """(storage URL or journal path, study name). A database URL comes from the spec or, failing
+    that, from best.yaml's provenance; a journal is looked for in the run dir itself, so a run
+    directory that was moved or copied still reports."""
     prov = (best or {}).get("provenance", {})
     name = prov.get("study_name") or spec.search.study_name or spec.name
-    url = spec.search.storage or str(run_dir / "study.journal")
+    recorded = str(prov.get("storage") or "")
+    url = spec.search.storage or (recorded if "://" in recorded else str(run_dir / "study.journal"))
     return url, name
 
 

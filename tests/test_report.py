@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import math
+import shutil
 import typing
 
 import optuna
@@ -251,3 +252,22 @@ def test_show_config_applies_overrides_and_smoke(run_cli, tiny_spec):
     assert r.code == 0 and yaml.safe_load(r.out)["search"]["n_trials"] == 3
     r = run_cli("show-config", tiny_spec, "train.stepz=3")
     assert r.code == 2 and "train.stepz" in r.err and r.out == ""
+
+
+def test_report_reads_a_database_storage_and_a_moved_run_dir(run_cli, workdir, tiny_run):
+    db = workdir / "studies.db"
+    spec = write_spec(workdir / "db.yaml", {**TINY, "search": {"n_trials": 2, "storage": f"sqlite:///{db}"}})
+    assert run_cli("search", spec, "--no-transfer").code == 0
+    run = workdir / "runs" / "tiny"
+    assert db.is_file() and not (run / "study.journal").exists()
+    r = run_cli("report", run, "--format", "json", "--no-plots")
+    assert r.code == 0, r
+    assert json.loads(r.out)["trials"]["complete"] == 2 and json.loads(r.out)["storage"].startswith("sqlite:")
+    # a journal run directory copied elsewhere reports from its own copy of the journal
+    moved = shutil.copytree(tiny_run, workdir / "elsewhere" / "copy")
+    r = run_cli("report", moved, "--format", "json", "--no-plots")
+    assert r.code == 0, r
+    assert (
+        json.loads(r.out)["best"]["hparams"]
+        == yaml.safe_load((tiny_run / "best.yaml").read_text())["hparams"]
+    )
