@@ -1,3 +1,61 @@
-"""mutune: tune hyperparameters on a narrow µP proxy, train the wide target with them unchanged."""
+"""mutune: tune hyperparameters on a narrow µP proxy, train the wide target with them unchanged.
+
+The Python API is the CLI's, as plain functions::
+
+    import mutune
+
+    spec = mutune.load_spec("configs/quickstart.yaml", ["search.n_trials=4"])
+    result = mutune.search(spec, transfer=False)         # writes runs/quickstart/best.yaml
+    target = mutune.transfer(result.run_dir, ["width=256"])
+    rep = mutune.report(result.run_dir)                  # tables, importances, tuning cost
+    groups = mutune.parametrize(model, base_width=64, factory=MyModel, lr=3e-3)  # your own loop
+
+``search``, ``transfer``, ``report`` and ``parametrize`` are also the modules of those names
+(``mutune.search.default_run_dir``, ``mutune.report.write_figures``); calling the module calls
+its main function. ``coord_check`` and ``sweep`` come from ``mutune.checks`` and are looked up
+when first used, so they exist exactly when that module does.
+"""
 
 __version__ = "0.1.0"
+
+import importlib as _importlib
+import importlib.util
+import inspect as _inspect
+import types as _types
+
+from . import config, parametrize, report, search, transfer
+from .config import SpecError, load_spec
+from .events import Events
+
+
+class _CallableModule(_types.ModuleType):
+    """A module that is also its main function: ``mutune.search(spec)`` is ``mutune.search.search(spec)``."""
+
+    def __call__(self, *args, **kwargs):
+        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+
+for _module in (search, transfer, report, parametrize):
+    _module.__class__ = _CallableModule
+    _module.__signature__ = _inspect.signature(getattr(_module, _module.__name__.rpartition(".")[2]))
+
+_CHECKS = ("coord_check", "sweep")
+
+
+def __getattr__(name: str):
+    if name in _CHECKS:
+        try:
+            checks = _importlib.import_module(f"{__name__}.checks")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.checks":
+                raise
+            raise AttributeError(
+                f"mutune.{name} is provided by mutune.checks, which this version of mutune does not have"
+            ) from None
+        return getattr(checks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Events", "SpecError", "config", "load_spec", "parametrize", "report", "search", "transfer"]
+if _importlib.util.find_spec(f"{__name__}.checks") is not None:
+    __all__ += list(_CHECKS)

@@ -14,10 +14,13 @@ import signal
 import sys
 import threading
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -30,6 +33,8 @@ from rich.progress import (
 from rich.table import Table
 
 from . import __version__, config, flops
+from . import docs as docs_mod
+from . import report as report_mod
 from . import search as search_mod
 from . import transfer as transfer_mod
 from .config import SpecError
@@ -119,14 +124,18 @@ class Display(Events):
     def step(self, trial: int | None, log) -> None:
         info = f"loss {log.train_loss:.4f}  {flops.human(log.tokens_per_s)} tok/s"
         label = f"trial {trial}" if trial is not None else "target"
+        line = f"{label} step {log.step}/{log.steps} {info} eta {_fmt_secs(log.eta)}"
         if self.live:
-            self._bars().update(
+            bars = self._bars()
+            bars.update(
                 self.steps, description=label, total=log.steps, completed=log.step, info=info, visible=True
             )
+            if state.verbose:
+                bars.console.print(line, highlight=False)
         elif state.verbose or (
             trial is None and (log.step % max(1, log.steps // 10) == 0 or log.step == log.steps)
         ):
-            _log(f"{label} step {log.step}/{log.steps} {info} eta {_fmt_secs(log.eta)}")
+            _log(line)
 
     def trial_ended(self, ev: TrialEvent) -> None:
         self.done_here += 1
@@ -308,6 +317,152 @@ def transfer(
         if isinstance(display, Display):
             display.close()
     raise typer.Exit(_print_target(res) if rank0 else 0)
+
+
+class ReportFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    md = "md"
+
+
+def print_report(rep: report_mod.Report, top: int) -> None:
+    """The report as rich tables: top trials, winning HPs, importances, tuning cost, figures."""
+    c = rep.counts()
+    m = rep.spec.model
+    out.print(
+        f"[bold]{rep.run_dir}[/]: {m.family} proxy width {m.width} (base {m.base_width}, {m.parametrization}); "
+        f"{c['finished']} of {rep.spec.search.n_trials} trials finished ({c['complete']} complete, "
+        f"{c['diverged']} diverged, {c['failed']} failed, {c['running']} running)",
+        highlight=False,
+    )
+    names = rep.searched()
+    best_number = (rep.best or {}).get("provenance", {}).get("trial_number")
+    table = Table(title=f"top {top} trials", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    for col in ("trial", "loss", *names, "time"):
+        table.add_column(col, justify="right", min_width=len(col))
+    for _, r in rep.top(top).iterrows():
+        style = "bold green" if r["number"] == best_number else None
+        secs = r.get("seconds")
+        cells = [
+            str(int(r["number"])),
+            f"{r['loss']:.4f}",
+            *[_g(r.get(n)) for n in names],
+            _fmt_secs(secs) if isinstance(secs, float) and math.isfinite(secs) else "-",
+        ]
+        table.add_row(*cells, style=style)
+    out.print(table)
+    if rep.best is not None:
+        searched = set(rep.spec.search.space)
+        hp = Table(title=f"winning hyperparameters (trial #{best_number}) -> best.yaml", title_justify="left")
+        hp.add_column("hparam")
+        hp.add_column("value", justify="right")
+        hp.add_column("importance", justify="right")
+        for k, v in rep.best["hparams"].items():
+            imp = rep.importances.get(k)
+            hp.add_row(
+                k if k in searched else f"[dim]{k}[/]",
+                _g(v) if k in searched else f"[dim]{_g(v)} (default)[/]",
+                f"{imp:.2f} " + "█" * round(imp * 20) if imp is not None else "",
+            )
+        out.print(hp)
+    out.print(f"importances: {rep.importance_note}", highlight=False)
+    for line in rep.cost_lines():
+        out.print(f"tuning cost: {line}", highlight=False)
+    for p in rep.figures:
+        out.print(f"figure: {p}", highlight=False)
+
+
+def _g(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="a search run dir; default: the latest under ./runs")
+    ] = None,
+    fmt: Annotated[
+        ReportFormat,
+        typer.Option("--format", "-f", help="table for people; csv, json or md for machines and CI"),
+    ] = ReportFormat.table,
+    top: Annotated[int, typer.Option("--top", min=1, help="how many of the best trials to list")] = 10,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="where the PNGs and report.json go; default RUN_DIR/report")
+    ] = None,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="skip the PNGs")] = False,
+) -> None:
+    """Summarise a search: top trials, winning HPs, importances, tuning cost, PNGs.
+
+    Writes history.png, params.png, curves.png and report.json under RUN_DIR/report/.
+
+    Example: mutune report runs/quickstart --format md >> $GITHUB_STEP_SUMMARY
+    """
+    if run_dir is None:
+        run_dir = transfer_mod.latest_run()
+        _log(f"using the latest run: {run_dir}")
+    rep = report_mod.report(run_dir)
+    dest = out_dir if out_dir is not None else rep.run_dir / report_mod.REPORT_DIR
+    if not no_plots:
+        report_mod.write_figures(rep, dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "report.json").write_text(report_mod.to_json(rep, top))
+    if fmt is ReportFormat.table:
+        print_report(rep, top)
+    else:
+        text = {
+            ReportFormat.csv: report_mod.to_csv,
+            ReportFormat.json: lambda r: report_mod.to_json(r, top) + "\n",
+            ReportFormat.md: lambda r: report_mod.to_markdown(r, top),
+        }[fmt](rep)
+        sys.stdout.write(text)
+
+
+class ModelChoice(str, Enum):
+    gpt = "gpt"
+    mlp = "mlp"
+    factory = "factory"
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="where to write the spec")] = Path("mutune.yaml"),
+    model: Annotated[
+        ModelChoice, typer.Option("--model", "-m", help="gpt, mlp, or factory (your own model)")
+    ] = ModelChoice.gpt,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
+) -> None:
+    """Write a commented starter spec: every key, its type, default and meaning.
+
+    It validates and runs as written: mutune search PATH --smoke.
+
+    Example: mutune init --model mlp my-mlp.yaml
+    """
+    if path.exists() and not force:
+        raise SpecError(str(path), "already exists; pick another path or pass --force")
+    name = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    text = docs_mod.starter_spec(model.value, name=name, filename=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    _log(f"wrote {path}; next: mutune search {shlex.quote(str(path))} --smoke")
+
+
+@app.command("show-config")
+def show_config(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="the YAML spec")],
+    overrides: OverridesArg = None,
+    smoke: Annotated[bool, typer.Option("--smoke", help="show the --smoke variant")] = False,
+) -> None:
+    """Print the fully resolved spec (defaults and overrides filled in) as YAML.
+
+    Example: mutune show-config configs/quickstart.yaml train.steps=50
+    """
+    spec = config.load_spec(config_path, overrides or [])
+    if smoke:
+        spec = config.smoke(spec)
+    sys.stdout.write(yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True))
 
 
 def _version(value: bool) -> None:

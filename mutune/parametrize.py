@@ -326,3 +326,135 @@ def make_optimizer(groups: list[dict], hp: HParams, optimizer: str) -> torch.opt
     if optimizer == "sgd":
         return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
     return torch.optim.AdamW(groups, lr=hp.lr, betas=(hp.beta1, hp.beta2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Your own training loop
+
+
+def _infer_width(model: nn.Module, base: nn.Module, base_width: int) -> int:
+    """The width ``model`` was built at, from how its shapes compare with the base model's."""
+    shapes, base_shapes = _shapes(model), _shapes(base)
+    if shapes.keys() != base_shapes.keys():
+        raise SpecError("factory", "the model and the base-width model have different parameters")
+    ratios = {
+        s / b
+        for name, shape in shapes.items()
+        if len(shape) == len(base_shapes[name])
+        for s, b in zip(shape, base_shapes[name], strict=True)
+        if s != b
+    }
+    if not ratios:
+        return base_width
+    if (
+        len(ratios) > 1
+        or abs(base_width * next(iter(ratios)) - round(base_width * next(iter(ratios)))) > 1e-6
+    ):
+        raise SpecError("width", "cannot infer the model's width from its shapes; pass width=")
+    return round(base_width * ratios.pop())
+
+
+def parametrize(
+    model: nn.Module,
+    *,
+    base_width: int,
+    factory: Callable[[int], nn.Module] | None = None,
+    base_model: nn.Module | None = None,
+    delta_model: nn.Module | None = None,
+    width: int | None = None,
+    optimizer: str = "adamw",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    eps: float = 1e-8,
+    init_std: float | None = None,
+    alpha_out: float = 1.0,
+    scale_readout: bool = True,
+    readout: Iterable[str] = (),
+    parametrization: Parametrization = "mup",
+    seed: int = 0,
+) -> list[dict]:
+    """µP for your own model and training loop: returns optimizer param groups.
+
+    ``mutune.parametrize(model, base_width=..., factory=..., optimizer=...)``. µP needs to know
+    which dims of each parameter grow with width, and finds out by comparing shapes at two widths
+    (as ``mup.set_base_shapes`` does), so give either ``factory`` (a callable ``width -> model``;
+    it is called on the meta device, nothing is allocated) or ``base_model`` and ``delta_model``
+    (the model at ``base_width`` and at any other width). ``model``'s own width is inferred from
+    its shapes unless ``width`` is given.
+
+    What it does to ``model``:
+
+    - with ``init_std`` given, re-initialises every parameter by the µP rule (hidden matrices
+      σ·√(base/fan_in), the readout at its base-width scale, norms 1, biases 0), seeded by ``seed``;
+    - with ``scale_readout`` (the default), hooks every readout module (a Linear mapping the width
+      to a fixed size, e.g. the logits) so its output is multiplied by α_out/m, m = width/base_width.
+      Apply that yourself instead (and pass ``scale_readout=False``) for a readout tied to the
+      embedding, which no hook can see. Attention logits, if any, should use
+      α_attn·√d_head_base/d_head rather than 1/√d_head (see ``multipliers``).
+
+    Returns one param group per LR/weight-decay/eps treatment, each a dict with ``params``, ``lr``
+    (``lr`` × the group's µP multiplier), ``weight_decay``, ``eps`` (Adam) and, for reference,
+    ``lr_mult``, ``names`` and ``roles``. Pass them to ``torch.optim.AdamW(groups, betas=...)`` or
+    ``torch.optim.SGD(groups, momentum=...)``. A schedule must scale each group's LR relatively
+    (``LambdaLR`` does); never set one absolute LR on every group.
+    """
+    if optimizer not in ("adamw", "adam", "sgd"):
+        raise SpecError("optimizer", f"expected adamw, adam or sgd, got {optimizer!r}")
+    if parametrization not in ("mup", "sp"):
+        raise SpecError("parametrization", f"expected mup or sp, got {parametrization!r}")
+    if factory is not None:
+        with torch.device("meta"):
+            base, delta = factory(base_width), factory(2 * base_width)
+    elif base_model is not None and delta_model is not None:
+        base, delta = base_model, delta_model
+    else:
+        raise SpecError(
+            "factory",
+            "µP must know which dims grow with width: pass factory=lambda width: MyModel(width), or "
+            "base_model= and delta_model= (your model at base_width and at another width)",
+        )
+    if _shapes(base) == _shapes(delta):
+        raise SpecError(
+            "factory", "the models at the two widths have the same shapes; does the factory use its width?"
+        )
+    if width is None:
+        width = _infer_width(model, base, base_width)
+    elif factory is not None:
+        with torch.device("meta"):
+            built = factory(width)
+        if _shapes(built) != _shapes(model):
+            raise SpecError("width", f"factory({width}) does not build a model with the shapes of `model`")
+
+    def build(w: int) -> nn.Module:
+        return model if w == width else base if w == base_width else delta
+
+    infos = classify(build, width, base_width, readout)
+    hp = HParams(lr=lr, weight_decay=weight_decay, alpha_out=alpha_out)
+    if init_std is not None:
+        hp.init_std = init_std
+        init_weights(model, infos, hp, parametrization, base_width, torch.Generator().manual_seed(seed))
+    if scale_readout:
+        _hook_readouts(model, infos, multipliers(hp, parametrization, width, base_width).output)
+    kind = "sgd" if optimizer == "sgd" else "adamw"
+    return param_groups(model, infos, hp, parametrization, kind, base_width, eps=eps)
+
+
+def _hook_readouts(model: nn.Module, infos: dict[str, ParamInfo], mult: float) -> None:
+    """Multiply each readout module's output by ``mult`` (replacing a hook an earlier call left)."""
+    modules = dict(model.named_modules())
+    for name, info in infos.items():
+        if info.role != "readout":
+            continue
+        if info.module_kind != "linear":
+            raise SpecError(
+                "scale_readout",
+                f"'{name}' is a readout but not a Linear/conv weight, so no hook can scale its output; "
+                f"multiply it by α_out/m ({mult:.4g}) in your forward and pass scale_readout=False",
+            )
+        module = modules[name.rpartition(".")[0]]
+        old = getattr(module, "_mutune_readout_hook", None)
+        if old is not None:
+            old.remove()
+            module._mutune_readout_hook = None
+        if mult != 1.0:
+            module._mutune_readout_hook = module.register_forward_hook(lambda _m, _inp, out, k=mult: out * k)

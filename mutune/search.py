@@ -304,8 +304,15 @@ def evaluate_trial(
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} (val loss {val_loss:.4f})")
 
+    train_curve: dict[str, list] = {"step": [], "train_loss": []}
+
+    def on_log(log) -> None:
+        train_curve["step"].append(log.step)
+        train_curve["train_loss"].append(log.train_loss)
+        events.step(trial.number, log)
+
     try:
-        result = train(spec, hp, on_eval=on_eval, on_log=lambda log: events.step(trial.number, log))
+        result = train(spec, hp, on_eval=on_eval, on_log=on_log)
     except optuna.TrialPruned as e:
         cost = flops.cost(spec, hp=hp)
         trial.set_user_attr("steps", last_step)
@@ -315,7 +322,12 @@ def evaluate_trial(
         return TrialState.PRUNED, None
     for key in ("flops", "tokens", "seconds", "steps", "params"):
         trial.set_user_attr(key, getattr(result, key))
-    trial.set_user_attr("curve", [{"step": c["step"], "val_loss": c["val_loss"]} for c in result.curve])
+    # the loss curves, so `mutune report` can draw the proxy next to the target (not in trials.csv)
+    trial.set_user_attr("train_curve", train_curve)
+    trial.set_user_attr(
+        "val_curve",
+        {"step": [r["step"] for r in result.curve], "val_loss": [r["val_loss"] for r in result.curve]},
+    )
     if result.diverged:
         trial.set_user_attr("diverged", True)
         trial.set_user_attr("fail_reason", f"diverged: {result.reason}")

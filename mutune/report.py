@@ -1,0 +1,601 @@
+"""What a search found, from its run directory: tables, importances, tuning cost and figures.
+
+``report(run_dir)`` reads the run directory and the Optuna study it names, and returns a
+:class:`Report`: the trials (the same table as ``trials.csv``), the winning hyperparameters
+(``best.yaml``, as written), Optuna's parameter importances (its default evaluator), and the
+tuning cost, i.e. the search's FLOPs as a percentage of each target run found in the directory.
+``write_figures`` draws the PNGs; ``to_json``, ``to_csv`` and ``to_markdown`` format it for
+machines and CI logs. Nothing here trains or changes the study.
+
+The proxy loss curve in ``curves.png`` comes from the trial's ``train_curve`` and ``val_curve``
+user attributes, which the search records for every trial; a target's curve comes from its
+``metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import yaml
+from optuna.trial import TrialState
+
+from . import config, search
+from .config import Spec, SpecError
+
+REPORT_DIR = "report"  # under the run directory
+MIN_TRIALS_FOR_IMPORTANCE = 2
+
+
+@dataclass
+class TargetRun:
+    """One ``target-<key>/`` folder of the run directory (or the spec's target, only planned)."""
+
+    key: str
+    width: int
+    planned_flops: float  # the target run's total compute, from its plan
+    status: str  # finished, diverged, incomplete (plan but no result), planned (no folder yet)
+    final_val_loss: float | None = None
+    steps: int | None = None
+    path: Path | None = None
+
+    def tuning_cost_pct(self, search_flops: float) -> float:
+        return 100.0 * search_flops / self.planned_flops if self.planned_flops else float("nan")
+
+
+@dataclass
+class Report:
+    run_dir: Path
+    spec: Spec
+    study_name: str
+    storage: str
+    best: dict | None  # the best.yaml document, as written (None before a trial completed)
+    trials: pd.DataFrame  # one row per trial, as trials.csv
+    importances: dict[str, float]  # Optuna's importances of the searched HPs, highest first
+    importance_note: str  # which evaluator, or why there are none
+    search_flops: float
+    targets: list[TargetRun]
+    proxy_curve: dict[str, Any] = field(default_factory=dict)  # the best trial's train/val curves
+    figures: list[Path] = field(default_factory=list)
+
+    # --- counts
+
+    def counts(self) -> dict[str, int]:
+        states = self.trials["state"].tolist() if len(self.trials) else []
+        reasons = self.trials["fail_reason"].fillna("").astype(str).tolist() if len(self.trials) else []
+        diverged = sum(s == "FAIL" and r.startswith("diverged") for s, r in zip(states, reasons, strict=True))
+        return {
+            "total": len(states),
+            "complete": states.count("COMPLETE"),
+            "pruned": states.count("PRUNED"),
+            "diverged": diverged,
+            "failed": states.count("FAIL") - diverged,
+            "running": states.count("RUNNING"),
+            "finished": states.count("COMPLETE") + states.count("PRUNED") + diverged,
+        }
+
+    def searched(self) -> list[str]:
+        """The searched hyperparameters, most important first (then in the spec's order)."""
+        names = list(self.spec.search.space)
+        rank = {n: i for i, n in enumerate(self.importances)}
+        return sorted(names, key=lambda n: (rank.get(n, len(rank)), names.index(n)))
+
+    def top(self, n: int = 10) -> pd.DataFrame:
+        """The ``n`` best complete trials, best first."""
+        df = self.trials
+        if not len(df):
+            return df
+        done = df[df["state"] == "COMPLETE"].dropna(subset=["loss"])
+        return done.sort_values(["loss", "number"]).head(n)
+
+    def to_dict(self, top: int = 10) -> dict[str, Any]:
+        """Everything the report says, as plain JSON-able types (NaN becomes None)."""
+        prov = (self.best or {}).get("provenance", {})
+        cols = ["number", "state", "loss", *self.searched(), "steps", "seconds", "flops"]
+        top_rows = [{c: _plain(row.get(c)) for c in cols} for row in self.top(top).to_dict("records")]
+        return {
+            "run_dir": str(self.run_dir),
+            "study_name": self.study_name,
+            "storage": self.storage,
+            "model": {
+                "family": self.spec.model.family,
+                "parametrization": self.spec.model.parametrization,
+                "proxy_width": self.spec.model.width,
+                "base_width": self.spec.model.base_width,
+            },
+            "trials": {**self.counts(), "n_trials": self.spec.search.n_trials},
+            "best": None
+            if self.best is None
+            else {
+                "trial_number": prov.get("trial_number"),
+                "loss": prov.get("loss"),
+                "hparams": self.best["hparams"],
+                "searched": list(self.spec.search.space),
+            },
+            "top_trials": top_rows,
+            "importances": self.importances,
+            "importance_note": self.importance_note,
+            "tuning_cost": {
+                "search_flops": self.search_flops,
+                "targets": [
+                    {
+                        "key": t.key,
+                        "width": t.width,
+                        "status": t.status,
+                        "target_flops": t.planned_flops,
+                        "search_pct": _plain(t.tuning_cost_pct(self.search_flops)),
+                        "final_val_loss": _plain(t.final_val_loss),
+                    }
+                    for t in self.targets
+                ],
+            },
+            "figures": [str(_rel(p, self.run_dir)) for p in self.figures],
+        }
+
+    def cost_lines(self) -> list[str]:
+        """The tuning-cost line, one per target."""
+        from .flops import human
+
+        if not self.targets:
+            return [
+                f"search compute {human(self.search_flops)}FLOPs; no target run here yet "
+                "(`mutune transfer RUN_DIR --to width=W --dry-run` plans one)"
+            ]
+        return [
+            f"search compute = {t.tuning_cost_pct(self.search_flops):.1f}% of the width-{t.width} target "
+            f"({human(self.search_flops)} / {human(t.planned_flops)} FLOPs; {t.key}: {t.status})"
+            for t in self.targets
+        ]
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars to Python, NaN to None."""
+    if v is None:
+        return None
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _rel(p: Path, root: Path) -> Path:
+    try:
+        return Path(p).relative_to(root)
+    except ValueError:
+        return Path(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a run directory
+
+
+def _study_location(run_dir: Path, spec: Spec, best: dict | None) -> tuple[str, str]:
+    """(storage URL or journal path, study name). A database URL comes from the spec or, failing
+    that, from best.yaml's provenance; a journal is looked for in the run dir itself, so a run
+    directory that was moved or copied still reports."""
+    prov = (best or {}).get("provenance", {})
+    name = prov.get("study_name") or spec.search.study_name or spec.name
+    recorded = str(prov.get("storage") or "")
+    url = spec.search.storage or (recorded if "://" in recorded else str(run_dir / "study.journal"))
+    return url, name
+
+
+def load_study(run_dir: str | Path) -> optuna.Study:
+    """The Optuna study of a run directory, read-only in spirit (what ``optuna-dashboard`` shows)."""
+    run_dir = Path(run_dir)
+    spec, best = _read_run(run_dir)
+    return _open(run_dir, spec, best)[0]
+
+
+def _open(run_dir: Path, spec: Spec, best: dict | None) -> tuple[optuna.Study, str, str]:
+    url, name = _study_location(run_dir, spec, best)
+    if "://" not in url and not Path(url).is_file():
+        raise SpecError(str(url), "study storage not found; is this a `mutune search` run directory?")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = search.open_storage(url)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        raise SpecError(str(url), f"holds no study named {name!r}") from None
+    return study, url, name
+
+
+def _read_run(run_dir: Path) -> tuple[Spec, dict | None]:
+    if not run_dir.is_dir():
+        raise SpecError(str(run_dir), "run directory not found")
+    if not (run_dir / "config.yaml").is_file():
+        raise SpecError(str(run_dir / "config.yaml"), "not found; is this a `mutune search` run directory?")
+    spec = config.spec_from_dict(config.read_yaml(run_dir / "config.yaml"))
+    best = None
+    if (run_dir / "best.yaml").is_file():
+        best = config.read_yaml(run_dir / "best.yaml", "best.yaml")
+    return spec, best
+
+
+def importances(study: optuna.Study) -> tuple[dict[str, float], str]:
+    """Optuna's parameter importances (its default evaluator, PED-ANOVA in Optuna 5) and a note."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    n = len(complete)
+    if n < MIN_TRIALS_FOR_IMPORTANCE:
+        return {}, f"needs at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials (have {n})"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            imp = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError) as e:  # e.g. no parameter varies
+        return {}, f"not computed: {e}"
+    note = f"Optuna's default evaluator over {n} complete trials"
+    if n < 10:
+        note += "; few trials, so treat the ranking as rough"
+    return {k: float(v) for k, v in imp.items()}, note
+
+
+def _targets(run_dir: Path, spec: Spec, best: dict | None) -> list[TargetRun]:
+    out = []
+    for plan_path in sorted(run_dir.glob("target-*/plan.yaml")):
+        plan = yaml.safe_load(plan_path.read_text()) or {}
+        tdir = plan_path.parent
+        status, loss, steps = "incomplete", None, None
+        if (tdir / "result.yaml").is_file():
+            res = yaml.safe_load((tdir / "result.yaml").read_text()) or {}
+            status = "diverged" if res.get("diverged") else "finished"
+            loss, steps = res.get("final_val_loss"), res.get("steps")
+        out.append(
+            TargetRun(
+                key=tdir.name.removeprefix("target-"),
+                width=int(plan.get("width") or 0),
+                planned_flops=float((plan.get("cost") or {}).get("total_flops") or 0.0),
+                status=status,
+                final_val_loss=loss,
+                steps=steps,
+                path=tdir,
+            )
+        )
+    if not out and best is not None and spec.target.width is not None:
+        from . import transfer
+
+        try:
+            p = transfer.plan(run_dir)  # the spec's own target, costed on the meta device
+        except SpecError:
+            return out
+        out.append(
+            TargetRun(
+                key=p.target_dir.name.removeprefix("target-"),
+                width=p.spec.model.width,
+                planned_flops=p.cost.total_flops,
+                status="planned",
+            )
+        )
+    return out
+
+
+def report(run_dir: str | Path) -> Report:
+    """Read a run directory (and its study) into a :class:`Report`; writes nothing."""
+    run_dir = Path(run_dir)
+    spec, best = _read_run(run_dir)
+    study, url, name = _open(run_dir, spec, best)
+    trials = search.trials_table(study)
+    imp, note = importances(study)
+    prov = (best or {}).get("provenance", {})
+    search_flops = prov.get("search_flops")
+    if search_flops is None:
+        search_flops = float(trials["flops"].fillna(0).sum()) if len(trials) else 0.0
+    curve: dict[str, Any] = {}
+    if best is not None:
+        t = next((t for t in study.get_trials(deepcopy=False) if t.number == prov.get("trial_number")), None)
+        if t is not None:
+            curve = {
+                "trial": t.number,
+                "train": t.user_attrs.get("train_curve") or {},
+                "val": t.user_attrs.get("val_curve") or {},
+            }
+    return Report(
+        run_dir=run_dir,
+        spec=spec,
+        study_name=name,
+        storage=url,
+        best=best,
+        trials=trials,
+        importances=imp,
+        importance_note=note,
+        search_flops=float(search_flops),
+        targets=_targets(run_dir, spec, best),
+        proxy_curve=curve,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine formats
+
+
+def to_json(rep: Report, top: int = 10) -> str:
+    return json.dumps(rep.to_dict(top), indent=2)
+
+
+def to_csv(rep: Report) -> str:
+    """Every trial, best first (complete trials by loss, then the rest by number), with a rank."""
+    df = rep.trials
+    if not len(df):
+        return ""
+    cols = ["number", "state", "loss", *rep.searched(), "steps", "tokens", "flops", "seconds", "fail_reason"]
+    df = df.assign(_done=df["loss"].notna()).sort_values(
+        ["_done", "loss", "number"], ascending=[False, True, True]
+    )
+    df = df[[c for c in cols if c in df.columns]]
+    df.insert(0, "rank", range(1, len(df) + 1))
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    return buf.getvalue()
+
+
+def _fmt(v: Any) -> str:
+    v = _plain(v)
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def to_markdown(rep: Report, top: int = 10) -> str:
+    """A Markdown summary (for a CI job summary or a pull request)."""
+    c = rep.counts()
+    m = rep.spec.model
+    parts = [
+        f"## mutune report: `{rep.run_dir}`",
+        "",
+        f"{m.family} proxy width {m.width} (base {m.base_width}, {m.parametrization}); study `{rep.study_name}`: "
+        f"{c['finished']} of {rep.spec.search.n_trials} trials finished ({c['complete']} complete, "
+        f"{c['diverged']} diverged, {c['failed']} failed, {c['running']} running).",
+        "",
+    ]
+    if rep.best is not None:
+        prov = rep.best["provenance"]
+        searched = set(rep.spec.search.space)
+        parts += [
+            f"### Winning hyperparameters (trial #{prov['trial_number']}, loss {prov['loss']:.4f})",
+            "",
+            _md_table(
+                ["hparam", "value", "searched"],
+                [[k, v, "yes" if k in searched else ""] for k, v in rep.best["hparams"].items()],
+            ),
+            "",
+        ]
+    names = rep.searched()
+    rows = [
+        [int(r["number"]), f"{r['loss']:.4f}", *[r.get(n) for n in names], r.get("seconds")]
+        for _, r in rep.top(top).iterrows()
+    ]
+    parts += [f"### Top {len(rows)} trials", "", _md_table(["trial", "loss", *names, "seconds"], rows), ""]
+    parts += ["### Parameter importances", ""]
+    if rep.importances:
+        parts += [_md_table(["hparam", "importance"], [[k, v] for k, v in rep.importances.items()]), ""]
+    parts += [f"_{rep.importance_note}_", "", "### Tuning cost", ""]
+    parts += [f"- {line}" for line in rep.cost_lines()]
+    if rep.figures:
+        parts += ["", "### Figures", ""]
+        parts += [f"![{p.stem}]({_rel(p, rep.run_dir)})" for p in rep.figures]
+    return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def _is_log(p: config.ParamSpace) -> bool:
+    return p.type == "log_uniform" or (p.type == "int" and p.log)
+
+
+def write_figures(rep: Report, out_dir: str | Path | None = None) -> list[Path]:
+    """history.png, params.png and curves.png under ``out_dir`` (default ``<run_dir>/report``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir) if out_dir is not None else rep.run_dir / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, draw in (("history", _history), ("params", _params), ("curves", _curves)):
+        fig = draw(rep, plt)
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    rep.figures = paths
+    return paths
+
+
+def _failed_marks(ax, xs, label: str) -> None:
+    """Trials without a loss (diverged, failed) as red crosses on the top edge of the axes."""
+    if len(xs):
+        ax.scatter(
+            xs,
+            [1.0] * len(xs),
+            transform=ax.get_xaxis_transform(),
+            marker="x",
+            color="tab:red",
+            clip_on=False,
+            label=label,
+            zorder=3,
+        )
+
+
+def _history(rep: Report, plt):
+    df = rep.trials
+    fig, ax = plt.subplots(figsize=(7, 4))
+    done = df[(df["state"] == "COMPLETE") & df["loss"].notna()] if len(df) else df
+    if len(done):
+        ax.scatter(done["number"], done["loss"], s=22, color="tab:blue", label="trial loss", zorder=2)
+        best = done.sort_values("number")["loss"].cummin()
+        ax.step(
+            done.sort_values("number")["number"], best, where="post", color="tab:orange", label="best so far"
+        )
+        b = done.loc[done["loss"].idxmin()]
+        ax.scatter(
+            [b["number"]],
+            [b["loss"]],
+            marker="*",
+            s=180,
+            color="tab:orange",
+            edgecolor="black",
+            zorder=4,
+            label=f"best: #{int(b['number'])} ({b['loss']:.4f})",
+        )
+    bad = df[(df["state"] == "FAIL")] if len(df) else df
+    _failed_marks(ax, bad["number"].tolist() if len(bad) else [], "diverged / failed (no loss)")
+    c = rep.counts()
+    ax.set_title(f"{rep.study_name}: optimization history ({c['complete']} complete of {c['total']} trials)")
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("proxy validation loss")
+    if c["total"]:
+        ax.set_xlim(-0.5, df["number"].max() + 0.5)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if not len(done):
+        ax.text(0.5, 0.5, "no complete trial yet", transform=ax.transAxes, ha="center", va="center")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def _params(rep: Report, plt):
+    names = rep.searched()
+    df = rep.trials
+    n = max(1, len(names))
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), sharey=True, squeeze=False)
+    done = df[(df["state"] == "COMPLETE") & df["loss"].notna()] if len(df) else df
+    bad = df[df["state"] == "FAIL"] if len(df) else df
+    best_number = (rep.best or {}).get("provenance", {}).get("trial_number")
+    for i, ax in enumerate(axes.flat):
+        if i >= len(names):
+            ax.set_visible(False)
+            continue
+        name = names[i]
+        space = rep.spec.search.space[name]
+        if name in done:
+            ax.scatter(done[name], done["loss"], s=20, color="tab:blue", label="trial")
+            b = done[done["number"] == best_number]
+            if len(b):
+                ax.scatter(
+                    b[name],
+                    b["loss"],
+                    marker="*",
+                    s=170,
+                    color="tab:orange",
+                    edgecolor="black",
+                    zorder=4,
+                    label="best",
+                )
+        if name in bad and len(bad):
+            _failed_marks(ax, bad[name].dropna().tolist(), "diverged / failed")
+        if _is_log(space):
+            _log_axis(ax, space)
+        if space.type != "categorical" and space.low is not None:
+            pad = (space.high / space.low) ** 0.04 if _is_log(space) else None
+            if pad:
+                ax.set_xlim(space.low / pad, space.high * pad)
+            else:
+                span = (space.high - space.low) * 0.04
+                ax.set_xlim(space.low - span, space.high + span)
+        imp = rep.importances.get(name)
+        ax.set_title(f"{name}" + (f"  (importance {imp:.2f})" if imp is not None else ""), fontsize=10)
+        ax.set_xlabel(f"{name} ({space.type}{', log axis' if _is_log(space) else ''})", fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        if i % cols == 0:
+            ax.set_ylabel("proxy validation loss")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(
+            handles, labels, loc="lower center", ncol=len(handles), fontsize=8, bbox_to_anchor=(0.5, -0.02)
+        )
+    fig.suptitle(f"{rep.study_name}: proxy loss vs each searched hyperparameter", y=1.0)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def _log_axis(ax, space: config.ParamSpace) -> None:
+    """A log x-axis labelled with plain numbers (0.3, 1, 3), never overlapping minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    decades = math.log10(space.high / space.low) if space.low and space.high else 3
+    subs = (1.0,) if decades > 2.5 else (1.0, 3.0) if decades > 1.2 else (1.0, 2.0, 5.0)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _late(steps: list, losses: list, fraction: float = 0.2) -> list[float]:
+    """The losses logged after the first ``fraction`` of a run (all of them if none are)."""
+    if not steps:
+        return []
+    cut = fraction * max(steps)
+    tail = [float(v) for st, v in zip(steps, losses, strict=True) if st > cut]
+    return tail or [float(v) for v in losses]
+
+
+def _curves(rep: Report, plt):
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    series = []  # (label, steps, losses, color, is_val)
+    curve = rep.proxy_curve
+    if curve.get("train") or curve.get("val"):
+        label = f"proxy w={rep.spec.model.width} (trial #{curve['trial']})"
+        tr, va = curve.get("train") or {}, curve.get("val") or {}
+        series.append((label, tr.get("step", []), tr.get("train_loss", []), colors[0], False))
+        series.append((label, va.get("step", []), va.get("val_loss", []), colors[0], True))
+    targets = [t for t in rep.targets if t.path is not None and (t.path / "metrics.csv").is_file()]
+    for i, t in enumerate(targets):
+        m = pd.read_csv(t.path / "metrics.csv")
+        color = colors[(i + 1) % len(colors)]
+        tr, va = m.dropna(subset=["train_loss"]), m.dropna(subset=["val_loss"])
+        label = f"target w={t.width}"
+        series.append((label, tr["step"].tolist(), tr["train_loss"].tolist(), color, False))
+        series.append((label, va["step"].tolist(), va["val_loss"].tolist(), color, True))
+    late: list[float] = []
+    for label, steps, losses, color, is_val in series:
+        if not steps:
+            continue
+        if is_val:
+            ax.plot(steps, losses, "o-", color=color, ms=4, label=f"{label} val, final {losses[-1]:.4f}")
+        else:
+            ax.plot(steps, losses, color=color, alpha=0.45, lw=1, label=f"{label} train")
+        late += _late(steps, losses)
+    finite = [v for v in late if math.isfinite(v)]
+    if finite:  # the first steps fall from ln(vocab); zoom in on where the runs differ
+        lo, hi = min(finite), max(finite)
+        margin = 0.08 * ((hi - lo) or abs(hi) or 1.0)
+        ax.set_ylim(lo - margin, hi + 3 * margin)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no curves recorded yet", transform=ax.transAxes, ha="center", va="center")
+    if not targets:
+        ax.text(
+            0.02,
+            0.02,
+            "no target run yet: mutune transfer RUN_DIR --to width=W",
+            transform=ax.transAxes,
+            fontsize=8,
+            color="gray",
+        )
+    ax.set_title(f"{rep.study_name}: best proxy trial vs target run(s), same hyperparameters")
+    ax.set_xlabel("step (the first steps, falling from ln(vocab), are above the top edge)")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    return fig

@@ -1,0 +1,207 @@
+"""The Python API: `import mutune` and the parametrization for a user's own training loop."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+import mutune
+from mutune import config, models, parametrize
+from mutune.config import SpecError
+
+from .conftest import ROOT, TINY, write_spec
+
+EXAMPLE = ROOT / "examples" / "own_loop.py"
+
+
+def test_public_names():
+    assert mutune.load_spec is config.load_spec
+    for name in ("search", "transfer", "report", "parametrize"):
+        module = getattr(mutune, name)
+        assert callable(module) and module.__name__ == f"mutune.{name}"
+        assert callable(getattr(module, name))  # the module is its main function too
+    from mutune import search as search_mod  # the submodule import still gives the module
+
+    assert search_mod.default_run_dir is mutune.search.default_run_dir
+    has_checks = importlib.util.find_spec("mutune.checks") is not None
+    for name in ("coord_check", "sweep"):  # issues 3 and 4: present exactly when mutune.checks is
+        assert hasattr(mutune, name) == has_checks
+        if not has_checks:
+            with pytest.raises(AttributeError, match="mutune.checks"):
+                getattr(mutune, name)
+    with pytest.raises(AttributeError):
+        mutune.no_such_name  # noqa: B018
+
+
+def test_search_transfer_report_from_python(workdir):
+    spec = mutune.load_spec(write_spec(workdir / "t.yaml", TINY), ["search.n_trials=2"])
+    res = mutune.search(spec, transfer=False)
+    best = yaml.safe_load((res.run_dir / "best.yaml").read_text())
+    assert res.best == best and res.n_finished == 2
+    plan = mutune.transfer(res.run_dir, ["width=64"], dry_run=True).plan
+    assert vars(plan.hparams) == best["hparams"] and plan.spec.model.width == 64
+    rep = mutune.report(res.run_dir)
+    assert rep.best == best and rep.counts()["complete"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# mutune.parametrize
+
+
+class Net(nn.Module):
+    def __init__(self, width: int, d_in: int = 12, d_out: int = 5):
+        super().__init__()
+        self.inp = nn.Linear(d_in, width)
+        self.hidden = nn.Linear(width, width)
+        self.out = nn.Linear(width, d_out)
+
+    def forward(self, x):
+        return self.out(F.relu(self.hidden(F.relu(self.inp(x)))))
+
+
+def _lrs(groups) -> dict[str, float]:
+    return {n: g["lr"] for g in groups for n in g["names"]}
+
+
+def test_parametrize_groups_init_and_readout_multiplier():
+    torch.manual_seed(0)
+    model = Net(256)
+    groups = mutune.parametrize(model, base_width=64, factory=Net, lr=0.01, init_std=0.2, seed=1)
+    lrs = _lrs(groups)
+    # AdamW under µP: hidden matrices get η/m (m = 256/64 = 4); input, readout, biases keep η
+    assert lrs["hidden.weight"] == pytest.approx(0.01 / 4)
+    assert lrs["inp.weight"] == lrs["out.weight"] == lrs["hidden.bias"] == pytest.approx(0.01)
+    assert all("eps" in g and g["weight_decay"] == 0 for g in groups)
+    # init: hidden σ·√(base/fan_in), input σ·√(base/d_in), readout at its base-width scale σ
+    assert model.hidden.weight.std().item() == pytest.approx(0.2 * math.sqrt(64 / 256), rel=0.03)
+    assert model.inp.weight.std().item() == pytest.approx(0.2 * math.sqrt(64 / 12), rel=0.05)
+    assert model.out.weight.std().item() == pytest.approx(0.2, rel=0.1)
+    assert model.hidden.bias.abs().max().item() == 0
+    # the readout's output is multiplied by α_out / m, once however often parametrize is called
+    h = torch.randn(3, 256)
+    expected = F.linear(h, model.out.weight, model.out.bias) / 4
+    torch.testing.assert_close(model.out(h), expected)
+    mutune.parametrize(model, base_width=64, factory=Net, alpha_out=2.0)
+    torch.testing.assert_close(model.out(h), expected * 2)
+    mutune.parametrize(model, base_width=64, factory=Net, parametrization="sp")
+    torch.testing.assert_close(model.out(h), expected * 4)  # SP: no multiplier
+    # the optimizer takes the groups as they are
+    opt = torch.optim.AdamW(groups, betas=(0.9, 0.95))
+    loss = model(torch.randn(8, 12)).square().mean()
+    loss.backward()
+    opt.step()
+
+
+def test_parametrize_equals_the_builtin_rules():
+    """On mutune's own MLP, the API gives exactly the groups the trainer uses."""
+    spec = config.spec_from_dict(
+        {**TINY, "model": {"family": "mlp", "width": 128, "base_width": 32, "depth": 3, "seq_len": 4}}
+    )
+    hp = config.HParams(lr=0.003, weight_decay=0.1)
+    model = models.build(spec, hp, 256)
+    infos = models.classify(spec, hp, 256)
+    internal = parametrize.param_groups(model, infos, hp, "mup", "adamw", 32, eps=1e-8)
+
+    def factory(w):
+        return models.build(spec, hp, 256, w)
+
+    for optimizer in ("adamw", "sgd"):
+        ours = mutune.parametrize(
+            model,
+            base_width=32,
+            factory=factory,
+            lr=0.003,
+            weight_decay=0.1,
+            optimizer=optimizer,
+            readout=models.readout_names(spec),
+            scale_readout=False,  # the built-in MLP applies α_out/m in its forward already
+        )
+        if optimizer == "adamw":
+            assert _lrs(ours) == _lrs(internal)
+            wd = {n: g["weight_decay"] for g in internal for n in g["names"]}
+            assert {n: g["weight_decay"] for g in ours for n in g["names"]} == wd
+        else:  # SGD: vector-like params get η·m (m = 4), hidden matrices η·m_out/m_in = η
+            lrs = _lrs(ours)
+            assert lrs["readout.weight"] == pytest.approx(0.003 * 4) and lrs["hidden.0.weight"] == 0.003
+    # the same classification from two given models instead of a factory
+    with torch.device("meta"):
+        base, delta = factory(32), factory(96)
+    pair = mutune.parametrize(
+        model,
+        base_width=32,
+        base_model=base,
+        delta_model=delta,
+        lr=0.003,
+        weight_decay=0.1,
+        scale_readout=False,
+    )
+    assert _lrs(pair) == _lrs(internal)
+
+
+def test_parametrize_errors_say_what_to_give():
+    model = Net(128)
+    with pytest.raises(SpecError, match="factory=") as e:
+        mutune.parametrize(model, base_width=64)
+    assert e.value.key == "factory"
+    with pytest.raises(SpecError, match="use its width"):
+        mutune.parametrize(model, base_width=64, factory=lambda w: Net(128))
+    with pytest.raises(SpecError) as e:
+        mutune.parametrize(model, base_width=64, factory=Net, width=256)
+    assert e.value.key == "width"
+    with pytest.raises(SpecError) as e:
+        mutune.parametrize(model, base_width=64, factory=Net, optimizer="lion")
+    assert e.value.key == "optimizer"
+
+
+def _env() -> dict[str, str]:
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}  # small matmuls: 1 thread is fastest
+
+
+def test_own_loop_example_runs():
+    p = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--steps", "20", "--widths", "32,64", "--lrs", "0.004,0.016"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+    )
+    assert p.returncode == 0, p.stderr
+    rows = [line.split() for line in p.stdout.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["32", "64"]
+    assert all(math.isfinite(float(v)) for r in rows for v in r[1:])
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls: one thread is as fast, and far faster on a machine shared with other jobs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_own_loop_example_shows_the_lr_staying_put_under_mup_only(one_thread):
+    """What the example's docstring claims: µP keeps the best LR as the width grows, SP does not."""
+    spec = importlib.util.spec_from_file_location("own_loop", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    lrs = (0.001, 0.004, 0.016)
+
+    def losses(width, parametrization):
+        return [example.train(width, lr, 150, parametrization=parametrization) for lr in lrs]
+
+    base = losses(64, "mup")
+    assert example.train(64, lrs[0], 150, parametrization="sp") == base[0]  # µP is SP at the base width
+    best = {p: lrs[min(range(3), key=losses(512, p).__getitem__)] for p in ("mup", "sp")}
+    assert lrs[min(range(3), key=base.__getitem__)] == best["mup"] == 0.004
+    assert best["sp"] < 0.004
