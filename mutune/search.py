@@ -565,7 +565,10 @@ def run_trials(
                 break
             waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
             enqueue_retries(study, n_trials - finished - running - waiting)
-            trial = study.ask()
+            with warnings.catch_warnings():
+                # we record the heartbeat ourselves (_Heartbeat), so ask/tell is fine with it
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+                trial = study.ask()
             trial.set_user_attr("worker", _worker_id())
         heartbeat = _Heartbeat(storage, study, trial.number)
         try:
