@@ -24,6 +24,7 @@ a µP model at its base width trains exactly like its SP twin.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -108,6 +109,12 @@ def classify(
     if not (shapes.keys() == base_shapes.keys() == delta_shapes.keys()):
         raise SpecError("model", "the model has different parameters at different widths")
     readout = tuple(readout)
+    modules = dict(model.named_modules())
+    for i, r in enumerate(readout):
+        if r not in modules and r not in shapes:
+            hint = difflib.get_close_matches(r, list(modules), n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise SpecError(f"model.readout[{i}]", f"the model has no module named '{r}'{suggestion}")
     owners = _owners(model)
     infos: dict[str, ParamInfo] = {}
     for name, shape in shapes.items():

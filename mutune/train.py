@@ -173,6 +173,7 @@ def train(
         sched.step()
 
         if step % LOG_EVERY == 0 or step == t.steps or step == 1:
+            parametrize.check_param_groups(opt)  # the schedule kept the µP per-group LR ratios
             train_loss = loss.item()
             elapsed = time.perf_counter() - t0
             if not math.isfinite(train_loss) or train_loss > max_loss:

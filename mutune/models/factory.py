@@ -177,15 +177,12 @@ def _module(model: nn.Module, name: str) -> nn.Module:
 def readout_modules(model: nn.Module, infos: dict[str, parametrize.ParamInfo], named: list[str]) -> list[str]:
     """The modules whose input gets α_out/m: named ones, or those holding a readout weight."""
     modules = dict(model.named_modules())
-    params = dict(model.named_parameters())
     readout_params = {n: i for n, i in infos.items() if i.role == "readout" or i.tied_readout}
-    for i, name in enumerate(named):
-        if name not in modules and name not in params:
-            hint = difflib.get_close_matches(name, list(modules), n=1)
-            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
-            raise SpecError(f"model.readout[{i}]", f"the model has no module named '{name}'{suggestion}")
+    for i, name in enumerate(named):  # (parametrize.classify made sure that each name exists)
         mod_name = name if name in modules else name.rpartition(".")[0]
-        if not any(mod_name in info.owners for info in readout_params.values()):
+        if not any(
+            o == mod_name or o.startswith(mod_name + ".") for i2 in readout_params.values() for o in i2.owners
+        ):
             raise SpecError(
                 f"model.readout[{i}]",
                 f"'{name}' holds no weight that maps the width to a fixed size (a readout), so α_out/m "
