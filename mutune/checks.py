@@ -7,8 +7,8 @@ after one step of a large learning rate, and so does everything the updates feed
 
 1. Build the model at widths ``base_width × {1, 2, 4, 8, 16}`` (any list), for a few seeds, with
    the spec's µP rules and multipliers, and train each for a few steps (t = 0 is the forward at
-   init, t = k the forward after k updates) at a deliberately large LR, on one fixed batch per seed
-   (the same at every width), without gradient clipping or schedule.
+   init, t = k the forward after k updates) at a deliberately large LR (:func:`default_lr`), on one
+   fixed batch per seed (the same at every width), without gradient clipping or schedule.
 2. At every forward record mean |x| of: the embedding output (the input of the first block),
    every top-level block's output, the attention logits q·kᵀ·scale of every attention module (SDPA
    computes them out of sight, so its call is intercepted and the product recomputed from its q, k
@@ -18,14 +18,16 @@ after one step of a large learning rate, and so does everything the updates feed
 
 Known exceptions, shown in the slopes CSV with status ``exempt`` and a reason, never hidden:
 
-- t = 0, output logits and attention logits may *shrink* (µP's constant-std readout times α_out/m,
-  and 1/d attention on uncorrelated q, k, both give width^-½ at init, TP5 App. D.1); growth still fails.
+- for t < 2, output logits and attention logits may *shrink* (µP's constant-std readout times
+  α_out/m, and 1/d attention on uncorrelated q, k, both give width^-½ at init, TP5 App. D.1, and
+  after one update that part still weighs at small widths); growth always fails.
 - a layer that is exactly 0 at every width (a zero-initialised readout at t = 0) has no slope.
 
-Why 0.25: in a 2-layer model from width 64 to 1024, µP's slopes stay within about ±0.1 (finite-width
-noise, measured on the built-in GPT and MLP), while each thing µP fixes moves a slope by 0.5 or
-more: SP's logits grow like width (slope ≈ 1), a 1/√m instead of 1/m readout leaves +0.5, 1/√d
-attention with a growing head dim gives +0.5 once q and k align.
+Why 0.25: from width 32 to 1024, µP's slopes stay within about ±0.2 (finite-width noise; measured on
+the built-in GPT and MLP and on the models in tests/factory_models.py), while each thing µP fixes
+moves a slope by 0.5 or more: SP's logits and blocks grow like width or faster (slopes 0.6 to 1.8 on
+the quickstart), a readout without 1/m leaves +0.5, 1/√d attention with a growing head dim gives +0.5
+once q and k align (+0.3 after 4 steps at tiny widths). docs/mup.md has the measured tables.
 """
 
 from __future__ import annotations
