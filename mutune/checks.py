@@ -519,12 +519,11 @@ def plot_png(runs: list[CoordCheckResult], path: Path) -> None:
                 ax.set_xlabel("width", fontsize=8)
             if t == 0:
                 ax.set_ylabel(f"{name}: mean |x|", fontsize=8)
-    handles, labels = [], []
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
+    from matplotlib.lines import Line2D
+
+    drawn = {line.get_label() for ax in axes.flat for line in ax.get_lines()}
+    labels = [layer for layer in layers if layer in drawn]
+    handles = [Line2D([], [], color=colors[layer], marker="o", ms=3, lw=1.2) for layer in labels]
     fig.legend(
         handles,
         labels,
