@@ -422,7 +422,9 @@ def coord_check(
         raise SpecError("--compare", f"only 'sp' is supported, got {compare!r}")
     if compare == "sp" and spec.model.parametrization == "sp":
         raise SpecError("--compare", "the spec is already SP; compare a µP spec with its SP twin")
-    seq_len = min(seq_len, spec.model.seq_len)
+    # a shorter context is the same model for a GPT (position rows and attention length are finite
+    # dims); for the MLP it is the input size, so the MLP keeps its own
+    seq_len = spec.model.seq_len if spec.model.family == "mlp" else min(seq_len, spec.model.seq_len)
     lr = default_lr(spec) if lr is None else lr
     args = dict(
         widths=widths,
