@@ -426,12 +426,11 @@ def coord_gate(spec: Spec, study: optuna.Study, run_dir: Path, skip: bool = Fals
         result = checks.coord_check(
             spec, mults=checks.GATE_MULTS, seeds=2, out_dir=out, prefix="gate_coord_check", plot=False
         )
-        ok = result.slopes[result.slopes.status == "ok"]
         record = {
             "verdict": "passed" if result.passed else "failed",
             "widths": result.widths,
             "lr": result.lr,
-            "largest_slope": round(float(ok.slope.abs().max()), 4) if len(ok) else None,
+            "largest_slope": round(result.largest_slope, 4),
             "threshold": result.threshold,
             "seconds": round(time.perf_counter() - t0, 3),
         }
