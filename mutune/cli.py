@@ -33,6 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from . import __version__, config, flops
+from . import checks as checks_mod
 from . import docs as docs_mod
 from . import report as report_mod
 from . import search as search_mod
@@ -159,6 +160,18 @@ class Display(Events):
         self.close()
         print_plan(plan)
 
+    def coord_checked(self, record: dict) -> None:
+        v = record.get("verdict")
+        if v == "passed" and "seconds" in record:
+            _log(
+                f"coord check passed (widths {record['widths'][0]}..{record['widths'][-1]}, largest |slope| "
+                f"{record['largest_slope']}, {record['seconds']:.1f}s)"
+            )
+        elif v == "skipped":
+            err.print(
+                "[yellow]warning:[/] coord check skipped (--skip-check); µP is not verified", highlight=False
+            )
+
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
@@ -236,10 +249,15 @@ def search(
         str | None,
         typer.Option("--storage", help="Optuna storage URL (e.g. postgresql://...) to share a study"),
     ] = None,
+    skip_check: Annotated[
+        bool,
+        typer.Option("--skip-check", help="search even if the coord check fails (recorded in best.yaml)"),
+    ] = False,
 ) -> None:
     """Search hyperparameters on the µP proxy, write best.yaml, then train the target.
 
-    Re-running the same command resumes the study.
+    A fast coord check runs first and stops a µP model that is not µP. Re-running the same command
+    resumes the study.
 
     Example: mutune search configs/quickstart.yaml search.n_trials=8
     """
@@ -249,7 +267,13 @@ def search(
     display = Display()
     try:
         res = search_mod.search(
-            spec, run_dir=run_dir, smoke=smoke, transfer=not no_transfer, workers=workers, events=display
+            spec,
+            run_dir=run_dir,
+            smoke=smoke,
+            transfer=not no_transfer,
+            workers=workers,
+            skip_check=skip_check,
+            events=display,
         )
     except KeyboardInterrupt:
         display.close()
@@ -463,6 +487,65 @@ def show_config(
     if smoke:
         spec = config.smoke(spec)
     sys.stdout.write(yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+@app.command("coord-check")
+def coord_check(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="the YAML spec")],
+    overrides: OverridesArg = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="results go to RUN_DIR/checks; default: runs/<name>")
+    ] = None,
+    smoke: Annotated[bool, typer.Option("--smoke", help="tiny shapes (base width 32)")] = False,
+    compare: Annotated[
+        str | None, typer.Option("--compare", help="sp: also check the SP twin, the negative control")
+    ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="default: 0.01 (AdamW)")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="seeds per width")] = 3,
+) -> None:
+    """Check that activations keep their size as the model widens (µP), with a verdict.
+
+    Trains the model at base_width × 1, 2, 4, 8, 16 for a few steps and fits the slope of every
+    layer's mean |x| against width; writes CSVs and a PNG to RUN_DIR/checks. Exit 0 when the
+    spec's model passes, 1 when it fails.
+
+    Example: mutune coord-check configs/quickstart.yaml --compare sp
+    """
+    spec = config.load_spec(config_path, overrides or [])
+    if smoke:
+        spec = config.smoke(spec)
+    out_dir = (run_dir or search_mod.default_run_dir(spec, smoke)) / "checks"
+    res = checks_mod.coord_check(spec, compare=compare, lr=lr, seeds=seeds, out_dir=out_dir)
+    for r in [res] + ([res.control] if res.control is not None else []):
+        out.print(r.message(), highlight=False, soft_wrap=True)
+        table = Table(
+            title=f"slope of log mean|x| against log width (lr {r.lr:g}, {r.seeds} seeds)",
+            title_justify="left",
+        )
+        table.add_column("layer")
+        for t in range(r.steps):
+            table.add_column(f"t={t}", justify="right")
+        for layer, g in r.slopes.groupby("layer", sort=False):
+            cells = {x.t: x for x in g.itertuples()}
+            row = []
+            for t in range(r.steps):
+                x = cells.get(t)
+                if x is None:
+                    row.append("")
+                    continue
+                text = f"{x.slope:+.2f}" if math.isfinite(x.slope) else x.status
+                style = {"fail": "bold red", "exempt": "dim"}.get(x.status, "")
+                row.append(f"[{style}]{text}[/]" if style else text)
+            table.add_row(layer, *row)
+        out.print(table)
+    if res.control is not None and res.control.passed:
+        err.print(
+            "[yellow]warning:[/] the SP control passed too, so this check cannot tell µP from SP here; "
+            "raise --lr or the widths",
+            highlight=False,
+        )
+    out.print(f"-> {res.files['slopes']}, {res.files['png']}", highlight=False)
+    raise typer.Exit(0 if res.passed else 1)
 
 
 def _version(value: bool) -> None:

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -41,8 +42,9 @@ def _f(default: Any, doc: str) -> Any:
 
 @dataclass
 class ModelSpec:
-    family: Literal["gpt", "mlp"] = _f(
-        "gpt", "model family: gpt (decoder-only LM) or mlp (the paper's MLP demo)"
+    family: Literal["gpt", "mlp", "factory"] = _f(
+        "gpt",
+        "model family: gpt (decoder-only LM), mlp (the paper's MLP demo) or factory (your own, see model.factory)",
     )
     width: int = _f(64, "width of the model being built: the proxy width in a search (d_model for gpt)")
     base_width: int = _f(64, "width at which µP equals SP; all µP multipliers are relative to it")
@@ -56,6 +58,15 @@ class ModelSpec:
     parametrization: Literal["mup", "sp"] = _f("mup", "mup, or sp (standard parametrization, the control)")
     zero_init_readout: bool = _f(False, "µP option: initialise the readout to zero (TP5 App. D.2)")
     zero_init_query: bool = _f(False, "µP option: initialise the attention query projection to zero")
+    factory: str | None = _f(
+        None,
+        "factory: 'package.module:function', called as function(width, **factory_kwargs) -> nn.Module "
+        "whose forward(idx) returns logits (imported, never evaluated; see docs/mup.md)",
+    )
+    factory_kwargs: dict[str, Any] = _f({}, "factory: keyword arguments for the factory function")
+    readout: list[str] = _f(
+        [], "factory: readout module names, e.g. [lm_head] (default: inferred from the shapes)"
+    )
 
 
 @dataclass
@@ -389,6 +400,7 @@ def validate(spec: Spec) -> None:
                 raise SpecError(f"model.{key}", f"{w} is not divisible by {what}={div}")
     if m.zero_init_readout and m.tie_embeddings:
         raise SpecError("model.zero_init_readout", "cannot zero-init a readout tied to the embedding")
+    validate_factory(m)
     if d.corpus in ("text", "tokens") and not d.path:
         raise SpecError("data.path", f"corpus '{d.corpus}' needs data.path")
     if d.corpus == "tokens" and not d.vocab_size:
@@ -418,6 +430,35 @@ def validate(spec: Spec) -> None:
             raise SpecError(
                 f"target.overrides.{key}", "the target takes its hparams from the search, unchanged"
             )
+
+
+FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+def validate_factory(m: ModelSpec) -> None:
+    """The factory keys: present exactly when family is factory, and a well-formed import path."""
+    if m.family != "factory":
+        for key in ("factory", "factory_kwargs", "readout"):
+            if getattr(m, key):
+                raise SpecError(
+                    f"model.{key}", f"only used with model.family: factory (family is {m.family!r})"
+                )
+        return
+    if not m.factory:
+        raise SpecError("model.factory", "family 'factory' needs model.factory: 'package.module:function'")
+    if not FACTORY_PATTERN.match(m.factory):
+        raise SpecError(
+            "model.factory",
+            f"expected 'package.module:function' (an import path, no code), got {m.factory!r}",
+        )
+    if "width" in m.factory_kwargs:
+        raise SpecError("model.factory_kwargs.width", "mutune passes the width itself (model.width)")
+    for key, what in (("tie_embeddings", "ties its own weights"), ("zero_init_query", "owns its attention")):
+        if getattr(m, key):
+            raise SpecError(f"model.{key}", f"only for the built-in gpt; a factory model {what}")
+    for i, name in enumerate(m.readout):
+        if not name or name.startswith(".") or name.endswith("."):
+            raise SpecError(f"model.readout[{i}]", f"expected a module name such as 'lm_head', got {name!r}")
 
 
 def validate_space(name: str, p: ParamSpace, key: str) -> None:

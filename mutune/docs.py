@@ -25,7 +25,7 @@ from .config import HParams, ParamSpace, Spec, SpecError
 CONFIG_MD = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 COMMENT_COLUMN = 34
 # `mutune init --model factory` points at this example (see docs/recipes.md, "Your own model").
-FACTORY_EXAMPLE = "examples.factory_model:build"
+FACTORY_EXAMPLE = "examples.my_model:build"
 
 
 def type_label(tp: Any) -> str:
@@ -172,9 +172,13 @@ def starter_dict(model: str = "gpt", name: str = "mutune") -> dict[str, Any]:
         d["search"]["space"].pop("alpha_attn")  # an MLP has no attention
         d["target"]["width"] = 1024
     elif model == "factory":
-        d["model"].update(family="factory")
-        if "factory" in d["model"]:
-            d["model"]["factory"] = FACTORY_EXAMPLE
+        # the example in examples/my_model.py (run from the repository root, or put your own here)
+        d["model"].update(
+            family="factory",
+            factory=FACTORY_EXAMPLE,
+            factory_kwargs={"depth": 2, "head_dim": 16},
+            readout=["unembed"],
+        )
     config.spec_from_dict(d)  # the starter must validate as written
     return d
 

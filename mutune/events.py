@@ -40,5 +40,9 @@ class Events:
     def planned(self, plan: Any) -> None:
         """A target run is planned (a ``transfer.Plan``), before it trains."""
 
+    def coord_checked(self, record: dict[str, Any]) -> None:
+        """The search's coord-check gate is done: ``record["verdict"]`` is passed, skipped or
+        not_applicable (a failure raises instead), with widths, lr and seconds when it ran."""
+
 
 SILENT = Events()

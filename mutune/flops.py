@@ -10,6 +10,12 @@ third of the training cost per token.
 The memory figure is an estimate, meant for planning: fp32 weights, gradients and optimizer
 state, plus activations after Korthikanti et al. (2022): ``s·b·L·(34·d + 5·heads·s)`` bytes in
 16-bit, doubled in fp32, and the fp32 logits.
+
+Factory models (``model.family: factory``) are measured instead of modelled: one forward pass of a
+single sequence on the meta device under ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,
+convolutions and attention, nothing allocated), times 3 for forward + backward, times the batch. Their
+activation memory is approximated by the sizes of every leaf module's output in that pass (what
+autograd keeps, roughly), in the training precision, plus the fp32 logits.
 """
 
 from __future__ import annotations
@@ -69,7 +75,13 @@ def cost(spec: Spec, width: int | None = None, hp: HParams | None = None) -> Cos
         model = models.build(spec, hp or spec.hparams, vocab, width)
     params = count_params(model)
     n_mm = matmul_params(model)
-    if m.family == "gpt":
+    if m.family == "factory":
+        fwd_flops, act_per_seq, logits_per_seq, per_position = _measure(model, m.seq_len)
+        tokens_per_step = t.batch_size * (m.seq_len if per_position else 1)
+        flops_per_token = 3.0 * fwd_flops * t.batch_size / tokens_per_step
+        act_16bit = act_per_seq * t.batch_size  # bytes at 16 bit
+        logits = 2 * 4 * t.batch_size * logits_per_seq
+    elif m.family == "gpt":
         n_head, _ = models.head_dims(spec, width)
         flops_per_token = 6.0 * n_mm + 12.0 * m.depth * m.seq_len * width
         tokens_per_step = t.batch_size * m.seq_len
@@ -99,6 +111,27 @@ def cost(spec: Spec, width: int | None = None, hp: HParams | None = None) -> Cos
         total_flops=train_flops + eval_flops,
         memory_bytes=float(memory),
     )
+
+
+def _measure(model: nn.Module, seq_len: int) -> tuple[float, int, int, bool]:
+    """Forward FLOPs of one sequence, its activation bytes at 16 bit, its logits' elements, and
+    whether it predicts every position: one pass on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sizes: list[int] = []
+
+    def record(module, args, output):
+        if isinstance(output, torch.Tensor):
+            sizes.append(output.numel())
+
+    handles = [mod.register_forward_hook(record) for mod in model.modules() if not list(mod.children())]
+    try:
+        with torch.device("meta"), torch.no_grad(), FlopCounterMode(display=False) as counter:
+            logits, _ = model(torch.zeros(1, seq_len, dtype=torch.long))
+    finally:
+        for h in handles:
+            h.remove()
+    return float(counter.get_total_flops()), 2 * sum(sizes), logits.numel(), logits.ndim == 3
 
 
 def _uses_bf16(spec: Spec) -> bool:

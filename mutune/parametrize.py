@@ -24,6 +24,7 @@ a µP model at its base width trains exactly like its SP twin.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -59,10 +60,19 @@ class ParamInfo:
     is_bias: bool = False
     tied_readout: bool = False
 
+    owners: tuple[str, ...] = ()  # names of the modules holding it (more than one when tied)
+
     @property
     def width_mult(self) -> float:
-        """The multiplier of the one infinite dim of a vector-like parameter (1 if none)."""
-        return max(self.fan_in_mult, self.fan_out_mult)
+        """The multiplier of the last infinite dim (1 if none): mup's ``infshape.width_mult()``.
+
+        For a vector-like parameter that is its one width dim. (It was ``max(fan_in_mult,
+        fan_out_mult)``, which is 1 instead of m for a model narrower than its base, m < 1.)
+        """
+        if not self.inf_dims:
+            return 1.0
+        i = self.inf_dims[-1]
+        return self.shape[i] / self.base_shape[i]
 
 
 def _owners(model: nn.Module) -> dict[str, list[tuple[nn.Module, str]]]:
@@ -91,7 +101,7 @@ def classify(
     ``build`` must construct the same architecture at any width; it is called on the meta device
     at ``width``, ``base_width`` and ``2 * base_width``. A dim is infinite when its size differs
     between the base and the delta model. ``readout`` names modules (or parameters) that are
-    readouts even if the shape rule would not find them.
+    readouts even if the shape rule would not find them; a name covers the modules under it.
     """
     with torch.device("meta"):
         model, base, delta = build(width), build(base_width), build(2 * base_width)
@@ -99,6 +109,12 @@ def classify(
     if not (shapes.keys() == base_shapes.keys() == delta_shapes.keys()):
         raise SpecError("model", "the model has different parameters at different widths")
     readout = tuple(readout)
+    modules = dict(model.named_modules())
+    for i, r in enumerate(readout):
+        if r not in modules and r not in shapes:
+            hint = difflib.get_close_matches(r, list(modules), n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise SpecError(f"model.readout[{i}]", f"the model has no module named '{r}'{suggestion}")
     owners = _owners(model)
     infos: dict[str, ParamInfo] = {}
     for name, shape in shapes.items():
@@ -113,20 +129,15 @@ def classify(
                 "rules cover at most two (a hidden matrix)",
             )
         mods = owners[name]
-        module, attr = mods[0]
+        _, attr = mods[0]
         attr_leaf = attr.rsplit(".", 1)[-1]
-        kind = (
-            "embedding"
-            if isinstance(module, nn.Embedding)
-            else "linear"
-            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd))
-            else "norm"
-            if isinstance(module, NORM_TYPES)
-            else "other"
-        )
+        kinds = [module_kind(module) for module, _ in mods]
+        # a tied weight is an embedding whichever module registered it first (so its rules do not
+        # depend on attribute order): constant init, the embedding's LR, α_out/m where it is a readout
+        kind = "embedding" if "embedding" in kinds else kinds[0]
         mult = {i: shape[i] / base_shape[i] for i in inf}
         # a parameter is a named readout if it, or the module holding it, is named in `readout`
-        is_readout_module = any(n in readout or n.rpartition(".")[0] in readout for _, n in mods)
+        is_readout_module = any(n == r or n.startswith(r + ".") for _, n in mods for r in readout)
         if kind == "embedding":
             # (num_embeddings, dim): the width dim is the fan-out; the fan-in is the vocab.
             fan_in_mult, fan_out_mult = 1.0, mult.get(1, 1.0)
@@ -137,7 +148,7 @@ def classify(
         else:
             fan_in_mult, fan_out_mult = 1.0, mult.get(0, 1.0)
             fan_in = base_fan_in = 1
-        tied = kind == "embedding" and is_readout_module
+        tied = kind == "embedding" and (is_readout_module or "linear" in kinds)
         if len(shape) < 2:
             role: Role = "vector" if inf else "scalar"
         elif kind == "embedding":
@@ -169,8 +180,25 @@ def classify(
             module_kind=kind,
             is_bias=attr_leaf == "bias",
             tied_readout=tied,
+            owners=tuple(n.rpartition(".")[0] for _, n in mods),
+        )
+    if not any(i.inf_dims for i in infos.values()):
+        raise SpecError(
+            "model",
+            f"no parameter changes shape between widths {base_width} and {2 * base_width}: "
+            "the model ignores its width, so µP would silently be SP",
         )
     return infos
+
+
+def module_kind(module: nn.Module) -> Literal["linear", "embedding", "norm", "other"]:
+    if isinstance(module, nn.Embedding):
+        return "embedding"
+    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+        return "linear"
+    if isinstance(module, NORM_TYPES):
+        return "norm"
+    return "other"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,6 +218,7 @@ def rule(
     info: ParamInfo, hp: HParams, parametrization: Parametrization, optimizer: str, base_width: int
 ) -> Rule:
     """The init, LR, weight-decay and eps treatment of one parameter (see the module table)."""
+    check_optimizer(optimizer)
     mup = parametrization == "mup"
     role = info.role
     # init
@@ -323,6 +352,7 @@ def param_groups(
 
 
 def make_optimizer(groups: list[dict], hp: HParams, optimizer: str) -> torch.optim.Optimizer:
+    check_optimizer(optimizer)
     if optimizer == "sgd":
         return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
     return torch.optim.AdamW(groups, lr=hp.lr, betas=(hp.beta1, hp.beta2))
@@ -458,3 +488,59 @@ def _hook_readouts(model: nn.Module, infos: dict[str, ParamInfo], mult: float) -
             module._mutune_readout_hook = None
         if mult != 1.0:
             module._mutune_readout_hook = module.register_forward_hook(lambda _m, _inp, out, k=mult: out * k)
+
+
+# Silent breakers: things that defeat µP without an error, detected
+
+
+OPTIMIZERS = ("adamw", "sgd")
+# torch optimizers whose update the rules above describe (Adam-like: entrywise normalised; SGD-like)
+COVERED_OPTIMIZERS: tuple[type, ...] = (torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD)
+
+
+class MuPError(RuntimeError):
+    """µP was defeated at run time (e.g. a scheduler overwrote the per-group learning rates)."""
+
+
+def check_optimizer(optimizer: str) -> None:
+    """The rules exist for AdamW and SGD only; anything else would silently get Adam's rules."""
+    if optimizer not in OPTIMIZERS:
+        raise SpecError(
+            "train.optimizer",
+            f"µP rules are implemented for {' and '.join(OPTIMIZERS)} only, got {optimizer!r} "
+            "(Lion, Muon, Shampoo... need other width rules, TP5 App. B)",
+        )
+
+
+def check_param_groups(optimizer: torch.optim.Optimizer, rtol: float = 1e-6) -> None:
+    """Verify, at any point in training, that the optimizer still applies the µP LR ratios.
+
+    Every group from :func:`param_groups` carries ``lr_mult``; µP holds while ``lr / lr_mult`` is
+    the same for all groups (a relative schedule such as ``LambdaLR`` keeps it so). A scheduler or
+    user code that sets one absolute LR on every group (``OneCycleLR(max_lr=0.01)``, a loop doing
+    ``g["lr"] = lr``) collapses the ratios and turns µP into SP without an error; this raises
+    :class:`MuPError` instead. Also refuses optimizers the rules do not cover.
+    """
+    if not isinstance(optimizer, COVERED_OPTIMIZERS):
+        raise MuPError(
+            f"{type(optimizer).__name__} is not covered by the µP rules (AdamW/Adam or SGD); "
+            "its per-group LRs would not give µP"
+        )
+    groups = optimizer.param_groups
+    missing = [i for i, g in enumerate(groups) if "lr_mult" not in g]
+    if missing:
+        raise MuPError(
+            f"param group {missing[0]} has no lr_mult: it was not built by mutune.parametrize.param_groups"
+        )
+    base = [g["lr"] / g["lr_mult"] for g in groups]
+    ref = base[0]
+    for g, b in zip(groups, base, strict=True):
+        if abs(b - ref) > rtol * max(abs(ref), abs(b), 1e-30):
+            first = groups[0]
+            raise MuPError(
+                f"param group LRs no longer follow their µP multipliers: lr={g['lr']:.4g} for lr_mult="
+                f"{g['lr_mult']:.4g} but lr={first['lr']:.4g} for lr_mult={first['lr_mult']:.4g} "
+                f"(ratio {g['lr'] / first['lr']:.4g}, expected {g['lr_mult'] / first['lr_mult']:.4g}); "
+                "something set one absolute LR on all groups (e.g. OneCycleLR(max_lr=float)): "
+                "scale group LRs relatively, e.g. with LambdaLR"
+            )

@@ -294,6 +294,7 @@ def _train(
         elapsed = seconds_before + time.perf_counter() - t0
 
         if step % LOG_EVERY == 0 or step == t.steps or step == start + 1:
+            parametrize.check_param_groups(opt)  # the schedule kept the µP per-group LR ratios
             train_loss = _global_mean(loss, world)
             if not math.isfinite(train_loss) or train_loss > max_loss:
                 reason = _diverged("train", train_loss, step, max_loss)

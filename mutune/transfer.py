@@ -32,6 +32,7 @@ APPROXIMATE = {
     "model.depth": "depth: µP covers width; depth transfers only empirically for pre-LN transformers",
     "model.seq_len": "sequence length: transfers roughly (TP5 Fig. 19) from ~128 up",
     "model.mlp_ratio": "MLP ratio: a different shape; the multipliers adapt but the optimum may move",
+    "model.factory_kwargs": "a different shape of your model; the multipliers adapt but the optimum may move",
     "data": "a different corpus: the proxy's optimum was found on other data",
     "hparams.weight_decay": "weight decay does not µTransfer",
 }
@@ -42,6 +43,8 @@ FIXED = {
     "model.family": "the hyperparameters were tuned on the proxy's model family",
     "model.head_dim": "the proxy's head_dim fixes the attention base; use n_head/head_dim as the proxy did",
     "model.n_head": "the proxy's head count fixes the attention base",
+    "model.factory": "the hyperparameters were tuned on the proxy's model",
+    "model.readout": "it decides where α_out/m applies, part of what the hyperparameters mean",
 }
 SMOKE_MAX_WIDTH = 128
 # Keys that do not change what is trained: they do not name the target folder.

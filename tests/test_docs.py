@@ -13,9 +13,9 @@ from mutune import cli, config, docs
 from .conftest import ROOT
 
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-# Commands the docs describe that other issues are adding (coord-check: issue 3, sweep: issue 4).
-# Once they are merged they are real commands and this set can go.
-PENDING_COMMANDS = {"coord-check", "sweep"}
+# Commands the docs describe that another issue is adding (sweep: issue 4).
+# Once it is merged it is a real command and this set can go.
+PENDING_COMMANDS = {"sweep"}
 
 
 def test_config_reference_is_up_to_date():

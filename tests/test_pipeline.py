@@ -100,12 +100,15 @@ def test_all_trials_diverging_exits_1(run_cli, workdir):
 
 def test_dry_run_plans_width_8192_without_allocating(run_cli, tiny_spec, workdir):
     assert run_cli("search", CONFIGS / "quickstart.yaml", "--smoke", "--no-transfer").code == 0
-    # a subprocess, so its peak memory is its own: a 1.6B-parameter model would need > 6 GB. Its peak is
-    # VmHWM (this process image's high-water mark); ru_maxrss would include the forking pytest process's
+    # a subprocess, so its peak memory is its own: a 1.6B-parameter model would need > 6 GB. On Linux
+    # ru_maxrss survives exec (a child spawned by a big pytest process reports the parent's peak),
+    # so the child's own high-water mark, VmHWM, is read where /proc has it.
     code = (
-        "import re, sys; from mutune.cli import main; "
+        "import os, resource, sys; from mutune.cli import main; "
         "rc = main(['transfer', '--to', 'width=8192', '--dry-run']); "
-        "print('MAXRSS', re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]); sys.exit(rc)"
+        "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')] "
+        "if os.path.exists('/proc/self/status') else []; "
+        "print('MAXRSS', hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
     )
     p = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr

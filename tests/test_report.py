@@ -16,7 +16,7 @@ import yaml
 
 from mutune import config, report, search
 
-from .conftest import TINY, write_spec
+from .conftest import ROOT, TINY, write_spec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -225,14 +225,14 @@ def test_init_mlp_starter_runs_as_written(run_cli, workdir):
 
 
 def test_init_factory_and_overwrite(run_cli, workdir):
-    from mutune import docs
+    import shutil
 
+    shutil.copytree(ROOT / "examples", workdir / "examples")  # the starter points at examples/my_model.py
     r = run_cli("init", "--model", "factory", "f.yaml")
-    if "factory" in docs.families():  # once bring-your-own-model lands (issue 3)
-        assert r.code == 0, r
-        assert config.load_spec(workdir / "f.yaml").model.family == "factory"
-    else:
-        assert r.code == 2 and "--model" in r.err and not (workdir / "f.yaml").exists()
+    assert r.code == 0, r
+    spec = config.load_spec(workdir / "f.yaml")
+    assert spec.model.family == "factory" and spec.model.factory == "examples.my_model:build"
+    assert run_cli("search", "f.yaml", "--smoke", "--no-transfer").code == 0  # it runs as written
     assert run_cli("init", "x.yaml").code == 0
     before = (workdir / "x.yaml").read_text()
     r = run_cli("init", "--model", "mlp", "x.yaml")

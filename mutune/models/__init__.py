@@ -14,6 +14,7 @@ from torch import nn
 
 from .. import parametrize
 from ..config import HParams, Spec
+from . import factory
 from .gpt import GPT, GPTConfig
 from .mlp import MLP, MLPConfig
 
@@ -62,15 +63,33 @@ def build(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None) ->
                 output_mult=mult.output,
             )
         )
+    if m.family == "factory":
+        model = factory.construct(spec, hp, vocab_size, width)
+        infos = parametrize.classify(builder(spec, hp, vocab_size), width, m.base_width, readout_names(spec))
+        return factory.instrument(model, infos, spec, hp, width)
     raise AssertionError(f"unknown model family {m.family!r}")  # the spec validator rejects it first
 
 
 def builder(spec: Spec, hp: HParams, vocab_size: int) -> Callable[[int], nn.Module]:
+    """The bare model at any width (for classification on the meta device)."""
+    if spec.model.family == "factory":
+        return lambda width: factory.construct(spec, hp, vocab_size, width)
     return lambda width: build(spec, hp, vocab_size, width)
 
 
 def readout_names(spec: Spec) -> tuple[str, ...]:
+    if spec.model.family == "factory":
+        return tuple(spec.model.readout)
     return GPT.readout_names if spec.model.family == "gpt" else MLP.readout_names
+
+
+def validate(spec: Spec, hp: HParams, vocab_size: int) -> None:
+    """Everything about the model that can be wrong, checked on the meta device (nothing allocated):
+    a factory that does not import or build, width dims µP cannot handle, a readout not found."""
+    if spec.model.family == "factory":
+        factory.validate(spec)
+    with torch.device("meta"):
+        build(spec, hp, vocab_size)
 
 
 def classify(

@@ -47,7 +47,9 @@ class MLP(nn.Module):
         h = F.relu(h * self.cfg.input_mult)
         for layer in self.hidden:
             h = F.relu(layer(h))
-        logits = self.readout(h) * self.cfg.output_mult  # (B, V)
+        # the multiplier scales the readout's input, as mup's MuReadout does: the readout bias has no
+        # width dim, so it must not be divided by m (scaling the output would slow its learning by m)
+        logits = self.readout(h * self.cfg.output_mult)  # (B, V)
         if targets is None:
             return logits, None
         return logits, F.cross_entropy(logits.float(), targets[:, -1])

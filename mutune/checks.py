@@ -1,0 +1,560 @@
+"""The coord check, with a verdict: does every activation keep its size as the model widens?
+
+Under µP the typical size of every activation, after any fixed number of training steps, is
+independent of width (TP5 §5, App. D.1); under SP the output logits grow about linearly with width
+after one step of a large learning rate, and so does everything the updates feed. mup's
+``get_coord_data`` records this and draws it; here it is also *decided*:
+
+1. Build the model at widths ``base_width × {1, 2, 4, 8, 16}`` (any list), for a few seeds, with
+   the spec's µP rules and multipliers, and train each for a few steps (t = 0 is the forward at
+   init, t = k the forward after k updates) at a deliberately large LR (:func:`default_lr`), on one
+   fixed batch per seed (the same at every width), without gradient clipping or schedule.
+2. At every forward record mean |x| of: the embedding output (the input of the first block),
+   every top-level block's output, the attention logits q·kᵀ·scale of every attention module (SDPA
+   computes them out of sight, so its call is intercepted and the product recomputed from its q, k
+   and scale), every other top-level module's output, and the output logits.
+3. Average over seeds, fit the slope of log(mean |x|) against log(width) per layer and step, and
+   pass when every |slope| ≤ :data:`THRESHOLD`.
+
+Known exceptions, shown in the slopes CSV with status ``exempt`` and a reason, never hidden:
+
+- for t < 2, output logits and attention logits may *shrink* (µP's constant-std readout times
+  α_out/m, and 1/d attention on uncorrelated q, k, both give width^-½ at init, TP5 App. D.1, and
+  after one update that part still weighs at small widths); growth always fails.
+- a layer that is exactly 0 at every width (a zero-initialised readout at t = 0) has no slope.
+
+Why 0.25: from width 32 to 1024, µP's slopes stay within about ±0.2 (finite-width noise; measured on
+the built-in GPT and MLP and on the models in tests/factory_models.py), while each thing µP fixes
+moves a slope by 0.5 or more: SP's logits and blocks grow like width or faster (slopes 0.6 to 1.8 on
+the quickstart), a readout without 1/m leaves +0.5, 1/√d attention with a growing head dim gives +0.5
+once q and k align (+0.3 after 4 steps at tiny widths). docs/mup.md has the measured tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import config, data, models, parametrize
+from .config import HParams, Spec, SpecError
+from .models import factory
+from .train import atomic_write, resolve_device
+
+THRESHOLD = 0.25
+DEFAULT_MULTS = (1, 2, 4, 8, 16)
+GATE_MULTS = (
+    1,
+    2,
+    4,
+    8,
+)  # ×8, not ×4: the smallest width alone drifts (finite width) and a 3-point fit follows it
+ADAMW_LR = 0.01  # the check's AdamW LR (see default_lr)
+TRANSIENT = ("logits", "attn_logits")  # kinds allowed to shrink while t < TRANSIENT_STEPS
+TRANSIENT_STEPS = 2
+
+Kind = Literal["embedding", "block", "attn_logits", "other", "logits"]
+
+
+@dataclass
+class CoordCheckResult:
+    """One parametrization's check: the raw records, the slopes, and the verdict."""
+
+    parametrization: str
+    passed: bool
+    widths: list[int]
+    seeds: int
+    steps: int
+    lr: float
+    threshold: float
+    records: pd.DataFrame  # parametrization, width, seed, t, layer, kind, l1
+    slopes: pd.DataFrame  # parametrization, layer, kind, t, slope, status, reason, verdict
+    failures: list[str]  # one line per failing (layer, t), worst first
+    problems: list[str] = field(default_factory=list)  # structural: a readout never called, ...
+    files: dict[str, Path] = field(default_factory=dict)
+    control: CoordCheckResult | None = None  # the SP twin, with --compare sp
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.passed else "fail"
+
+    @property
+    def largest_slope(self) -> float:
+        """The largest |slope| the threshold alone decided: not exempt rows, nor the shrinking
+        logits of the first steps that would be exempt anyway (the margin that matters)."""
+        s = self.slopes
+        transient = (s.t < TRANSIENT_STEPS) & s.kind.isin(TRANSIENT) & (s.slope < 0)
+        gated = s[(s.status != "exempt") & ~transient].slope.abs()
+        return float(gated.max()) if len(gated) else float("nan")
+
+    def message(self) -> str:
+        """One line: the verdict and, for a failure, the offending layer(s)."""
+        name = "µP" if self.parametrization == "mup" else self.parametrization.upper()
+        if self.passed:
+            return (
+                f"coord check {name}: pass (every |slope| <= {self.threshold}, largest {self.largest_slope:.2f}, "
+                f"widths {self.widths[0]}..{self.widths[-1]})"
+            )
+        reasons = self.problems + self.failures[:3]
+        more = f" (+{len(self.failures) - 3} more)" if len(self.failures) > 3 else ""
+        return f"coord check {name}: FAIL: " + "; ".join(reasons) + more
+
+
+# ---------------------------------------------------------------------------------------------
+# Recording
+
+
+class _Recorder:
+    """Forward hooks on the tracked modules and an SDPA interceptor; one dict of mean |x| per forward."""
+
+    def __init__(self, model: nn.Module, readouts: tuple[str, ...]):
+        self.values: dict[str, list[float]] = {}
+        self.kinds: dict[str, Kind] = {}
+        self.stack: list[str] = []
+        self.handles: list = []
+        names = {mod: name for name, mod in model.named_modules()}
+        # every module pushes its name while it runs, so SDPA knows who called it
+        for mod, name in names.items():
+            self.handles.append(mod.register_forward_pre_hook(self._push(name)))
+            self.handles.append(mod.register_forward_hook(self._pop))
+        first_block = True
+        for name, child in model.named_children():
+            if name in readouts:
+                continue
+            if isinstance(child, (nn.ModuleList, nn.Sequential)) and len(child):
+                for i, sub in enumerate(child):
+                    if first_block:
+                        self.handles.append(sub.register_forward_pre_hook(self._record_input("embedding")))
+                        first_block = False
+                    self.handles.append(
+                        sub.register_forward_hook(self._record_output(f"{name}.{i}", "block"))
+                    )
+            else:
+                self.handles.append(child.register_forward_hook(self._record_output(name, "other")))
+        if not first_block:  # the embedding stage is recorded as one: skip its separate lookups
+            for name, child in model.named_children():
+                if isinstance(child, nn.Embedding):
+                    self.kinds[name] = "skip"  # type: ignore[assignment]
+
+    def _push(self, name: str):
+        def hook(module, args):
+            self.stack.append(name)
+
+        return hook
+
+    def _pop(self, module, args, output):
+        if self.stack:
+            self.stack.pop()
+
+    def add(self, layer: str, kind: Kind, x: torch.Tensor) -> None:
+        if self.kinds.get(layer) == "skip":
+            return
+        self.kinds.setdefault(layer, kind)
+        self.values.setdefault(layer, []).append(x.detach().float().abs().mean().item())
+
+    def _record_output(self, layer: str, kind: Kind):
+        def hook(module, args, output):
+            out = output[0] if isinstance(output, (tuple, list)) and output else output
+            if isinstance(out, torch.Tensor) and out.is_floating_point():
+                self.add(layer, kind, out)
+
+        return hook
+
+    def _record_input(self, layer: str):
+        def hook(module, args):
+            if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+                self.add(layer, "embedding", args[0])
+
+        return hook
+
+    @contextlib.contextmanager
+    def attention(self) -> Iterator[None]:
+        """Replace F.scaled_dot_product_attention with a version that also records q·kᵀ·scale."""
+        original = F.scaled_dot_product_attention
+
+        def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
+            with torch.no_grad():
+                k = key
+                if k.shape[-3] != query.shape[-3] and query.shape[-3] % k.shape[-3] == 0:  # grouped KV
+                    k = k.repeat_interleave(query.shape[-3] // k.shape[-3], dim=-3)
+                s = scale if scale is not None else 1.0 / math.sqrt(query.shape[-1])
+                logits = (query @ k.transpose(-2, -1)).float() * s  # (B, nh, T, S)
+                if is_causal:
+                    T, S = logits.shape[-2:]
+                    keep = torch.ones(T, S, dtype=torch.bool, device=logits.device).tril()
+                    logits = logits[..., keep]
+                elif attn_mask is not None and attn_mask.dtype == torch.bool:
+                    logits = logits[attn_mask.expand_as(logits)]
+                owner = self.stack[-1] if self.stack else "attention"
+                self.add(f"{owner}.logits" if owner else "logits", "attn_logits", logits)
+            return original(
+                query,
+                key,
+                value,
+                attn_mask=attn_mask,
+                dropout_p=dropout_p,
+                is_causal=is_causal,
+                scale=scale,
+                **kw,
+            )
+
+        F.scaled_dot_product_attention = sdpa
+        try:
+            yield
+        finally:
+            F.scaled_dot_product_attention = original
+
+    def take(self) -> dict[str, float]:
+        out = {k: float(np.mean(v)) for k, v in self.values.items()}
+        self.values = {}
+        return out
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _at_width(spec: Spec, width: int, seq_len: int, batch_size: int) -> Spec:
+    return config.spec_from_dict(
+        spec.to_dict(), [f"model.width={width}", f"model.seq_len={seq_len}", f"train.batch_size={batch_size}"]
+    )
+
+
+def _readouts(model: nn.Module, spec: Spec) -> tuple[str, ...]:
+    if spec.model.family == "factory":
+        return tuple(getattr(model, "_mutune_readouts", ()))
+    return models.readout_names(spec)
+
+
+def _run(
+    spec: Spec, hp: HParams, width: int, seed: int, steps: int, batch: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[list[dict[str, float]], dict[str, Kind], list[str]]:
+    """Train one model ``steps - 1`` updates; the per-forward records, the layer kinds, problems."""
+    device = batch[0].device
+    model, infos = models.create(spec, hp, data.vocab_size(spec.data), device, seed=seed)
+    m, t = spec.model, spec.train
+    groups = parametrize.param_groups(
+        model, infos, hp, m.parametrization, t.optimizer, m.base_width, eps=t.eps
+    )
+    opt = parametrize.make_optimizer(groups, hp, t.optimizer)
+    rec = _Recorder(model, _readouts(model, spec))
+    rows: list[dict[str, float]] = []
+    problems: list[str] = []
+    x, y = batch
+    try:
+        with rec.attention():
+            for step in range(steps):
+                logits, loss = model(x, y)
+                rec.add("logits", "logits", logits)
+                rows.append(rec.take())
+                if step == 0:
+                    problems = [
+                        f"readout '{name}' was never called in forward (its weight used directly?), so "
+                        "α_out/m was not applied"
+                        for name in factory.uncalled_readouts(model)
+                    ]
+                if step == steps - 1:
+                    break
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+    finally:
+        rec.remove()
+    kinds = {k: v for k, v in rec.kinds.items() if v != "skip"}
+    return rows, kinds, problems
+
+
+def _slopes(records: pd.DataFrame, threshold: float, zero_tol: float = 0.0) -> pd.DataFrame:
+    rows = []
+    for (layer, t), g in records.groupby(["layer", "t"], sort=False):
+        kind = g.kind.iloc[0]
+        mean = g.groupby("width").l1.mean().sort_index()
+        widths, values = mean.index.to_numpy(dtype=float), mean.to_numpy(dtype=float)
+        slope, status, reason = float("nan"), "ok", ""
+        if not np.all(np.isfinite(values)):
+            bad = int(widths[~np.isfinite(values)][0])
+            status, reason = "fail", f"non-finite at width {bad} (diverged: lower the check's LR?)"
+        elif np.all(values <= zero_tol):
+            status, reason = "exempt", "exactly 0 at every width (zero-initialised), no slope"
+        elif np.any(values <= zero_tol):
+            status, reason = "fail", "0 at some widths only"
+        else:
+            slope = float(np.polyfit(np.log(widths), np.log(values), 1)[0])
+            if abs(slope) <= threshold:
+                status = "ok"
+            elif t < TRANSIENT_STEPS and kind in TRANSIENT and slope < 0:
+                status = "exempt"
+                reason = (
+                    "at init µP logits shrink like width^-1/2 (readout std constant, times α_out/m)"
+                    if kind == "logits"
+                    else "at init q and k are uncorrelated: 1/d attention shrinks like d_head^-1/2"
+                ) + (
+                    " (TP5 App. D.1), and at t=1 that part still weighs at small widths: "
+                    f"allowed to shrink for t < {TRANSIENT_STEPS}, never to grow"
+                )
+            else:
+                status = "fail"
+                reason = f"|slope| {abs(slope):.2f} > {threshold}"
+        rows.append(
+            {"layer": layer, "kind": kind, "t": int(t), "slope": slope, "status": status, "reason": reason}
+        )
+    return pd.DataFrame(rows)
+
+
+def _check_one(
+    spec: Spec,
+    hp: HParams,
+    widths: list[int],
+    seeds: int,
+    steps: int,
+    lr: float,
+    threshold: float,
+    seq_len: int,
+    batch_size: int,
+) -> CoordCheckResult:
+    hp = config.hparams_from_dict({**hp.__dict__, "lr": lr})
+    device = resolve_device(spec.train.device)
+    corpus = data.load(spec.data, min_len=seq_len + 1)
+    batches = []
+    for seed in range(seeds):
+        rng = np.random.default_rng([spec.seed, seed])
+        batches.append(data.get_batch(corpus.train, batch_size, seq_len, rng, device))
+    records, kinds, problems = [], {}, []
+    for width in widths:
+        wspec = _at_width(spec, width, seq_len, batch_size)
+        for seed in range(seeds):
+            rows, k, probs = _run(wspec, hp, width, spec.seed * 1000 + seed, steps, batches[seed])
+            kinds.update(k)
+            problems += [p for p in probs if p not in problems]
+            for t, values in enumerate(rows):
+                for layer, v in values.items():
+                    records.append(
+                        {
+                            "width": width,
+                            "seed": seed,
+                            "t": t,
+                            "layer": layer,
+                            "kind": kinds.get(layer, "other"),
+                            "l1": v,
+                        }
+                    )
+    df = pd.DataFrame(records)
+    df.insert(0, "parametrization", spec.model.parametrization)
+    slopes = _slopes(df, threshold)
+    order = {layer: i for i, layer in enumerate(dict.fromkeys(df.layer))}
+    slopes = slopes.sort_values(["t", "layer"], key=lambda s: s.map(order) if s.name == "layer" else s)
+    fails = slopes[slopes.status == "fail"].copy()
+    fails["size"] = fails.slope.abs().fillna(np.inf)
+    fails = fails.sort_values("size", ascending=False)
+    failures = [
+        f"{r.layer} at t={r.t}: "
+        + (f"slope {r.slope:+.2f} (|slope| > {threshold})" if math.isfinite(r.slope) else r.reason)
+        for r in fails.itertuples()
+    ]
+    passed = not failures and not problems
+    slopes.insert(0, "parametrization", spec.model.parametrization)
+    slopes["verdict"] = "pass" if passed else "fail"
+    slopes["threshold"] = threshold
+    return CoordCheckResult(
+        parametrization=spec.model.parametrization,
+        passed=passed,
+        widths=list(widths),
+        seeds=seeds,
+        steps=steps,
+        lr=lr,
+        threshold=threshold,
+        records=df,
+        slopes=slopes.reset_index(drop=True),
+        failures=failures,
+        problems=problems,
+    )
+
+
+def default_lr(spec: Spec) -> float:
+    """AdamW: :data:`ADAMW_LR` (0.01, the LR of nanoGPT-mup's coord checks). SGD, whose LR scale
+    depends on the model: the middle (geometric mean) of the searched LR range, else η.
+
+    Large enough that SP's activations blow up within a step or two, not so large that µP leaves
+    its finite-width noise band at base widths as small as 32: on the built-in GPT of width
+    32..128, Adam at 0.003 leaves the init part of the logits (∝ width^-1/2) dominant until t = 3,
+    at 0.03 or 0.1 the blocks already drift by slopes of 0.3-0.4 from finite-width effects alone.
+    """
+    if spec.train.optimizer == "adamw":
+        return ADAMW_LR
+    space = spec.search.space.get("lr")
+    if space is not None and space.type in ("log_uniform", "uniform") and space.low and space.high:
+        return float(math.sqrt(space.low * space.high))
+    return spec.hparams.lr
+
+
+def coord_check(
+    spec: Spec,
+    *,
+    hp: HParams | None = None,
+    widths: list[int] | None = None,
+    mults: tuple[int, ...] = DEFAULT_MULTS,
+    seeds: int = 3,
+    steps: int = 5,
+    lr: float | None = None,
+    threshold: float = THRESHOLD,
+    seq_len: int = 16,
+    batch_size: int = 2,
+    compare: str | None = None,
+    out_dir: str | Path | None = None,
+    prefix: str = "coord_check",
+    plot: bool = True,
+) -> CoordCheckResult:
+    """Run the coord check of ``spec``'s model; write CSVs (and a PNG) to ``out_dir`` when given.
+
+    ``widths`` defaults to ``base_width × mults``; ``compare="sp"`` also checks the SP twin (the
+    negative control, expected to fail) and attaches it as ``result.control``.
+    """
+    hp = hp or spec.hparams
+    widths = sorted(set(widths or [spec.model.base_width * k for k in mults]))
+    if len(widths) < 2:
+        raise SpecError("--widths", "a slope needs at least two widths")
+    if steps < 2:
+        raise SpecError("--steps", "needs at least 2 steps (t = 0 is the model at init)")
+    if seeds < 1:
+        raise SpecError("--seeds", f"must be >= 1, got {seeds}")
+    if compare not in (None, "sp"):
+        raise SpecError("--compare", f"only 'sp' is supported, got {compare!r}")
+    if compare == "sp" and spec.model.parametrization == "sp":
+        raise SpecError("--compare", "the spec is already SP; compare a µP spec with its SP twin")
+    # a shorter context is the same model for a GPT (position rows and attention length are finite
+    # dims); for the MLP it is the input size, so the MLP keeps its own
+    seq_len = spec.model.seq_len if spec.model.family == "mlp" else min(seq_len, spec.model.seq_len)
+    lr = default_lr(spec) if lr is None else lr
+    args = dict(
+        widths=widths,
+        seeds=seeds,
+        steps=steps,
+        lr=lr,
+        threshold=threshold,
+        seq_len=seq_len,
+        batch_size=batch_size,
+    )
+    result = _check_one(spec, hp, **args)
+    if compare == "sp":
+        sp = config.spec_from_dict(spec.to_dict(), ["model.parametrization=sp"])
+        result.control = _check_one(sp, hp, **args)
+    if out_dir is not None:
+        write(result, Path(out_dir), prefix, plot)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+
+
+def write(result: CoordCheckResult, out_dir: Path, prefix: str = "coord_check", plot: bool = True) -> None:
+    """``<prefix>.csv`` (one row per width, seed, step, layer), ``<prefix>_slopes.csv`` (slope, status,
+    reason and verdict per layer and step) and ``<prefix>.png``; both parametrizations with a control."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = [result] + ([result.control] if result.control is not None else [])
+    records = pd.concat([r.records for r in runs], ignore_index=True)
+    slopes = pd.concat([r.slopes for r in runs], ignore_index=True)
+    paths = {"records": out_dir / f"{prefix}.csv", "slopes": out_dir / f"{prefix}_slopes.csv"}
+    atomic_write(paths["records"], lambda p: records.to_csv(p, index=False))
+    atomic_write(paths["slopes"], lambda p: slopes.to_csv(p, index=False, float_format="%.4f"))
+    if plot:
+        paths["png"] = out_dir / f"{prefix}.png"
+        plot_png(runs, paths["png"])
+    result.files = paths
+
+
+def plot_png(runs: list[CoordCheckResult], path: Path) -> None:
+    """TP5 Figure 5 style: one panel per step, one line per layer, mean |x| against width, log-log;
+    one row per parametrization (SP above µP, as in the paper). Failing layers are drawn solid and
+    thick, the rest thin; the title carries the verdict."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = sorted(runs, key=lambda r: r.parametrization != "sp")
+    steps = runs[0].steps
+    layers = list(dict.fromkeys(layer for r in runs for layer in r.records.layer))
+    cmap = plt.get_cmap("tab10" if len(layers) <= 10 else "tab20")
+    colors = {layer: cmap(i % cmap.N) for i, layer in enumerate(layers)}
+    from matplotlib.ticker import NullFormatter
+
+    legend_w = 1.5  # inches kept free on the right for the legend
+    fig, axes = plt.subplots(
+        len(runs), steps, figsize=(2.7 * steps + legend_w, 2.7 * len(runs) + 0.7), squeeze=False, sharex=True
+    )
+    for row, r in enumerate(runs):
+        mean = r.records.groupby(["layer", "t", "width"]).l1.mean()
+        status = {(x.layer, x.t): x.status for x in r.slopes.itertuples()}
+        name = "µP" if r.parametrization == "mup" else r.parametrization.upper()
+        for t in range(steps):
+            ax = axes[row][t]
+            for layer in layers:
+                if (layer, t) not in mean.index.droplevel(2):
+                    continue
+                s = mean.loc[(layer, t)]
+                s = s[s > 0]
+                if s.empty:
+                    continue
+                st = status.get((layer, t), "ok")
+                ax.plot(
+                    s.index,
+                    s.values,
+                    marker="o",
+                    ms=3,
+                    lw=2.4 if st == "fail" else 1.0,
+                    ls="--" if st == "exempt" else "-",
+                    alpha=1.0 if st == "fail" else 0.75,
+                    color=colors[layer],
+                    label=layer,
+                )
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xticks(r.widths)
+            ax.set_xticklabels([str(w) for w in r.widths], fontsize=7)
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.tick_params(axis="y", labelsize=7)
+            ax.grid(True, which="major", alpha=0.3)
+            ax.set_title(f"{name}  t={t}", fontsize=9)
+            if row == len(runs) - 1:
+                ax.set_xlabel("width", fontsize=8)
+            if t == 0:
+                ax.set_ylabel(f"{name}: mean |x|", fontsize=8)
+    from matplotlib.lines import Line2D
+
+    drawn = {line.get_label() for ax in axes.flat for line in ax.get_lines()}
+    labels = [layer for layer in layers if layer in drawn]
+    handles = [Line2D([], [], color=colors[layer], marker="o", ms=3, lw=1.2) for layer in labels]
+    fig.legend(
+        handles,
+        labels,
+        loc="center right",
+        fontsize=7,
+        frameon=False,
+        title="layer",
+        title_fontsize=8,
+        bbox_to_anchor=(1.0, 0.5),
+    )
+    verdicts = ", ".join(
+        f"{'µP' if r.parametrization == 'mup' else r.parametrization.upper()} {r.verdict.upper()}"
+        for r in runs
+    )
+    r0 = runs[0]
+    fig.suptitle(
+        f"coord check: {verdicts}    lr {r0.lr:g}, {r0.seeds} seeds; pass: |slope of log mean|x| vs log width| "
+        f"<= {r0.threshold} (logits may shrink for t < {TRANSIENT_STEPS}); "
+        "thick: failing, dashed: exempt",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0, 1 - legend_w / fig.get_figwidth(), 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

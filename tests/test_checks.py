@@ -1,0 +1,173 @@
+"""The coord check: verdicts asserted on the written CSVs; the search gate before the first trial."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch.nn.functional as F
+import yaml
+
+from mutune import checks, config
+from mutune.config import SpecError
+
+from .conftest import CONFIGS, TINY, write_spec
+
+
+def slopes_csv(run_dir) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "checks" / "coord_check_slopes.csv")
+
+
+def factory_spec(fn: str, **model) -> dict:
+    """A tiny spec for a model in tests/factory_models.py (no α_attn: these models take none)."""
+    return {
+        **TINY,
+        "model": {
+            "family": "factory",
+            "factory": f"tests.factory_models:{fn}",
+            "width": 32,
+            "base_width": 32,
+            "seq_len": 32,
+            **model,
+        },
+        "search": {
+            "n_trials": 2,
+            "space": {
+                "lr": {"type": "log_uniform", "low": 1e-3, "high": 1e-1},
+                "alpha_out": {"type": "log_uniform", "low": 0.5, "high": 2.0},
+            },
+        },
+    }
+
+
+def test_quickstart_passes_and_its_sp_twin_fails(run_cli, workdir):
+    """The acceptance check, at the quickstart's own widths (64..1024)."""
+    r = run_cli("coord-check", CONFIGS / "quickstart.yaml", "--compare", "sp", "--seeds", "2")
+    assert r.code == 0, r
+    run = workdir / "runs" / "quickstart"
+    s = slopes_csv(run)
+    assert (run / "checks" / "coord_check.png").stat().st_size > 10_000
+    mup, sp = s[s.parametrization == "mup"], s[s.parametrization == "sp"]
+    assert set(mup.verdict) == {"pass"} and set(sp.verdict) == {"fail"}
+    assert set(mup.status) <= {"ok", "exempt"}
+    assert (mup[mup.status == "ok"].slope.abs() <= checks.THRESHOLD).all()
+    # the only exemptions are µP's shrinking logits while t < 2, each with its reason
+    exempt = mup[mup.status == "exempt"]
+    assert set(exempt.layer) == {"logits"} and (exempt.t < 2).all() and (exempt.slope < 0).all()
+    assert exempt.reason.str.contains("TP5 App. D.1").all()
+    # SP: the logits grow about linearly with width once trained, and so do the blocks
+    sp_logits = sp[(sp.layer == "logits") & (sp.t >= 2)]
+    assert (sp_logits.slope > 0.5).all() and (sp_logits.status == "fail").all()
+    assert (sp[(sp.layer == "h.1") & (sp.t >= 2)].slope > 1.0).all()
+    records = pd.read_csv(run / "checks" / "coord_check.csv")
+    assert set(records.width) == {64, 128, 256, 512, 1024} and set(records.t) == {0, 1, 2, 3, 4}
+    assert set(records.seed) == {0, 1} and set(records.parametrization) == {"mup", "sp"}
+    assert {"embedding", "h.0", "h.0.attn.logits", "h.1.attn.logits", "logits"} <= set(records.layer)
+
+
+def test_sp_spec_exits_1(run_cli, tiny_spec, workdir):
+    r = run_cli("coord-check", tiny_spec, "model.parametrization=sp", "--seeds", "1")
+    assert r.code == 1, r
+    s = slopes_csv(workdir / "runs" / "tiny")
+    assert set(s.verdict) == {"fail"} and set(s.parametrization) == {"sp"}
+    assert (s[(s.layer == "logits") & (s.t >= 2)].status == "fail").all()
+
+
+def test_smoke_and_run_dir(run_cli, tiny_spec, workdir):
+    r = run_cli("coord-check", tiny_spec, "--smoke", "--run-dir", workdir / "elsewhere", "--seeds", "1")
+    assert r.code == 0, r
+    s = slopes_csv(workdir / "elsewhere")
+    assert set(s.verdict) == {"pass"}
+    records = pd.read_csv(workdir / "elsewhere" / "checks" / "coord_check.csv")
+    assert sorted(set(records.width)) == [32, 64, 128, 256, 512]
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["--compare", "ntk"], "--compare"),
+        (["--seeds", "0"], "--seeds"),
+        (["model.parametrization=sp", "--compare", "sp"], "--compare"),
+        (["model.widht=64"], "model.widht"),
+    ],
+)
+def test_user_errors_exit_2(run_cli, tiny_spec, workdir, args, key):
+    r = run_cli("coord-check", tiny_spec, *args)
+    assert r.code == 2 and key in r.err, r
+    assert not (workdir / "runs" / "tiny" / "checks").exists()
+
+
+def test_zero_init_readout_is_a_named_exception():
+    spec = config.spec_from_dict(TINY, ["model.zero_init_readout=true"])
+    res = checks.coord_check(spec, mults=checks.GATE_MULTS, seeds=1)
+    assert res.passed, res.message()
+    row = res.slopes[(res.slopes.layer == "logits") & (res.slopes.t == 0)].iloc[0]
+    assert row.status == "exempt" and "zero-initialised" in row.reason and math.isnan(row.slope)
+
+
+def test_attention_scale_of_a_user_model_is_checked():
+    """Two heads at every width (d_head grows) with SDPA's default 1/√d_head: the attention logits
+    grow like a power of width once q and k align (+0.3 over these tiny widths in 4 steps, +0.5 in
+    the limit). mutune does not touch a user's attention; the check names the offending layer."""
+    spec = config.spec_from_dict(factory_spec("sqrt_attention_lm"))
+    res = checks.coord_check(spec, seeds=2)
+    assert not res.passed
+    failing = res.slopes[res.slopes.status == "fail"]
+    assert set(failing.layer) == {"layers.1.logits"} and (failing.t >= 1).all() and (failing.slope > 0).all()
+    assert "layers.1.logits" in res.message()
+
+
+def test_sdpa_is_restored_and_python_api_returns_data():
+    original = F.scaled_dot_product_attention
+    spec = config.spec_from_dict(TINY)
+    res = checks.coord_check(spec, widths=[32, 64], seeds=1, steps=2)
+    assert F.scaled_dot_product_attention is original
+    assert res.widths == [32, 64] and res.steps == 2 and res.files == {}
+    assert set(res.records.columns) >= {"width", "seed", "t", "layer", "kind", "l1"}
+    with pytest.raises(SpecError, match="two widths"):
+        checks.coord_check(spec, widths=[32])
+
+
+# ---------------------------------------------------------------------------------------------
+# The gate in `mutune search`
+
+
+def test_search_records_a_passed_gate_and_does_not_rerun_it_on_resume(run_cli, tiny_spec, workdir):
+    r = run_cli("search", tiny_spec, "--no-transfer", "search.n_trials=2")
+    assert r.code == 0, r
+    run = workdir / "runs" / "tiny"
+    gate = run / "checks" / "gate_coord_check_slopes.csv"
+    assert set(pd.read_csv(gate).verdict) == {"pass"}
+    assert yaml.safe_load((run / "best.yaml").read_text())["provenance"]["coord_check"] == "passed"
+    gate.unlink()
+    r = run_cli("search", tiny_spec, "--no-transfer", "search.n_trials=3")
+    assert r.code == 0, r
+    assert not gate.exists()  # the study remembered that it passed
+    assert yaml.safe_load((run / "best.yaml").read_text())["provenance"]["coord_check"] == "passed"
+
+
+def test_broken_readout_fails_the_gate_naming_the_layer(run_cli, workdir):
+    """µP deliberately broken: the model computes its logits with F.linear(x, unembed.weight), so
+    mutune's α_out/m (a hook on the `unembed` module) never runs and the logits grow with width."""
+    spec = write_spec(workdir / "broken.yaml", factory_spec("conv_lm_bypass"))
+    r = run_cli("search", spec, "--no-transfer")
+    assert r.code == 1, r
+    assert "coord check" in r.err and "logits" in r.err and "unembed" in r.err and "--skip-check" in r.err
+    run = workdir / "runs" / "tiny"
+    s = pd.read_csv(run / "checks" / "gate_coord_check_slopes.csv")
+    assert set(s.verdict) == {"fail"}
+    assert (s[(s.layer == "logits") & (s.t >= 1)].slope > 0.4).all()
+    assert (run / "checks" / "gate_coord_check.png").is_file()
+    assert not (run / "trials.csv").exists() and not (run / "best.yaml").exists()
+    # --skip-check searches anyway, and says so in the provenance
+    r = run_cli("search", spec, "--no-transfer", "--skip-check")
+    assert r.code == 0, r
+    assert yaml.safe_load((run / "best.yaml").read_text())["provenance"]["coord_check"] == "skipped"
+
+
+def test_sp_search_is_not_gated(run_cli, tiny_spec, workdir):
+    r = run_cli("search", tiny_spec, "--no-transfer", "model.parametrization=sp", "search.n_trials=1")
+    assert r.code == 0, r
+    best = yaml.safe_load((workdir / "runs" / "tiny" / "best.yaml").read_text())
+    assert best["provenance"]["coord_check"] == "not_applicable"
