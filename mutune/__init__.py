@@ -12,18 +12,16 @@ The Python API is the CLI's, as plain functions::
 
 ``search``, ``transfer``, ``report`` and ``parametrize`` are also the modules of those names
 (``mutune.search.default_run_dir``, ``mutune.report.write_figures``); calling the module calls
-its main function. ``coord_check`` and ``sweep`` come from ``mutune.checks`` and are looked up
-when first used, so they exist exactly when that module does.
+its main function. ``coord_check`` is ``mutune.checks.coord_check``.
 """
 
 __version__ = "0.1.0"
 
-import importlib as _importlib
-import importlib.util
 import inspect as _inspect
 import types as _types
 
 from . import config, parametrize, report, search, transfer
+from .checks import coord_check
 from .config import SpecError, load_spec
 from .events import Events
 
@@ -39,23 +37,14 @@ for _module in (search, transfer, report, parametrize):
     _module.__class__ = _CallableModule
     _module.__signature__ = _inspect.signature(getattr(_module, _module.__name__.rpartition(".")[2]))
 
-_CHECKS = ("coord_check", "sweep")
-
-
-def __getattr__(name: str):
-    if name in _CHECKS:
-        try:
-            checks = _importlib.import_module(f"{__name__}.checks")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.checks":
-                raise
-            raise AttributeError(
-                f"mutune.{name} is provided by mutune.checks, which this version of mutune does not have"
-            ) from None
-        return getattr(checks, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["Events", "SpecError", "config", "load_spec", "parametrize", "report", "search", "transfer"]
-if _importlib.util.find_spec(f"{__name__}.checks") is not None:
-    __all__ += list(_CHECKS)
+__all__ = [
+    "Events",
+    "SpecError",
+    "config",
+    "coord_check",
+    "load_spec",
+    "parametrize",
+    "report",
+    "search",
+    "transfer",
+]

@@ -52,12 +52,8 @@ from .train import atomic_write, resolve_device
 
 THRESHOLD = 0.25
 DEFAULT_MULTS = (1, 2, 4, 8, 16)
-GATE_MULTS = (
-    1,
-    2,
-    4,
-    8,
-)  # ×8, not ×4: the smallest width alone drifts (finite width) and a 3-point fit follows it
+# the gate's widths: ×8, not ×4, since the smallest width alone drifts (finite width) and a 3-point fit follows it
+GATE_MULTS = (1, 2, 4, 8)
 ADAMW_LR = 0.01  # the check's AdamW LR (see default_lr)
 TRANSIENT = ("logits", "attn_logits")  # kinds allowed to shrink while t < TRANSIENT_STEPS
 TRANSIENT_STEPS = 2

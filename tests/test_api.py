@@ -32,12 +32,9 @@ def test_public_names():
     from mutune import search as search_mod  # the submodule import still gives the module
 
     assert search_mod.default_run_dir is mutune.search.default_run_dir
-    has_checks = importlib.util.find_spec("mutune.checks") is not None
-    for name in ("coord_check", "sweep"):  # issues 3 and 4: present exactly when mutune.checks is
-        assert hasattr(mutune, name) == has_checks
-        if not has_checks:
-            with pytest.raises(AttributeError, match="mutune.checks"):
-                getattr(mutune, name)
+    from mutune import checks
+
+    assert mutune.coord_check is checks.coord_check
     with pytest.raises(AttributeError):
         mutune.no_such_name  # noqa: B018
 
