@@ -40,5 +40,8 @@ class Events:
     def planned(self, plan: Any) -> None:
         """A target run is planned (a ``transfer.Plan``), before it trains."""
 
+    def sweep_started(self, grid: Any, run_dir: Path, finished: int) -> None:
+        """A width sweep (a ``sweep.Grid``) starts; ``finished`` of its points were already done."""
+
 
 SILENT = Events()

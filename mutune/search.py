@@ -383,9 +383,15 @@ class _Heartbeat:
             self.thread.join()
 
 
+def trial_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The trial's parameters, including those fixed by ``enqueue_trial`` that it had not yet
+    suggested (a WAITING trial, or one killed before its first ``suggest``)."""
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+
+
 def _retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
     """Optuna's heartbeat failed ``trial`` (its worker is gone): run it again, same hyperparameters."""
-    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    study.enqueue_trial(trial_params(trial), user_attrs={"retry_of": trial.number})
 
 
 def enqueue_retries(study: optuna.Study, limit: int) -> int:
@@ -397,7 +403,7 @@ def enqueue_retries(study: optuna.Study, limit: int) -> int:
         if n >= limit:
             break
         if t.state == TrialState.FAIL and t.user_attrs.get("retry") and t.number not in retried:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            study.enqueue_trial(trial_params(t), user_attrs={"retry_of": t.number})
             n += 1
     return n
 
