@@ -362,7 +362,8 @@ def _ints(text: str | None, key: str) -> list[int] | None:
 
 def print_sweep(res: sweep_mod.SweepResult) -> None:
     a = res.analysis
-    table = Table(title=f"width sweep of {a.param} ({res.grid.seeds and len(res.grid.seeds)} seed(s))")
+    n = len(res.grid.seeds)
+    table = Table(title=f"width sweep of {a.param}, {n} seed{'s' if n > 1 else ''} per point")
     for col in (
         "",
         "width",
