@@ -698,7 +698,12 @@ def plot(analysis: Analysis, path: Path, title: str = "") -> None:
         ax.set_xlabel(axis_label(analysis.param))
         ax.grid(True, alpha=0.3)
         ax.set_ylim(bottom, top)
+        # the grid's values on a top axis, so the reader need not take powers of two
         xs = sorted(set(sub.x))
+        step = max(1, math.ceil(len(xs) / 6))
+        top_axis = ax.secondary_xaxis("top")
+        top_axis.set_xticks(xs[::step], [f"{from_x(analysis.param, x):.2g}" for x in xs[::step]], fontsize=7)
+        top_axis.tick_params(length=2, pad=1)
         if xs and all(abs(x - round(x)) < 1e-9 for x in xs):
             ax.set_xticks([round(x) for x in xs])
     axes[0][0].set_ylabel("final validation loss")
