@@ -198,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{label:<34} {flops.human(compute):>10} {compute / c_target:>12.2f} {expected:>15.4f} {realised:>9.4f}"
         )
+    print("proxy winners: rank, P(chosen by a random n-subset), trial, proxy loss, target loss")
+    for r in range(top):
+        row = ranked.loc[r]
+        print(
+            f"  {r + 1:>2} {probs[r]:>6.3f}  #{int(row['number']):<3} {row['proxy_loss']:.4f} -> "
+            f"{target_losses[r]:.4f}"
+        )
     best_mult = max(direct_at) if direct_at else None
     if best_mult is not None:
         gap = mut_expected - direct_at[best_mult]
