@@ -37,6 +37,7 @@ from . import checks as checks_mod
 from . import docs as docs_mod
 from . import report as report_mod
 from . import search as search_mod
+from . import sweep as sweep_mod
 from . import transfer as transfer_mod
 from .config import SpecError
 from .events import Events, TrialEvent
@@ -546,6 +547,162 @@ def coord_check(
         )
     out.print(f"-> {res.files['slopes']}, {res.files['png']}", highlight=False)
     raise typer.Exit(0 if res.passed else 1)
+
+
+class SweepDisplay(Display):
+    """The search display, with each sweep point named by its width, value and seed."""
+
+    def sweep_started(self, grid, run_dir: Path, finished: int) -> None:
+        resumed = f", {finished} already done" if finished else ""
+        _log(
+            f"sweeping {grid.param} over widths {', '.join(map(str, grid.widths))} "
+            f"({' and '.join(sweep_mod.NAMES[p] for p in grid.parametrizations)}): {len(grid)} runs"
+            f"{resumed} -> {run_dir / 'checks'}"
+        )
+        if self.live:
+            self._bars().update(self.trials, total=len(grid), completed=finished, visible=True)
+        self.grid, self.base = grid, finished
+
+    def trial_ended(self, ev: TrialEvent) -> None:
+        p = ev.params
+        self.done_here += 1
+        what = (
+            f"{sweep_mod.NAMES.get(p.get('parametrization'), '?')} width {p.get('width')} "
+            f"{self.grid.param}={p.get('value', float('nan')):.4g} seed {p.get('seed')}"
+        )
+        value = f"loss {ev.value:.4f}" if ev.value is not None else ev.reason or ev.state
+        done = self.base + self.done_here
+        if self.live:
+            bars = self._bars()
+            bars.update(self.trials, completed=done)
+            bars.console.print(f"{what}: {value} ({ev.seconds:.1f}s)", highlight=False)
+        else:
+            _log(f"{what}: {value} ({ev.seconds:.1f}s) [{done}/{len(self.grid)}]")
+
+
+def _floats(text: str | None, key: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SpecError(key, f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str | None, key: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SpecError(key, f"expected comma-separated integers, got {text!r}") from None
+
+
+def print_sweep(res: sweep_mod.SweepResult) -> None:
+    a = res.analysis
+    n = len(res.grid.seeds)
+    table = Table(title=f"width sweep of {a.param}, {n} seed{'s' if n > 1 else ''} per point")
+    for col in (
+        "",
+        "width",
+        f"best {a.param} (grid)",
+        "refined",
+        sweep_mod.axis_label(a.param),
+        "loss",
+        "interior",
+    ):
+        table.add_column(col, justify="right" if col not in ("", "interior") else "left")
+    for o in a.optima:
+        table.add_row(
+            sweep_mod.NAMES.get(o.parametrization, o.parametrization),
+            str(o.width),
+            f"{o.value:.4g}",
+            f"{o.value_refined:.4g}",
+            f"{o.x_refined:+.2f}",
+            f"{o.loss:.4f}",
+            "yes" if o.interior else "no",
+        )
+    out.print(table)
+    for par, d in a.drift.items():
+        bound = " (a bound: an optimum is at the grid edge)" if d.bound else ""
+        out.print(
+            f"{sweep_mod.NAMES.get(par, par)} drift of the optimum, width {d.narrow} -> {d.wide}: "
+            f"{d.drift:+.2f} log2 (grid {d.drift_grid:+.0f}){bound}",
+            highlight=False,
+        )
+    for par, w in a.wider.items():
+        verdict = "yes" if w.ok_at_choice else f"no (+{w.worst_increase_at_choice:.4f})"
+        out.print(
+            f"{sweep_mod.NAMES.get(par, par)} wider is better at {a.param}={w.choice_value:.4g}: {verdict}",
+            highlight=False,
+        )
+    for flag in a.flags:
+        err.print(f"[yellow]flag:[/] {flag}", highlight=False)
+    out.print(f"wrote {', '.join(str(p) for p in res.files.values())}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def sweep(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="the YAML spec")],
+    overrides: OverridesArg = None,
+    widths: Annotated[
+        str | None,
+        typer.Option("--widths", help="comma-separated widths; default: the spec's width x1,2,4,8"),
+    ] = None,
+    param: Annotated[
+        str, typer.Option("--param", help="the hyperparameter to sweep (any of hparams)")
+    ] = "lr",
+    values: Annotated[
+        str | None,
+        typer.Option("--values", help="comma-separated values; default: the spec's value x 2^-4 ... 2^4"),
+    ] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="seeds per point (spec seed, +1, ...)")] = 1,
+    compare: Annotated[
+        str | None, typer.Option("--compare", help="also sweep this parametrization (sp), the control")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="parallel worker processes on this machine")] = 1,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="default: runs/<name>")] = None,
+    smoke: Annotated[
+        bool, typer.Option("--smoke", help="widths 32 and 64, 3 values, few steps (CI)")
+    ] = False,
+    max_drift: Annotated[
+        float, typer.Option("--max-drift", help="flag a µP optimum drift above this many log2 units")
+    ] = 1.0,
+    strict: Annotated[bool, typer.Option("--strict", help="exit 1 when a µP check is flagged")] = False,
+) -> None:
+    """Train a width x value grid and show whether the optimum stays put (TP5 Figure 1).
+
+    Writes checks/sweep-<param>-runs.csv, -summary.csv, .yaml and .png in the run dir. Flags (an
+    optimum at the grid edge, a drift above --max-drift, a wider model doing worse) are reported;
+    the exit code is 0 unless --strict. Re-running the same command resumes the sweep.
+
+    Example: mutune sweep configs/quickstart.yaml --widths 64,128,256,512 --param lr --compare sp
+    """
+    spec = config.load_spec(config_path, overrides or [])
+    where = run_dir or search_mod.default_run_dir(spec, smoke)
+    display = SweepDisplay()
+    try:
+        res = sweep_mod.sweep(
+            spec,
+            param,
+            _ints(widths, "--widths"),
+            _floats(values, "--values"),
+            seeds=seeds,
+            compare=compare,
+            run_dir=run_dir,
+            smoke=smoke,
+            workers=workers,
+            max_drift=max_drift,
+            events=display,
+        )
+    except KeyboardInterrupt:
+        display.close()
+        _resume_hint(where)
+        raise typer.Exit(130) from None
+    finally:
+        display.close()
+    print_sweep(res)
+    raise typer.Exit(1 if strict and not res.passed else 0)
 
 
 def _version(value: bool) -> None:

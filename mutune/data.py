@@ -131,7 +131,7 @@ def get_batch(
     batch_size: int,
     seq_len: int,
     rng: np.random.Generator,
-    device: torch.device,
+    device: torch.device | str = "cpu",
     part: tuple[int, int] = (0, 1),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows: x = data[i:i+T], y = data[i+1:i+T+1], both (B, T) int64.
@@ -144,6 +144,7 @@ def get_batch(
     ix = ix[rank * batch_size // world : (rank + 1) * batch_size // world]
     x = torch.from_numpy(np.stack([data[i : i + seq_len] for i in ix]).astype(np.int64))
     y = torch.from_numpy(np.stack([data[i + 1 : i + 1 + seq_len] for i in ix]).astype(np.int64))
+    device = torch.device(device)
     if device.type == "cuda":
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)

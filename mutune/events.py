@@ -44,5 +44,8 @@ class Events:
         """The search's coord-check gate is done: ``record["verdict"]`` is passed, skipped or
         not_applicable (a failure raises instead), with widths, lr and seconds when it ran."""
 
+    def sweep_started(self, grid: Any, run_dir: Path, finished: int) -> None:
+        """A width sweep (a ``sweep.Grid``) starts; ``finished`` of its points were already done."""
+
 
 SILENT = Events()

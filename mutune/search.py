@@ -393,9 +393,15 @@ class _Heartbeat:
             self.thread.join()
 
 
+def trial_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The trial's parameters, including those fixed by ``enqueue_trial`` that it had not yet
+    suggested (a WAITING trial, or one killed before its first ``suggest``)."""
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+
+
 def _retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
     """Optuna's heartbeat failed ``trial`` (its worker is gone): run it again, same hyperparameters."""
-    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    study.enqueue_trial(trial_params(trial), user_attrs={"retry_of": trial.number})
 
 
 def enqueue_retries(study: optuna.Study, limit: int) -> int:
@@ -407,7 +413,7 @@ def enqueue_retries(study: optuna.Study, limit: int) -> int:
         if n >= limit:
             break
         if t.state == TrialState.FAIL and t.user_attrs.get("retry") and t.number not in retried:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            study.enqueue_trial(trial_params(t), user_attrs={"retry_of": t.number})
             n += 1
     return n
 
@@ -754,6 +760,8 @@ def search(
     A ``KeyboardInterrupt`` stops after marking the running trial failed; everything finished is
     kept in the storage and in trials.csv, and the same call resumes.
     """
+    if workers < 1:
+        raise SpecError("--workers", f"must be >= 1, got {workers}")
     if smoke:
         spec = config.smoke(spec)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec, smoke)
@@ -765,8 +773,6 @@ def search(
     write_config(run_dir, spec, argv)
     events.coord_checked(coord_gate(spec, study, run_dir, skip_check))
     events.search_started(spec, run_dir, count(study)[0])
-    if workers < 1:
-        raise SpecError("--workers", f"must be >= 1, got {workers}")
     try:
         if workers == 1:
             run_trials(spec, run_dir, events=events)

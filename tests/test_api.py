@@ -25,7 +25,7 @@ EXAMPLE = ROOT / "examples" / "own_loop.py"
 
 def test_public_names():
     assert mutune.load_spec is config.load_spec
-    for name in ("search", "transfer", "report", "parametrize"):
+    for name in ("search", "transfer", "report", "sweep", "parametrize"):
         module = getattr(mutune, name)
         assert callable(module) and module.__name__ == f"mutune.{name}"
         assert callable(getattr(module, name))  # the module is its main function too

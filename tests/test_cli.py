@@ -115,3 +115,12 @@ def test_tracebacks_only_with_debug(run_cli, workdir, monkeypatch):
     ]
     with pytest.raises(RuntimeError, match="kaboom"):
         run_cli("report", "somewhere", "--debug")
+
+
+@pytest.mark.parametrize("command", ["search", "sweep"])
+def test_bad_worker_count_is_refused_before_anything_is_written(run_cli, workdir, command):
+    spec = write_spec(workdir / "tiny.yaml", TINY)
+    r = run_cli(command, spec, "--workers", "0")
+    assert r.code == 2
+    assert "--workers" in r.err and "Traceback" not in r.err
+    assert not (workdir / "runs").exists()

@@ -75,7 +75,7 @@ def test_batches_are_shifted_windows_and_seeded():
     x, y = data.get_batch(arr, 4, 8, np.random.default_rng(0), torch.device("cpu"))
     assert x.shape == y.shape == (4, 8) and x.dtype == torch.int64
     assert torch.equal(y[:, :-1], x[:, 1:])
-    x2, _ = data.get_batch(arr, 4, 8, np.random.default_rng(0), torch.device("cpu"))
+    x2, _ = data.get_batch(arr, 4, 8, np.random.default_rng(0), "cpu")  # a device name works too
     assert torch.equal(x, x2)
 
 

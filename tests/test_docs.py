@@ -13,9 +13,6 @@ from mutune import cli, config, docs
 from .conftest import ROOT
 
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-# Commands the docs describe that another issue is adding (sweep: issue 4).
-# Once it is merged it is a real command and this set can go.
-PENDING_COMMANDS = {"sweep"}
 
 
 def test_config_reference_is_up_to_date():
@@ -66,4 +63,4 @@ def test_documented_commands_exist():
     for path in DOC_FILES:
         for block in re.findall(r"```bash\n(.*?)```", path.read_text(), flags=re.S):
             for name in re.findall(r"(?:^|&& |\| )mutune ([a-z][a-z-]*)", block, flags=re.M):
-                assert name in commands | PENDING_COMMANDS, f"{path.name}: mutune {name}"
+                assert name in commands, f"{path.name}: mutune {name}"

@@ -1,0 +1,54 @@
+"""The benchmarks' --quick variants run end to end (correctness only: no timing is asserted)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+
+def bench(script: str, *args: str, cwd) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "true"}
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--quick", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout
+
+
+@pytest.mark.bench
+def test_transfer_fidelity_quick(tmp_path):
+    out = bench("transfer_fidelity.py", "--run-dir", str(tmp_path / "tf"), cwd=tmp_path)
+    assert "µP drift" in out and "SP drift" in out and "loss at each width's optimum" in out
+    assert (tmp_path / "tf" / "checks" / "sweep-lr.png").is_file()
+    assert (tmp_path / "tf" / "checks" / "sweep-lr-summary.csv").is_file()
+
+
+@pytest.mark.bench
+def test_mutransfer_vs_direct_quick(tmp_path):
+    out = bench("mutransfer_vs_direct.py", "--run-dir", str(tmp_path / "mvd"), cwd=tmp_path)
+    for row in (
+        "µTransfer (4 proxy trials + 1 run)",
+        "direct at 128, 1x",
+        "direct at 128, 3x",
+        "direct at 128, 10x",
+    ):
+        assert row in out
+    assert "matches or beats direct at 10x" in out
+    assert (tmp_path / "mvd" / "proxy" / "trials.csv").is_file()
+
+
+@pytest.mark.bench
+def test_throughput_quick(tmp_path):
+    out = bench("throughput.py", cwd=tmp_path)
+    assert "mutune µP / plain loop" in out and "µP time over SP" in out
+    assert "search, 1 worker(s)" in out and "search, 2 worker(s)" in out
