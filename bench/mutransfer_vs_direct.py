@@ -33,26 +33,14 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import torch
+from transfer_fidelity import FULL as FIDELITY  # bench/ is on sys.path when run as a script
 
 from mutune import config, flops, search
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BASE = {
-    "seed": 0,
-    "model": {"family": "gpt", "width": 64, "base_width": 64, "depth": 2, "head_dim": 32, "seq_len": 128},
-    "data": {"corpus": "stdlib"},
-    "train": {
-        "steps": 120,
-        "batch_size": 16,
-        "warmup_steps": 12,
-        "schedule": "cosine",
-        "eval_every": 120,
-        "eval_batches": 8,
-    },
-    "hparams": {"lr": 0.01, "init_std": 0.05},
-    "search": {"sampler": "random", "seed": 0},
-}
+# the GPT and training of the transfer-fidelity sweep, so the two benchmarks describe one setting
+BASE = {**{k: v for k, v in FIDELITY.items() if k != "name"}, "search": {"sampler": "random", "seed": 0}}
 FULL = {"proxy": 64, "target": 512, "n_proxy": 16, "pool_proxy": 32, "pool_direct": 16}
 QUICK = {"proxy": 32, "target": 128, "n_proxy": 4, "pool_proxy": 8, "pool_direct": 16}
 QUICK_OVERRIDES = [

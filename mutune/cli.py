@@ -7,6 +7,7 @@ Tracebacks only with ``--debug``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shlex
@@ -14,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -204,6 +206,19 @@ def print_plan(p: transfer_mod.Plan) -> None:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
+@contextlib.contextmanager
+def _interruptible(display: Display, run_dir: Path | None) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) during a search or sweep: close the live display, say how to resume, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        display.close()
+        _resume_hint(run_dir)
+        raise typer.Exit(130) from None
+    finally:
+        display.close()
+
+
 def _resume_hint(run_dir: Path | None) -> None:
     cmd = " ".join(shlex.quote(a) for a in ["mutune", *sys.argv[1:]])
     where = f" in {run_dir}" if run_dir else ""
@@ -266,7 +281,7 @@ def search(
     spec = config.load_spec(config_path, [*(overrides or []), *extra])
     where = run_dir or search_mod.default_run_dir(spec, smoke)
     display = Display()
-    try:
+    with _interruptible(display, where):
         res = search_mod.search(
             spec,
             run_dir=run_dir,
@@ -276,12 +291,6 @@ def search(
             skip_check=skip_check,
             events=display,
         )
-    except KeyboardInterrupt:
-        display.close()
-        _resume_hint(where)
-        raise typer.Exit(130) from None
-    finally:
-        display.close()
     prov = res.best["provenance"]
     out.print(
         f"best trial #{prov['trial_number']} loss {prov['loss']:.4f} of {res.n_finished} finished -> "
@@ -580,22 +589,15 @@ class SweepDisplay(Display):
             _log(f"{what}: {value} ({ev.seconds:.1f}s) [{done}/{len(self.grid)}]")
 
 
-def _floats(text: str | None, key: str) -> list[float] | None:
+def _comma_list(text: str | None, key: str, cast: type) -> list | None:
+    """``--widths 64,128`` / ``--values 1e-3,3e-3``: a list of ``cast``, or a user error naming the option."""
     if text is None:
         return None
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        return [cast(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise SpecError(key, f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _ints(text: str | None, key: str) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise SpecError(key, f"expected comma-separated integers, got {text!r}") from None
+        what = "integers" if cast is int else "numbers"
+        raise SpecError(key, f"expected comma-separated {what}, got {text!r}") from None
 
 
 def print_sweep(res: sweep_mod.SweepResult) -> None:
@@ -681,12 +683,12 @@ def sweep(
     spec = config.load_spec(config_path, overrides or [])
     where = run_dir or search_mod.default_run_dir(spec, smoke)
     display = SweepDisplay()
-    try:
+    with _interruptible(display, where):
         res = sweep_mod.sweep(
             spec,
             param,
-            _ints(widths, "--widths"),
-            _floats(values, "--values"),
+            _comma_list(widths, "--widths", int),
+            _comma_list(values, "--values", float),
             seeds=seeds,
             compare=compare,
             run_dir=run_dir,
@@ -695,12 +697,6 @@ def sweep(
             max_drift=max_drift,
             events=display,
         )
-    except KeyboardInterrupt:
-        display.close()
-        _resume_hint(where)
-        raise typer.Exit(130) from None
-    finally:
-        display.close()
     print_sweep(res)
     raise typer.Exit(1 if strict and not res.passed else 0)
 

@@ -213,14 +213,13 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _coerce(a, value, key)
-            except SpecError as e:
-                errors.append(e)
+            except SpecError:
+                continue
         raise SpecError(key, f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value in typing.get_args(tp):

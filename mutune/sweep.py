@@ -345,10 +345,8 @@ def prepare_study(spec: Spec, run_dir: Path, grid: Grid) -> tuple[Spec, int]:
                     _drop_waiting(storage, study, t.number)
             elif t.state == TrialState.FAIL and t.user_attrs.get("retry"):
                 last_fail[point] = t.number
-        finished_points = {
-            _point_of(t) for t in study.get_trials(deepcopy=False) if search_mod.is_finished(t)
-        }
-        done = len(wanted & finished_points)
+        finished = [t for t in trials if search_mod.is_finished(t)]
+        done = len(wanted & {_point_of(t) for t in finished})
         for point in grid.points():
             if point in covered:
                 continue
@@ -356,8 +354,7 @@ def prepare_study(spec: Spec, run_dir: Path, grid: Grid) -> tuple[Spec, int]:
             if point in last_fail:
                 attrs["retry_of"] = last_fail[point]
             study.enqueue_trial(point._asdict(), user_attrs=attrs)
-        n_finished = sum(search_mod.is_finished(t) for t in study.get_trials(deepcopy=False))
-    budget = n_finished + (len(wanted) - done)
+    budget = len(finished) + (len(wanted) - done)
     return config.spec_from_dict(spec.to_dict(), [f"search.n_trials={max(1, budget)}"]), done
 
 
