@@ -66,7 +66,9 @@ def collect(workdir: Path) -> dict:
         (summary,) = optuna.get_all_study_summaries(storage)
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         out[f"search/{label}"] = [t.value for t in study.trials]
-        out[f"search/{label}/train_curves"] = [t.user_attrs["train_curve"]["train_loss"] for t in study.trials]
+        out[f"search/{label}/train_curves"] = [
+            t.user_attrs["train_curve"]["train_loss"] for t in study.trials
+        ]
         out[f"search/{label}/val_curves"] = [t.user_attrs["val_curve"]["val_loss"] for t in study.trials]
         _cli("transfer", run, "--to", "width=64", "--smoke", "-q")
         target = run / "target-width64"
