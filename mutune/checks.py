@@ -45,10 +45,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import config, data, models, parametrize
+from . import config, data, models, optim
 from .config import HParams, Spec, SpecError
+from .device import resolve_device
+from .files import atomic_write
 from .models import factory
-from .train import atomic_write, resolve_device
 
 THRESHOLD = 0.25
 DEFAULT_MULTS = (1, 2, 4, 8, 16)
@@ -226,9 +227,9 @@ def _at_width(spec: Spec, width: int, seq_len: int, batch_size: int) -> Spec:
 
 
 def _readouts(model: nn.Module, spec: Spec) -> tuple[str, ...]:
-    if spec.model.family == "factory":
-        return tuple(getattr(model, "_mutune_readouts", ()))
-    return models.readout_names(spec)
+    """The readout modules to leave out of the records: those the model says it instrumented
+    (a factory model), else the family's named readouts."""
+    return tuple(getattr(model, "_mutune_readouts", ())) or models.readout_names(spec)
 
 
 def _run(
@@ -238,10 +239,8 @@ def _run(
     device = batch[0].device
     model, infos = models.create(spec, hp, data.vocab_size(spec.data), device, seed=seed)
     m, t = spec.model, spec.train
-    groups = parametrize.param_groups(
-        model, infos, hp, m.parametrization, t.optimizer, m.base_width, eps=t.eps
-    )
-    opt = parametrize.make_optimizer(groups, hp, t.optimizer)
+    groups = optim.param_groups(model, infos, hp, m.parametrization, t.optimizer, eps=t.eps)
+    opt = optim.make_optimizer(groups, hp, t.optimizer)
     rec = _Recorder(model, _readouts(model, spec))
     rows: list[dict[str, float]] = []
     problems: list[str] = []
@@ -427,8 +426,8 @@ def coord_check(
     if compare == "sp" and spec.model.parametrization == "sp":
         raise SpecError("--compare", "the spec is already SP; compare a µP spec with its SP twin")
     # a shorter context is the same model for a GPT (position rows and attention length are finite
-    # dims); for the MLP it is the input size, so the MLP keeps its own
-    seq_len = spec.model.seq_len if spec.model.family == "mlp" else min(seq_len, spec.model.seq_len)
+    # dims); for the MLP it is the input size, so each family says which context the check may use
+    seq_len = models.family(spec).coord_seq_len(spec, seq_len)
     lr = default_lr(spec) if lr is None else lr
     args = dict(
         widths=widths,

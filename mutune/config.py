@@ -12,7 +12,6 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,14 +20,8 @@ from typing import Any, Literal
 
 import yaml
 
-
-class SpecError(ValueError):
-    """A user error: bad spec, bad argument or missing file. ``key`` names what is wrong."""
-
-    def __init__(self, key: str, message: str):
-        self.key = key
-        self.message = message
-        super().__init__(f"{key}: {message}" if key else message)
+from .errors import SpecError
+from .registry import FAMILIES, FAMILY_NAMES, OPTIMIZER_NAMES, OPTIMIZERS, check_family
 
 
 def _f(default: Any, doc: str) -> Any:
@@ -40,11 +33,17 @@ def _f(default: Any, doc: str) -> Any:
     return field(default=default, metadata={"doc": doc})
 
 
+def _choices(entries: Any) -> str:
+    """'a (doc), b (doc) or c (doc)': a registry's names for a field's doc line."""
+    items = [f"{e.name} ({e.doc})" for e in entries]
+    return ", ".join(items[:-1]) + f" or {items[-1]}" if len(items) > 1 else items[0]
+
+
 @dataclass
 class ModelSpec:
-    family: Literal["gpt", "mlp", "factory"] = _f(
+    family: Literal[FAMILY_NAMES] = _f(
         "gpt",
-        "model family: gpt (decoder-only LM), mlp (the paper's MLP demo) or factory (your own, see model.factory)",
+        "model family: " + _choices(FAMILIES.values()),
     )
     width: int = _f(64, "width of the model being built: the proxy width in a search (d_model for gpt)")
     base_width: int = _f(64, "width at which µP equals SP; all µP multipliers are relative to it")
@@ -85,7 +84,7 @@ class DataSpec:
 class TrainSpec:
     steps: int = _f(200, "optimizer steps per run")
     batch_size: int = _f(16, "sequences per step")
-    optimizer: Literal["adamw", "sgd"] = _f("adamw", "adamw or sgd (with momentum)")
+    optimizer: Literal[OPTIMIZER_NAMES] = _f("adamw", _choices(OPTIMIZERS.values()))
     schedule: Literal["cosine", "linear", "constant"] = _f("cosine", "LR shape after warmup")
     warmup_steps: int = _f(20, "linear warmup steps")
     min_lr_ratio: float = _f(0.1, "final LR / peak LR for cosine and linear decay")
@@ -386,20 +385,9 @@ def validate(spec: Spec) -> None:
         raise SpecError("name", f"must be a non-empty name without '/', got {spec.name!r}")
     for key in ("width", "base_width", "depth", "mlp_ratio", "seq_len"):
         _positive(getattr(m, key), f"model.{key}")
-    if m.family == "gpt":
-        if (m.head_dim is None) == (m.n_head is None):
-            raise SpecError("model.head_dim", "set exactly one of model.head_dim and model.n_head")
-        _positive(m.head_dim, "model.head_dim")
-        _positive(m.n_head, "model.n_head")
-        for key in ("width", "base_width"):
-            w = getattr(m, key)
-            div = m.head_dim or m.n_head
-            if w % div:
-                what = "model.head_dim" if m.head_dim else "model.n_head"
-                raise SpecError(f"model.{key}", f"{w} is not divisible by {what}={div}")
     if m.zero_init_readout and m.tie_embeddings:
         raise SpecError("model.zero_init_readout", "cannot zero-init a readout tied to the embedding")
-    validate_factory(m)
+    check_family(m)
     if d.corpus in ("text", "tokens") and not d.path:
         raise SpecError("data.path", f"corpus '{d.corpus}' needs data.path")
     if d.corpus == "tokens" and not d.vocab_size:
@@ -431,35 +419,6 @@ def validate(spec: Spec) -> None:
             )
 
 
-FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
-
-
-def validate_factory(m: ModelSpec) -> None:
-    """The factory keys: present exactly when family is factory, and a well-formed import path."""
-    if m.family != "factory":
-        for key in ("factory", "factory_kwargs", "readout"):
-            if getattr(m, key):
-                raise SpecError(
-                    f"model.{key}", f"only used with model.family: factory (family is {m.family!r})"
-                )
-        return
-    if not m.factory:
-        raise SpecError("model.factory", "family 'factory' needs model.factory: 'package.module:function'")
-    if not FACTORY_PATTERN.match(m.factory):
-        raise SpecError(
-            "model.factory",
-            f"expected 'package.module:function' (an import path, no code), got {m.factory!r}",
-        )
-    if "width" in m.factory_kwargs:
-        raise SpecError("model.factory_kwargs.width", "mutune passes the width itself (model.width)")
-    for key, what in (("tie_embeddings", "ties its own weights"), ("zero_init_query", "owns its attention")):
-        if getattr(m, key):
-            raise SpecError(f"model.{key}", f"only for the built-in gpt; a factory model {what}")
-    for i, name in enumerate(m.readout):
-        if not name or name.startswith(".") or name.endswith("."):
-            raise SpecError(f"model.readout[{i}]", f"expected a module name such as 'lm_head', got {name!r}")
-
-
 def validate_space(name: str, p: ParamSpace, key: str) -> None:
     if name not in HPARAM_NAMES:
         hint = difflib.get_close_matches(name, HPARAM_NAMES, n=1)
@@ -488,11 +447,7 @@ def smoke(spec: Spec) -> Spec:
     d = spec.to_dict()
     m = d["model"]
     m.update(width=32, base_width=32, depth=min(m["depth"], 2), seq_len=min(m["seq_len"], 32))
-    if m["family"] == "gpt":
-        if m["head_dim"] is not None:
-            m["head_dim"] = 16
-        else:
-            m["n_head"] = 2
+    FAMILIES[m["family"]].smoke(m)
     d["train"].update(
         steps=min(d["train"]["steps"], 12),
         batch_size=min(d["train"]["batch_size"], 4),

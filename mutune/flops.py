@@ -20,6 +20,7 @@ autograd keeps, roughly), in the training precision, plus the fp32 logits.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -27,6 +28,7 @@ from torch import nn
 
 from . import data, models
 from .config import HParams, Spec
+from .registry import OPTIMIZERS
 
 
 @dataclass(frozen=True)
@@ -66,44 +68,42 @@ def matmul_params(model: nn.Module) -> int:
     return total
 
 
+@dataclass(frozen=True)
+class Workload:
+    """What a model family reports of one training step (see each family's ``workload``)."""
+
+    flops_per_token: float  # training, forward + backward
+    tokens_per_step: int
+    activation_bytes: float  # the batch's activations at 16 bit
+    logits_bytes: float  # fp32 logits and their gradient
+
+
 def cost(spec: Spec, width: int | None = None, hp: HParams | None = None) -> Cost:
     """The cost of one training run of ``spec`` (at ``width`` if given)."""
-    m, t = spec.model, spec.train
-    width = m.width if width is None else width
+    t = spec.train
+    width = spec.model.width if width is None else width
+    hp = hp or spec.hparams
     vocab = data.vocab_size(spec.data)
     with torch.device("meta"):
-        model = models.build(spec, hp or spec.hparams, vocab, width)
+        model = models.build(spec, hp, vocab, width)
     params = count_params(model)
-    n_mm = matmul_params(model)
-    if m.family == "factory":
-        fwd_flops, act_per_seq, logits_per_seq, per_position = _measure(model, m.seq_len)
-        tokens_per_step = t.batch_size * (m.seq_len if per_position else 1)
-        flops_per_token = 3.0 * fwd_flops * t.batch_size / tokens_per_step
-        act_16bit = act_per_seq * t.batch_size  # bytes at 16 bit
-        logits = 2 * 4 * t.batch_size * logits_per_seq
-    elif m.family == "gpt":
-        n_head, _ = models.head_dims(spec, width)
-        flops_per_token = 6.0 * n_mm + 12.0 * m.depth * m.seq_len * width
-        tokens_per_step = t.batch_size * m.seq_len
-        act_16bit = m.seq_len * t.batch_size * m.depth * (34 * width + 5 * n_head * m.seq_len)
-        logits = 2 * 4 * t.batch_size * m.seq_len * vocab
-    else:
-        flops_per_token = 6.0 * n_mm  # one prediction per sequence; the input gather is a lookup
-        tokens_per_step = t.batch_size
-        act_16bit = 2 * t.batch_size * (width * 4 * m.depth)
-        logits = 2 * 4 * t.batch_size * vocab
-    act_bytes = act_16bit * (1 if _uses_bf16(spec) else 2)
-    state = 8 if t.optimizer == "adamw" else 4
-    memory = params * (4 + 4 + state) + act_bytes + logits
-    flops_per_step = flops_per_token * tokens_per_step
+    work = models.family(spec).workload(spec, model, width, vocab)
+    act_bytes = work.activation_bytes * (1 if _uses_bf16(spec) else 2)
+    memory = (
+        params * (4 + 4)
+        + optimizer_state_bytes(spec, hp, vocab, width, model)
+        + act_bytes
+        + work.logits_bytes
+    )
+    flops_per_step = work.flops_per_token * work.tokens_per_step
     train_flops = flops_per_step * t.steps
-    eval_tokens = t.eval_batches * tokens_per_step * n_evals(t.steps, t.eval_every)
-    eval_flops = flops_per_token / 3.0 * eval_tokens
+    eval_tokens = t.eval_batches * work.tokens_per_step * n_evals(t.steps, t.eval_every)
+    eval_flops = work.flops_per_token / 3.0 * eval_tokens
     return Cost(
         params=params,
-        matmul_params=n_mm,
-        flops_per_token=flops_per_token,
-        tokens_per_step=tokens_per_step,
+        matmul_params=matmul_params(model),
+        flops_per_token=work.flops_per_token,
+        tokens_per_step=work.tokens_per_step,
         flops_per_step=flops_per_step,
         steps=t.steps,
         train_flops=train_flops,
@@ -113,25 +113,17 @@ def cost(spec: Spec, width: int | None = None, hp: HParams | None = None) -> Cos
     )
 
 
-def _measure(model: nn.Module, seq_len: int) -> tuple[float, int, int, bool]:
-    """Forward FLOPs of one sequence, its activation bytes at 16 bit, its logits' elements, and
-    whether it predicts every position: one pass on the meta device."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    sizes: list[int] = []
-
-    def record(module, args, output):
-        if isinstance(output, torch.Tensor):
-            sizes.append(output.numel())
-
-    handles = [mod.register_forward_hook(record) for mod in model.modules() if not list(mod.children())]
-    try:
-        with torch.device("meta"), torch.no_grad(), FlopCounterMode(display=False) as counter:
-            logits, _ = model(torch.zeros(1, seq_len, dtype=torch.long))
-    finally:
-        for h in handles:
-            h.remove()
-    return float(counter.get_total_flops()), 2 * sum(sizes), logits.numel(), logits.ndim == 3
+def optimizer_state_bytes(spec: Spec, hp: HParams, vocab: int, width: int, model: nn.Module) -> float:
+    """fp32 optimizer state: one size per rule kind of the optimizer (AdamW 8 B/parameter, SGD 4);
+    an optimizer that treats parameters differently (Muon) is summed over the classified model."""
+    opt = OPTIMIZERS[spec.train.optimizer]
+    if len(opt.state_bytes) == 1:
+        (per_param,) = opt.state_bytes.values()
+        return float(count_params(model) * per_param)
+    infos = models.classify(spec, hp, vocab, width)
+    return float(
+        sum(math.prod(i.shape) * opt.state_bytes[opt.kind(i.role, len(i.shape))] for i in infos.values())
+    )
 
 
 def _uses_bf16(spec: Spec) -> bool:

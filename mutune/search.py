@@ -42,7 +42,8 @@ from optuna.trial import FrozenTrial, TrialState
 from . import __version__, checks, config, data, flops, models
 from .config import HParams, ParamSpace, Spec, SpecError
 from .events import SILENT, Events, TrialEvent
-from .train import atomic_write, train
+from .files import atomic_write
+from .train import train
 
 try:
     import fcntl

@@ -46,7 +46,7 @@ from . import config, data
 from . import search as search_mod
 from .config import HPARAM_NAMES, HParams, Spec, SpecError
 from .events import SILENT, Events
-from .train import atomic_write
+from .files import atomic_write
 
 PARAMETRIZATIONS = ("mup", "sp")
 ONE_MINUS = ("beta1", "beta2", "momentum")  # HPs in [0, 1) whose scale is 1 - value

@@ -9,7 +9,6 @@ losses go out through the ``on_eval`` callback (which may raise to stop the run,
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
 import os
@@ -22,8 +21,10 @@ import numpy as np
 import torch
 import yaml
 
-from . import data, flops, models, parametrize
+from . import data, flops, models, optim
 from .config import HParams, Spec, SpecError, TrainSpec
+from .device import autocast, resolve_device
+from .files import atomic_write
 
 LOG_EVERY = 10  # steps between loss reads (each is a device sync) and progress callbacks
 
@@ -59,25 +60,6 @@ class RunResult:
         d = asdict(self)
         d.pop("curve")
         return d
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SpecError("train.device", "cuda was asked for but torch sees no CUDA device")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if use_bf16:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def lr_factor(step: int, t: TrainSpec) -> float:
@@ -245,10 +227,8 @@ def _train(
 
     corpus = data.load(spec.data, min_len=m.seq_len + 1)
     model, infos = models.create(spec, hp, corpus.vocab_size, device)
-    groups = parametrize.param_groups(
-        model, infos, hp, m.parametrization, t.optimizer, m.base_width, eps=t.eps
-    )
-    opt = parametrize.make_optimizer(groups, hp, t.optimizer)
+    groups = optim.param_groups(model, infos, hp, m.parametrization, t.optimizer, eps=t.eps)
+    opt = optim.make_optimizer(groups, hp, t.optimizer)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t))
     rng = np.random.default_rng(spec.seed)
     start, curve, seconds_before = 0, [], 0.0
@@ -294,7 +274,7 @@ def _train(
         elapsed = seconds_before + time.perf_counter() - t0
 
         if step % LOG_EVERY == 0 or step == t.steps or step == start + 1:
-            parametrize.check_param_groups(opt)  # the schedule kept the µP per-group LR ratios
+            optim.check_param_groups(opt)  # the schedule kept the µP per-group LR ratios
             train_loss = _global_mean(loss, world)
             if not math.isfinite(train_loss) or train_loss > max_loss:
                 reason = _diverged("train", train_loss, step, max_loss)
@@ -361,13 +341,6 @@ def _global_mean(loss: torch.Tensor, world: Distributed) -> float:
 def _diverged(which: str, loss: float, step: int, max_loss: float) -> str:
     above = f" (above train.max_loss={max_loss:.3g})" if math.isfinite(loss) else ""
     return f"{which} loss {loss:.4g} at step {step}{above}"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write to a temp file beside ``path`` and rename it over: a kill leaves the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(

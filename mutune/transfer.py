@@ -22,7 +22,8 @@ import yaml
 from . import config, data, flops
 from .config import HParams, Spec, SpecError
 from .events import SILENT, Events
-from .train import RunResult, atomic_write, train
+from .files import atomic_write
+from .train import RunResult, train
 
 # Keys a target may change that µTransfer carries only approximately (TP5 §6.1): say so.
 APPROXIMATE = {

@@ -15,7 +15,7 @@ import yaml
 from torch import nn
 
 import mutune
-from mutune import config, models, parametrize
+from mutune import config, models, optim
 from mutune.config import SpecError
 
 from .conftest import ROOT, TINY, write_spec
@@ -106,7 +106,7 @@ def test_parametrize_equals_the_builtin_rules():
     hp = config.HParams(lr=0.003, weight_decay=0.1)
     model = models.build(spec, hp, 256)
     infos = models.classify(spec, hp, 256)
-    internal = parametrize.param_groups(model, infos, hp, "mup", "adamw", 32, eps=1e-8)
+    internal = optim.param_groups(model, infos, hp, "mup", "adamw", eps=1e-8)
 
     def factory(w):
         return models.build(spec, hp, 256, w)

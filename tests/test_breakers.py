@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mutune import config, models, parametrize
+from mutune import config, models, optim, parametrize, rules
 from mutune.config import SpecError
 from mutune.parametrize import MuPError
 from mutune.train import lr_factor
@@ -20,10 +20,8 @@ from .conftest import TINY
 def optimizer_of(spec: config.Spec) -> torch.optim.Optimizer:
     model, infos = models.create(spec, spec.hparams, 256)
     m = spec.model
-    groups = parametrize.param_groups(
-        model, infos, spec.hparams, m.parametrization, spec.train.optimizer, m.base_width
-    )
-    return parametrize.make_optimizer(groups, spec.hparams, spec.train.optimizer)
+    groups = optim.param_groups(model, infos, spec.hparams, m.parametrization, spec.train.optimizer)
+    return optim.make_optimizer(groups, spec.hparams, spec.train.optimizer)
 
 
 def wide(*overrides: str) -> config.Spec:
@@ -77,13 +75,15 @@ def test_optimizers_without_rules_are_refused():
     spec = wide()
     model, infos = models.create(spec, spec.hparams, 256)
     info = next(iter(infos.values()))
-    for name in ("lion", "adam", "muon"):
-        with pytest.raises(SpecError) as e:
-            parametrize.rule(info, spec.hparams, "mup", name, 32)
-        assert e.value.key == "train.optimizer" and "adamw and sgd" in e.value.message
-    with pytest.raises(SpecError):
-        parametrize.make_optimizer([], spec.hparams, "lion")
-    groups = parametrize.param_groups(model, infos, spec.hparams, "mup", "adamw", 32)
+    for name in ("lion", "adam", "shampoo"):
+        with pytest.raises(ValueError, match="µP rules are implemented for adamw, sgd"):
+            optim.param_groups(model, infos, spec.hparams, "mup", name)
+    for kind in ("lion", "shampoo"):
+        with pytest.raises(ValueError, match="no µP rules for optimizer kind"):
+            rules.rule(info, "mup", kind, spec.hparams.init_std, 32)
+    with pytest.raises(ValueError):
+        optim.make_optimizer([], spec.hparams, "lion")
+    groups = optim.param_groups(model, infos, spec.hparams, "mup", "adamw")
     with pytest.raises(MuPError, match="Adagrad is not covered"):
         parametrize.check_param_groups(torch.optim.Adagrad(groups, lr=0.01))
     with pytest.raises(SpecError) as e:

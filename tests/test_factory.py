@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from mutune import config, data, flops, models, parametrize
+from mutune import config, data, flops, models, optim
 from mutune.config import SpecError
 from mutune.train import train
 
@@ -60,7 +60,7 @@ def test_classification_and_rules_of_a_user_model():
     assert roles["blocks.0.conv.bias"] == "vector" and roles["blocks.0.norm.weight"] == "vector"
     assert roles["unembed.weight"] == "readout" and roles["unembed.bias"] == "scalar"
     assert model._mutune_readouts == ("unembed",) and model._mutune_inputs == ("embed",)
-    groups = parametrize.param_groups(model, infos, spec.hparams, "mup", "adamw", 32)
+    groups = optim.param_groups(model, infos, spec.hparams, "mup", "adamw")
     lr = {n: g["lr"] / spec.hparams.lr for g in groups for n in g["names"]}
     assert lr["blocks.0.conv.weight"] == pytest.approx(1 / 4) and lr["unembed.weight"] == 1.0
     # hidden init σ·√(base/fan_in), fan_in = channels × kernel

@@ -33,7 +33,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mutune import config, data, models, parametrize
+from mutune import config, data, models, optim, rules
 from mutune.models.gpt import GPT, GPTConfig
 from mutune.models.mlp import MLP, MLPConfig
 
@@ -186,10 +186,10 @@ def twin_optimizer(
 def mutune_model(spec: config.Spec):
     model, infos = models.create(spec, spec.hparams, VOCAB, seed=0)
     m = spec.model
-    groups = parametrize.param_groups(
-        model, infos, spec.hparams, m.parametrization, spec.train.optimizer, m.base_width, eps=spec.train.eps
+    groups = optim.param_groups(
+        model, infos, spec.hparams, m.parametrization, spec.train.optimizer, eps=spec.train.eps
     )
-    return model, infos, parametrize.make_optimizer(groups, spec.hparams, spec.train.optimizer)
+    return model, infos, optim.make_optimizer(groups, spec.hparams, spec.train.optimizer)
 
 
 def rel_diff(a: list[float], b: list[float]) -> float:
@@ -276,15 +276,15 @@ def test_init_stds_are_mups(name):
     params = dict(net.named_parameters())
     checked = 0
     for n, info in infos.items():
-        r = parametrize.rule(info, hp, "mup", "adamw", BASE)
+        r = rules.rule(info, "mup", "adam", hp.init_std, BASE)
         if r.init != "normal":
             continue
         p = params[n]
         if info.role == "readout":
-            sp_std = parametrize.rule(models.classify(sp, hp, VOCAB)[n], hp, "sp", "adamw", BASE).std
+            sp_std = rules.rule(models.classify(sp, hp, VOCAB)[n], "sp", "adam", hp.init_std, BASE).std
             assert r.std == pytest.approx(sp_std * math.sqrt(p.infshape.width_mult())), n
         else:
-            base_std = parametrize.rule(base_infos[n], hp, "mup", "adamw", BASE).std
+            base_std = rules.rule(base_infos[n], "mup", "adam", hp.init_std, BASE).std
             torch.manual_seed(0)
             mup.init.normal_(p, std=base_std)
             theirs = p.detach().clone()

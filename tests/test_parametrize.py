@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mutune import config, models, parametrize
+from mutune import config, models, optim, parametrize, rules
 from mutune.train import train
 
 SIGMA = 0.05
@@ -31,9 +31,7 @@ def gpt_spec(width=256, base=64, **model):
 
 def groups_by_name(spec, optimizer):
     model, infos = models.create(spec, spec.hparams, 256)
-    groups = parametrize.param_groups(
-        model, infos, spec.hparams, spec.model.parametrization, optimizer, spec.model.base_width, eps=1e-8
-    )
+    groups = optim.param_groups(model, infos, spec.hparams, spec.model.parametrization, optimizer, eps=1e-8)
     return model, infos, {n: g for g in groups for n in g["names"]}
 
 
@@ -68,7 +66,7 @@ def test_mup_rules_on_named_parameters(name):
         assert torch.all(p == 1.0)  # LayerNorm gains start at one
     else:
         assert p.std().item() == pytest.approx(std, rel=0.05)
-        assert parametrize.rule(infos[name], spec.hparams, "mup", "adamw", 64).std == pytest.approx(std)
+        assert rules.rule(infos[name], "mup", "adam", spec.hparams.init_std, 64).std == pytest.approx(std)
 
 
 def test_sp_rules_are_flat_except_fan_in_init():
@@ -85,13 +83,14 @@ def test_sp_rules_are_flat_except_fan_in_init():
 
 def test_forward_multipliers():
     hp = gpt_spec().hparams
-    mup = parametrize.multipliers(hp, "mup", 256, 64, head_dim=32, base_head_dim=32)
-    sp = parametrize.multipliers(hp, "sp", 256, 64, head_dim=32, base_head_dim=32)
+    alphas = {"alpha_in": hp.alpha_in, "alpha_out": hp.alpha_out, "alpha_attn": hp.alpha_attn}
+    mup = parametrize.multipliers("mup", 256, 64, **alphas, head_dim=32, base_head_dim=32)
+    sp = parametrize.multipliers("sp", 256, 64, **alphas, head_dim=32, base_head_dim=32)
     assert mup.output == pytest.approx(2.0 / 4) and sp.output == pytest.approx(2.0)
     assert mup.attn == pytest.approx(1.5 / math.sqrt(32)) == sp.attn  # fixed head_dim: 1/d == 1/√d up to α
     # width grown through head_dim (fixed head count): µP uses α·√d_base/d, SP α/√d
-    mup = parametrize.multipliers(hp, "mup", 256, 64, head_dim=128, base_head_dim=32)
-    sp = parametrize.multipliers(hp, "sp", 256, 64, head_dim=128, base_head_dim=32)
+    mup = parametrize.multipliers("mup", 256, 64, **alphas, head_dim=128, base_head_dim=32)
+    sp = parametrize.multipliers("sp", 256, 64, **alphas, head_dim=128, base_head_dim=32)
     assert mup.attn == pytest.approx(1.5 * math.sqrt(32) / 128)
     assert sp.attn == pytest.approx(1.5 / math.sqrt(128))
     model = models.build(gpt_spec(n_head=2, head_dim=None), hp, 256)
@@ -166,8 +165,8 @@ def test_mup_differs_from_sp_off_base_width():
 def test_schedule_scales_group_lrs_relatively():
     spec = gpt_spec()
     model, infos = models.create(spec, spec.hparams, 256)
-    groups = parametrize.param_groups(model, infos, spec.hparams, "mup", "adamw", 64)
-    opt = parametrize.make_optimizer(groups, spec.hparams, "adamw")
+    groups = optim.param_groups(model, infos, spec.hparams, "mup", "adamw")
+    opt = optim.make_optimizer(groups, spec.hparams, "adamw")
     from mutune.train import lr_factor
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, spec.train))

@@ -12,7 +12,7 @@ The contract (docs/mup.md has the long form and an example):
 What mutune does to the model, so that it is µP without edits to the user's code:
 
 - it builds it at ``base_width`` and ``2 * base_width`` on the meta device and classifies every
-  parameter from the shape difference (:func:`mutune.parametrize.classify`);
+  parameter from the shape difference (:func:`mutune.shapes.classify`);
 - it re-initialises every parameter by its µP rule (the factory's own init is overwritten, except
   for 1-D parameters that are neither norms nor biases) and builds the per-group optimizer;
 - it multiplies the output of every module that holds an embedding / input weight by α_in (a
@@ -41,8 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import parametrize
 from ..config import HParams, Spec, SpecError
+from ..flops import Workload
+from ..multipliers import multipliers
+from ..shapes import ParamInfo
 
 AUTO_KWARGS = ("vocab_size", "seq_len", "alpha_attn")
 
@@ -174,11 +176,11 @@ def _module(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(name) if name else model
 
 
-def readout_modules(model: nn.Module, infos: dict[str, parametrize.ParamInfo], named: list[str]) -> list[str]:
+def readout_modules(model: nn.Module, infos: dict[str, ParamInfo], named: list[str]) -> list[str]:
     """The modules whose input gets α_out/m: named ones, or those holding a readout weight."""
     modules = dict(model.named_modules())
     readout_params = {n: i for n, i in infos.items() if i.role == "readout" or i.tied_readout}
-    for i, name in enumerate(named):  # (parametrize.classify made sure that each name exists)
+    for i, name in enumerate(named):  # (shapes.classify made sure that each name exists)
         mod_name = name if name in modules else name.rpartition(".")[0]
         if not any(
             o == mod_name or o.startswith(mod_name + ".") for i2 in readout_params.values() for o in i2.owners
@@ -220,11 +222,11 @@ def readout_modules(model: nn.Module, infos: dict[str, parametrize.ParamInfo], n
 
 
 def instrument(
-    model: nn.Module, infos: dict[str, parametrize.ParamInfo], spec: Spec, hp: HParams, width: int
+    model: nn.Module, infos: dict[str, ParamInfo], spec: Spec, hp: HParams, width: int
 ) -> nn.Module:
     """Give a factory model mutune's forward contract and the α_in, α_out/m multipliers (in place)."""
     m = spec.model
-    mult = parametrize.multipliers(hp, m.parametrization, width, m.base_width)
+    mult = multipliers(m.parametrization, width, m.base_width, alpha_in=hp.alpha_in, alpha_out=hp.alpha_out)
     if m.zero_init_readout:
         tied = [n for n, i in infos.items() if i.tied_readout]
         if tied:
@@ -268,3 +270,65 @@ def uncalled_readouts(model: nn.Module) -> list[str]:
         for name in getattr(model, "_mutune_readouts", ())
         if name and not getattr(_module(model, name), "_mutune_calls", 0)
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The family's registry interface (see mutune.registry)
+
+bare = construct
+
+
+def build(spec: Spec, hp: HParams, vocab_size: int, width: int) -> nn.Module:
+    """The user's model at ``width``, instrumented with mutune's forward contract and multipliers."""
+    from . import classify
+
+    model = construct(spec, hp, vocab_size, width)
+    return instrument(model, classify(spec, hp, vocab_size, width), spec, hp, width)
+
+
+def readout_names(spec: Spec) -> tuple[str, ...]:
+    return tuple(spec.model.readout)
+
+
+def after_init(model: nn.Module, spec: Spec) -> None:
+    return None
+
+
+def coord_seq_len(spec: Spec, seq_len: int) -> int:
+    return min(seq_len, spec.model.seq_len)
+
+
+def workload(spec: Spec, model: nn.Module, width: int, vocab_size: int) -> Workload:
+    """Measured, not modelled: one forward pass of a single sequence on the meta device under
+    ``FlopCounterMode`` (matmuls, convolutions and attention), times 3 for forward + backward; the
+    activations are approximated by every leaf module's output size in that pass."""
+    m, t = spec.model, spec.train
+    fwd_flops, act_per_seq, logits_per_seq, per_position = _measure(model, m.seq_len)
+    tokens_per_step = t.batch_size * (m.seq_len if per_position else 1)
+    return Workload(
+        flops_per_token=3.0 * fwd_flops * t.batch_size / tokens_per_step,
+        tokens_per_step=tokens_per_step,
+        activation_bytes=act_per_seq * t.batch_size,
+        logits_bytes=2 * 4 * t.batch_size * logits_per_seq,
+    )
+
+
+def _measure(model: nn.Module, seq_len: int) -> tuple[float, int, int, bool]:
+    """Forward FLOPs of one sequence, its activation bytes at 16 bit, its logits' elements, and
+    whether it predicts every position: one pass on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sizes: list[int] = []
+
+    def record(module, args, output):
+        if isinstance(output, torch.Tensor):
+            sizes.append(output.numel())
+
+    handles = [mod.register_forward_hook(record) for mod in model.modules() if not list(mod.children())]
+    try:
+        with torch.device("meta"), torch.no_grad(), FlopCounterMode(display=False) as counter:
+            logits, _ = model(torch.zeros(1, seq_len, dtype=torch.long))
+    finally:
+        for h in handles:
+            h.remove()
+    return float(counter.get_total_flops()), 2 * sum(sizes), logits.numel(), logits.ndim == 3

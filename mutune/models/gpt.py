@@ -2,7 +2,7 @@
 
 Pre-norm blocks, causal attention through ``scaled_dot_product_attention`` with an explicit
 logit scale, GELU MLP, learned position embeddings, optional tied embeddings. Init and learning
-rates are not set here: :mod:`mutune.parametrize` does that from the width rules.
+rates are not set here: :mod:`mutune.rules` does that from the width rules.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..flops import Workload, matmul_params
+from ..multipliers import multipliers
 
 
 @dataclass
@@ -106,3 +109,79 @@ class GPT(nn.Module):
         """TP5 App. D.2: zero the query projection so attention is uniform at init at any width."""
         for block in self.h:
             block.attn.c_attn.weight[: self.cfg.width].zero_()
+
+
+# ---------------------------------------------------------------------------------------------
+# The family's registry interface (see mutune.registry)
+
+
+def head_dims(spec, width: int) -> tuple[int, int]:
+    """(n_head, head_dim) at ``width``: a fixed head_dim grows the heads, a fixed n_head the head dim."""
+    m = spec.model
+    if m.head_dim is not None:
+        return width // m.head_dim, m.head_dim
+    return m.n_head, width // m.n_head
+
+
+def build(spec, hp, vocab_size: int, width: int) -> GPT:
+    m = spec.model
+    n_head, head_dim = head_dims(spec, width)
+    _, base_head_dim = head_dims(spec, m.base_width)
+    mult = multipliers(
+        m.parametrization,
+        width,
+        m.base_width,
+        alpha_in=hp.alpha_in,
+        alpha_out=hp.alpha_out,
+        alpha_attn=hp.alpha_attn,
+        head_dim=head_dim,
+        base_head_dim=base_head_dim,
+    )
+    return GPT(
+        GPTConfig(
+            vocab_size=vocab_size,
+            seq_len=m.seq_len,
+            width=width,
+            depth=m.depth,
+            n_head=n_head,
+            mlp_ratio=m.mlp_ratio,
+            bias=m.bias,
+            tie_embeddings=m.tie_embeddings,
+            input_mult=mult.input,
+            output_mult=mult.output,
+            attn_scale=mult.attn,
+        )
+    )
+
+
+bare = build
+
+
+def readout_names(spec) -> tuple[str, ...]:
+    return GPT.readout_names
+
+
+def validate(spec) -> None:
+    return None
+
+
+def after_init(model: GPT, spec) -> None:
+    if spec.model.zero_init_query:
+        model.zero_init_query_()
+
+
+def coord_seq_len(spec, seq_len: int) -> int:
+    """A shorter context is the same model (position rows and attention length are finite dims)."""
+    return min(seq_len, spec.model.seq_len)
+
+
+def workload(spec, model: GPT, width: int, vocab_size: int) -> Workload:
+    """6N for the matmuls plus 12·depth·seq_len·width for attention's score and value products."""
+    m, t = spec.model, spec.train
+    n_head, _ = head_dims(spec, width)
+    return Workload(
+        flops_per_token=6.0 * matmul_params(model) + 12.0 * m.depth * m.seq_len * width,
+        tokens_per_step=t.batch_size * m.seq_len,
+        activation_bytes=m.seq_len * t.batch_size * m.depth * (34 * width + 5 * n_head * m.seq_len),
+        logits_bytes=2 * 4 * t.batch_size * m.seq_len * vocab_size,
+    )

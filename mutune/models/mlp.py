@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..flops import Workload, matmul_params
+from ..multipliers import multipliers
+
 
 @dataclass
 class MLPConfig:
@@ -53,3 +56,54 @@ class MLP(nn.Module):
         if targets is None:
             return logits, None
         return logits, F.cross_entropy(logits.float(), targets[:, -1])
+
+
+# ---------------------------------------------------------------------------------------------
+# The family's registry interface (see mutune.registry)
+
+
+def build(spec, hp, vocab_size: int, width: int) -> MLP:
+    m = spec.model
+    mult = multipliers(m.parametrization, width, m.base_width, alpha_in=hp.alpha_in, alpha_out=hp.alpha_out)
+    return MLP(
+        MLPConfig(
+            vocab_size=vocab_size,
+            seq_len=m.seq_len,
+            width=width,
+            depth=m.depth,
+            bias=m.bias,
+            input_mult=mult.input,
+            output_mult=mult.output,
+        )
+    )
+
+
+bare = build
+
+
+def readout_names(spec) -> tuple[str, ...]:
+    return MLP.readout_names
+
+
+def validate(spec) -> None:
+    return None
+
+
+def after_init(model: MLP, spec) -> None:
+    return None
+
+
+def coord_seq_len(spec, seq_len: int) -> int:
+    """The context is the MLP's input size: the coord check keeps the model's own."""
+    return spec.model.seq_len
+
+
+def workload(spec, model: MLP, width: int, vocab_size: int) -> Workload:
+    """One prediction per sequence; the input gather is a lookup, not a matmul."""
+    m, t = spec.model, spec.train
+    return Workload(
+        flops_per_token=6.0 * matmul_params(model),
+        tokens_per_step=t.batch_size,
+        activation_bytes=2 * t.batch_size * (width * 4 * m.depth),
+        logits_bytes=2 * 4 * t.batch_size * vocab_size,
+    )

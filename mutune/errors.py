@@ -1,0 +1,16 @@
+"""The user-error type every layer raises, so the CLI can print one line and exit with code 2.
+
+It lives alone (no imports) so that the torch-free layers (the spec, the registries) and the
+torch layers can both raise it without importing each other.
+"""
+
+from __future__ import annotations
+
+
+class SpecError(ValueError):
+    """A user error: bad spec, bad argument or missing file. ``key`` names what is wrong."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}" if key else message)

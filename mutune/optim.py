@@ -1,0 +1,141 @@
+"""Optimizers under µP: param groups from the rule table, the torch constructors, the LR-ratio guard.
+
+Every parameter gets the rule of the kind its optimizer maps it to (:mod:`mutune.registry`:
+AdamW -> ``adam`` for all, SGD -> ``sgd``); parameters with the same (kind, LR, weight decay, ε)
+multipliers share a group, and each group carries ``lr_mult`` so that a schedule scaling every
+group's LR *relatively* keeps µP (``LambdaLR`` does), and :func:`check_param_groups` can prove it.
+
+The hyperparameters are read from any object with the attributes an optimizer uses (``lr``,
+``weight_decay``, ``beta1``, ``beta2``, ``momentum``): the spec's ``HParams`` is one. This module
+imports nothing of the spec; an unknown optimizer is a plain ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from .registry import OPTIMIZERS, OptimizerEntry
+from .rules import Parametrization, scaling
+from .shapes import ParamInfo
+
+
+class OptimizerHParams(Protocol):
+    lr: float
+    weight_decay: float
+    beta1: float
+    beta2: float
+    momentum: float
+
+
+class MuPError(RuntimeError):
+    """µP was defeated at run time (e.g. a scheduler overwrote the per-group learning rates)."""
+
+
+def entry(optimizer: str) -> OptimizerEntry:
+    """The registered optimizer; anything else would silently get another optimizer's width rules."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(
+            f"µP rules are implemented for {', '.join(OPTIMIZERS)} only, got {optimizer!r} "
+            "(Lion, Shampoo... need other width rules, TP5 App. B)"
+        )
+    return OPTIMIZERS[optimizer]
+
+
+def param_groups(
+    model: nn.Module,
+    infos: dict[str, ParamInfo],
+    hp: OptimizerHParams,
+    parametrization: Parametrization,
+    optimizer: str,
+    *,
+    eps: float = 1e-8,
+    depth_alpha: float = 1.0,
+) -> list[dict]:
+    """Optimizer param groups, one per distinct (kind, LR, weight decay, ε) treatment.
+
+    Each group carries ``lr_mult`` and its ``lr`` is ``hp.lr * lr_mult``; schedules must scale
+    group LRs relatively (``LambdaLR`` does), never set one absolute LR on all groups. ``kind`` says
+    which rule (and, for a combined optimizer, which torch optimizer) the group belongs to.
+    """
+    opt = entry(optimizer)
+    params = dict(model.named_parameters())
+    groups: dict[tuple[str, float, float, float], dict] = {}
+    for name, info in infos.items():
+        kind = opt.kind(info.role, len(info.shape))
+        lr_mult, wd_mult, eps_mult = scaling(info, parametrization, kind, depth_alpha)
+        key = (kind, lr_mult, wd_mult, eps_mult)
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = {
+                "params": [],
+                "names": [],
+                "roles": set(),
+                "kind": kind,
+                "lr": hp.lr * lr_mult,
+                "lr_mult": lr_mult,
+                "weight_decay": hp.weight_decay * wd_mult,
+            }
+            if kind == "adam":
+                g["eps"] = eps * eps_mult
+        g["params"].append(params[name])
+        g["names"].append(name)
+        g["roles"].add(info.role)
+    out = []
+    for g in groups.values():
+        g["roles"] = sorted(g["roles"])
+        out.append(g)
+    return out
+
+
+def make_optimizer(groups: list[dict], hp: OptimizerHParams, optimizer: str) -> torch.optim.Optimizer:
+    """The registered optimizer's torch constructor over mutune's param groups."""
+    return entry(optimizer).build(groups, hp)
+
+
+def build_adamw(groups: list[dict], hp: OptimizerHParams) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=hp.lr, betas=(hp.beta1, hp.beta2))
+
+
+def build_sgd(groups: list[dict], hp: OptimizerHParams) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
+
+
+# torch optimizers whose update the rules describe (Adam-like: entrywise normalised; SGD-like)
+COVERED_OPTIMIZERS: tuple[type, ...] = (torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD)
+
+
+def check_param_groups(optimizer: Any, rtol: float = 1e-6) -> None:
+    """Verify, at any point in training, that the optimizer still applies the µP LR ratios.
+
+    Every group from :func:`param_groups` carries ``lr_mult``; µP holds while ``lr / lr_mult`` is
+    the same for all groups (a relative schedule such as ``LambdaLR`` keeps it so). A scheduler or
+    user code that sets one absolute LR on every group (``OneCycleLR(max_lr=0.01)``, a loop doing
+    ``g["lr"] = lr``) collapses the ratios and turns µP into SP without an error; this raises
+    :class:`MuPError` instead. Also refuses optimizers the rules do not cover.
+    """
+    if not isinstance(optimizer, COVERED_OPTIMIZERS):
+        raise MuPError(
+            f"{type(optimizer).__name__} is not covered by the µP rules (AdamW/Adam or SGD); "
+            "its per-group LRs would not give µP"
+        )
+    groups = optimizer.param_groups
+    missing = [i for i, g in enumerate(groups) if "lr_mult" not in g]
+    if missing:
+        raise MuPError(
+            f"param group {missing[0]} has no lr_mult: it was not built by mutune (mutune.optim.param_groups or mutune.parametrize)"
+        )
+    base = [g["lr"] / g["lr_mult"] for g in groups]
+    ref = base[0]
+    for g, b in zip(groups, base, strict=True):
+        if abs(b - ref) > rtol * max(abs(ref), abs(b), 1e-30):
+            first = groups[0]
+            raise MuPError(
+                f"param group LRs no longer follow their µP multipliers: lr={g['lr']:.4g} for lr_mult="
+                f"{g['lr_mult']:.4g} but lr={first['lr']:.4g} for lr_mult={first['lr_mult']:.4g} "
+                f"(ratio {g['lr'] / first['lr']:.4g}, expected {g['lr_mult'] / first['lr_mult']:.4g}); "
+                "something set one absolute LR on all groups (e.g. OneCycleLR(max_lr=float)): "
+                "scale group LRs relatively, e.g. with LambdaLR"
+            )

@@ -1,0 +1,214 @@
+"""The µP rule table, as data: (optimizer kind, role) -> how init, LR, weight decay and Adam ε scale.
+
+Each entry gives, per quantity, the *exponents* of the parameter's multipliers (relative to the
+base model), so the table reads like the papers' tables and a second scaling axis is a column,
+not a branch:
+
+- ``fan_in``, ``fan_out``: m_in = fan_in / base fan_in, m_out = fan_out / base fan_out;
+- ``width``: m of a vector-like parameter's one width dim (mup's ``infshape.width_mult()``);
+- ``depth``, ``depth_alpha``: the exponent of the depth multiplier m_L = L / L_base is
+  ``depth + depth_alpha · α`` (α = ``model.depth_alpha``); it applies to per-block parameters only,
+  whose :attr:`ParamInfo.depth_mult` is m_L (1 everywhere else, and everywhere at L == L_base).
+
+µP, "Table 8" form (TP5 App. B; what ``mup`` implements; m = width / base_width):
+
+=============  =========================  ===========  ===============  ===============
+role           init std                   Adam(W) LR   SGD LR           Muon LR
+=============  =========================  ===========  ===============  ===============
+embedding      σ                          η            η·m              (AdamW's)
+input          σ·√(base/fan_in)           η            η·m              (AdamW's)
+hidden         σ·√(base/fan_in)           η/m_in       η·m_out/m_in     η·√(m_out/m_in)
+readout        σ·√(base/base fan_in)      η            η·m              (AdamW's)
+vector         1 (norm gain) / 0 (bias)   η            η·m              (AdamW's)
+scalar         σ·√(base/fan_in)           η            η                (AdamW's)
+=============  =========================  ===========  ===============  ===============
+
+AdamW's weight decay on hidden matrices is λ·m_in, so that PyTorch's decay per step (LR·λ) does
+not depend on width; its ε on hidden matrices is ε/m_in (TP5 App. B.3: ε added after the square
+root scales like 1/fan_in). SGD decays λ·m_in/m_out (hidden) and λ/m (vector-like), again keeping
+LR·λ constant. Vectors and scalars (1-D) are not decayed. SP (the control) keeps every multiplier at
+1 and gives every weight matrix, the readout included, the 1/fan_in init variance; at m = 1 the
+two coincide, so a µP model at its base width trains exactly like its SP twin.
+
+This module imports nothing of the spec: it raises plain ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .shapes import ParamInfo, Role
+
+Parametrization = Literal["mup", "sp"]
+InitFanIn = Literal["fan_in", "base_fan_in", "none"]
+ROLES: tuple[Role, ...] = ("embedding", "input", "hidden", "readout", "vector", "scalar")
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """A multiplier m_in^fan_in · m_out^fan_out · m^width · m_L^(depth + depth_alpha·α)."""
+
+    fan_in: float = 0.0
+    fan_out: float = 0.0
+    width: float = 0.0
+    depth: float = 0.0
+    depth_alpha: float = 0.0
+
+    def __call__(self, info: ParamInfo, alpha: float = 1.0) -> float:
+        # positive powers multiply the numerator, negative ones the denominator, so that the
+        # familiar ratios (fan_out_mult / fan_in_mult, 1 / fan_in_mult) come out exactly as written
+        num = den = 1.0
+        for m, e in (
+            (info.fan_out_mult, self.fan_out),
+            (info.fan_in_mult, self.fan_in),
+            (info.width_mult, self.width),
+            (info.depth_mult, self.depth + self.depth_alpha * alpha),
+        ):
+            if e > 0:
+                num *= m if e == 1 else m**e
+            elif e < 0:
+                den *= m if e == -1 else m**-e
+        return num / den
+
+
+ONE = Scaling()
+
+
+@dataclass(frozen=True)
+class RoleRule:
+    """How one role's init, LR, weight decay and ε scale. ``init_fan_in``: a normal init has std
+    σ·√(base_width / fan_in) at the fan-in named here (``none``: σ, whatever the fan-in)."""
+
+    init_fan_in: InitFanIn = "fan_in"
+    lr: Scaling = ONE
+    weight_decay: Scaling = ONE
+    eps: Scaling = ONE
+
+
+SGD_VECTOR = RoleRule(lr=Scaling(width=1), weight_decay=Scaling(width=-1))
+ADAM_HIDDEN = RoleRule(lr=Scaling(fan_in=-1), weight_decay=Scaling(fan_in=1), eps=Scaling(fan_in=-1))
+
+# (optimizer kind, role) -> rule, under µP. Missing roles of a kind take RoleRule() (no scaling).
+MUP: dict[tuple[str, Role], RoleRule] = {
+    ("adam", "embedding"): RoleRule(init_fan_in="none"),
+    ("adam", "readout"): RoleRule(init_fan_in="base_fan_in"),
+    ("adam", "hidden"): ADAM_HIDDEN,
+    ("sgd", "embedding"): RoleRule(init_fan_in="none", lr=Scaling(width=1), weight_decay=Scaling(width=-1)),
+    ("sgd", "input"): SGD_VECTOR,
+    ("sgd", "hidden"): RoleRule(lr=Scaling(fan_out=1, fan_in=-1), weight_decay=Scaling(fan_in=1, fan_out=-1)),
+    ("sgd", "readout"): RoleRule(
+        init_fan_in="base_fan_in", lr=Scaling(width=1), weight_decay=Scaling(width=-1)
+    ),
+    ("sgd", "vector"): SGD_VECTOR,
+}
+# SP: every multiplier 1, a 1/fan_in init variance for every weight matrix except embeddings.
+SP_EMBEDDING = RoleRule(init_fan_in="none")
+
+KINDS = ("adam", "sgd")  # rule kinds with a table; an optimizer maps each parameter to one of them
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One parameter's treatment: its init and its LR / weight-decay / ε multipliers."""
+
+    init: Literal["normal", "zeros", "ones", "keep"]
+    std: float
+    lr_mult: float
+    wd_mult: float  # 0 means not decayed
+    eps_mult: float
+
+
+def role_rule(parametrization: Parametrization, kind: str, role: Role) -> RoleRule:
+    if kind not in KINDS:
+        raise ValueError(f"no µP rules for optimizer kind {kind!r} (known: {', '.join(KINDS)})")
+    if parametrization == "sp":
+        return SP_EMBEDDING if role == "embedding" else RoleRule()
+    if parametrization != "mup":
+        raise ValueError(f"unknown parametrization {parametrization!r} (mup or sp)")
+    return MUP.get((kind, role), RoleRule())
+
+
+def init_kind(info: ParamInfo) -> Literal["normal", "zeros", "ones", "keep"]:
+    """Norm gains start at 1 and biases at 0; other 1-D parameters keep the model's own init."""
+    if info.module_kind == "norm":
+        return "zeros" if info.is_bias else "ones"
+    if info.role in ("vector", "scalar") and len(info.shape) < 2:
+        return "zeros" if info.is_bias else "keep"
+    return "normal"
+
+
+def init(
+    info: ParamInfo, parametrization: Parametrization, init_std: float, base_width: int
+) -> tuple[Literal["normal", "zeros", "ones", "keep"], float]:
+    """How one parameter starts: (kind, std of the normal draw, 0 for the other kinds)."""
+    kind = init_kind(info)
+    if kind != "normal":
+        return kind, 0.0
+    # the init does not depend on the optimizer: every kind's table agrees on it
+    r = role_rule(parametrization, "adam", info.role)
+    fan_in = {"fan_in": info.fan_in, "base_fan_in": info.base_fan_in, "none": None}[r.init_fan_in]
+    return kind, init_std if fan_in is None else init_std * math.sqrt(base_width / fan_in)
+
+
+def scaling(
+    info: ParamInfo, parametrization: Parametrization, kind: str, depth_alpha: float = 1.0
+) -> tuple[float, float, float]:
+    """One parameter's (LR, weight-decay, ε) multipliers under optimizer kind ``kind``; a parameter
+    that is not a matrix is not decayed (multiplier 0)."""
+    r = role_rule(parametrization, kind, info.role)
+    decayed = len(info.shape) >= 2
+    return (
+        r.lr(info, depth_alpha),
+        r.weight_decay(info, depth_alpha) if decayed else 0.0,
+        r.eps(info, depth_alpha),
+    )
+
+
+def rule(
+    info: ParamInfo,
+    parametrization: Parametrization,
+    kind: str,
+    init_std: float,
+    base_width: int,
+    depth_alpha: float = 1.0,
+) -> Rule:
+    """The init, LR, weight-decay and ε treatment of one parameter (see the module table)."""
+    init_as, std = init(info, parametrization, init_std, base_width)
+    lr_mult, wd_mult, eps_mult = scaling(info, parametrization, kind, depth_alpha)
+    return Rule(init=init_as, std=std, lr_mult=lr_mult, wd_mult=wd_mult, eps_mult=eps_mult)
+
+
+def init_weights(
+    model: nn.Module,
+    infos: dict[str, ParamInfo],
+    parametrization: Parametrization,
+    init_std: float,
+    base_width: int,
+    generator: torch.Generator,
+    zero_init_readout: bool = False,
+) -> None:
+    """Initialise every parameter by its rule, in a fixed order, from ``generator``.
+
+    Normal draws are made on the CPU in fp32 (so the same seed gives the same weights on every
+    device and in every dtype) and written into the parameter where it lives, in its own dtype.
+    """
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, info in infos.items():
+            p = params[name]
+            kind, std = init(info, parametrization, init_std, base_width)
+            if info.role == "readout" and zero_init_readout:
+                p.zero_()
+            elif kind == "normal":
+                if p.device.type == "meta":
+                    continue
+                p.copy_(torch.randn(p.shape, generator=generator) * std)
+            elif kind == "zeros":
+                p.zero_()
+            elif kind == "ones":
+                p.fill_(1.0)
