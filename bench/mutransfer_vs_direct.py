@@ -36,6 +36,7 @@ import torch
 from transfer_fidelity import FULL as FIDELITY  # bench/ is on sys.path when run as a script
 
 from mutune import config, flops, search
+from mutune import study as study_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,13 +86,13 @@ def run_study(
     already holds them in any state (a killed one is re-run by the search's own retry logic)."""
     if enqueue:
         run_dir.mkdir(parents=True, exist_ok=True)
-        study = search.open_study(spec, search.open_storage(search.storage_url(spec, run_dir)))
-        have = [search.trial_params(t) for t in study.get_trials(deepcopy=False)]
+        study = study_mod.open_study(spec, study_mod.open_storage(study_mod.storage_url(spec, run_dir)))
+        have = [study_mod.trial_params(t) for t in study.get_trials(deepcopy=False)]
         for params in enqueue:
             if params not in have:
                 study.enqueue_trial(params)
     search.search(spec, run_dir=run_dir, transfer=False, workers=workers, argv=sys.argv)
-    storage = search.open_storage(search.storage_url(spec, run_dir))
+    storage = study_mod.open_storage(study_mod.storage_url(spec, run_dir))
     study = optuna.load_study(study_name=spec.search.study_name or spec.name, storage=storage)
     return search.trials_table(study)
 

@@ -33,6 +33,7 @@ once q and k align (+0.3 after 4 steps at tiny widths). docs/mup.md has the meas
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import config, data, models, optim
+from . import data, models, optim
 from .config import HParams, Spec, SpecError
 from .device import resolve_device
 from .files import atomic_write
@@ -221,9 +222,7 @@ class _Recorder:
 
 
 def _at_width(spec: Spec, width: int, seq_len: int, batch_size: int) -> Spec:
-    return config.spec_from_dict(
-        spec.to_dict(), [f"model.width={width}", f"model.seq_len={seq_len}", f"train.batch_size={batch_size}"]
-    )
+    return spec.edit({"model.width": width, "model.seq_len": seq_len, "train.batch_size": batch_size})
 
 
 def _readouts(model: nn.Module, spec: Spec) -> tuple[str, ...]:
@@ -316,7 +315,7 @@ def _check_one(
     seq_len: int,
     batch_size: int,
 ) -> CoordCheckResult:
-    hp = config.hparams_from_dict({**hp.__dict__, "lr": lr})
+    hp = dataclasses.replace(hp, lr=float(lr))
     device = resolve_device(spec.train.device)
     corpus = data.load(spec.data, min_len=seq_len + 1)
     batches = []
@@ -440,7 +439,7 @@ def coord_check(
     )
     result = _check_one(spec, hp, **args)
     if compare == "sp":
-        sp = config.spec_from_dict(spec.to_dict(), ["model.parametrization=sp"])
+        sp = spec.edit({"model.parametrization": "sp"})
         result.control = _check_one(sp, hp, **args)
     if out_dir is not None:
         write(result, Path(out_dir), prefix, plot)

@@ -213,7 +213,7 @@ def plan(
         raise SpecError(f"--to {e.key}", e.message) from None
     if smoke and target.model.width > SMOKE_MAX_WIDTH:
         warnings.append(f"--smoke: width {target.model.width} capped at {SMOKE_MAX_WIDTH}")
-        target = config.spec_from_dict(target.to_dict(), [f"model.width={SMOKE_MAX_WIDTH}"])
+        target = target.edit({"model.width": SMOKE_MAX_WIDTH})
     hp = config.hparams_from_dict(best["hparams"], f"{run_dir / 'best.yaml'}: hparams")
     prov = best.get("provenance") or {}
     search_flops = float(prov.get("search_flops") or 0.0)

@@ -16,6 +16,7 @@ import yaml
 from optuna.trial import TrialState
 
 from mutune import search
+from mutune import study as study_mod
 
 from .conftest import TINY, write_spec
 
@@ -48,7 +49,7 @@ def finish(p: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
 
 
 def load_study(run: Path, name: str = "robust") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=search.open_storage(str(run / "study.journal")))
+    return optuna.load_study(study_name=name, storage=study_mod.open_storage(str(run / "study.journal")))
 
 
 def wait_for(predicate, timeout: float = 120, interval: float = 0.05):
@@ -132,7 +133,7 @@ def test_sigint_marks_the_trial_and_says_how_to_resume(workdir):
 
 
 def _check_parallel_run(run: Path, n_trials: int, name: str, storage: str | None = None) -> None:
-    st = search.open_storage(storage or str(run / "study.journal"))
+    st = study_mod.open_storage(storage or str(run / "study.journal"))
     trials = optuna.load_study(study_name=name, storage=st).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * n_trials  # exactly n, no errors
     assert len({t.number for t in trials}) == n_trials
@@ -258,7 +259,7 @@ def test_two_workers_on_postgresql(workdir, postgres_url):
         )
     )
     assert code == 0, err
-    st = search.open_storage(postgres_url)
+    st = study_mod.open_storage(postgres_url)
     assert len(optuna.load_study(study_name="pg", storage=st).get_trials()) == 8
 
 

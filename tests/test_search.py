@@ -10,14 +10,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from mutune import config, search
+from mutune import config, samplers
+from mutune import study as study_mod
 from mutune.config import SpecError
 
 from .conftest import TINY
 
 
 def draws(seed: int, n: int, storage=None, name="s") -> list[dict]:
-    sampler = search.SeededRandomSampler(seed)
+    sampler = samplers.SeededRandomSampler(seed)
     study = optuna.create_study(sampler=sampler, storage=storage, study_name=name, load_if_exists=True)
     out = []
     for _ in range(n):
@@ -65,7 +66,7 @@ def test_finished_counts_diverged_but_not_orphaned():
             t.set_user_attr(k, v)
         study.tell(t, 1.0 if state == TrialState.COMPLETE else None, state=state)
     study.ask()  # one running
-    assert search.count(study) == (3, 1)
+    assert study_mod.count(study) == (3, 1)
 
 
 def dead_pid() -> int:
@@ -75,15 +76,15 @@ def dead_pid() -> int:
 
 
 def test_reap_orphans_fails_only_dead_workers(tmp_path):
-    storage = search.open_storage(str(tmp_path / "study.journal"))
+    storage = study_mod.open_storage(str(tmp_path / "study.journal"))
     spec = config.spec_from_dict(TINY)
-    study = search.open_study(spec, storage)
+    study = study_mod.open_study(spec, storage)
     host = socket.gethostname()
     orphan, alive, elsewhere = study.ask(), study.ask(), study.ask()
     orphan.set_user_attr("worker", f"{host}:{dead_pid()}")
-    alive.set_user_attr("worker", search._worker_id())
+    alive.set_user_attr("worker", study_mod._worker_id())
     elsewhere.set_user_attr("worker", "some-other-host:1")
-    assert search.reap_orphans(study, storage) == [orphan.number]
+    assert study_mod.reap_orphans(study, storage) == [orphan.number]
     states = {t.number: t.state for t in study.get_trials()}
     assert states == {
         orphan.number: TrialState.FAIL,
@@ -94,12 +95,12 @@ def test_reap_orphans_fails_only_dead_workers(tmp_path):
 
 
 def test_changed_spec_is_refused_but_budget_may_change(tmp_path):
-    storage = search.open_storage(str(tmp_path / "study.journal"))
+    storage = study_mod.open_storage(str(tmp_path / "study.journal"))
     spec = config.spec_from_dict(TINY)
-    search.open_study(spec, storage)
-    search.open_study(config.spec_from_dict(TINY, ["search.n_trials=50", "target.width=64"]), storage)
+    study_mod.open_study(spec, storage)
+    study_mod.open_study(config.spec_from_dict(TINY, ["search.n_trials=50", "target.width=64"]), storage)
     with pytest.raises(SpecError) as e:
-        search.open_study(config.spec_from_dict(TINY, ["train.steps=9"]), storage)
+        study_mod.open_study(config.spec_from_dict(TINY, ["train.steps=9"]), storage)
     assert e.value.key == "train.steps"
 
 
@@ -108,5 +109,5 @@ def test_suggest_fills_unsearched_hparams_from_defaults():
     trial = optuna.trial.FixedTrial(
         {"lr": 0.02, "init_std": 0.1, "alpha_in": 1.0, "alpha_out": 2.0, "alpha_attn": 1.0}
     )
-    hp = search.suggest(trial, spec.search.space, spec.hparams)
+    hp = samplers.suggest(trial, spec.search.space, spec.hparams)
     assert hp.lr == 0.02 and hp.alpha_out == 2.0 and hp.weight_decay == 0.3

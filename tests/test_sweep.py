@@ -10,7 +10,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from mutune import config, search, sweep
+from mutune import config, sweep
+from mutune import study as study_mod
 from mutune.config import SpecError
 
 from .conftest import TINY, write_spec
@@ -148,9 +149,9 @@ def test_flags_drift_and_a_wider_model_doing_worse():
 
 
 def test_wider_check_treats_a_wide_divergence_as_worse():
-    assert sweep._worst_increase([3.0, 2.9, math.inf]) == math.inf
-    assert sweep._worst_increase([3.0, 2.9, 2.95, 2.8]) == pytest.approx(0.05)
-    assert sweep._worst_increase([3.0, 2.9]) == 0.0
+    assert sweep.analysis._worst_increase([3.0, 2.9, math.inf]) == math.inf
+    assert sweep.analysis._worst_increase([3.0, 2.9, 2.95, 2.8]) == pytest.approx(0.05)
+    assert sweep.analysis._worst_increase([3.0, 2.9]) == 0.0
 
 
 def test_axis_and_default_grids():
@@ -200,7 +201,7 @@ def test_tiny_sweep_through_the_cli_writes_csv_report_and_figure(run_cli, tiny_s
     assert isinstance(report["passed"], bool) and report["passed"] == (report["flags"] == [])
     assert (checks / "sweep-lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # re-running trains nothing: the same trials, the same table
-    storage = search.open_storage(str(workdir / "runs" / "tiny" / "study.journal"))
+    storage = study_mod.open_storage(str(workdir / "runs" / "tiny" / "study.journal"))
     n_before = len(optuna.load_study(study_name="tiny-sweep-lr", storage=storage).trials)
     assert run_cli(*args).code == 0
     assert len(optuna.load_study(study_name="tiny-sweep-lr", storage=storage).trials) == n_before == 12
@@ -234,7 +235,7 @@ def test_an_interrupted_point_is_rerun_once(workdir):
     (run_dir / "checks").mkdir(parents=True)
     sspec, done = sweep.prepare_study(sspec, run_dir, grid)
     assert done == 0 and sspec.search.n_trials == 2
-    study = search.open_study(sspec, search.open_storage(str(run_dir / "study.journal")))
+    study = study_mod.open_study(sspec, study_mod.open_storage(str(run_dir / "study.journal")))
     t = study.ask()  # pops the first enqueued point, as a worker would; then it is "killed"
     t.set_user_attr("retry", True)
     study.tell(t, state=TrialState.FAIL)
@@ -243,7 +244,7 @@ def test_an_interrupted_point_is_rerun_once(workdir):
     assert len(trials) == 3  # the failed attempt, its retry, the other point: nothing twice
     assert [x.state for x in trials[1:]] == [TrialState.COMPLETE] * 2
     retry = next(x for x in trials if "retry_of" in x.user_attrs)
-    killed = search.trial_params(trials[0])  # killed before its first suggest: fixed params only
+    killed = study_mod.trial_params(trials[0])  # killed before its first suggest: fixed params only
     assert retry.user_attrs["retry_of"] == t.number and retry.params == killed
     assert set(res.runs.state) == {"COMPLETE"}
     assert res.runs.set_index("value").trial[killed["value"]] == retry.number
@@ -252,7 +253,7 @@ def test_an_interrupted_point_is_rerun_once(workdir):
 def test_two_workers_run_each_point_exactly_once(run_cli, tiny_spec, workdir):
     r = run_cli("sweep", tiny_spec, "--widths", "32,64", "--values", "0.003,0.01,0.03", "--workers", "2")
     assert r.code == 0, r
-    storage = search.open_storage(str(workdir / "runs" / "tiny" / "study.journal"))
+    storage = study_mod.open_storage(str(workdir / "runs" / "tiny" / "study.journal"))
     trials = optuna.load_study(study_name="tiny-sweep-lr", storage=storage).trials
     points = [(t.params["width"], t.params["value"]) for t in trials]
     assert len(points) == 6 and len(set(points)) == 6

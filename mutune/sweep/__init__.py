@@ -1,0 +1,241 @@
+"""Width sweeps: does a hyperparameter's optimum stay put as the model gets wider?
+
+The µTransfer test of Tensor Programs V, Figure 1: train a grid of (width × value × seed), under
+µP and, as the control, under SP, and look at where each width's loss curve bottoms out. Under µP
+the optimum should not move with width (its *drift* between the narrowest and widest width, in
+log2 units, should be small) and, at a fixed value, a wider model should not do worse. Under SP
+the optimal learning rate typically falls by a factor of ~2 per width doubling.
+
+The grid runs through the study machinery (:func:`mutune.study.run_trials` with a
+:class:`~mutune.study.TrialJob`): every grid point is enqueued once, as an Optuna trial with
+fixed params, in a study of its own (``<name>-sweep-<param>``) in the run directory's storage.
+So a sweep runs in parallel (``workers``), survives kills (killed points are re-run with the
+same params) and resumes: a re-run trains only the points that have not finished; a grid
+extended with new widths or values trains only the new points.
+
+Outputs, in ``<run_dir>/checks/``:
+
+- ``sweep-<param>-runs.csv``: one row per grid point (rewritten after every finished point);
+- ``sweep-<param>-summary.csv``: one row per (parametrization, width): the grid argmin, the
+  parabolic refinement, whether the optimum is interior, the loss there, the shift from the
+  narrowest width and the loss at the value chosen at the narrowest width;
+- ``sweep-<param>.yaml``: the report (grid, optima, drift, wider-is-better, flags);
+- ``sweep-<param>.png``: loss against log2(value), one curve per width, µP and SP side by side.
+
+The x axis is log2(value), except for β1, β2 and momentum, where it is log2(1 − value): the
+quantity that scales. The default grid is the spec's value times 2^k for k = −4…4 (nine points;
+for β1, β2 and momentum, 1 − (1 − value)·2^k, keeping the values inside (0, 1)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .. import config, data
+from .. import search as search_mod
+from .. import study as study_mod
+from ..config import HPARAM_NAMES, Spec, SpecError
+from ..events import SILENT, Events
+from ..files import atomic_write
+from .analysis import Analysis, Drift, Optimum, WiderCheck, analyze, curves, find_optimum, parabola_vertex
+from .figure import NAMES, plot
+from .grid import (
+    DEFAULT_OCTAVES,
+    ONE_MINUS,
+    PARAMETRIZATIONS,
+    Grid,
+    Point,
+    axis_label,
+    default_values,
+    from_x,
+    make_grid,
+    point_spec,
+    study_spec,
+    to_x,
+)
+from .trials import RUN_COLUMNS, evaluate_point, prepare_study, runs_path, runs_table, sweep_job, write_runs
+
+__all__ = [
+    "DEFAULT_OCTAVES",
+    "NAMES",
+    "ONE_MINUS",
+    "PARAMETRIZATIONS",
+    "RUN_COLUMNS",
+    "Analysis",
+    "Drift",
+    "Grid",
+    "Optimum",
+    "Point",
+    "SweepResult",
+    "WiderCheck",
+    "analyze",
+    "axis_label",
+    "curves",
+    "default_values",
+    "evaluate_point",
+    "find_optimum",
+    "from_x",
+    "make_grid",
+    "parabola_vertex",
+    "plot",
+    "point_spec",
+    "prepare_study",
+    "report",
+    "runs_path",
+    "runs_table",
+    "study_spec",
+    "sweep",
+    "sweep_job",
+    "to_x",
+    "write_runs",
+]
+
+SMOKE_WIDTHS = (32, 64)
+SMOKE_OCTAVES = 1
+
+
+@dataclass
+class SweepResult:
+    run_dir: Path
+    grid: Grid
+    runs: pd.DataFrame  # one row per grid point
+    analysis: Analysis
+    files: dict[str, Path]
+    n_run: int  # points trained by this call (the rest were already in the study)
+    report: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.analysis.passed
+
+
+def _plain(x: Any) -> Any:
+    """numpy scalars and non-finite floats as YAML-friendly values."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if math.isfinite(x) else str(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def report(analysis: Analysis, grid: Grid, spec: Spec, files: dict[str, Path]) -> dict:
+    return _plain(
+        {
+            "param": grid.param,
+            "axis": axis_label(grid.param),
+            "grid": {
+                "parametrizations": list(grid.parametrizations),
+                "widths": list(grid.widths),
+                "values": list(grid.values),
+                "seeds": list(grid.seeds),
+                "base_width": spec.model.base_width,
+                "steps": spec.train.steps,
+            },
+            "optima": [asdict(o) for o in analysis.optima],
+            "drift": {k: asdict(v) for k, v in analysis.drift.items()},
+            "wider_is_better": {k: asdict(v) for k, v in analysis.wider.items()},
+            "max_drift": analysis.max_drift,
+            "flags": analysis.flags,
+            "passed": analysis.passed,
+            "files": {k: str(v) for k, v in files.items()},
+        }
+    )
+
+
+def sweep(
+    spec: Spec,
+    param: str = "lr",
+    widths: list[int] | tuple[int, ...] | None = None,
+    values: list[float] | tuple[float, ...] | None = None,
+    *,
+    seeds: int = 1,
+    compare: str | None = None,
+    run_dir: str | Path | None = None,
+    smoke: bool = False,
+    workers: int = 1,
+    max_drift: float = 1.0,
+    events: Events = SILENT,
+) -> SweepResult:
+    """Train the (width × value × seed) grid for the spec's parametrization (and ``compare``'s),
+    then write the runs and summary CSVs, the report and the figure to ``<run_dir>/checks/``.
+
+    ``widths`` defaults to the spec's width ×1, ×2, ×4, ×8; ``values`` to the module's log2 grid.
+    ``smoke``: the spec's tiny variant, widths 32 and 64, three values (centre·2^-1…2^1), one seed.
+    Resumable: the same call trains only what is missing. A ``KeyboardInterrupt`` keeps every
+    finished point in the study and in the runs CSV.
+    """
+    if smoke:
+        spec = config.smoke(spec)
+        widths = list(SMOKE_WIDTHS)
+        seeds = 1
+        if values is None and param in HPARAM_NAMES:
+            values = default_values(param, getattr(spec.hparams, param), SMOKE_OCTAVES)
+    if workers < 1:
+        raise SpecError("--workers", f"must be >= 1, got {workers}")
+    if not max_drift > 0:
+        raise SpecError("--max-drift", f"must be > 0, got {max_drift}")
+    grid = make_grid(spec, param, widths, values, seeds, compare)
+    run_dir = Path(run_dir) if run_dir is not None else search_mod.default_run_dir(spec, smoke)
+    data.load(spec.data, min_len=spec.model.seq_len + 1)  # a missing corpus fails here, not in a worker
+    sspec = study_spec(spec, grid)
+    (run_dir / "checks").mkdir(parents=True, exist_ok=True)
+    sspec, done = prepare_study(sspec, run_dir, grid)
+    events.sweep_started(grid, run_dir, done)
+    job = sweep_job(grid)
+    storage = study_mod.open_storage(study_mod.storage_url(sspec, run_dir))
+    study = study_mod.open_study(sspec, storage)
+    try:
+        if workers == 1:
+            study_mod.run_trials(sspec, run_dir, job=job, events=events)
+        else:
+            study_mod.run_workers(sspec, run_dir, workers, job=job, events=events)
+    finally:
+        write_runs(study, sspec, run_dir, grid=grid)
+    runs = runs_table(study, grid)
+    missing = runs[~runs.state.isin(["COMPLETE", "FAIL"])]
+    if len(missing):
+        raise study_mod.SearchFailed(
+            f"{len(missing)} of {len(runs)} sweep points did not finish; re-run to resume "
+            f"(see {runs_path(run_dir, grid.param)})"
+        )
+    analysis = analyze(runs, grid.param, max_drift=max_drift, checked="mup")
+    checks = run_dir / "checks"
+    files = {
+        "runs": runs_path(run_dir, grid.param),
+        "summary": checks / f"sweep-{grid.param}-summary.csv",
+        "report": checks / f"sweep-{grid.param}.yaml",
+        "figure": checks / f"sweep-{grid.param}.png",
+    }
+    summary = analysis.summary()
+    atomic_write(files["summary"], lambda p: summary.to_csv(p, index=False))
+    m = spec.model
+    title = (
+        f"{spec.name}: {m.family}, depth {m.depth}, base width {m.base_width}, {spec.train.steps} steps, "
+        f"{len(grid.seeds)} seed{'s' if len(grid.seeds) > 1 else ''}"
+    )
+    plot(analysis, files["figure"], title=title)
+    doc = report(analysis, grid, spec, files)
+    atomic_write(files["report"], lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False)))
+    return SweepResult(
+        run_dir=run_dir,
+        grid=grid,
+        runs=runs,
+        analysis=analysis,
+        files=files,
+        n_run=len(grid) - done,
+        report=doc,
+    )
