@@ -8,13 +8,11 @@ Tracebacks only with ``--debug``.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shlex
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -22,27 +20,28 @@ from typing import Annotated
 
 import typer
 import yaml
-from rich import box
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
-from . import __version__, config, flops
+from . import __version__, config
 from . import checks as checks_mod
 from . import docs as docs_mod
 from . import report as report_mod
 from . import search as search_mod
 from . import sweep as sweep_mod
 from . import transfer as transfer_mod
+from .cli_render import (
+    Display,
+    SweepDisplay,
+    err,
+    fmt_secs,
+    log_line,
+    out,
+    print_report,
+    print_sweep,
+    state,
+)
+from .cli_render import print_coord_check as _print_coord_check
 from .config import SpecError
-from .events import Events, TrialEvent
+from .events import Events
 
 app = typer.Typer(
     name="mutune",
@@ -52,158 +51,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console()  # results: plans, tables
-err = Console(stderr=True)  # progress, warnings, errors
-
-
-class _State:
-    verbose = False
-    quiet = False
-    debug = False
-
-
-state = _State()
-
-
-def live_display() -> bool:
-    """Live bars only on an interactive terminal; plain one-line-per-event logs otherwise."""
-    return err.is_terminal and not state.quiet and os.environ.get("CI", "").lower() not in ("1", "true")
-
-
-def _fmt_secs(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    s = int(round(s))
-    return (
-        f"{s // 3600}h{s % 3600 // 60:02d}m"
-        if s >= 3600
-        else f"{s // 60}m{s % 60:02d}s"
-        if s >= 60
-        else f"{s}s"
-    )
-
-
-def _log(msg: str) -> None:
-    if not state.quiet:
-        err.print(msg, highlight=False, soft_wrap=True)
-
-
-class Display(Events):
-    """Renders the core's events: trials done, best so far and ETA for a search; step, loss,
-    tokens/s and ETA for each run. Live bars on a terminal, one line per event elsewhere."""
-
-    def __init__(self) -> None:
-        self.live = live_display()
-        self.progress: Progress | None = None
-        self.t0 = time.perf_counter()
-        self.done_here = 0
-
-    def _bars(self) -> Progress:
-        if self.progress is None:
-            self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-                console=err,
-            )
-            self.trials = self.progress.add_task("trials", total=1, info="", visible=False)
-            self.steps = self.progress.add_task("run", total=1, info="", visible=False)
-            self.progress.start()
-        return self.progress
-
-    def search_started(self, spec, run_dir: Path, finished: int) -> None:
-        m = spec.model
-        resumed = f", resuming with {finished} finished" if finished else ""
-        _log(
-            f"searching {m.family} proxy width {m.width} (base {m.base_width}, {m.parametrization}) for "
-            f"{spec.search.n_trials} trials{resumed} -> {run_dir}"
-        )
-        if self.live:
-            self._bars().update(self.trials, total=spec.search.n_trials, completed=finished, visible=True)
-
-    def step(self, trial: int | None, log) -> None:
-        info = f"loss {log.train_loss:.4f}  {flops.human(log.tokens_per_s)} tok/s"
-        label = f"trial {trial}" if trial is not None else "target"
-        line = f"{label} step {log.step}/{log.steps} {info} eta {_fmt_secs(log.eta)}"
-        if self.live:
-            bars = self._bars()
-            bars.update(
-                self.steps, description=label, total=log.steps, completed=log.step, info=info, visible=True
-            )
-            if state.verbose:
-                bars.console.print(line, highlight=False)
-        elif state.verbose or (
-            trial is None and (log.step % max(1, log.steps // 10) == 0 or log.step == log.steps)
-        ):
-            _log(line)
-
-    def trial_ended(self, ev: TrialEvent) -> None:
-        self.done_here += 1
-        best = f"best {ev.best_value:.4f} (#{ev.best_number})" if ev.best_value is not None else "best -"
-        value = f"loss {ev.value:.4f}" if ev.value is not None else ev.reason or ""
-        if self.live:
-            bars = self._bars()
-            bars.update(self.trials, completed=ev.finished, info=best)
-            bars.console.print(
-                f"trial {ev.number:>3} {ev.state:<8} {value}  ({ev.seconds:.1f}s)", highlight=False
-            )
-        else:
-            remaining = max(0, ev.n_trials - ev.finished)
-            eta = (time.perf_counter() - self.t0) / self.done_here * remaining
-            _log(
-                f"trial {ev.number} {ev.state} {value} ({ev.seconds:.1f}s) [{ev.finished}/{ev.n_trials}] {best} "
-                f"eta {_fmt_secs(eta)}"
-            )
-
-    def planned(self, plan) -> None:
-        self.close()
-        print_plan(plan)
-
-    def coord_checked(self, record: dict) -> None:
-        v = record.get("verdict")
-        if v == "passed" and "seconds" in record:
-            _log(
-                f"coord check passed (widths {record['widths'][0]}..{record['widths'][-1]}, largest |slope| "
-                f"{record['largest_slope']}, {record['seconds']:.1f}s)"
-            )
-        elif v == "skipped":
-            err.print(
-                "[yellow]warning:[/] coord check skipped (--skip-check); µP is not verified", highlight=False
-            )
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
-
-
-def print_plan(p: transfer_mod.Plan) -> None:
-    c = p.cost
-    table = Table(title=f"target plan: {p.target_dir}", show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("width", f"{p.spec.model.width} (proxy {p.proxy_width}, base {p.spec.model.base_width})")
-    table.add_row("parameters", f"{flops.human(c.params)} ({c.params:,})")
-    table.add_row("FLOPs / step", flops.human(c.flops_per_step))
-    table.add_row("FLOPs total", f"{flops.human(c.total_flops)} over {c.steps} steps")
-    table.add_row("memory (est.)", flops.human_bytes(c.memory_bytes))
-    table.add_row(
-        "hparams",
-        ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in vars(p.hparams).items()),
-    )
-    if p.search_flops:
-        table.add_row(
-            "tuning cost",
-            f"search compute = {p.tuning_cost_pct:.1f}% of the target run "
-            f"({flops.human(p.search_flops)} / {flops.human(c.total_flops)} FLOPs)",
-        )
-    out.print(table)
-    for w in p.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
 @contextlib.contextmanager
@@ -233,7 +80,7 @@ def _print_target(res: transfer_mod.TransferResult) -> int:
         err.print(f"[red]target diverged:[/] {r.reason} (see {res.plan.target_dir})", highlight=False)
         return 1
     out.print(
-        f"target val loss {r.final_val_loss:.4f} after {r.steps} steps ({_fmt_secs(r.seconds)}) "
+        f"target val loss {r.final_val_loss:.4f} after {r.steps} steps ({fmt_secs(r.seconds)}) "
         f"-> {res.plan.target_dir}",
         highlight=False,
     )
@@ -331,9 +178,9 @@ def transfer(
         raise SpecError("--nproc", f"must be >= 1, got {nproc}")
     if run_dir is None:
         run_dir = transfer_mod.latest_run()
-        _log(f"using the latest run: {run_dir}")
+        log_line(f"using the latest run: {run_dir}")
     if nproc > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
-        _log(f"launching {nproc} processes with torchrun")
+        log_line(f"launching {nproc} processes with torchrun")
         code = transfer_mod.launch_distributed(
             run_dir, to or [], nproc, resume=resume, force=force, smoke=smoke
         )
@@ -360,59 +207,6 @@ class ReportFormat(str, Enum):
     md = "md"
 
 
-def print_report(rep: report_mod.Report, top: int) -> None:
-    """The report as rich tables: top trials, winning HPs, importances, tuning cost, figures."""
-    c = rep.counts()
-    m = rep.spec.model
-    out.print(
-        f"[bold]{rep.run_dir}[/]: {m.family} proxy width {m.width} (base {m.base_width}, {m.parametrization}); "
-        f"{c['finished']} of {rep.spec.search.n_trials} trials finished ({c['complete']} complete, "
-        f"{c['diverged']} diverged, {c['failed']} failed, {c['running']} running)",
-        highlight=False,
-    )
-    names = rep.searched()
-    best_number = (rep.best or {}).get("provenance", {}).get("trial_number")
-    table = Table(title=f"top {top} trials", title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
-    for col in ("trial", "loss", *names, "time"):
-        table.add_column(col, justify="right", min_width=len(col))
-    for _, r in rep.top(top).iterrows():
-        style = "bold green" if r["number"] == best_number else None
-        secs = r.get("seconds")
-        cells = [
-            str(int(r["number"])),
-            f"{r['loss']:.4f}",
-            *[_g(r.get(n)) for n in names],
-            _fmt_secs(secs) if isinstance(secs, float) and math.isfinite(secs) else "-",
-        ]
-        table.add_row(*cells, style=style)
-    out.print(table)
-    if rep.best is not None:
-        searched = set(rep.spec.search.space)
-        hp = Table(title=f"winning hyperparameters (trial #{best_number}) -> best.yaml", title_justify="left")
-        hp.add_column("hparam")
-        hp.add_column("value", justify="right")
-        hp.add_column("importance", justify="right")
-        for k, v in rep.best["hparams"].items():
-            imp = rep.importances.get(k)
-            hp.add_row(
-                k if k in searched else f"[dim]{k}[/]",
-                _g(v) if k in searched else f"[dim]{_g(v)} (default)[/]",
-                f"{imp:.2f} " + "█" * round(imp * 20) if imp is not None else "",
-            )
-        out.print(hp)
-    out.print(f"importances: {rep.importance_note}", highlight=False)
-    for line in rep.cost_lines():
-        out.print(f"tuning cost: {line}", highlight=False)
-    for p in rep.figures:
-        out.print(f"figure: {p}", highlight=False)
-
-
-def _g(v) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 @app.command()
 def report(
     run_dir: Annotated[
@@ -436,7 +230,7 @@ def report(
     """
     if run_dir is None:
         run_dir = transfer_mod.latest_run()
-        _log(f"using the latest run: {run_dir}")
+        log_line(f"using the latest run: {run_dir}")
     rep = report_mod.report(run_dir)
     dest = out_dir if out_dir is not None else rep.run_dir / report_mod.REPORT_DIR
     if not no_plots:
@@ -480,7 +274,7 @@ def init(
     text = docs_mod.starter_spec(model.value, name=name, filename=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    _log(f"wrote {path}; next: mutune search {shlex.quote(str(path))} --smoke")
+    log_line(f"wrote {path}; next: mutune search {shlex.quote(str(path))} --smoke")
 
 
 @app.command("show-config")
@@ -526,67 +320,9 @@ def coord_check(
         spec = config.smoke(spec)
     out_dir = (run_dir or search_mod.default_run_dir(spec, smoke)) / "checks"
     res = checks_mod.coord_check(spec, compare=compare, lr=lr, seeds=seeds, out_dir=out_dir)
-    for r in [res] + ([res.control] if res.control is not None else []):
-        out.print(r.message(), highlight=False, soft_wrap=True)
-        table = Table(
-            title=f"slope of log mean|x| against log width (lr {r.lr:g}, {r.seeds} seeds)",
-            title_justify="left",
-        )
-        table.add_column("layer")
-        for t in range(r.steps):
-            table.add_column(f"t={t}", justify="right")
-        for layer, g in r.slopes.groupby("layer", sort=False):
-            cells = {x.t: x for x in g.itertuples()}
-            row = []
-            for t in range(r.steps):
-                x = cells.get(t)
-                if x is None:
-                    row.append("")
-                    continue
-                text = f"{x.slope:+.2f}" if math.isfinite(x.slope) else x.status
-                style = {"fail": "bold red", "exempt": "dim"}.get(x.status, "")
-                row.append(f"[{style}]{text}[/]" if style else text)
-            table.add_row(layer, *row)
-        out.print(table)
-    if res.control is not None and res.control.passed:
-        err.print(
-            "[yellow]warning:[/] the SP control passed too, so this check cannot tell µP from SP here; "
-            "raise --lr or the widths",
-            highlight=False,
-        )
+    _print_coord_check(res)
     out.print(f"-> {res.files['slopes']}, {res.files['png']}", highlight=False)
     raise typer.Exit(0 if res.passed else 1)
-
-
-class SweepDisplay(Display):
-    """The search display, with each sweep point named by its width, value and seed."""
-
-    def sweep_started(self, grid, run_dir: Path, finished: int) -> None:
-        resumed = f", {finished} already done" if finished else ""
-        _log(
-            f"sweeping {grid.param} over widths {', '.join(map(str, grid.widths))} "
-            f"({' and '.join(sweep_mod.NAMES[p] for p in grid.parametrizations)}): {len(grid)} runs"
-            f"{resumed} -> {run_dir / 'checks'}"
-        )
-        if self.live:
-            self._bars().update(self.trials, total=len(grid), completed=finished, visible=True)
-        self.grid, self.base = grid, finished
-
-    def trial_ended(self, ev: TrialEvent) -> None:
-        p = ev.params
-        self.done_here += 1
-        what = (
-            f"{sweep_mod.NAMES.get(p.get('parametrization'), '?')} width {p.get('width')} "
-            f"{self.grid.param}={p.get('value', float('nan')):.4g} seed {p.get('seed')}"
-        )
-        value = f"loss {ev.value:.4f}" if ev.value is not None else ev.reason or ev.state
-        done = self.base + self.done_here
-        if self.live:
-            bars = self._bars()
-            bars.update(self.trials, completed=done)
-            bars.console.print(f"{what}: {value} ({ev.seconds:.1f}s)", highlight=False)
-        else:
-            _log(f"{what}: {value} ({ev.seconds:.1f}s) [{done}/{len(self.grid)}]")
 
 
 def _comma_list(text: str | None, key: str, cast: type) -> list | None:
@@ -598,49 +334,6 @@ def _comma_list(text: str | None, key: str, cast: type) -> list | None:
     except ValueError:
         what = "integers" if cast is int else "numbers"
         raise SpecError(key, f"expected comma-separated {what}, got {text!r}") from None
-
-
-def print_sweep(res: sweep_mod.SweepResult) -> None:
-    a = res.analysis
-    n = len(res.grid.seeds)
-    table = Table(title=f"width sweep of {a.param}, {n} seed{'s' if n > 1 else ''} per point")
-    for col in (
-        "",
-        "width",
-        f"best {a.param} (grid)",
-        "refined",
-        sweep_mod.axis_label(a.param),
-        "loss",
-        "interior",
-    ):
-        table.add_column(col, justify="right" if col not in ("", "interior") else "left")
-    for o in a.optima:
-        table.add_row(
-            sweep_mod.NAMES.get(o.parametrization, o.parametrization),
-            str(o.width),
-            f"{o.value:.4g}",
-            f"{o.value_refined:.4g}",
-            f"{o.x_refined:+.2f}",
-            f"{o.loss:.4f}",
-            "yes" if o.interior else "no",
-        )
-    out.print(table)
-    for par, d in a.drift.items():
-        bound = " (a bound: an optimum is at the grid edge)" if d.bound else ""
-        out.print(
-            f"{sweep_mod.NAMES.get(par, par)} drift of the optimum, width {d.narrow} -> {d.wide}: "
-            f"{d.drift:+.2f} log2 (grid {d.drift_grid:+.0f}){bound}",
-            highlight=False,
-        )
-    for par, w in a.wider.items():
-        verdict = "yes" if w.ok_at_choice else f"no (+{w.worst_increase_at_choice:.4f})"
-        out.print(
-            f"{sweep_mod.NAMES.get(par, par)} wider is better at {a.param}={w.choice_value:.4g}: {verdict}",
-            highlight=False,
-        )
-    for flag in a.flags:
-        err.print(f"[yellow]flag:[/] {flag}", highlight=False)
-    out.print(f"wrote {', '.join(str(p) for p in res.files.values())}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -12,8 +12,6 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +20,7 @@ import yaml
 
 from .errors import SpecError
 from .registry import FAMILIES, FAMILY_NAMES, OPTIMIZER_NAMES, OPTIMIZERS, check_family
+from .typed import apply_overrides, build, coerce, field_type, join_key, set_dotted
 
 
 def _f(default: Any, doc: str) -> Any:
@@ -31,6 +30,9 @@ def _f(default: Any, doc: str) -> Any:
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: copy.deepcopy(d), metadata={"doc": doc})
     return field(default=default, metadata={"doc": doc})
+
+
+PARAMETRIZATION_NAMES = {"mup": "µP", "sp": "SP"}  # how tables and figures name them
 
 
 def _choices(entries: Any) -> str:
@@ -188,126 +190,26 @@ class Spec:
 
 
 # ---------------------------------------------------------------------------------------------
-# Typed building from plain dicts
-
-
-def _resolve(cls: type, f: dataclasses.Field) -> Any:
-    return typing.get_type_hints(cls)[f.name]
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    if origin is list:
-        return "a list"
-    if origin is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(a, value, key)
-            except SpecError:
-                continue
-        raise SpecError(key, f"expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise SpecError(key, f"expected one of {_type_name(tp)}, got {value!r}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise SpecError(key, f"expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise SpecError(key, f"expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise SpecError(key, f"expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise SpecError(key, f"expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise SpecError(key, f"expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise SpecError(key, f"expected a string, got {value!r}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise SpecError(key, f"expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise SpecError(key, f"expected a mapping, got {value!r}")
-        _, item = typing.get_args(tp)
-        return {str(k): _coerce(item, v, f"{key}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return build(tp, value, key)
-    raise AssertionError(f"unsupported spec type {tp!r} at {key}")
-
-
-def build(cls: type, data: Any, key: str = "") -> Any:
-    """Build dataclass ``cls`` from a plain mapping, rejecting unknown keys and wrong types."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise SpecError(key or "spec", f"expected a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for k in data:
-        if k not in fields:
-            hint = difflib.get_close_matches(str(k), fields, n=1)
-            suggestion = f" (did you mean '{_join(key, hint[0])}'?)" if hint else ""
-            raise SpecError(_join(key, str(k)), f"unknown key{suggestion}")
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _coerce(_resolve(cls, f), data[name], _join(key, name))
-    return cls(**kwargs)
+# Typed edits
 
 
 def _replaced(node: Any, path: list[str], value: Any, key: str, prefix: str = "") -> Any:
     """``node`` (a spec dataclass) with the field at ``path`` replaced, type-checked like YAML input."""
     fields = {f.name: f for f in dataclasses.fields(node)}
-    name, here = path[0], _join(prefix, path[0])
+    name, here = path[0], join_key(prefix, path[0])
     if name not in fields:
         hint = difflib.get_close_matches(name, fields, n=1)
-        raise SpecError(here, f"unknown key{f' (did you mean {_join(prefix, hint[0])!r}?)' if hint else ''}")
+        raise SpecError(
+            here, f"unknown key{f' (did you mean {join_key(prefix, hint[0])!r}?)' if hint else ''}"
+        )
     if len(path) == 1:
-        new = _coerce(_resolve(type(node), fields[name]), value, key)
+        new = coerce(field_type(type(node), fields[name]), value, key)
     elif dataclasses.is_dataclass(getattr(node, name)):
         new = _replaced(getattr(node, name), path[1:], value, key, here)
     else:  # a key inside a mapping field (search.space.lr.low, target.overrides.x): edit a copy
         mapping = copy.deepcopy(dataclasses.asdict(node)[name])
         set_dotted(mapping, ".".join(path[1:]), value)
-        new = _coerce(_resolve(type(node), fields[name]), mapping, here)
+        new = coerce(field_type(type(node), fields[name]), mapping, here)
     return dataclasses.replace(node, **{name: new})
 
 
@@ -317,51 +219,6 @@ def edit(spec: Spec, changes: dict[str, Any]) -> Spec:
         spec = _replaced(spec, key.split("."), value, key)
     validate(spec)
     return spec
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-# ---------------------------------------------------------------------------------------------
-# Overrides
-
-
-def parse_override(token: str) -> tuple[str, Any]:
-    """``a.b=value`` -> ("a.b", parsed value); the value is read as YAML (``1e-3``, ``true``, ``[1, 2]``)."""
-    if "=" not in token:
-        raise SpecError(token, "expected KEY=VALUE")
-    key, raw = token.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise SpecError(token, "empty key in KEY=VALUE")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key, value
-
-
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``a.b.c`` in a nested dict, creating sections on the way (unknown keys fail later, in build)."""
-    node = data
-    parts = key.split(".")
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise SpecError(".".join(parts[: i + 1]), f"is not a section; cannot set '{key}'")
-        node = child
-    node[parts[-1]] = value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    data = copy.deepcopy(data)
-    for token in overrides:
-        key, value = parse_override(token)
-        set_dotted(data, key, value)
-    return data
 
 
 # ---------------------------------------------------------------------------------------------

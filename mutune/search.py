@@ -37,10 +37,10 @@ from .study import (
     open_storage,
     open_study,
     run_trials,
-    run_workers,
     storage_url,
 )
 from .train import train
+from .workers import run_workers
 
 __all__ = ["GateFailed", "SearchFailed", "SearchResult", "search"]
 

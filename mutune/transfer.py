@@ -24,6 +24,7 @@ from .config import HParams, Spec, SpecError
 from .events import SILENT, Events
 from .files import atomic_write
 from .train import RunResult, train
+from .typed import parse_override
 
 # Keys a target may change that µTransfer carries only approximately (TP5 §6.1): say so.
 APPROXIMATE = {
@@ -141,7 +142,7 @@ def target_key(overrides: list[str]) -> str:
     """``['width=1024', 'train.steps=400']`` -> ``width1024-steps400`` (the target-<key> folder)."""
     parts = []
     for token in overrides:
-        key, value = config.parse_override(token)
+        key, value = parse_override(token)
         if _canonical(key) in UNNAMED_KEYS:
             continue
         parts.append(key.rsplit(".", 1)[-1] + re.sub(r"[^A-Za-z0-9.]+", "_", str(value)))
@@ -192,7 +193,7 @@ def plan(
         spec_dict = config.smoke(proxy).to_dict()
     canonical: list[str] = []
     for token in to:
-        key, value = config.parse_override(token)
+        key, value = parse_override(token)
         key = _canonical(key)
         section = key.split(".")[0]
         if section == "hparams":

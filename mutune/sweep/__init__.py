@@ -41,6 +41,7 @@ import yaml
 from .. import config, data
 from .. import search as search_mod
 from .. import study as study_mod
+from .. import workers as workers_mod
 from ..config import HPARAM_NAMES, Spec, SpecError
 from ..events import SILENT, Events
 from ..files import atomic_write
@@ -202,7 +203,7 @@ def sweep(
         if workers == 1:
             study_mod.run_trials(sspec, run_dir, job=job, events=events)
         else:
-            study_mod.run_workers(sspec, run_dir, workers, job=job, events=events)
+            workers_mod.run_workers(sspec, run_dir, workers, job=job, events=events)
     finally:
         write_runs(study, sspec, run_dir, grid=grid)
     runs = runs_table(study, grid)

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import PARAMETRIZATION_NAMES
 from ..files import atomic_write
 from .analysis import Analysis
 from .grid import PARAMETRIZATIONS, axis_label, from_x
 
-NAMES = {"mup": "µP", "sp": "SP"}
+NAMES = PARAMETRIZATION_NAMES
 
 
 def plot(analysis: Analysis, path: Path, title: str = "") -> None:

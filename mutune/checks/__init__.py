@@ -32,25 +32,22 @@ once q and k align (+0.3 after 4 steps at tiny widths). docs/mup.md has the meas
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import data, models, optim
-from .config import HParams, Spec, SpecError
-from .device import resolve_device
-from .files import atomic_write
-from .models import factory
+from .. import data, models, optim
+from ..config import HParams, Spec, SpecError
+from ..device import resolve_device
+from ..files import atomic_write
+from ..models import factory
+from .recorder import Kind, Recorder
 
 THRESHOLD = 0.25
 DEFAULT_MULTS = (1, 2, 4, 8, 16)
@@ -59,8 +56,6 @@ GATE_MULTS = (1, 2, 4, 8)
 ADAMW_LR = 0.01  # the check's AdamW LR (see default_lr)
 TRANSIENT = ("logits", "attn_logits")  # kinds allowed to shrink while t < TRANSIENT_STEPS
 TRANSIENT_STEPS = 2
-
-Kind = Literal["embedding", "block", "attn_logits", "other", "logits"]
 
 
 @dataclass
@@ -111,116 +106,6 @@ class CoordCheckResult:
 # Recording
 
 
-class _Recorder:
-    """Forward hooks on the tracked modules and an SDPA interceptor; one dict of mean |x| per forward."""
-
-    def __init__(self, model: nn.Module, readouts: tuple[str, ...]):
-        self.values: dict[str, list[float]] = {}
-        self.kinds: dict[str, Kind] = {}
-        self.stack: list[str] = []
-        self.handles: list = []
-        names = {mod: name for name, mod in model.named_modules()}
-        # every module pushes its name while it runs, so SDPA knows who called it
-        for mod, name in names.items():
-            self.handles.append(mod.register_forward_pre_hook(self._push(name)))
-            self.handles.append(mod.register_forward_hook(self._pop))
-        first_block = True
-        for name, child in model.named_children():
-            if name in readouts:
-                continue
-            if isinstance(child, (nn.ModuleList, nn.Sequential)) and len(child):
-                for i, sub in enumerate(child):
-                    if first_block:
-                        self.handles.append(sub.register_forward_pre_hook(self._record_input("embedding")))
-                        first_block = False
-                    self.handles.append(
-                        sub.register_forward_hook(self._record_output(f"{name}.{i}", "block"))
-                    )
-            else:
-                self.handles.append(child.register_forward_hook(self._record_output(name, "other")))
-        if not first_block:  # the embedding stage is recorded as one: skip its separate lookups
-            for name, child in model.named_children():
-                if isinstance(child, nn.Embedding):
-                    self.kinds[name] = "skip"  # type: ignore[assignment]
-
-    def _push(self, name: str):
-        def hook(module, args):
-            self.stack.append(name)
-
-        return hook
-
-    def _pop(self, module, args, output):
-        if self.stack:
-            self.stack.pop()
-
-    def add(self, layer: str, kind: Kind, x: torch.Tensor) -> None:
-        if self.kinds.get(layer) == "skip":
-            return
-        self.kinds.setdefault(layer, kind)
-        self.values.setdefault(layer, []).append(x.detach().float().abs().mean().item())
-
-    def _record_output(self, layer: str, kind: Kind):
-        def hook(module, args, output):
-            out = output[0] if isinstance(output, (tuple, list)) and output else output
-            if isinstance(out, torch.Tensor) and out.is_floating_point():
-                self.add(layer, kind, out)
-
-        return hook
-
-    def _record_input(self, layer: str):
-        def hook(module, args):
-            if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
-                self.add(layer, "embedding", args[0])
-
-        return hook
-
-    @contextlib.contextmanager
-    def attention(self) -> Iterator[None]:
-        """Replace F.scaled_dot_product_attention with a version that also records q·kᵀ·scale."""
-        original = F.scaled_dot_product_attention
-
-        def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
-            with torch.no_grad():
-                k = key
-                if k.shape[-3] != query.shape[-3] and query.shape[-3] % k.shape[-3] == 0:  # grouped KV
-                    k = k.repeat_interleave(query.shape[-3] // k.shape[-3], dim=-3)
-                s = scale if scale is not None else 1.0 / math.sqrt(query.shape[-1])
-                logits = (query @ k.transpose(-2, -1)).float() * s  # (B, nh, T, S)
-                if is_causal:
-                    T, S = logits.shape[-2:]
-                    keep = torch.ones(T, S, dtype=torch.bool, device=logits.device).tril()
-                    logits = logits[..., keep]
-                elif attn_mask is not None and attn_mask.dtype == torch.bool:
-                    logits = logits[attn_mask.expand_as(logits)]
-                owner = self.stack[-1] if self.stack else "attention"
-                self.add(f"{owner}.logits" if owner else "logits", "attn_logits", logits)
-            return original(
-                query,
-                key,
-                value,
-                attn_mask=attn_mask,
-                dropout_p=dropout_p,
-                is_causal=is_causal,
-                scale=scale,
-                **kw,
-            )
-
-        F.scaled_dot_product_attention = sdpa
-        try:
-            yield
-        finally:
-            F.scaled_dot_product_attention = original
-
-    def take(self) -> dict[str, float]:
-        out = {k: float(np.mean(v)) for k, v in self.values.items()}
-        self.values = {}
-        return out
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
 def _at_width(spec: Spec, width: int, seq_len: int, batch_size: int) -> Spec:
     return spec.edit({"model.width": width, "model.seq_len": seq_len, "train.batch_size": batch_size})
 
@@ -240,7 +125,7 @@ def _run(
     m, t = spec.model, spec.train
     groups = optim.param_groups(model, infos, hp, m.parametrization, t.optimizer, eps=t.eps)
     opt = optim.make_optimizer(groups, hp, t.optimizer)
-    rec = _Recorder(model, _readouts(model, spec))
+    rec = Recorder(model, _readouts(model, spec))
     rows: list[dict[str, float]] = []
     problems: list[str] = []
     x, y = batch
@@ -462,93 +347,7 @@ def write(result: CoordCheckResult, out_dir: Path, prefix: str = "coord_check", 
     atomic_write(paths["slopes"], lambda p: slopes.to_csv(p, index=False, float_format="%.4f"))
     if plot:
         paths["png"] = out_dir / f"{prefix}.png"
+        from .figure import plot_png
+
         plot_png(runs, paths["png"])
     result.files = paths
-
-
-def plot_png(runs: list[CoordCheckResult], path: Path) -> None:
-    """TP5 Figure 5 style: one panel per step, one line per layer, mean |x| against width, log-log;
-    one row per parametrization (SP above µP, as in the paper). Failing layers are drawn solid and
-    thick, the rest thin; the title carries the verdict."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = sorted(runs, key=lambda r: r.parametrization != "sp")
-    steps = runs[0].steps
-    layers = list(dict.fromkeys(layer for r in runs for layer in r.records.layer))
-    cmap = plt.get_cmap("tab10" if len(layers) <= 10 else "tab20")
-    colors = {layer: cmap(i % cmap.N) for i, layer in enumerate(layers)}
-    from matplotlib.ticker import NullFormatter
-
-    legend_w = 1.5  # inches kept free on the right for the legend
-    fig, axes = plt.subplots(
-        len(runs), steps, figsize=(2.7 * steps + legend_w, 2.7 * len(runs) + 0.7), squeeze=False, sharex=True
-    )
-    for row, r in enumerate(runs):
-        mean = r.records.groupby(["layer", "t", "width"]).l1.mean()
-        status = {(x.layer, x.t): x.status for x in r.slopes.itertuples()}
-        name = "µP" if r.parametrization == "mup" else r.parametrization.upper()
-        for t in range(steps):
-            ax = axes[row][t]
-            for layer in layers:
-                if (layer, t) not in mean.index.droplevel(2):
-                    continue
-                s = mean.loc[(layer, t)]
-                s = s[s > 0]
-                if s.empty:
-                    continue
-                st = status.get((layer, t), "ok")
-                ax.plot(
-                    s.index,
-                    s.values,
-                    marker="o",
-                    ms=3,
-                    lw=2.4 if st == "fail" else 1.0,
-                    ls="--" if st == "exempt" else "-",
-                    alpha=1.0 if st == "fail" else 0.75,
-                    color=colors[layer],
-                    label=layer,
-                )
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xticks(r.widths)
-            ax.set_xticklabels([str(w) for w in r.widths], fontsize=7)
-            ax.yaxis.set_minor_formatter(NullFormatter())
-            ax.tick_params(axis="y", labelsize=7)
-            ax.grid(True, which="major", alpha=0.3)
-            ax.set_title(f"{name}  t={t}", fontsize=9)
-            if row == len(runs) - 1:
-                ax.set_xlabel("width", fontsize=8)
-            if t == 0:
-                ax.set_ylabel(f"{name}: mean |x|", fontsize=8)
-    from matplotlib.lines import Line2D
-
-    drawn = {line.get_label() for ax in axes.flat for line in ax.get_lines()}
-    labels = [layer for layer in layers if layer in drawn]
-    handles = [Line2D([], [], color=colors[layer], marker="o", ms=3, lw=1.2) for layer in labels]
-    fig.legend(
-        handles,
-        labels,
-        loc="center right",
-        fontsize=7,
-        frameon=False,
-        title="layer",
-        title_fontsize=8,
-        bbox_to_anchor=(1.0, 0.5),
-    )
-    verdicts = ", ".join(
-        f"{'µP' if r.parametrization == 'mup' else r.parametrization.upper()} {r.verdict.upper()}"
-        for r in runs
-    )
-    r0 = runs[0]
-    fig.suptitle(
-        f"coord check: {verdicts}    lr {r0.lr:g}, {r0.seeds} seeds; pass: |slope of log mean|x| vs log width| "
-        f"<= {r0.threshold} (logits may shrink for t < {TRANSIENT_STEPS}); "
-        "thick: failing, dashed: exempt",
-        fontsize=9,
-    )
-    fig.tight_layout(rect=(0, 0, 1 - legend_w / fig.get_figwidth(), 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
