@@ -18,13 +18,10 @@ its main function. ``coord_check`` is ``mutune.checks.coord_check``.
 
 __version__ = "0.1.0"
 
+import importlib as _importlib
 import inspect as _inspect
+import sys as _sys
 import types as _types
-
-from . import config, parametrize, report, search, sweep, transfer
-from .checks import coord_check
-from .config import SpecError, load_spec
-from .events import Events
 
 
 class _CallableModule(_types.ModuleType):
@@ -34,9 +31,41 @@ class _CallableModule(_types.ModuleType):
         return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
 
 
-for _module in (search, transfer, report, sweep, parametrize):
-    _module.__class__ = _CallableModule
-    _module.__signature__ = _inspect.signature(getattr(_module, _module.__name__.rpartition(".")[2]))
+def _callable_module(name: str) -> None:
+    """Called at the end of search, transfer, report, sweep and parametrize: however the module is
+    imported (``import mutune.search`` or ``mutune.search``), it is callable."""
+    module = _sys.modules[name]
+    module.__class__ = _CallableModule
+    module.__signature__ = _inspect.signature(getattr(module, name.rpartition(".")[2]))
+
+
+# Imported on first use (PEP 562), so that `import mutune.rules` or `mutune --help` does not load
+# torch, Optuna and every command: the µP core and the CLI each load only what they use.
+_LAZY = {
+    "config": ("mutune.config", None),
+    "parametrize": ("mutune.parametrize", None),
+    "report": ("mutune.report", None),
+    "search": ("mutune.search", None),
+    "sweep": ("mutune.sweep", None),
+    "transfer": ("mutune.transfer", None),
+    "coord_check": ("mutune.checks", "coord_check"),
+    "SpecError": ("mutune.errors", "SpecError"),
+    "load_spec": ("mutune.config", "load_spec"),
+    "Events": ("mutune.events", "Events"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'mutune' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    module = _importlib.import_module(module_name)
+    return module if attr is None else getattr(module, attr)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "Events",

@@ -155,3 +155,8 @@ def _hook_readouts(model: nn.Module, infos: dict[str, ParamInfo], mult: float) -
             module._mutune_readout_hook = None
         if mult != 1.0:
             module._mutune_readout_hook = module.register_forward_hook(lambda _m, _inp, out, k=mult: out * k)
+
+
+from . import _callable_module  # noqa: E402
+
+_callable_module(__name__)  # mutune.X(...) calls X.X(...)

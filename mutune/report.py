@@ -399,3 +399,8 @@ def write_figures(rep: Report, out_dir: str | Path | None = None) -> list[Path]:
     return report_figures.write_figures(
         rep, Path(out_dir) if out_dir is not None else rep.run_dir / REPORT_DIR
     )
+
+
+from . import _callable_module  # noqa: E402
+
+_callable_module(__name__)  # mutune.X(...) calls X.X(...)

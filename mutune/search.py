@@ -314,3 +314,8 @@ def search(
 
 class GateFailed(SearchFailed):
     """The coord check before the first trial failed: the model is not µP. Exit code 1."""
+
+
+from . import _callable_module  # noqa: E402
+
+_callable_module(__name__)  # mutune.X(...) calls X.X(...)

@@ -312,3 +312,8 @@ def launch_distributed(
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     return subprocess.call(cmd, env=env)
+
+
+from . import _callable_module  # noqa: E402
+
+_callable_module(__name__)  # mutune.X(...) calls X.X(...)

@@ -214,6 +214,21 @@ def sweep(
             f"(see {runs_path(run_dir, grid.param)})"
         )
     analysis = analyze(runs, grid.param, max_drift=max_drift, checked="mup")
+    files, doc = write_outputs(analysis, grid, spec, run_dir)
+    return SweepResult(
+        run_dir=run_dir,
+        grid=grid,
+        runs=runs,
+        analysis=analysis,
+        files=files,
+        n_run=len(grid) - done,
+        report=doc,
+    )
+
+
+def write_outputs(analysis: Analysis, grid: Grid, spec: Spec, run_dir: Path) -> tuple[dict[str, Path], dict]:
+    """The summary CSV, the figure and the report YAML of a finished sweep (the runs CSV is kept current
+    by the trials themselves)."""
     checks = run_dir / "checks"
     files = {
         "runs": runs_path(run_dir, grid.param),
@@ -231,12 +246,9 @@ def sweep(
     plot(analysis, files["figure"], title=title)
     doc = report(analysis, grid, spec, files)
     atomic_write(files["report"], lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False)))
-    return SweepResult(
-        run_dir=run_dir,
-        grid=grid,
-        runs=runs,
-        analysis=analysis,
-        files=files,
-        n_run=len(grid) - done,
-        report=doc,
-    )
+    return files, doc
+
+
+from .. import _callable_module  # noqa: E402
+
+_callable_module(__name__)  # mutune.sweep(...) calls sweep.sweep(...)

@@ -183,6 +183,79 @@ class Analysis:
         return pd.DataFrame(rows)
 
 
+def _optimum(par: str, width: int, c: pd.DataFrame, param: str) -> Optimum:
+    """Where one width's curve (sorted along x) bottoms out."""
+    xs, ys, vs = list(c.x), list(c.loss), list(c.value)
+    i, xr, yr, interior, note = find_optimum(xs, ys)
+    return Optimum(
+        parametrization=par,
+        width=width,
+        index=i,
+        value=vs[i] if i is not None else math.nan,
+        x=xs[i] if i is not None else math.nan,
+        loss=ys[i] if i is not None else math.nan,
+        x_refined=xr,
+        value_refined=(from_x(param, xr) if interior else vs[i]) if i is not None else math.nan,
+        loss_refined=yr,
+        interior=interior,
+        note=note,
+    )
+
+
+def _drift(par: str, mine: list[Optimum]) -> Drift:
+    lo, hi = mine[0], mine[-1]
+    return Drift(
+        parametrization=par,
+        narrow=lo.width,
+        wide=hi.width,
+        drift=hi.x_refined - lo.x_refined,
+        drift_grid=hi.x - lo.x,
+        bound=not (lo.interior and hi.interior),
+    )
+
+
+def _wider(par: str, sub: pd.DataFrame, widths: list[int], mine: list[Optimum]) -> WiderCheck:
+    """Losses across widths at the narrowest width's choice, and at each width's own optimum."""
+    choice = mine[0].value
+    at_choice = []
+    for w in widths:
+        row = sub[(sub.width == w) & (sub.value == choice)]
+        at_choice.append(float(row.loss.iloc[0]) if len(row) else math.nan)
+    at_opt = [o.loss for o in mine]
+    return WiderCheck(
+        parametrization=par,
+        choice_value=choice,
+        losses_at_choice=at_choice,
+        ok_at_choice=_worst_increase(at_choice) <= 0,
+        worst_increase_at_choice=_worst_increase(at_choice),
+        losses_at_optimum=at_opt,
+        ok_at_optimum=_worst_increase(at_opt) <= 0,
+        worst_increase_at_optimum=_worst_increase(at_opt),
+    )
+
+
+def _flags(
+    par: str, param: str, mine: list[Optimum], d: Drift | None, wc: WiderCheck | None, max_drift: float
+) -> list[str]:
+    flags = [f"{par} width {o.width}: {o.note}" for o in mine if not o.interior]
+    if d is not None and abs(d.drift) > max_drift:
+        flags.append(
+            f"{par}: the optimum drifted {d.drift:+.2f} log2 from width {d.narrow} to {d.wide} "
+            f"(more than {max_drift:g})"
+        )
+    if wc is not None and not wc.ok_at_choice:
+        flags.append(
+            f"{par}: wider is not better at {param}={wc.choice_value:.4g} (the narrowest width's "
+            f"choice): the loss rises by up to {wc.worst_increase_at_choice:.4f} with width"
+        )
+    if wc is not None and not wc.ok_at_optimum:
+        flags.append(
+            f"{par}: wider is not better at each width's optimum: the loss rises by up to "
+            f"{wc.worst_increase_at_optimum:.4f} with width"
+        )
+    return flags
+
+
 def analyze(runs: pd.DataFrame, param: str, max_drift: float = 1.0, checked: str = "mup") -> Analysis:
     """Optima per width, drift per parametrization, wider-is-better, and the flags.
 
@@ -198,74 +271,14 @@ def analyze(runs: pd.DataFrame, param: str, max_drift: float = 1.0, checked: str
     for par in [p for p in PARAMETRIZATIONS if p in set(table.parametrization)]:
         sub = table[table.parametrization == par]
         widths = sorted(set(sub.width))
-        for w in widths:
-            c = sub[sub.width == w].sort_values("x")
-            xs, ys, vs = list(c.x), list(c.loss), list(c.value)
-            i, xr, yr, interior, note = find_optimum(xs, ys)
-            optima.append(
-                Optimum(
-                    parametrization=par,
-                    width=w,
-                    index=i,
-                    value=vs[i] if i is not None else math.nan,
-                    x=xs[i] if i is not None else math.nan,
-                    loss=ys[i] if i is not None else math.nan,
-                    x_refined=xr,
-                    value_refined=(from_x(param, xr) if interior else vs[i]) if i is not None else math.nan,
-                    loss_refined=yr,
-                    interior=interior,
-                    note=note,
-                )
-            )
-        mine = [o for o in optima if o.parametrization == par]
-        lo, hi = mine[0], mine[-1]
+        mine = [_optimum(par, w, sub[sub.width == w].sort_values("x"), param) for w in widths]
+        optima += mine
         if len(mine) > 1:
-            drift[par] = Drift(
-                parametrization=par,
-                narrow=lo.width,
-                wide=hi.width,
-                drift=hi.x_refined - lo.x_refined,
-                drift_grid=hi.x - lo.x,
-                bound=not (lo.interior and hi.interior),
-            )
-        if lo.index is not None:
-            at_choice = []
-            for w in widths:
-                row = sub[(sub.width == w) & (sub.value == lo.value)]
-                at_choice.append(float(row.loss.iloc[0]) if len(row) else math.nan)
-            at_opt = [o.loss for o in mine]
-            wider[par] = WiderCheck(
-                parametrization=par,
-                choice_value=lo.value,
-                losses_at_choice=at_choice,
-                ok_at_choice=_worst_increase(at_choice) <= 0,
-                worst_increase_at_choice=_worst_increase(at_choice),
-                losses_at_optimum=at_opt,
-                ok_at_optimum=_worst_increase(at_opt) <= 0,
-                worst_increase_at_optimum=_worst_increase(at_opt),
-            )
-        if par != checked:
-            continue
-        for o in mine:
-            if not o.interior:
-                flags.append(f"{par} width {o.width}: {o.note}")
-        d = drift.get(par)
-        if d is not None and abs(d.drift) > max_drift:
-            flags.append(
-                f"{par}: the optimum drifted {d.drift:+.2f} log2 from width {d.narrow} to {d.wide} "
-                f"(more than {max_drift:g})"
-            )
-        wc = wider.get(par)
-        if wc is not None and not wc.ok_at_choice:
-            flags.append(
-                f"{par}: wider is not better at {param}={wc.choice_value:.4g} (the narrowest width's "
-                f"choice): the loss rises by up to {wc.worst_increase_at_choice:.4f} with width"
-            )
-        if wc is not None and not wc.ok_at_optimum:
-            flags.append(
-                f"{par}: wider is not better at each width's optimum: the loss rises by up to "
-                f"{wc.worst_increase_at_optimum:.4f} with width"
-            )
+            drift[par] = _drift(par, mine)
+        if mine[0].index is not None:
+            wider[par] = _wider(par, sub, widths, mine)
+        if par == checked:
+            flags += _flags(par, param, mine, drift.get(par), wider.get(par), max_drift)
     return Analysis(
         param=param, curves=table, optima=optima, drift=drift, wider=wider, flags=flags, max_drift=max_drift
     )
