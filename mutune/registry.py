@@ -159,6 +159,7 @@ class OptimizerEntry:
     kind: Callable[[str, int], str]  # (role, ndim) -> the rule-table kind it applies to that parameter
     state_bytes: Mapping[str, int] = field(default_factory=dict)  # optimizer state per parameter, per kind
     uses: tuple[str, ...] = ()  # the hparams it reads
+    check_lr: float | None = None  # the coord check's LR; None: the middle of the searched LR range
 
     def build(self, groups: list[dict], hp: Any) -> Any:
         module, _, attr = self.constructor.partition(":")
@@ -169,7 +170,13 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
     o.name: o
     for o in (
         OptimizerEntry(
-            "adamw", "AdamW", "mutune.optim:build_adamw", _all("adam"), {"adam": 8}, ("beta1", "beta2")
+            "adamw",
+            "AdamW",
+            "mutune.optim:build_adamw",
+            _all("adam"),
+            {"adam": 8},
+            ("beta1", "beta2"),
+            check_lr=0.01,  # the LR of nanoGPT-mup's coord checks (see checks.default_lr)
         ),
         OptimizerEntry(
             "sgd", "SGD with momentum", "mutune.optim:build_sgd", _all("sgd"), {"sgd": 4}, ("momentum",)

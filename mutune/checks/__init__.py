@@ -47,13 +47,13 @@ from ..config import HParams, Spec, SpecError
 from ..device import resolve_device
 from ..files import atomic_write
 from ..models import factory
+from ..registry import OPTIMIZERS
 from .recorder import Kind, Recorder
 
 THRESHOLD = 0.25
 DEFAULT_MULTS = (1, 2, 4, 8, 16)
 # the gate's widths: ×8, not ×4, since the smallest width alone drifts (finite width) and a 3-point fit follows it
 GATE_MULTS = (1, 2, 4, 8)
-ADAMW_LR = 0.01  # the check's AdamW LR (see default_lr)
 TRANSIENT = ("logits", "attn_logits")  # kinds allowed to shrink while t < TRANSIENT_STEPS
 TRANSIENT_STEPS = 2
 
@@ -259,16 +259,18 @@ def _check_one(
 
 
 def default_lr(spec: Spec) -> float:
-    """AdamW: :data:`ADAMW_LR` (0.01, the LR of nanoGPT-mup's coord checks). SGD, whose LR scale
-    depends on the model: the middle (geometric mean) of the searched LR range, else η.
+    """The optimizer's own check LR where it has one (AdamW: 0.01, the LR of nanoGPT-mup's coord
+    checks); otherwise (SGD, whose LR scale depends on the model) the middle (geometric mean) of the
+    searched LR range, else η.
 
     Large enough that SP's activations blow up within a step or two, not so large that µP leaves
     its finite-width noise band at base widths as small as 32: on the built-in GPT of width
     32..128, Adam at 0.003 leaves the init part of the logits (∝ width^-1/2) dominant until t = 3,
     at 0.03 or 0.1 the blocks already drift by slopes of 0.3-0.4 from finite-width effects alone.
     """
-    if spec.train.optimizer == "adamw":
-        return ADAMW_LR
+    fixed = OPTIMIZERS[spec.train.optimizer].check_lr
+    if fixed is not None:
+        return fixed
     space = spec.search.space.get("lr")
     if space is not None and space.type in ("log_uniform", "uniform") and space.low and space.high:
         return float(math.sqrt(space.low * space.high))
