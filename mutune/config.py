@@ -121,7 +121,7 @@ class HParams:
     weight_decay: float = _f(0.0, "weight decay λ on weight matrices (does not µTransfer)")
     beta1: float = _f(0.9, "Adam β1")
     beta2: float = _f(0.95, "Adam β2")
-    momentum: float = _f(0.9, "SGD momentum")
+    momentum: float = _f(0.9, "SGD and Muon momentum")
 
 
 @dataclass

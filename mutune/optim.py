@@ -103,8 +103,59 @@ def build_sgd(groups: list[dict], hp: OptimizerHParams) -> torch.optim.Optimizer
     return torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum)
 
 
-# torch optimizers whose update the rules describe (Adam-like: entrywise normalised; SGD-like)
-COVERED_OPTIMIZERS: tuple[type, ...] = (torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD)
+class MuonWithAdamW(torch.optim.Optimizer):
+    """Muon for the hidden matrices and AdamW for everything else, stepped as one optimizer.
+
+    Its ``param_groups`` are the two optimizers' own group dicts, so one ``LambdaLR`` schedules both,
+    and :func:`check_param_groups` sees every group's ``lr_mult``; its state dict holds both.
+    """
+
+    def __init__(self, groups: list[dict], hp: OptimizerHParams):
+        muon = [g for g in groups if g["kind"] == "muon"]
+        adam = [g for g in groups if g["kind"] != "muon"]
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        if muon:  # Nesterov momentum as in Keller Jordan's Muon; the decay is set per group (not torch's 0.1)
+            self.optimizers["muon"] = torch.optim.Muon(
+                muon, lr=hp.lr, momentum=hp.momentum, weight_decay=0.0, adjust_lr_fn="match_rms_adamw"
+            )
+        if adam:
+            self.optimizers["adamw"] = build_adamw(adam, hp)
+        super().__init__(groups, {})  # the same dicts, not copies: one schedule drives both
+        # where each of our groups lives, to share the dicts again after a load (which replaces them)
+        index = {id(g): ("muon", i) for i, g in enumerate(muon)}
+        index.update({id(g): ("adamw", i) for i, g in enumerate(adam)})
+        self._where = [index[id(g)] for g in groups]
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = closure() if closure is not None else None
+        for opt in self.optimizers.values():
+            opt.step()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state_dict[name])
+        # torch's load_state_dict gives each optimizer new group dicts: share those again, or the
+        # schedule would go on setting LRs that the optimizers no longer read
+        self.param_groups[:] = [self.optimizers[name].param_groups[i] for name, i in self._where]
+
+
+def build_muon(groups: list[dict], hp: OptimizerHParams) -> torch.optim.Optimizer:
+    return MuonWithAdamW(groups, hp)
+
+
+# torch optimizers whose update the rules describe (Adam-like: entrywise normalised; SGD-like; Muon)
+COVERED_OPTIMIZERS: tuple[type, ...] = (
+    torch.optim.AdamW,
+    torch.optim.Adam,
+    torch.optim.SGD,
+    torch.optim.Muon,
+    MuonWithAdamW,
+)
 
 
 def check_param_groups(optimizer: Any, rtol: float = 1e-6) -> None:
@@ -118,7 +169,7 @@ def check_param_groups(optimizer: Any, rtol: float = 1e-6) -> None:
     """
     if not isinstance(optimizer, COVERED_OPTIMIZERS):
         raise MuPError(
-            f"{type(optimizer).__name__} is not covered by the µP rules (AdamW/Adam or SGD); "
+            f"{type(optimizer).__name__} is not covered by the µP rules (AdamW/Adam, SGD or Muon); "
             "its per-group LRs would not give µP"
         )
     groups = optimizer.param_groups

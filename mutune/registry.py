@@ -181,6 +181,15 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
         OptimizerEntry(
             "sgd", "SGD with momentum", "mutune.optim:build_sgd", _all("sgd"), {"sgd": 4}, ("momentum",)
         ),
+        OptimizerEntry(
+            "muon",
+            "Muon for hidden matrices, AdamW for the rest",
+            "mutune.optim:build_muon",
+            _muon_kind,
+            {"muon": 4, "adam": 8},
+            ("beta1", "beta2", "momentum"),
+            check_lr=0.02,  # measured: the clearest split of correct µP from a missing width rule (docs/mup.md)
+        ),
     )
 }
 OPTIMIZER_NAMES = tuple(OPTIMIZERS)

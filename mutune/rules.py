@@ -17,7 +17,7 @@ role           init std                   Adam(W) LR   SGD LR           Muon LR
 =============  =========================  ===========  ===============  ===============
 embedding      σ                          η            η·m              (AdamW's)
 input          σ·√(base/fan_in)           η            η·m              (AdamW's)
-hidden         σ·√(base/fan_in)           η/m_in       η·m_out/m_in     η·√(m_out/m_in)
+hidden         σ·√(base/fan_in)           η/m_in       η·m_out/m_in     η/√m
 readout        σ·√(base/base fan_in)      η            η·m              (AdamW's)
 vector         1 (norm gain) / 0 (bias)   η            η·m              (AdamW's)
 scalar         σ·√(base/fan_in)           η            η                (AdamW's)
@@ -88,6 +88,7 @@ class RoleRule:
     lr: Scaling = ONE
     weight_decay: Scaling = ONE
     eps: Scaling = ONE
+    same_fan_mults: bool = False  # the rule assumes fan-in and fan-out grow by the same factor
 
 
 SGD_VECTOR = RoleRule(lr=Scaling(width=1), weight_decay=Scaling(width=-1))
@@ -109,7 +110,17 @@ MUP: dict[tuple[str, Role], RoleRule] = {
 # SP: every multiplier 1, a 1/fan_in init variance for every weight matrix except embeddings.
 SP_EMBEDDING = RoleRule(init_fan_in="none")
 
-KINDS = ("adam", "sgd")  # rule kinds with a table; an optimizer maps each parameter to one of them
+# Muon (torch.optim.Muon with adjust_lr_fn="match_rms_adamw") orthogonalises the update of a hidden
+# matrix and scales it by 0.2·√max(fan_out, fan_in), so that at the base width its RMS matches
+# AdamW's and one η serves both optimizers (Moonlight, arXiv 2502.16982). Its spectral norm is then
+# 0.2·lr·√max(fan_out, fan_in), growing like √m; the spectral condition for feature learning (Yang,
+# Simon & Bernstein, arXiv 2310.17813) wants it constant when both dims grow together, so the LR
+# falls like m^-1/2 and the decay, coupled to the LR as in PyTorch, rises like m^1/2 (LR·λ constant).
+MUP[("muon", "hidden")] = RoleRule(
+    lr=Scaling(fan_in=-0.5), weight_decay=Scaling(fan_in=0.5), same_fan_mults=True
+)
+
+KINDS = ("adam", "sgd", "muon")  # rule kinds with a table; an optimizer maps each parameter to one of them
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,11 @@ def scaling(
     """One parameter's (LR, weight-decay, ε) multipliers under optimizer kind ``kind``; a parameter
     that is not a matrix is not decayed (multiplier 0)."""
     r = role_rule(parametrization, kind, info.role)
+    if r.same_fan_mults and info.fan_in_mult != info.fan_out_mult:
+        raise ValueError(
+            f"'{info.name}': its fan-in grows {info.fan_in_mult:g}x and its fan-out {info.fan_out_mult:g}x; "
+            f"the {kind} width rule assumes a hidden matrix whose dims grow together"
+        )
     decayed = len(info.shape) >= 2
     return (
         r.lr(info, depth_alpha),
