@@ -5,10 +5,12 @@ head_dim 32, µP with base width 64 and its SP twin, widths 64 -> 512 (8x), over
 learning rates, and prints per width the grid argmin and the parabolic optimum, the drift of the
 optimum from width 64 to 512 in log2 units, and the loss at the optimum against width.
 
-Targets (issue 4): µP drift <= 0.5 log2, SP drift >= 2 log2, µP loss at the optimum falling
-monotonically with width, and every optimum interior to the grid (else the drift is only a bound).
+Targets (stated before the runs): µP drift <= 0.5 log2, SP drift >= 2 log2 (for Muon: reported as
+measured, no target), µP loss at the optimum falling monotonically with width, and every optimum
+interior to the grid (else the drift is only a bound).
 
     PYTHONPATH=. python bench/transfer_fidelity.py --workers 2       # ~30-60 min on 2 CPU cores
+    PYTHONPATH=. python bench/transfer_fidelity.py --optimizer muon --workers 2   # widths 64..256
     PYTHONPATH=. python bench/transfer_fidelity.py --quick           # widths 32/64, seconds
 
 Resumable: re-running the same command trains only the grid points not yet finished.
@@ -45,6 +47,9 @@ FULL = {
 }
 FULL_WIDTHS = [64, 128, 256, 512]
 FULL_LRS = [2.0**k for k in range(-13, -3)]  # 2^-13 ... 2^-4
+# Muon: 64 -> 256 (4x, what 2 cores allow next to AdamW's 8x), a grid one octave wider upwards
+MUON_WIDTHS = [64, 128, 256]
+MUON_LRS = [2.0**k for k in range(-12, -1)]  # 2^-12 ... 2^-2
 
 QUICK = {
     **FULL,
@@ -65,13 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--run-dir", type=Path, default=None)
+    ap.add_argument("--optimizer", default="adamw", help="adamw (issue 4's benchmark) or muon")
     ap.add_argument(
         "--threads", type=int, default=1, help="torch threads in this process (workers get cores/workers)"
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     spec_dict, widths, lrs = (QUICK, QUICK_WIDTHS, QUICK_LRS) if args.quick else (FULL, FULL_WIDTHS, FULL_LRS)
-    spec = config.spec_from_dict(spec_dict)
+    if args.optimizer == "muon" and not args.quick:
+        widths, lrs = MUON_WIDTHS, MUON_LRS
+    name = spec_dict["name"] + ("" if args.optimizer == "adamw" else f"-{args.optimizer}")
+    spec = config.spec_from_dict({**spec_dict, "name": name}, [f"train.optimizer={args.optimizer}"])
     run_dir = args.run_dir or ROOT / "bench" / "runs" / spec.name
     cmd = "PYTHONPATH=. python bench/transfer_fidelity.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"# {cmd}")
@@ -85,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     m = spec.model
     print(
         f"GPT depth {m.depth}, head_dim {m.head_dim}, base width {m.base_width}, seq {m.seq_len}, "
-        f"batch {spec.train.batch_size}, {spec.train.steps} AdamW steps ({spec.train.schedule}), "
+        f"batch {spec.train.batch_size}, {spec.train.steps} {args.optimizer} steps ({spec.train.schedule}), "
         f"{len(res.grid.seeds)} seed(s), lr grid 2^{math.log2(lrs[0]):.0f}..2^{math.log2(lrs[-1]):.0f}"
     )
     print(
@@ -124,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ("every optimum interior to the grid", interior, "drift is a bound"),
     ]
+    if args.optimizer != "adamw":  # no published SP drift to expect for this optimizer: report it
+        print(f"INFO   SP drift {sp.drift:+.2f} log2 (no target)")
+        checks = [c for c in checks if not c[0].startswith("SP drift")]
     for text, ok, miss in checks:
         print(f"{'MET   ' if ok else 'MISSED'} {text}" + ("" if ok else f" ({miss})"))
     print(f"figure: {res.files['figure']}")
