@@ -52,3 +52,10 @@ def test_throughput_quick(tmp_path):
     out = bench("throughput.py", cwd=tmp_path)
     assert "mutune µP / plain loop" in out and "µP time over SP" in out
     assert "search, 1 worker(s)" in out and "search, 2 worker(s)" in out
+
+
+@pytest.mark.bench
+def test_cli_startup_quick(tmp_path):
+    out = bench("cli_startup.py", cwd=tmp_path)
+    assert "target:" in out and "mutune --help" in out and "import torch" in out
+    assert "this/ref" in out and "mutune show-config" in out
