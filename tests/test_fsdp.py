@@ -146,6 +146,26 @@ def test_sharded_run_keeps_mup_groups_guard_and_init(workdir):
             assert "no longer follow their µP multipliers" in r["guard"]  # the guard still catches a collapse
 
 
+def test_activation_checkpointing_recomputes_and_changes_no_number(monkeypatch):
+    """train.activation_checkpointing: each block's forward runs again in the backward pass, and the
+    losses are the same bit for bit (it is a memory trade, not a computation change)."""
+    from mutune.models import gpt
+    from mutune.train import train
+
+    calls = []
+    forward = gpt.Block.forward
+    monkeypatch.setattr(gpt.Block, "forward", lambda self, x: calls.append(1) or forward(self, x))
+    spec = config.spec_from_dict({**TINY, "train": {**TINY["train"], "eval_every": 100}})
+    plain = train(spec, spec.hparams)
+    n_plain = len(calls)
+    calls.clear()
+    ac = train(spec.edit({"train.activation_checkpointing": True}), spec.hparams)
+    assert [c["val_loss"] for c in plain.curve] == [c["val_loss"] for c in ac.curve]
+    assert plain.final_val_loss == ac.final_val_loss
+    steps, blocks = spec.train.steps, spec.model.depth
+    assert len(calls) == n_plain + steps * blocks  # one more forward per block per step: the recompute
+
+
 # ---------------------------------------------------------------------------------------------
 # The per-GPU memory plan
 

@@ -12,9 +12,12 @@ their single ``checkpoint.pt`` (:mod:`.checkpoint`); only this strategy writes t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import warnings
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -63,6 +66,16 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+@contextlib.contextmanager
+def _quiet_single_process() -> Iterator[None]:
+    """DCP warns that it assumes one process when there is no process group: that is what is meant."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="torch.distributed is disabled, unavailable or uninitialized"
+        )
+        yield
+
+
 def _barrier() -> None:
     if _distributed():
         import torch.distributed as dist
@@ -88,9 +101,8 @@ def save(out: Path, run: Any, step: int, curve: list[dict], seconds: float) -> P
         shutil.rmtree(tmp, ignore_errors=True)
         root.mkdir(parents=True, exist_ok=True)
     _barrier()
-    dcp.save(
-        _tensors(run.model, run.opt), checkpoint_id=str(tmp), no_dist=not _distributed()
-    )  # returns once .metadata is written
+    with _quiet_single_process():  # returns on every rank once .metadata is written
+        dcp.save(_tensors(run.model, run.opt), checkpoint_id=str(tmp), no_dist=not _distributed())
     if main:
         state = {
             "step": step,
@@ -122,7 +134,8 @@ def restore(
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
     tensors = _tensors(model, opt)  # the structure to fill, sharded as this run is
-    dcp.load(tensors, checkpoint_id=str(state["dir"]), no_dist=not _distributed())
+    with _quiet_single_process():
+        dcp.load(tensors, checkpoint_id=str(state["dir"]), no_dist=not _distributed())
     set_model_state_dict(model, tensors["model"])
     set_optimizer_state_dict(model, _optimizers(opt), tensors["optim"])
     if hasattr(opt, "share_groups"):
