@@ -25,15 +25,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from . import flops
 from .config import PARAMETRIZATION_NAMES as NAMES
 from .events import Events, TrialEvent
+from .units import human, human_bytes
 
-out = Console()  # results: plans, tables
-err = Console(stderr=True)  # progress, warnings, errors
+# soft_wrap: a printed line is never broken by the renderer (on a terminal or piped), so commands,
+# paths and resume lines can be pasted; tables still fit their cells to the width.
+out = Console(soft_wrap=True)  # results: plans, tables
+err = Console(stderr=True, soft_wrap=True)  # progress, warnings, errors
 
 
 class _State:
+    argv: list[str] | None = None  # the command line as given to main(), for resume hints
     verbose = False
     quiet = False
     debug = False
@@ -74,6 +77,9 @@ class Display(Events):
         self.progress: Progress | None = None
         self.t0 = time.perf_counter()
         self.done_here = 0
+        self.ran_here: list[int] = []  # trial numbers this process (or its workers) ran
+        self.start_finished = 0  # finished trials in the study when this process started
+        self.target_dir: Path | None = None  # the planned target's folder, for the resume hint
 
     def _bars(self) -> Progress:
         if self.progress is None:
@@ -94,7 +100,8 @@ class Display(Events):
 
     def search_started(self, spec, run_dir: Path, finished: int) -> None:
         m = spec.model
-        resumed = f", resuming with {finished} finished" if finished else ""
+        self.start_finished = finished
+        resumed = f", resuming a study that holds {finished} finished" if finished else ""
         log_line(
             f"searching {m.family} proxy width {m.width} (base {m.base_width}, {m.parametrization}) for "
             f"{spec.search.n_trials} trials{resumed} -> {run_dir}"
@@ -103,7 +110,7 @@ class Display(Events):
             self._bars().update(self.trials, total=spec.search.n_trials, completed=finished, visible=True)
 
     def step(self, trial: int | None, log) -> None:
-        info = f"loss {log.train_loss:.4f}  {flops.human(log.tokens_per_s)} tok/s"
+        info = f"loss {log.train_loss:.4f}  {human(log.tokens_per_s)} tok/s"
         label = f"trial {trial}" if trial is not None else "target"
         line = f"{label} step {log.step}/{log.steps} {info} eta {fmt_secs(log.eta)}"
         if self.live:
@@ -120,24 +127,43 @@ class Display(Events):
 
     def trial_ended(self, ev: TrialEvent) -> None:
         self.done_here += 1
+        if ev.ran_here:
+            self.ran_here.append(ev.number)
         best = f"best {ev.best_value:.4f} (#{ev.best_number})" if ev.best_value is not None else "best -"
         value = f"loss {ev.value:.4f}" if ev.value is not None else ev.reason or ""
+        where = "" if ev.ran_here else f" (ran by {ev.worker or 'another process'})"
         if self.live:
             bars = self._bars()
             bars.update(self.trials, completed=ev.finished, info=best)
             bars.console.print(
-                f"trial {ev.number:>3} {ev.state:<8} {value}  ({ev.seconds:.1f}s)", highlight=False
+                f"trial {ev.number:>3} {ev.state:<8} {value}  ({ev.seconds:.1f}s){where}", highlight=False
             )
         else:
-            remaining = max(0, ev.n_trials - ev.finished)
-            eta = (time.perf_counter() - self.t0) / self.done_here * remaining
+            # the study's pace since this process started, whoever ran the trials (shared studies)
+            gained = max(1, ev.finished - self.start_finished)
+            eta = (time.perf_counter() - self.t0) / gained * max(0, ev.n_trials - ev.finished)
+            running = f", {ev.running} running" if ev.running else ""
             log_line(
-                f"trial {ev.number} {ev.state} {value} ({ev.seconds:.1f}s) [{ev.finished}/{ev.n_trials}] {best} "
-                f"eta {fmt_secs(eta)}"
+                f"trial {ev.number} {ev.state} {value} ({ev.seconds:.1f}s){where} "
+                f"[{ev.finished}/{ev.n_trials} finished in the study{running}; {len(self.ran_here)} ran here] "
+                f"{best} eta {fmt_secs(eta)}"
             )
+
+    def summary(self, finished: int) -> str | None:
+        """Which trials this process ran, when the study holds others too (a resume, a shared study)."""
+        if finished <= len(self.ran_here):
+            return None
+        if not self.ran_here:
+            return f"this process ran no trials; the study already holds {finished} finished"
+        ran = ", ".join(f"#{n}" for n in sorted(self.ran_here))
+        return (
+            f"this process ran {len(self.ran_here)} trial(s) ({ran}); the study holds {finished} finished, "
+            f"{finished - len(self.ran_here)} from earlier runs or other processes"
+        )
 
     def planned(self, plan) -> None:
         self.close()
+        self.target_dir = plan.target_dir
         print_plan(plan)
 
     def coord_checked(self, record: dict) -> None:
@@ -165,10 +191,20 @@ def print_plan(p: Any) -> None:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("width", f"{p.spec.model.width} (proxy {p.proxy_width}, base {p.spec.model.base_width})")
-    table.add_row("parameters", f"{flops.human(c.params)} ({c.params:,})")
-    table.add_row("FLOPs / step", flops.human(c.flops_per_step))
-    table.add_row("FLOPs total", f"{flops.human(c.total_flops)} over {c.steps} steps")
-    table.add_row("memory (est.)", flops.human_bytes(c.memory_bytes))
+    table.add_row("parameters", f"{human(c.params)} ({c.params:,})")
+    table.add_row("FLOPs / step", human(c.flops_per_step))
+    table.add_row("FLOPs total", f"{human(c.total_flops)} over {c.steps} steps")
+    one = "fits" if c.memory_bytes <= p.gpu_gib * (1 << 30) else "does not fit"
+    table.add_row(
+        "memory (est.)", f"{human_bytes(c.memory_bytes)} in one process ({one} in {p.gpu_gib:g} GiB)"
+    )
+    if p.nproc > 1:
+        table.add_row(
+            "parallel", f"{p.spec.train.parallel} over {p.nproc} GPUs (train.parallel: ddp or fsdp)"
+        )
+        for strategy, g in p.per_gpu.items():
+            fit = "fits" if g.fits(p.gpu_gib) else "does not fit"
+            table.add_row(f"per GPU, {strategy}", f"{human_bytes(g.total)}: {fit} in {p.gpu_gib:g} GiB")
     table.add_row(
         "hparams",
         ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in vars(p.hparams).items()),
@@ -177,7 +213,7 @@ def print_plan(p: Any) -> None:
         table.add_row(
             "tuning cost",
             f"search compute = {p.tuning_cost_pct:.1f}% of the target run "
-            f"({flops.human(p.search_flops)} / {flops.human(c.total_flops)} FLOPs)",
+            f"({human(p.search_flops)} / {human(c.total_flops)} FLOPs)",
         )
     out.print(table)
     for w in p.warnings:

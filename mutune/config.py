@@ -117,6 +117,14 @@ class TrainSpec:
         None,
         "target runs: steps between checkpoints (atomic); default max(50, steps // 10); 0 = only at the end",
     )
+    parallel: Literal["ddp", "fsdp"] = _f(
+        "ddp",
+        "several processes (--nproc): ddp replicates the model on each; fsdp (FSDP2) shards weights, "
+        "gradients and optimizer state per block, for targets too big for one GPU",
+    )
+    activation_checkpointing: bool = _f(
+        False, "recompute each block's activations in the backward pass: less memory, ~1/3 more compute"
+    )
 
 
 @dataclass
@@ -172,6 +180,19 @@ class TargetSpec:
 
 
 @dataclass
+class TrackerSpec:
+    backend: Literal["none", "tensorboard", "mlflow", "wandb"] = _f(
+        "none",
+        "log each trial and target run to tensorboard (event files), mlflow (a file store) or wandb "
+        "(offline); needs pip install 'mutune[<backend>]'",
+    )
+    dir: str | None = _f(
+        None, "where the tracker writes; default: the run dir (tensorboard/, mlruns/, wandb/)"
+    )
+    project: str | None = _f(None, "MLflow experiment, W&B project; default: the spec name")
+
+
+@dataclass
 class Spec:
     name: str = _f("mutune", "run name; the run dir defaults to runs/<name>")
     seed: int = _f(0, "seed for init and data order")
@@ -181,6 +202,7 @@ class Spec:
     hparams: HParams = _f(HParams, "default hyperparameters (searched ones are replaced by the search)")
     search: SearchSpec = _f(SearchSpec, "proxy search")
     target: TargetSpec = _f(TargetSpec, "the wide run")
+    tracker: TrackerSpec = _f(TrackerSpec, "an experiment tracker for trials and target runs (optional)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -342,6 +364,32 @@ def validate_space(name: str, p: ParamSpace, key: str) -> None:
         raise SpecError(f"{key}.low", f"a log-uniform range needs low > 0, got {p.low}")
     if p.type == "int" and (p.low != int(p.low) or p.high != int(p.high)):
         raise SpecError(key, "int ranges need integer bounds")
+
+
+# The fields of a search range that its type reads; the others are left out when a spec is shown.
+SPACE_FIELDS = {
+    "log_uniform": ("type", "low", "high"),
+    "uniform": ("type", "low", "high"),
+    "int": ("type", "low", "high", "log"),
+    "categorical": ("type", "choices"),
+}
+
+
+def shown(spec: Spec) -> dict[str, Any]:
+    """The resolved spec as a person reads it: without the keys that do not apply (``choices: null``
+    under a log-uniform range, another model family's keys). It loads back as the same spec."""
+    d = spec.to_dict()
+    d["search"]["space"] = {
+        name: {k: v for k, v in p.items() if k in SPACE_FIELDS[p["type"]]}
+        for name, p in d["search"]["space"].items()
+    }
+    for family in FAMILIES.values():
+        if family.name != spec.model.family:
+            for key in family.owns:
+                d["model"].pop(key, None)
+    if spec.tracker.backend == "none":
+        d["tracker"] = {"backend": "none"}
+    return d
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,3 +14,10 @@ class SpecError(ValueError):
         self.key = key
         self.message = message
         super().__init__(f"{key}: {message}" if key else message)
+
+
+class SearchFailed(RuntimeError):
+    """The search ran but produced nothing usable (every trial diverged or failed): exit code 1.
+
+    Defined here, beside ``SpecError``, so that the CLI maps it to its exit code without importing
+    the study machinery (Optuna) before a command needs it."""

@@ -141,7 +141,7 @@ class Report:
 
     def cost_lines(self) -> list[str]:
         """The tuning-cost line, one per target."""
-        from .flops import human
+        from .units import human
 
         if not self.targets:
             return [

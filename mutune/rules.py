@@ -223,6 +223,22 @@ def rule(
     return Rule(init=init_as, std=std, lr_mult=lr_mult, wd_mult=wd_mult, eps_mult=eps_mult)
 
 
+def assign_(p: torch.Tensor, full: torch.Tensor) -> None:
+    """Write ``full`` (the parameter's whole value, a plain tensor) into ``p``. A sharded parameter
+    (a DTensor, under FSDP2) keeps only its own shard of it, cut locally without communication, so
+    every rank that drew the same ``full`` holds the same weights as one process would."""
+    if hasattr(p, "device_mesh"):  # a DTensor; torch.distributed is imported only then
+        from torch.distributed.tensor import distribute_tensor
+
+        full = distribute_tensor(full.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
+    p.copy_(full)
+
+
+def full_value(p: torch.Tensor) -> torch.Tensor:
+    """The parameter's whole value: itself, or all of a sharded parameter's shards gathered (a copy)."""
+    return p.full_tensor() if hasattr(p, "full_tensor") else p
+
+
 def init_weights(
     model: nn.Module,
     infos: dict[str, ParamInfo],
@@ -236,6 +252,7 @@ def init_weights(
 
     Normal draws are made on the CPU in fp32 (so the same seed gives the same weights on every
     device and in every dtype) and written into the parameter where it lives, in its own dtype.
+    A sharded parameter (FSDP2's DTensor) keeps its own shard of the same draw (:func:`assign_`).
     """
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -247,7 +264,7 @@ def init_weights(
             elif kind == "normal":
                 if p.device.type == "meta":
                     continue
-                p.copy_(torch.randn(p.shape, generator=generator) * std)
+                assign_(p, torch.randn(p.shape, generator=generator) * std)
             elif kind == "zeros":
                 p.zero_()
             elif kind == "ones":

@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from . import __version__, checks, config, data, flops, models
+from . import __version__, checks, config, data, flops, models, trackers
 from .config import Spec, SpecError
 from .events import SILENT, Events
 from .files import atomic_write
@@ -73,14 +74,54 @@ def write_config(run_dir: Path, spec: Spec, argv: list[str] | None = None) -> No
 
 
 def evaluate_trial(
-    trial: optuna.Trial, spec: Spec, events: Events = SILENT
+    trial: optuna.Trial, spec: Spec, events: Events = SILENT, *, tracking: trackers.Tracking | None = None
 ) -> tuple[TrialState, float | None]:
     """Train one proxy run for ``trial``; record its cost and curve as trial attributes.
 
     Returns the state to tell and the value: COMPLETE with the final validation loss, PRUNED
     when the pruner stopped it, FAIL when the loss diverged (with the reason as an attribute).
+    With ``tracking``, the trial is also a run in the experiment tracker.
     """
     hp = suggest(trial, spec.search.space, spec.hparams)
+    run = _track_trial(tracking, trial, spec, hp)
+    try:
+        state, value = _train_trial(trial, spec, hp, events, run)
+    except BaseException as e:
+        if run is not None:
+            run.finish({}, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    if run is not None:
+        keys = ("steps", "tokens", "flops", "seconds", "params")
+        summary = {k: trial.user_attrs[k] for k in keys if k in trial.user_attrs}
+        if value is not None:
+            summary["final_val_loss"] = value
+        run.finish(
+            summary, {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "PRUNED"}.get(state, "FAILED")
+        )
+    return state, value
+
+
+def _track_trial(
+    tracking: trackers.Tracking | None, trial: optuna.Trial, spec: Spec, hp: config.HParams
+) -> trackers.TrackedRun | None:
+    if tracking is None:
+        return None
+    m = spec.model
+    provenance = {
+        "mutune.spec_name": spec.name,
+        "mutune.spec_hash": spec.hash(),
+        "mutune.study": tracking.group,
+        "mutune.trial": trial.number,
+        "mutune.model": f"{m.family} width {m.width} base {m.base_width} depth {m.depth} ({m.parametrization})",
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+    }
+    return tracking.start(f"trial-{trial.number:04d}", "proxy-trial", asdict(hp), provenance)
+
+
+def _train_trial(
+    trial: optuna.Trial, spec: Spec, hp: config.HParams, events: Events, run: trackers.TrackedRun | None
+) -> tuple[TrialState, float | None]:
     last_step = 0
 
     def on_eval(step: int, val_loss: float) -> None:
@@ -97,6 +138,7 @@ def evaluate_trial(
         train_curve["train_loss"].append(log.train_loss)
         events.step(trial.number, log)
 
+    on_log, on_eval = trackers.attach(run, on_log, on_eval)
     try:
         result = train(spec, hp, on_eval=on_eval, on_log=on_log)
     except optuna.TrialPruned as e:
@@ -279,6 +321,7 @@ def search(
     """
     if workers < 1:
         raise SpecError("--workers", f"must be >= 1, got {workers}")
+    trackers.check(spec.tracker.backend)  # a missing extra is refused before anything is written
     if smoke:
         spec = config.smoke(spec)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec, smoke)
@@ -287,14 +330,20 @@ def search(
     run_dir.mkdir(parents=True, exist_ok=True)
     storage = open_storage(storage_url(spec, run_dir))
     study = open_study(spec, storage)  # fails fast on a spec that does not match the study
+    tracking = trackers.Tracking.from_spec(spec.tracker, run_dir, spec.name, study.study_name)
+    job = (
+        SEARCH_JOB
+        if tracking is None
+        else replace(SEARCH_JOB, evaluate=partial(evaluate_trial, tracking=tracking))
+    )
     write_config(run_dir, spec, argv)
     events.coord_checked(coord_gate(spec, study, run_dir, skip_check))
     events.search_started(spec, run_dir, count(study)[0])
     try:
         if workers == 1:
-            run_trials(spec, run_dir, job=SEARCH_JOB, events=events)
+            run_trials(spec, run_dir, job=job, events=events)
         else:
-            run_workers(spec, run_dir, workers, job=SEARCH_JOB, events=events)
+            run_workers(spec, run_dir, workers, job=job, events=events)
     finally:
         # whatever happened, leave the table and the best-so-far on disk
         write_trials_csv(study, run_dir)

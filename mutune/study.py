@@ -31,6 +31,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .config import Spec, SpecError
+from .errors import SearchFailed as SearchFailed  # re-exported: search and sweeps raise it
 from .events import SILENT, Events, TrialEvent
 from .samplers import make_pruner, make_sampler
 
@@ -50,12 +51,11 @@ RESUMABLE_KEYS = {
     "train.device",
     "train.compile",
     "train.checkpoint_every",
+    "train.parallel",  # a search trial runs in one process
+    "train.activation_checkpointing",  # recomputes the same numbers
+    "tracker",
 }
 HEARTBEAT_SECONDS = 30  # RDB storages: a trial without a heartbeat for 4x this is failed and re-run
-
-
-class SearchFailed(RuntimeError):
-    """The search ran but produced nothing usable (every trial diverged or failed): exit code 1."""
 
 
 def storage_url(spec: Spec, run_dir: Path) -> str:
@@ -266,11 +266,12 @@ def enqueue_retries(study: optuna.Study, limit: int) -> int:
     return n
 
 
-def trial_event(study: optuna.Study, trial: FrozenTrial, n_trials: int) -> TrialEvent:
+def trial_event(study: optuna.Study, trial: FrozenTrial, n_trials: int, ran_here: bool = True) -> TrialEvent:
     complete = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None
     ]
     best = min(complete, key=lambda t: (t.value, t.number)) if complete else None
+    finished, running = count(study)
     return TrialEvent(
         number=trial.number,
         state=trial.state.name,
@@ -278,10 +279,13 @@ def trial_event(study: optuna.Study, trial: FrozenTrial, n_trials: int) -> Trial
         params=trial.params,
         seconds=float(trial.user_attrs.get("seconds") or 0.0),
         reason=trial.user_attrs.get("fail_reason", ""),
-        finished=count(study)[0],
+        finished=finished,
         n_trials=n_trials,
         best_value=best.value if best else None,
         best_number=best.number if best else None,
+        running=running,
+        worker=trial.user_attrs.get("worker", ""),
+        ran_here=ran_here,
     )
 
 

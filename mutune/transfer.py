@@ -8,6 +8,8 @@ width-8192 model allocates nothing.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import os
 import re
@@ -19,14 +21,14 @@ from typing import Any
 
 import yaml
 
-from . import config, data, flops, models
+from . import config, data, flops, models, trackers
 from .config import HParams, Spec, SpecError
 from .events import SILENT, Events
 from .files import atomic_write
 from .multipliers import multipliers
 from .registry import FAMILIES, OPTIMIZERS
-from .train import RunResult, train
-from .typed import parse_override
+from .train import RunResult, has_checkpoint, train
+from .typed import leaf_keys, parse_override
 
 # Keys a target may change that µTransfer carries only approximately (TP5 §6.1): say so.
 APPROXIMATE = {
@@ -52,6 +54,9 @@ FIXED = {
     "model.depth_alpha": "the hyperparameters were tuned under the proxy's depth parametrization",
 }
 SMOKE_MAX_WIDTH = 128
+STRATEGIES = ("ddp", "fsdp")
+PROVENANCE_TAGS = ("spec_hash", "study_name", "trial_number", "loss", "proxy_width", "coord_check")
+DEFAULT_GPU_GIB = 80.0  # an 80 GB A100/H100, the usual training GPU; --gpu-memory changes it
 # Keys that do not change what is trained: they do not name the target folder.
 UNNAMED_KEYS = {
     "train.checkpoint_every",
@@ -59,6 +64,11 @@ UNNAMED_KEYS = {
     "train.compile",
     "train.eval_every",
     "train.eval_batches",
+    "train.parallel",
+    "train.activation_checkpointing",
+    "tracker.backend",
+    "tracker.dir",
+    "tracker.project",
 }
 
 
@@ -75,11 +85,19 @@ class Plan:
     overrides: list[str]
     warnings: list[str] = field(default_factory=list)
     forced: list[str] = field(default_factory=list)  # provenance mismatches overridden with --force
+    nproc: int = 1  # processes (GPUs) the run is planned for
+    gpu_gib: float = DEFAULT_GPU_GIB  # the GPU memory the per-GPU estimates are compared with
+    provenance: dict[str, Any] = field(default_factory=dict)  # best.yaml's
 
     @property
     def tuning_cost_pct(self) -> float:
         """Search compute as a percentage of the target run's compute."""
         return 100.0 * self.search_flops / self.cost.total_flops
+
+    @property
+    def per_gpu(self) -> dict[str, flops.PerGPU]:
+        """Memory per GPU under each strategy at ``nproc`` GPUs (see :func:`mutune.flops.per_gpu`)."""
+        return {s: flops.per_gpu(self.cost.memory, self.nproc, s) for s in STRATEGIES}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +113,10 @@ class Plan:
             "tuning_cost_pct": self.tuning_cost_pct,
             "warnings": self.warnings,
             "forced": self.forced,
+            "nproc": self.nproc,
+            "parallel": self.spec.train.parallel,
+            "gpu_gib": self.gpu_gib,
+            "per_gpu": {s: g.to_dict() for s, g in self.per_gpu.items()},
         }
 
 
@@ -188,13 +210,17 @@ def plan(
     *,
     smoke: bool = False,
     force: bool = False,
+    nproc: int = 1,
+    gpu_gib: float | None = None,
 ) -> Plan:
-    """Rebuild the spec for the target and cost it; allocates no weights."""
+    """Rebuild the spec for the target and cost it, in total and per GPU at ``nproc`` GPUs of
+    ``gpu_gib`` GiB; allocates no weights."""
     run_dir = latest_run() if run_dir is None else Path(run_dir)
     proxy, best = load_run(run_dir)
     forced = check_provenance(proxy, best, run_dir / "best.yaml", force)
-    to = list(to) or target_overrides(proxy)
-    if not to:
+    if all(_canonical(parse_override(t)[0]) in UNNAMED_KEYS for t in to):
+        to = [*target_overrides(proxy), *to]  # only how-to-run keys given: the spec's own target, run so
+    if all(_canonical(parse_override(t)[0]) in UNNAMED_KEYS for t in to):
         raise SpecError("--to", "give --to width=W (the spec names no target.width)")
     warnings: list[str] = []
     spec_dict = proxy.to_dict()
@@ -204,6 +230,7 @@ def plan(
     for token in to:
         key, value = parse_override(token)
         key = _canonical(key)
+        _check_key(key)
         section = key.split(".")[0]
         if section == "hparams":
             raise SpecError(
@@ -230,7 +257,7 @@ def plan(
     hp = config.hparams_from_dict(best["hparams"], f"{run_dir / 'best.yaml'}: hparams")
     prov = best.get("provenance") or {}
     search_flops = float(prov.get("search_flops") or 0.0)
-    return Plan(
+    p = Plan(
         run_dir=run_dir,
         target_dir=run_dir / f"target-{target_key(to)}",
         spec=target,
@@ -242,7 +269,27 @@ def plan(
         overrides=list(to),
         warnings=forced + warnings,
         forced=forced,
+        nproc=nproc,
+        gpu_gib=DEFAULT_GPU_GIB if gpu_gib is None else gpu_gib,
+        provenance=prov,
     )
+    if nproc > 1:
+        p.warnings += flops.fit_warnings(p.per_gpu, p.spec.train.parallel, p.gpu_gib)
+    return p
+
+
+def _check_key(key: str) -> None:
+    """A ``--to`` key that is not a spec key is refused with the closest one (``widht`` -> ``width``),
+    as a spec file's unknown keys are."""
+    sections = {f.name for f in dataclasses.fields(Spec)}
+    if "." in key or key in sections:
+        return  # dotted keys are checked (with their suggestions) when the target spec is built
+    leaves = {k: k for k in SHORT_KEYS}  # width, depth
+    for dotted in leaf_keys(Spec):
+        leaves.setdefault(dotted.rsplit(".", 1)[-1], dotted)
+    hint = difflib.get_close_matches(key, list(leaves), n=1)
+    suggestion = f" (did you mean '{leaves[hint[0]]}'?)" if hint else ""
+    raise SpecError(f"--to {key}", f"unknown key{suggestion}")
 
 
 def _at_depth(target: Spec, proxy_model: dict) -> tuple[Spec, str]:
@@ -313,18 +360,24 @@ def transfer(
     resume: bool = False,
     force: bool = False,
     events: Events = SILENT,
+    nproc: int = 1,
+    gpu_gib: float | None = None,
 ) -> TransferResult:
     """Plan the target run and, unless ``dry_run``, train it into ``<run_dir>/target-<key>/``.
 
     ``resume`` continues the target's last checkpoint (a finished target is returned as it is);
-    without it, a folder that already holds a run is refused rather than overwritten.
+    without it, a folder that already holds a run is refused rather than overwritten. ``nproc``
+    and ``gpu_gib`` size the plan's per-GPU memory (under torchrun, the launch's world size).
+    With ``tracker.backend`` set, the run is also a run in that experiment tracker.
     """
-    p = plan(run_dir, to, smoke=smoke, force=force)
+    nproc = int(os.environ.get("WORLD_SIZE", nproc))
+    p = plan(run_dir, to, smoke=smoke, force=force, nproc=nproc, gpu_gib=gpu_gib)
     world_main = int(os.environ.get("RANK", "0")) == 0
     if world_main:
         events.planned(p)
     if dry_run:
         return TransferResult(plan=p, result=None)
+    trackers.check(p.spec.tracker.backend)
     data.load(p.spec.data, min_len=p.spec.model.seq_len + 1)  # fail on missing data before writing anything
     if world_main:
         p.target_dir.mkdir(parents=True, exist_ok=True)
@@ -332,10 +385,32 @@ def transfer(
         atomic_write(p.target_dir / "plan.yaml", lambda f: f.write_text(plan_doc))
         spec_doc = yaml.safe_dump(p.spec.to_dict(), sort_keys=False)
         atomic_write(p.target_dir / "config.yaml", lambda f: f.write_text(spec_doc))
-    result = train(
-        p.spec, p.hparams, out_dir=p.target_dir, resume=resume, on_log=lambda log: events.step(None, log)
-    )
+    run = _track_target(p) if world_main else None
+    on_log, on_eval = trackers.attach(run, lambda log: events.step(None, log), None)
+    try:
+        result = train(p.spec, p.hparams, out_dir=p.target_dir, resume=resume, on_log=on_log, on_eval=on_eval)
+    except BaseException as e:
+        if run is not None:
+            run.finish({}, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    if run is not None:
+        run.finish(result.summary(), "FAILED" if result.diverged else "FINISHED")
     return TransferResult(plan=p, result=result)
+
+
+def _track_target(p: Plan) -> trackers.TrackedRun | None:
+    """The target as a run of the experiment tracker: the hparams, its shape and the search it came from."""
+    tracking = trackers.Tracking.from_spec(p.spec.tracker, p.run_dir, p.spec.name, group=p.run_dir.name)
+    if tracking is None:
+        return None
+    t, m = p.spec.train, p.spec.model
+    params = {**asdict(p.hparams), "width": m.width, "depth": m.depth, "steps": t.steps}
+    params.update(batch_size=t.batch_size, nproc=p.nproc, parallel=t.parallel)
+    prov = {f"mutune.best.{k}": p.provenance[k] for k in PROVENANCE_TAGS if k in p.provenance}
+    prov.update(
+        {"mutune.run_dir": p.run_dir, "mutune.target": p.target_dir.name, "mutune.to": " ".join(p.overrides)}
+    )
+    return tracking.start(p.target_dir.name, "target", params, prov)
 
 
 def launch_distributed(
@@ -357,6 +432,10 @@ def launch_distributed(
     p = plan(run_dir, to, smoke=smoke, force=force)  # user errors surface here, once, not in every rank
     if p.spec.train.batch_size % nproc:
         raise SpecError("train.batch_size", f"{p.spec.train.batch_size} is not divisible by --nproc {nproc}")
+    if not resume and has_checkpoint(p.target_dir):  # say it once here, not from every rank
+        raise SpecError(
+            str(p.target_dir), "already holds a run; pass --resume to continue it, or remove the folder"
+        )
     cmd = [
         sys.executable,
         "-m",

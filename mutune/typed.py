@@ -161,3 +161,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
         key, value = parse_override(token)
         set_dotted(data, key, value)
     return data
+
+
+def leaf_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key of a spec dataclass (``model.width``, ``train.steps``...), sections walked."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        tp = field_type(cls, f)
+        here = join_key(prefix, f.name)
+        keys += leaf_keys(tp, here) if dataclasses.is_dataclass(tp) else [here]
+    return keys

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..flops import Workload, matmul_params
 from ..multipliers import multipliers
+from ..rules import assign_, full_value
 from . import depth_mult
 
 
@@ -113,8 +114,11 @@ class GPT(nn.Module):
     @torch.no_grad()
     def zero_init_query_(self) -> None:
         """TP5 App. D.2: zero the query projection so attention is uniform at init at any width."""
-        for block in self.h:
-            block.attn.c_attn.weight[: self.cfg.width].zero_()
+        for block in self.h:  # gathered and written back when sharded (slicing a DTensor copies it)
+            w = block.attn.c_attn.weight
+            full = full_value(w)
+            full[: self.cfg.width] = 0
+            assign_(w, full)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,12 +25,13 @@ import torch
 
 from .. import data, flops, models, optim
 from ..config import HParams, Spec, SpecError, TrainSpec
-from ..device import autocast
+from ..device import autocast, uses_bf16
 from . import checkpoint
+from . import sharded as sharded_ckpt
 from .checkpoint import Metrics, read_result, resume_signature
 from .parallel import Distributed, global_mean, init_distributed, parallelize, teardown
 
-__all__ = ["RunResult", "StepLog", "evaluate", "lr_factor", "read_result", "train"]
+__all__ = ["RunResult", "StepLog", "evaluate", "has_checkpoint", "lr_factor", "read_result", "train"]
 
 LOG_EVERY = 10  # steps between loss reads (each is a device sync) and progress callbacks
 
@@ -92,6 +93,8 @@ def evaluate(model: torch.nn.Module, val: np.ndarray, spec: Spec, device: torch.
             _, loss = model(x, y)
         losses.append(loss.float())
     model.train()
+    if hasattr(model, "reshard"):  # FSDP: a no_grad forward leaves the root's parameters gathered
+        model.reshard()
     return torch.stack(losses).mean().item()
 
 
@@ -112,15 +115,46 @@ class Run:
     cost: flops.Cost | None = None
 
 
+def sharded(spec: Spec, world: Distributed) -> bool:
+    """Whether the run's model is sharded over processes (FSDP2) rather than whole on each."""
+    return spec.train.parallel == "fsdp" and world.world > 1
+
+
+def _parallelize(
+    model: torch.nn.Module, spec: Spec, world: Distributed, device: torch.device
+) -> torch.nn.Module:
+    t = spec.train
+    return parallelize(
+        model,
+        world,
+        device,
+        t.parallel,
+        blocks=models.blocks(model),
+        bf16=uses_bf16(device, t.precision),
+        activation_checkpointing=t.activation_checkpointing,
+    )
+
+
 def build(spec: Spec, hp: HParams, world: Distributed, device: torch.device) -> Run:
-    """Data, the model initialised by the µP rules, its optimizer and the relative LR schedule."""
+    """Data, the model initialised by the µP rules, its optimizer and the relative LR schedule.
+
+    A sharded run (FSDP2) is built on meta, sharded, then initialised shard by shard (no rank holds the
+    whole model), and its optimizer is built on the sharded parameters, as FSDP needs; its ``fwd`` is
+    the model itself. Other runs are wrapped later, by :func:`_train`.
+    """
     t, m = spec.train, spec.model
     corpus = data.load(spec.data, min_len=m.seq_len + 1)
-    model, infos = models.create(spec, hp, corpus.vocab_size, device)
+    fwd = None
+    if sharded(spec, world):
+        shard = lambda model: _parallelize(model, spec, world, device)  # noqa: E731
+        model, infos = models.create_sharded(spec, hp, corpus.vocab_size, device, shard)
+        fwd = model
+    else:
+        model, infos = models.create(spec, hp, corpus.vocab_size, device)
     groups = models.param_groups(spec, model, infos, hp)
     opt = optim.make_optimizer(groups, hp, t.optimizer)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t))
-    return Run(spec, hp, world, device, corpus, model, opt, sched, np.random.default_rng(spec.seed))
+    return Run(spec, hp, world, device, corpus, model, opt, sched, np.random.default_rng(spec.seed), fwd)
 
 
 def train_step(run: Run) -> torch.Tensor:
@@ -164,23 +198,57 @@ def train(
         teardown(world)
 
 
+def has_checkpoint(out: Path) -> bool:
+    """Whether ``out`` holds a run's checkpoint (a file, or a sharded run's directory)."""
+    return (out / "checkpoint.pt").exists() or sharded_ckpt.latest(out) is not None
+
+
 def _resumable_state(spec: Spec, hp: HParams, out: Path | None, resume: bool, device: torch.device) -> Any:
-    """The checkpoint to continue from (None for a fresh run), or the finished run's result."""
-    ckpt_path = out / "checkpoint.pt" if out is not None else None
-    if ckpt_path is None or not ckpt_path.exists():
+    """The checkpoint to continue from (None for a fresh run), or the finished run's result.
+
+    A sharded run's checkpoint is a directory (:mod:`.sharded`), any other a file; a folder holding
+    the other kind is refused by the signature, which names the strategy.
+    """
+    if out is None:
         return None
-    state = checkpoint.load(ckpt_path, device)
+    ckpt_path = out / "checkpoint.pt"
+    shards = sharded_ckpt.latest(out)
+    if ckpt_path.exists() and (shards is None or spec.train.parallel != "fsdp"):
+        state = checkpoint.load(ckpt_path, device)
+    elif shards is not None:
+        ckpt_path, state = shards, sharded_ckpt.load_state(shards)
+    else:
+        return None
     if not resume:
         raise SpecError(
             str(out),
             f"already holds a run (checkpoint at step {state['step']} of {spec.train.steps}); "
             "pass --resume to continue it, or remove the folder to start over",
         )
-    if state.get("signature") != resume_signature(spec, hp):
-        raise SpecError(str(ckpt_path), "was written by a different spec or hyperparameters; cannot resume")
+    changed = _changed(state.get("signature") or {}, resume_signature(spec, hp))
+    if changed:
+        raise SpecError(
+            str(ckpt_path),
+            f"was written by a different spec or hyperparameters ({', '.join(changed)}); cannot resume",
+        )
     if state["step"] >= spec.train.steps and (out / "result.yaml").exists():
         return RunResult(**read_result(out / "result.yaml"))
     return state
+
+
+def _changed(saved: dict, mine: dict, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two resume signatures, as ``key: old -> new``.
+    (A checkpoint from before ``train.parallel`` existed was written by DDP or one process.)"""
+    if prefix == "train":
+        saved = {"parallel": "ddp", **saved}
+    out = []
+    for key in sorted(set(saved) | set(mine)):
+        a, b, here = saved.get(key), mine.get(key), f"{prefix}.{key}" if prefix else key
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed(a, b, here)
+        elif a != b:
+            out.append(f"{here}: {a!r} -> {b!r}")
+    return out
 
 
 def _train(
@@ -206,8 +274,10 @@ def _train(
     run = build(spec, hp, world, device)
     start, curve, seconds_before = 0, [], 0.0
     if state is not None:
-        start, curve, seconds_before = checkpoint.restore(state, run.model, run.opt, run.sched, run.rng)
-    run.fwd = parallelize(run.model, world, device)
+        restore = sharded_ckpt.restore if "dir" in state else checkpoint.restore
+        start, curve, seconds_before = restore(state, run.model, run.opt, run.sched, run.rng)
+    if run.fwd is None:
+        run.fwd = _parallelize(run.model, spec, world, device)
     if t.compile:
         run.fwd = torch.compile(run.fwd)
     run.cost = flops.cost(spec, hp=hp)
@@ -273,7 +343,10 @@ def _loop(
 
 
 def _checkpoint(run: Run, out: Path | None, step: int, curve: list[dict], elapsed: float) -> None:
-    if out is not None and run.world.main:
+    """Called on every rank: a sharded run's ranks each write their shards; otherwise rank 0 writes all."""
+    if out is not None and run.spec.train.parallel == "fsdp":
+        sharded_ckpt.save(out, run, step, curve, elapsed)
+    elif out is not None and run.world.main:
         checkpoint.save(
             out / "checkpoint.pt",
             run.model,
@@ -306,8 +379,8 @@ def _finish(
         reason=reason,
         curve=curve,
     )
+    _checkpoint(run, out, step, curve, seconds)
     if out is not None and run.world.main:
-        _checkpoint(run, out, step, curve, seconds)
         checkpoint.write_result(out / "result.yaml", result.summary(), result.curve, run.hp)
     return result
 

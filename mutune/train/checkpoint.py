@@ -21,7 +21,7 @@ from ..config import HParams, Spec
 from ..files import atomic_write
 
 # Spec keys that may differ between a checkpoint and the run resuming it.
-RESUME_FREE_KEYS = ("device", "compile", "checkpoint_every")
+RESUME_FREE_KEYS = ("device", "compile", "checkpoint_every", "activation_checkpointing")
 
 
 def resume_signature(spec: Spec, hp: HParams) -> dict:
