@@ -14,3 +14,8 @@ class SpecError(ValueError):
         self.key = key
         self.message = message
         super().__init__(f"{key}: {message}" if key else message)
+
+
+class MutuneWarning(UserWarning):
+    """Something the user should know that does not stop the run (a repaired journal, a proxy
+    narrower than its base width). The CLI prints each as one ``warning:`` line."""
