@@ -8,6 +8,7 @@ width-8192 model allocates nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,11 +20,13 @@ from typing import Any
 
 import yaml
 
-from . import config, data, flops
+from . import config, data, flops, memory
 from .config import HParams, Spec, SpecError
+from .device import resolve_device
 from .events import SILENT, Events
 from .files import atomic_write
 from .train import RunResult, train
+from .train.checkpoint import FolderLock
 from .typed import parse_override
 
 # Keys a target may change that µTransfer carries only approximately (TP5 §6.1): say so.
@@ -56,6 +59,7 @@ UNNAMED_KEYS = {
     "train.compile",
     "train.eval_every",
     "train.eval_batches",
+    "train.memory_check",
 }
 
 
@@ -215,6 +219,8 @@ def plan(
     if smoke and target.model.width > SMOKE_MAX_WIDTH:
         warnings.append(f"--smoke: width {target.model.width} capped at {SMOKE_MAX_WIDTH}")
         target = target.edit({"model.width": SMOKE_MAX_WIDTH})
+    if force:  # --force also tries a target above the device's free memory (memory.py)
+        target = target.edit({"train.memory_check": False})
     hp = config.hparams_from_dict(best["hparams"], f"{run_dir / 'best.yaml'}: hparams")
     prov = best.get("provenance") or {}
     search_flops = float(prov.get("search_flops") or 0.0)
@@ -264,15 +270,23 @@ def transfer(
     if dry_run:
         return TransferResult(plan=p, result=None)
     data.load(p.spec.data, min_len=p.spec.model.seq_len + 1)  # fail on missing data before writing anything
-    if world_main:
-        p.target_dir.mkdir(parents=True, exist_ok=True)
-        plan_doc = yaml.safe_dump(p.to_dict(), sort_keys=False)
-        atomic_write(p.target_dir / "plan.yaml", lambda f: f.write_text(plan_doc))
-        spec_doc = yaml.safe_dump(p.spec.to_dict(), sort_keys=False)
-        atomic_write(p.target_dir / "config.yaml", lambda f: f.write_text(spec_doc))
-    result = train(
-        p.spec, p.hparams, out_dir=p.target_dir, resume=resume, on_log=lambda log: events.step(None, log)
-    )
+    if p.spec.train.memory_check:  # the plan's own estimate, before anything is allocated
+        memory.check(
+            p.cost.memory_bytes,
+            resolve_device(p.spec.train.device),
+            what=f"the width-{p.spec.model.width} target",
+            force="--force",
+        )
+    # one writer per target folder: a second transfer (or search) into it is refused while this one trains
+    with FolderLock(p.target_dir) if world_main else contextlib.nullcontext():
+        if world_main:
+            plan_doc = yaml.safe_dump(p.to_dict(), sort_keys=False)
+            atomic_write(p.target_dir / "plan.yaml", lambda f: f.write_text(plan_doc))
+            spec_doc = yaml.safe_dump(p.spec.to_dict(), sort_keys=False)
+            atomic_write(p.target_dir / "config.yaml", lambda f: f.write_text(spec_doc))
+        result = train(
+            p.spec, p.hparams, out_dir=p.target_dir, resume=resume, on_log=lambda log: events.step(None, log)
+        )
     return TransferResult(plan=p, result=result)
 
 
