@@ -13,6 +13,7 @@ import shlex
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from . import __version__, config
+from . import __version__, config, files
 from . import checks as checks_mod
 from . import docs as docs_mod
 from . import report as report_mod
@@ -41,6 +42,7 @@ from .cli_render import (
 )
 from .cli_render import print_coord_check as _print_coord_check
 from .config import SpecError
+from .errors import MutuneWarning
 from .events import Events
 
 app = typer.Typer(
@@ -58,18 +60,29 @@ def _interruptible(display: Display, run_dir: Path | None) -> Iterator[None]:
     """Ctrl-C (or SIGTERM) during a search or sweep: close the live display, say how to resume, exit 130."""
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         display.close()
-        _resume_hint(run_dir)
+        _resume_hint(run_dir, e)
         raise typer.Exit(130) from None
     finally:
         display.close()
 
 
-def _resume_hint(run_dir: Path | None) -> None:
-    cmd = " ".join(shlex.quote(a) for a in ["mutune", *sys.argv[1:]])
-    where = f" in {run_dir}" if run_dir else ""
-    err.print(f"interrupted; finished trials are kept{where}. Resume with:\n  {cmd}", highlight=False)
+def _resume_hint(run_dir: Path | None, exc: BaseException | None = None, flag: str = "") -> None:
+    """How to continue, with the command on a line of its own, unwrapped, so it can be pasted."""
+    args = list(_ARGV or sys.argv[1:])
+    if flag and flag not in args:
+        args.append(flag)
+    cmd = " ".join(shlex.quote(a) for a in ["mutune", *args])
+    stopped = getattr(exc, "out_dir", None)  # a target stopped by a signal, after its checkpoint
+    if stopped is not None:
+        what = f"stopped at step {exc.step} of {exc.steps}; the checkpoint is in {stopped}"
+    else:
+        what = f"finished trials are kept in {run_dir}" if run_dir else "finished work is kept"
+    err.print(f"interrupted; {what}. Resume with:\n  {cmd}", highlight=False, soft_wrap=True)
+
+
+_ARGV: list[str] = []  # the command line main() ran, for the resume hint
 
 
 def _print_target(res: transfer_mod.TransferResult) -> int:
@@ -125,22 +138,23 @@ def search(
     Example: mutune search configs/quickstart.yaml search.n_trials=8
     """
     extra = [f"search.storage={storage}"] if storage else []
-    spec = config.load_spec(config_path, [*(overrides or []), *extra])
+    spec = config.load_spec(config_path, [*(overrides or []), *extra], smoke=smoke)
     where = run_dir or search_mod.default_run_dir(spec, smoke)
     display = Display()
     with _interruptible(display, where):
         res = search_mod.search(
             spec,
-            run_dir=run_dir,
-            smoke=smoke,
+            run_dir=where,
+            smoke=False,  # (already applied by load_spec, under the explicit overrides)
             transfer=not no_transfer,
             workers=workers,
             skip_check=skip_check,
             events=display,
         )
     prov = res.best["provenance"]
+    running = f" ({res.n_running} still running in another process)" if res.n_running else ""
     out.print(
-        f"best trial #{prov['trial_number']} loss {prov['loss']:.4f} of {res.n_finished} finished -> "
+        f"best trial #{prov['trial_number']} loss {prov['loss']:.4f} of {res.n_finished} finished{running} -> "
         f"{res.run_dir / 'best.yaml'}",
         highlight=False,
     )
@@ -191,8 +205,11 @@ def transfer(
         res = transfer_mod.transfer(
             run_dir, to or [], dry_run=dry_run, smoke=smoke, resume=resume, force=force, events=display
         )
-    except KeyboardInterrupt:
-        err.print(f"interrupted; resume with --resume (the last checkpoint is in {run_dir})", highlight=False)
+    except KeyboardInterrupt as e:
+        if isinstance(display, Display):
+            display.close()
+        if rank0:
+            _resume_hint(run_dir, e, flag="--resume")
         raise typer.Exit(130) from None
     finally:
         if isinstance(display, Display):
@@ -287,9 +304,7 @@ def show_config(
 
     Example: mutune show-config configs/quickstart.yaml train.steps=50
     """
-    spec = config.load_spec(config_path, overrides or [])
-    if smoke:
-        spec = config.smoke(spec)
+    spec = config.load_spec(config_path, overrides or [], smoke=smoke)
     sys.stdout.write(yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True))
 
 
@@ -315,9 +330,7 @@ def coord_check(
 
     Example: mutune coord-check configs/quickstart.yaml --compare sp
     """
-    spec = config.load_spec(config_path, overrides or [])
-    if smoke:
-        spec = config.smoke(spec)
+    spec = config.load_spec(config_path, overrides or [], smoke=smoke)
     out_dir = (run_dir or search_mod.default_run_dir(spec, smoke)) / "checks"
     res = checks_mod.coord_check(spec, compare=compare, lr=lr, seeds=seeds, out_dir=out_dir)
     _print_coord_check(res)
@@ -374,6 +387,11 @@ def sweep(
     Example: mutune sweep configs/quickstart.yaml --widths 64,128,256,512 --param lr --compare sp
     """
     spec = config.load_spec(config_path, overrides or [])
+    if smoke:  # the sweep's smoke variant fixes its shape, widths and seeds: an explicit choice would be lost
+        clash = config.smoke_conflict(config_path, overrides or [])
+        clash = clash or ("--widths" if widths else "--seeds" if seeds != 1 else None)
+        if clash:
+            raise SpecError(clash, "--smoke would replace this explicit value; drop --smoke or the value")
     where = run_dir or search_mod.default_run_dir(spec, smoke)
     display = SweepDisplay()
     with _interruptible(display, where):
@@ -413,53 +431,96 @@ def _global(
 
 
 GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet", "--debug")
+_default_showwarning = warnings.showwarning
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+def _interrupt_once() -> None:
+    """SIGINT and SIGTERM (pre-emption) stop like Ctrl-C: a KeyboardInterrupt, raised once. A repeat
+    while the first is being handled (the running trial marked, a checkpoint written, the hint
+    printed) is ignored, so a quick double Ctrl-C cannot cut that short or print a traceback."""
+    fired = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise KeyboardInterrupt
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, handler)
 
 
 def _is_click_error(e: BaseException) -> bool:
     return hasattr(e, "exit_code") and hasattr(e, "format_message") and hasattr(e, "show")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """mutune's own warnings (a repaired journal, a proxy narrower than its base) as one line each."""
+    if issubclass(category, MutuneWarning):
+        err.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+def _error_line(text: str) -> None:
+    err.print(f"error: {text}", highlight=False, markup=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, map known errors to exit codes and one-line messages."""
     command = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
+    _ARGV[:] = args
     # global flags work anywhere on the line (`mutune search cfg.yaml --debug`), not only first
     flags = [a for a in args if a in GLOBAL_FLAGS]
     args = flags + [a for a in args if a not in GLOBAL_FLAGS]
     state.debug = "--debug" in flags
-    # pre-emption (SIGTERM) stops like Ctrl-C: the running trial is marked, the hint printed
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+    main_thread = threading.current_thread() is threading.main_thread()
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+    if main_thread:
+        _interrupt_once()
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", MutuneWarning)
+        warnings.showwarning = _show_warning
+        try:
+            return _run(command, args)
+        finally:
+            # called from Python (argv given): give the caller its handlers back. As the program, the
+            # work is done: ignore a late repeat while the interpreter exits (Python's own shutdown
+            # would reset a handler to the default, and a signal then kills the process, not 130)
+            for s, handler in saved.items():
+                signal.signal(s, handler if argv is not None else signal.SIG_IGN)
+
+
+def _run(command, args: list[str]) -> int:
+    """The command, with every known failure mapped to its exit code and one line (see the module doc)."""
     try:
         rv = command.main(args=args, prog_name="mutune", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except SpecError as e:
         if state.debug:
             raise
-        err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
+        _error_line(str(e))
         return 2
     except search_mod.SearchFailed as e:
-        err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
+        _error_line(str(e))
         return 1
     except KeyboardInterrupt:
         return 130
     except Exception as e:
+        if type(e).__name__ == "Abort":  # click's name for a Ctrl-C outside a command's own handler
+            return 130
         if _is_click_error(e):
             if type(e).__name__ == "NoArgsIsHelpError":
                 out.print(e.format_message(), markup=False, highlight=False)
                 return 0
-            err.print(f"error: {e.format_message()}", highlight=False, markup=False, soft_wrap=True)
+            _error_line(e.format_message())
             return e.exit_code
         if state.debug:
             raise
-        err.print(
-            f"error: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
+        cause = files.os_error(e)  # a full disk, a read-only folder: the path and the cause, exit 2
+        if cause is not None:
+            _error_line(files.os_error_line(cause))
+            return 2
+        _error_line(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
         return 1
