@@ -28,6 +28,8 @@ CAUSES = {
     errno.EPERM: "operation not permitted; run as a user who may write here, or choose another folder",
     errno.EROFS: "read-only file system; choose a writable folder",
     errno.EIO: "input/output error from the device",
+    errno.ENOTDIR: "a file is in the way where a folder should be",
+    errno.EEXIST: "exists and is not a folder; choose another path",
 }
 
 

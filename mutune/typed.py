@@ -78,19 +78,7 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
             return int(value)
         raise SpecError(key, f"expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, bool):
-            raise SpecError(key, f"expected a number, got {value!r}")
-        number = None
-        if isinstance(value, (int, float)):
-            number = float(value)
-        elif isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            with contextlib.suppress(ValueError):
-                number = float(value)
-        if number is None:
-            raise SpecError(key, f"expected a number, got {value!r}")
-        if not math.isfinite(number):  # .nan passes every comparison check; .inf disables max_loss
-            raise SpecError(key, f"expected a finite number, got {value!r}")
-        return number
+        return _number(value, key)
     if tp is str:
         if isinstance(value, str):
             return value
@@ -108,6 +96,20 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return build(tp, value, key)
     raise AssertionError(f"unsupported spec type {tp!r} at {key}")
+
+
+def _number(value: Any, key: str) -> float:
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if number is None:
+        raise SpecError(key, f"expected a number, got {value!r}")
+    if not math.isfinite(number):  # .nan passes every comparison check; .inf disables max_loss
+        raise SpecError(key, f"expected a finite number, got {value!r}")
+    return number
 
 
 def build(cls: type, data: Any, key: str = "") -> Any:

@@ -236,7 +236,7 @@ def _loop(
     on_eval: Callable[[int, float], None] | None,
 ) -> RunResult:
     """Step from ``start`` to ``train.steps``: log, evaluate, checkpoint; stop early on divergence."""
-    t, world = run.spec.train, run.world
+    t = run.spec.train
     every = t.checkpoint_every if t.checkpoint_every is not None else max(50, t.steps // 10)
     max_loss = t.max_loss if t.max_loss is not None else 10 * math.log(run.corpus.vocab_size)
     val_loss = curve[-1]["val_loss"] if curve else float("nan")
@@ -252,7 +252,7 @@ def _loop(
                 break
             if every and step % every == 0 and step < t.steps:
                 _checkpoint(run, out, step, curve, elapsed)
-            if step < t.steps and _stop_requested(poll, world):
+            if step < t.steps and _stop_requested(poll, run, step):
                 if not (every and step % every == 0):
                     _checkpoint(run, out, step, curve, elapsed)
                 raise signals.Interrupted(out, step, t.steps, poll() or signal.SIGTERM)
@@ -261,12 +261,15 @@ def _loop(
         return _finish(run, out, step, curve, seconds_before + time.perf_counter() - t0, val_loss, reason)
 
 
-def _stop_requested(poll: Callable[[], int | None], world: Distributed) -> bool:
-    """A signal came (to any rank: under torchrun the ranks agree, so they stop at the same step)."""
-    got = poll() is not None
-    if world.world > 1:
-        return global_mean(torch.tensor(float(got)), world) > 0
-    return got
+def _stop_requested(poll: Callable[[], int | None], run: Run, step: int) -> bool:
+    """A signal came. Under torchrun the ranks must stop at the same step (or one waits in a
+    collective forever), so they agree on it every LOG_EVERY steps, where the loss is synchronised
+    anyway: a pre-empted distributed job loses at most that many steps, a single process one."""
+    if run.world.world == 1:
+        return poll() is not None
+    if step % LOG_EVERY:
+        return False
+    return global_mean(torch.tensor(float(poll() is not None), device=run.device), run.world) > 0
 
 
 def _log_and_eval(

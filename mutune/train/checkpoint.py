@@ -8,6 +8,7 @@ the resuming run's.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import socket
@@ -200,10 +201,9 @@ class FolderLock:
                     f"is being trained by {holder}; wait for it to finish (or stop it), then run again "
                     "(with --resume to continue from its checkpoint)",
                 ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        f.flush()
+        with contextlib.suppress(OSError):  # who holds it is for the message; a full disk may refuse it
+            os.ftruncate(f.fileno(), 0)
+            os.pwrite(f.fileno(), f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._held[self.key] = [f, 1]
         return self
 

@@ -5,7 +5,8 @@ exception raised in the middle of ``optimizer.step()`` would leave weights half-
 checkpoint written after it would be wrong. The loop polls after each step; on a signal it writes
 a checkpoint of the last whole step and raises :class:`Interrupted`, so a pre-empted job loses at
 most the step it was in. A second signal while the checkpoint is written is ignored (it is the same
-request). Under torchrun the ranks agree on the step to stop at, so none is left in a collective.
+request). Under torchrun the ranks agree on the step to stop at (every ``LOG_EVERY`` steps, where
+the loss is synchronised anyway), so none is left waiting in a collective.
 """
 
 from __future__ import annotations
