@@ -13,6 +13,7 @@ import shlex
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from . import __version__, config
+from . import __version__, config, files
 from .cli_render import (
     Display,
     SweepDisplay,
@@ -33,7 +34,7 @@ from .cli_render import (
     state,
 )
 from .cli_render import print_coord_check as _print_coord_check
-from .errors import SearchFailed, SpecError
+from .errors import MutuneWarning, SearchFailed, SpecError
 from .events import Events
 
 if TYPE_CHECKING:
@@ -59,9 +60,9 @@ def _interruptible(display: Display, run_dir: Path | None) -> Iterator[None]:
     """Ctrl-C (or SIGTERM) during a search or sweep: close the live display, say how to resume, exit 130."""
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         display.close()
-        _resume_hint(run_dir)
+        _resume_hint(run_dir, e)
         raise typer.Exit(130) from None
     finally:
         display.close()
@@ -74,16 +75,22 @@ def _command_line(*extra: str) -> str:
     return " ".join(shlex.quote(a) for a in ["mutune", *args])
 
 
-def _resume_hint(run_dir: Path | None) -> None:
-    where = f" in {run_dir}" if run_dir else ""
-    err.print(f"interrupted; finished trials are kept{where}. Resume with:", highlight=False)
-    err.print(f"  {_command_line()}", highlight=False, markup=False)
+def _resume_hint(run_dir: Path | None, exc: BaseException | None = None) -> None:
+    """How to continue, with the command on a line of its own, unwrapped, so it can be pasted."""
+    what = f"finished trials are kept in {run_dir}" if run_dir else "finished work is kept"
+    err.print(f"interrupted; {what}. Resume with:", highlight=False, soft_wrap=True)
+    err.print(f"  {_command_line()}", highlight=False, markup=False, soft_wrap=True)
 
 
-def _transfer_interrupted(display: Events, run_dir: Path | None) -> None:
-    where = getattr(display, "target_dir", None) or run_dir
-    err.print(f"interrupted; the last checkpoint is kept in {where}. Resume with:", highlight=False)
-    err.print(f"  {_command_line('--resume')}", highlight=False, markup=False)
+def _transfer_interrupted(display: Events, run_dir: Path | None, exc: BaseException | None = None) -> None:
+    """A target stopped by Ctrl-C or SIGTERM: where its checkpoint is, and the command that resumes it."""
+    stopped = getattr(exc, "out_dir", None)  # the trainer stopped after writing a checkpoint
+    if stopped is not None:
+        what = f"stopped at step {exc.step} of {exc.steps}; the checkpoint is in {stopped}"
+    else:
+        what = f"the last checkpoint is kept in {getattr(display, 'target_dir', None) or run_dir}"
+    err.print(f"interrupted; {what}. Resume with:", highlight=False, soft_wrap=True)
+    err.print(f"  {_command_line('--resume')}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _print_target(res: TransferResult) -> int:
@@ -154,7 +161,7 @@ def search(
     """
     extra = [f"search.storage={storage}"] if storage else []
     extra += [f"tracker.backend={tracker}"] if tracker else []
-    spec = config.load_spec(config_path, [*(overrides or []), *extra])
+    spec = config.load_spec(config_path, [*(overrides or []), *extra], smoke=smoke)
     from . import search as search_mod  # the training stack, once the spec is known to be good
 
     where = run_dir or search_mod.default_run_dir(spec, smoke)
@@ -162,8 +169,8 @@ def search(
     with _interruptible(display, where):
         res = search_mod.search(
             spec,
-            run_dir=run_dir,
-            smoke=smoke,
+            run_dir=where,
+            smoke=False,  # (already applied by load_spec, under the explicit overrides)
             transfer=not no_transfer,
             workers=workers,
             skip_check=skip_check,
@@ -173,8 +180,9 @@ def search(
     note = display.summary(res.n_finished)
     if note:
         log_line(note)
+    running = f" ({res.n_running} still running in another process)" if res.n_running else ""
     out.print(
-        f"best trial #{prov['trial_number']} loss {prov['loss']:.4f} of {res.n_finished} finished -> "
+        f"best trial #{prov['trial_number']} loss {prov['loss']:.4f} of {res.n_finished} finished{running} -> "
         f"{res.run_dir / 'best.yaml'}",
         highlight=False,
     )
@@ -267,11 +275,11 @@ def transfer(
             nproc=nproc,
             gpu_gib=gpu_memory,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if isinstance(display, Display):
             display.close()
         if rank0:
-            _transfer_interrupted(display, run_dir)
+            _transfer_interrupted(display, run_dir, e)
         raise typer.Exit(130) from None
     finally:
         if isinstance(display, Display):
@@ -391,9 +399,7 @@ def show_config(
     """
     import yaml
 
-    spec = config.load_spec(config_path, overrides or [])
-    if smoke:
-        spec = config.smoke(spec)
+    spec = config.load_spec(config_path, overrides or [], smoke=smoke)
     sys.stdout.write(yaml.safe_dump(config.shown(spec), sort_keys=False, allow_unicode=True))
 
 
@@ -421,9 +427,7 @@ def coord_check(
 
     Example: mutune coord-check configs/quickstart.yaml --compare sp
     """
-    spec = config.load_spec(config_path, overrides or [])
-    if smoke:
-        spec = config.smoke(spec)
+    spec = config.load_spec(config_path, overrides or [], smoke=smoke)
     from . import checks as checks_mod
     from . import search as search_mod
 
@@ -509,6 +513,11 @@ def sweep(
     Example: mutune sweep configs/quickstart.yaml --widths 64,128,256 --compare sp
     """
     spec = config.load_spec(config_path, overrides or [])
+    if smoke:  # the sweep's smoke variant fixes its shape, widths and seeds: an explicit choice would be lost
+        clash = config.smoke_conflict(config_path, overrides or [])
+        clash = clash or ("--widths" if widths else "--seeds" if seeds != 1 else None)
+        if clash:
+            raise SpecError(clash, "--smoke would replace this explicit value; drop --smoke or the value")
     from . import search as search_mod
     from . import sweep as sweep_mod
 
@@ -552,10 +561,23 @@ def _global(
 
 
 GLOBAL_FLAGS = ("-v", "--verbose", "-q", "--quiet", "--debug")
+_default_showwarning = warnings.showwarning
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+def _interrupt_once() -> None:
+    """SIGINT and SIGTERM (pre-emption) stop like Ctrl-C: a KeyboardInterrupt, raised once. A repeat
+    while the first is being handled (the running trial marked, a checkpoint written, the hint
+    printed) is ignored, so a quick double Ctrl-C cannot cut that short or print a traceback."""
+    fired = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise KeyboardInterrupt
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, handler)
 
 
 def _is_click_error(e: BaseException) -> bool:
@@ -573,6 +595,18 @@ def _plain_flags(command) -> None:
         _plain_flags(sub)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """mutune's own warnings (a repaired journal, a proxy narrower than its base) as one line each."""
+    if issubclass(category, MutuneWarning):
+        err.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+def _error_line(text: str) -> None:
+    err.print(f"error: {text}", highlight=False, markup=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, map known errors to exit codes and one-line messages."""
     command = typer.main.get_command(app)
@@ -583,35 +617,52 @@ def main(argv: list[str] | None = None) -> int:
     args = flags + [a for a in args if a not in GLOBAL_FLAGS]
     state.debug = "--debug" in flags
     state.argv = list(sys.argv[1:] if argv is None else argv)
-    # pre-emption (SIGTERM) stops like Ctrl-C: the running trial is marked, the hint printed
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+    main_thread = threading.current_thread() is threading.main_thread()
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+    if main_thread:
+        _interrupt_once()
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", MutuneWarning)
+        warnings.showwarning = _show_warning
+        try:
+            return _run(command, args)
+        finally:
+            # called from Python (argv given): give the caller its handlers back. As the program, the
+            # work is done: ignore a late repeat while the interpreter exits (Python's own shutdown
+            # would reset a handler to the default, and a signal then kills the process, not 130)
+            for s, handler in saved.items():
+                signal.signal(s, handler if argv is not None else signal.SIG_IGN)
+
+
+def _run(command, args: list[str]) -> int:
+    """The command, with every known failure mapped to its exit code and one line (see the module doc)."""
     try:
         rv = command.main(args=args, prog_name="mutune", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except SpecError as e:
         if state.debug:
             raise
-        err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
+        _error_line(str(e))
         return 2
     except SearchFailed as e:
-        err.print(f"error: {e}", highlight=False, markup=False, soft_wrap=True)
+        _error_line(str(e))
         return 1
     except KeyboardInterrupt:
         return 130
     except Exception as e:
+        if type(e).__name__ == "Abort":  # click's name for a Ctrl-C outside a command's own handler
+            return 130
         if _is_click_error(e):
             if type(e).__name__ == "NoArgsIsHelpError":
                 out.print(e.format_message(), markup=False, highlight=False)
                 return 0
-            err.print(f"error: {e.format_message()}", highlight=False, markup=False, soft_wrap=True)
+            _error_line(e.format_message())
             return e.exit_code
         if state.debug:
             raise
-        err.print(
-            f"error: internal error: {type(e).__name__}: {e} (run with --debug for the traceback)",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
+        cause = files.os_error(e)  # a full disk, a read-only folder: the path and the cause, exit 2
+        if cause is not None:
+            _error_line(files.os_error_line(cause))
+            return 2
+        _error_line(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
         return 1

@@ -21,3 +21,8 @@ class SearchFailed(RuntimeError):
 
     Defined here, beside ``SpecError``, so that the CLI maps it to its exit code without importing
     the study machinery (Optuna) before a command needs it."""
+
+
+class MutuneWarning(UserWarning):
+    """Something the user should know that does not stop the run (a repaired journal, a proxy
+    narrower than its base width). The CLI prints each as one ``warning:`` line."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -25,10 +26,13 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from . import __version__, checks, config, data, flops, models, trackers
+from . import __version__, checks, config, data, flops, memory, models, trackers
 from .config import Spec, SpecError
+from .device import resolve_device
+from .errors import MutuneWarning
 from .events import SILENT, Events
 from .files import atomic_write
+from .rundir import claim_run_dir
 from .samplers import suggest
 from .study import (
     SearchFailed,
@@ -52,6 +56,7 @@ class SearchResult:
     best: dict  # the best.yaml document
     n_finished: int
     target: Any = None  # transfer.TransferResult when the target was launched
+    n_running: int = 0  # trials other processes were still running when this one finished
 
 
 def default_run_dir(spec: Spec, smoke: bool = False) -> Path:
@@ -324,10 +329,20 @@ def search(
     trackers.check(spec.tracker.backend)  # a missing extra is refused before anything is written
     if smoke:
         spec = config.smoke(spec)
+    if spec.model.base_width > spec.model.width:
+        warnings.warn(
+            f"model.base_width ({spec.model.base_width}) is larger than model.width ({spec.model.width}): "
+            "the proxy is narrower than the base, so every µP multiplier is below 1; usually the proxy is "
+            "the base width or wider",
+            MutuneWarning,
+            stacklevel=2,
+        )
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec, smoke)
     data.load(spec.data, min_len=spec.model.seq_len + 1)  # a missing corpus fails here, not in trial 0
     models.validate(spec, spec.hparams, data.vocab_size(spec.data))  # so does a model µP cannot handle
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if spec.train.memory_check:  # and a proxy that cannot fit, before the coord check allocates
+        memory.check(flops.cost(spec).memory_bytes, resolve_device(spec.train.device), what="the proxy")
+    claim_run_dir(run_dir, spec)  # a run dir holds one study: refuse another's rather than overwrite it
     storage = open_storage(storage_url(spec, run_dir))
     study = open_study(spec, storage)  # fails fast on a spec that does not match the study
     tracking = trackers.Tracking.from_spec(spec.tracker, run_dir, spec.name, study.study_name)
@@ -348,12 +363,12 @@ def search(
         # whatever happened, leave the table and the best-so-far on disk
         write_trials_csv(study, run_dir)
         best = write_best(study, spec, run_dir)
-    finished, _ = count(study)
+    finished, running = count(study)  # what the study holds, other processes' trials included
     if best is None:
         raise SearchFailed(
             f"none of the {finished} finished trials has a finite loss; see {run_dir / 'trials.csv'}"
         )
-    result = SearchResult(run_dir=run_dir, best=best, n_finished=finished)
+    result = SearchResult(run_dir=run_dir, best=best, n_finished=finished, n_running=running)
     if transfer and spec.target.width is not None:
         from . import transfer as transfer_mod
 

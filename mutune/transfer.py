@@ -8,6 +8,7 @@ width-8192 model allocates nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -21,13 +22,15 @@ from typing import Any
 
 import yaml
 
-from . import config, data, flops, models, trackers
+from . import config, data, flops, memory, models, trackers
 from .config import HParams, Spec, SpecError
+from .device import resolve_device
 from .events import SILENT, Events
 from .files import atomic_write
 from .multipliers import multipliers
 from .registry import FAMILIES, OPTIMIZERS
 from .train import RunResult, has_checkpoint, train
+from .train.checkpoint import FolderLock
 from .typed import leaf_keys, parse_override
 
 # Keys a target may change that µTransfer carries only approximately (TP5 §6.1): say so.
@@ -69,6 +72,7 @@ UNNAMED_KEYS = {
     "tracker.backend",
     "tracker.dir",
     "tracker.project",
+    "train.memory_check",
 }
 
 
@@ -254,6 +258,8 @@ def plan(
     if smoke and target.model.width > SMOKE_MAX_WIDTH:
         warnings.append(f"--smoke: width {target.model.width} capped at {SMOKE_MAX_WIDTH}")
         target = target.edit({"model.width": SMOKE_MAX_WIDTH})
+    if force:  # --force also tries a target above the device's free memory (memory.py)
+        target = target.edit({"train.memory_check": False})
     hp = config.hparams_from_dict(best["hparams"], f"{run_dir / 'best.yaml'}: hparams")
     prov = best.get("provenance") or {}
     search_flops = float(prov.get("search_flops") or 0.0)
@@ -379,22 +385,34 @@ def transfer(
         return TransferResult(plan=p, result=None)
     trackers.check(p.spec.tracker.backend)
     data.load(p.spec.data, min_len=p.spec.model.seq_len + 1)  # fail on missing data before writing anything
-    if world_main:
-        p.target_dir.mkdir(parents=True, exist_ok=True)
-        plan_doc = yaml.safe_dump(p.to_dict(), sort_keys=False)
-        atomic_write(p.target_dir / "plan.yaml", lambda f: f.write_text(plan_doc))
-        spec_doc = yaml.safe_dump(p.spec.to_dict(), sort_keys=False)
-        atomic_write(p.target_dir / "config.yaml", lambda f: f.write_text(spec_doc))
-    run = _track_target(p) if world_main else None
-    on_log, on_eval = trackers.attach(run, lambda log: events.step(None, log), None)
-    try:
-        result = train(p.spec, p.hparams, out_dir=p.target_dir, resume=resume, on_log=on_log, on_eval=on_eval)
-    except BaseException as e:
+    if p.spec.train.memory_check:  # the plan's own estimate for this process, before anything is allocated
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        memory.check(
+            flops.per_gpu(p.cost.memory, world, p.spec.train.parallel).total,
+            resolve_device(p.spec.train.device),
+            what=f"the width-{p.spec.model.width} target"
+            + (f" ({p.spec.train.parallel}, {world} processes)" if world > 1 else ""),
+            force="--force",
+        )
+    # one writer per target folder: a second transfer (or search) into it is refused while this one trains
+    with FolderLock(p.target_dir) if world_main else contextlib.nullcontext():
+        if world_main:
+            plan_doc = yaml.safe_dump(p.to_dict(), sort_keys=False)
+            atomic_write(p.target_dir / "plan.yaml", lambda f: f.write_text(plan_doc))
+            spec_doc = yaml.safe_dump(p.spec.to_dict(), sort_keys=False)
+            atomic_write(p.target_dir / "config.yaml", lambda f: f.write_text(spec_doc))
+        run = _track_target(p) if world_main else None
+        on_log, on_eval = trackers.attach(run, lambda log: events.step(None, log), None)
+        try:
+            result = train(
+                p.spec, p.hparams, out_dir=p.target_dir, resume=resume, on_log=on_log, on_eval=on_eval
+            )
+        except BaseException as e:
+            if run is not None:
+                run.finish({}, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            raise
         if run is not None:
-            run.finish({}, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        raise
-    if run is not None:
-        run.finish(result.summary(), "FAILED" if result.diverged else "FINISHED")
+            run.finish(result.summary(), "FAILED" if result.diverged else "FINISHED")
     return TransferResult(plan=p, result=result)
 
 

@@ -65,10 +65,8 @@ def load(path: str) -> Callable[..., nn.Module]:
         raise SpecError(
             "model.factory", f"cannot import module '{module_name}' ({e}); is it installed or in this folder?"
         ) from None
-    except Exception as e:
-        raise SpecError(
-            "model.factory", f"importing '{module_name}' failed: {type(e).__name__}: {e}"
-        ) from None
+    except (Exception, SystemExit) as e:
+        raise user_code_error(f"importing '{module_name}'", e) from e
     obj: object = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -79,6 +77,13 @@ def load(path: str) -> Callable[..., nn.Module]:
     if not callable(obj):
         raise SpecError("model.factory", f"'{path}' is not callable")
     return obj  # type: ignore[return-value]
+
+
+def user_code_error(call: str, e: BaseException) -> SpecError:
+    """The user's factory or forward raised (or called ``sys.exit``): one line naming ``model.factory``
+    and their exception; ``--debug`` shows their traceback (it is chained)."""
+    what = f"called sys.exit({e.code})" if isinstance(e, SystemExit) else f"raised {type(e).__name__}: {e}"
+    return SpecError("model.factory", f"{call} {what}".splitlines()[0])
 
 
 def _parameters(fn: Callable) -> dict[str, inspect.Parameter]:
@@ -116,6 +121,8 @@ def construct(spec: Spec, hp: HParams, vocab_size: int, width: int) -> nn.Module
         raise SpecError(
             "model.factory_kwargs", f"{spec.model.factory}(width={width}, ...) rejected its arguments: {e}"
         ) from None
+    except (Exception, SystemExit) as e:  # the user's code failed: their error, named, not ours
+        raise user_code_error(f"{spec.model.factory}(width={width}, ...)", e) from e
     if not isinstance(model, nn.Module):
         raise SpecError(
             "model.factory", f"{spec.model.factory} returned {type(model).__name__}, expected an nn.Module"
@@ -155,7 +162,12 @@ def validate(spec: Spec) -> None:
 
 def _lm_forward(self: nn.Module, idx: torch.Tensor, targets: torch.Tensor | None = None):
     """mutune's training contract, ``(logits, loss)``, around the user's ``forward(idx) -> logits``."""
-    logits = type(self).forward(self, idx)
+    try:
+        logits = type(self).forward(self, idx)
+    except (SpecError, torch.OutOfMemoryError):
+        raise
+    except (Exception, SystemExit) as e:
+        raise user_code_error(f"{type(self).__name__}.forward(idx)", e) from e
     if not isinstance(logits, torch.Tensor) or logits.ndim not in (2, 3) or logits.shape[0] != idx.shape[0]:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise SpecError(

@@ -13,7 +13,9 @@ the ``on_eval`` callback (which may raise to stop the run, e.g. pruning), progre
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,12 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import data, flops, models, optim
+from .. import data, flops, memory, models, optim
 from ..config import HParams, Spec, SpecError, TrainSpec
 from ..device import autocast, uses_bf16
-from . import checkpoint
+from . import checkpoint, signals
 from . import sharded as sharded_ckpt
-from .checkpoint import Metrics, read_result, resume_signature
+from .checkpoint import FolderLock, Metrics, read_result, resume_signature
 from .parallel import Distributed, global_mean, init_distributed, parallelize, teardown
 
 __all__ = ["RunResult", "StepLog", "evaluate", "has_checkpoint", "lr_factor", "read_result", "train"]
@@ -193,7 +195,10 @@ def train(
     """
     world, device = init_distributed(spec.train.device)
     try:
-        return _train(spec, hp, world, device, on_log, on_eval, out_dir, resume)
+        # one writer per folder (rank 0 writes for every rank)
+        lock = FolderLock(Path(out_dir)) if out_dir is not None and world.main else contextlib.nullcontext()
+        with lock:
+            return _train(spec, hp, world, device, on_log, on_eval, out_dir, resume)
     finally:
         teardown(world)
 
@@ -268,6 +273,10 @@ def _train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     out = Path(out_dir) if out_dir is not None else None
+    cost = flops.cost(spec, hp=hp)
+    if t.memory_check:  # before anything is allocated (the checkpoint included); this process's share
+        need = flops.per_gpu(cost.memory, world.world, t.parallel).total
+        memory.check(need, device, what=f"a width-{spec.model.width} run")
     state = _resumable_state(spec, hp, out, resume, device)
     if isinstance(state, RunResult):
         return state
@@ -280,7 +289,7 @@ def _train(
         run.fwd = _parallelize(run.model, spec, world, device)
     if t.compile:
         run.fwd = torch.compile(run.fwd)
-    run.cost = flops.cost(spec, hp=hp)
+    run.cost = cost
     if out is not None and world.main:
         out.mkdir(parents=True, exist_ok=True)
     metrics = Metrics(out / "metrics.csv" if out is not None and world.main else None, keep_until=start)
@@ -298,48 +307,87 @@ def _loop(
     on_eval: Callable[[int, float], None] | None,
 ) -> RunResult:
     """Step from ``start`` to ``train.steps``: log, evaluate, checkpoint; stop early on divergence."""
-    spec, t, world, cost = run.spec, run.spec.train, run.world, run.cost
+    t = run.spec.train
     every = t.checkpoint_every if t.checkpoint_every is not None else max(50, t.steps // 10)
     max_loss = t.max_loss if t.max_loss is not None else 10 * math.log(run.corpus.vocab_size)
     val_loss = curve[-1]["val_loss"] if curve else float("nan")
     reason, step, t0 = "", start, time.perf_counter()
-    for step in range(start + 1, t.steps + 1):
-        loss = train_step(run)
-        elapsed = seconds_before + time.perf_counter() - t0
-        if step % LOG_EVERY == 0 or step == t.steps or step == start + 1:
-            optim.check_param_groups(run.opt)  # the schedule kept the µP per-group LR ratios
-            train_loss = global_mean(loss, world)
-            if not math.isfinite(train_loss) or train_loss > max_loss:
-                reason = _diverged("train", train_loss, step, max_loss)
-                break
-            lr = run.opt.param_groups[0]["lr"] / run.opt.param_groups[0]["lr_mult"]
-            metrics.row(
-                step=step,
-                train_loss=f"{train_loss:.6g}",
-                lr=f"{lr:.6g}",
-                tokens=step * cost.tokens_per_step,
-                seconds=f"{elapsed:.3f}",
+    with signals.deferred(out is not None) as poll:
+        for step in range(start + 1, t.steps + 1):
+            loss = train_step(run)
+            elapsed = seconds_before + time.perf_counter() - t0
+            reason = _log_and_eval(
+                run, step, start, t0, elapsed, loss, curve, metrics, max_loss, on_log, on_eval
             )
-            if on_log is not None and world.main:
-                speed = (step - start) * cost.tokens_per_step / max(time.perf_counter() - t0, 1e-9)
-                on_log(StepLog(step, t.steps, train_loss, lr, speed, elapsed))
-        if step % t.eval_every == 0 or step == t.steps:
-            val_loss = evaluate(run.model, run.corpus.val, spec, run.device)
-            curve.append({"step": step, "val_loss": val_loss, "seconds": elapsed})
-            metrics.row(
-                step=step,
-                val_loss=f"{val_loss:.6g}",
-                tokens=step * cost.tokens_per_step,
-                seconds=f"{elapsed:.3f}",
-            )
-            if not math.isfinite(val_loss) or val_loss > max_loss:
-                reason = _diverged("validation", val_loss, step, max_loss)
+            if reason:
                 break
-            if on_eval is not None:
-                on_eval(step, val_loss)
-        if every and step % every == 0 and step < t.steps:
-            _checkpoint(run, out, step, curve, elapsed)
-    return _finish(run, out, step, curve, seconds_before + time.perf_counter() - t0, val_loss, reason)
+            if every and step % every == 0 and step < t.steps:
+                _checkpoint(run, out, step, curve, elapsed)
+            if step < t.steps and _stop_requested(poll, run, step):
+                if not (every and step % every == 0):
+                    _checkpoint(run, out, step, curve, elapsed)
+                raise signals.Interrupted(out, step, t.steps, poll() or signal.SIGTERM)
+        val_loss = curve[-1]["val_loss"] if curve else val_loss
+        # (still deferred: a signal now does not cut the last checkpoint and result.yaml short)
+        return _finish(run, out, step, curve, seconds_before + time.perf_counter() - t0, val_loss, reason)
+
+
+def _stop_requested(poll: Callable[[], int | None], run: Run, step: int) -> bool:
+    """A signal came. Under torchrun the ranks must stop at the same step (or one waits in a
+    collective forever), so they agree on it every LOG_EVERY steps, where the loss is synchronised
+    anyway: a pre-empted distributed job loses at most that many steps, a single process one."""
+    if run.world.world == 1:
+        return poll() is not None
+    if step % LOG_EVERY:
+        return False
+    return global_mean(torch.tensor(float(poll() is not None), device=run.device), run.world) > 0
+
+
+def _log_and_eval(
+    run: Run,
+    step: int,
+    start: int,
+    t0: float,
+    elapsed: float,
+    loss: torch.Tensor,
+    curve: list[dict],
+    metrics: Metrics,
+    max_loss: float,
+    on_log: Callable[[StepLog], None] | None,
+    on_eval: Callable[[int, float], None] | None,
+) -> str:
+    """The step's log line and, when due, the evaluation; the divergence reason, or ''."""
+    spec, t, world, cost = run.spec, run.spec.train, run.world, run.cost
+    if step % LOG_EVERY == 0 or step == t.steps or step == start + 1:
+        optim.check_param_groups(run.opt)  # the schedule kept the µP per-group LR ratios
+        train_loss = global_mean(loss, world)
+        if not math.isfinite(train_loss) or train_loss > max_loss:
+            return _diverged("train", train_loss, step, max_loss)
+        lr = run.opt.param_groups[0]["lr"] / run.opt.param_groups[0]["lr_mult"]
+        metrics.row(
+            step=step,
+            train_loss=f"{train_loss:.6g}",
+            lr=f"{lr:.6g}",
+            tokens=step * cost.tokens_per_step,
+            seconds=f"{elapsed:.3f}",
+        )
+        if on_log is not None and world.main:
+            speed = (step - start) * cost.tokens_per_step / max(time.perf_counter() - t0, 1e-9)
+            on_log(StepLog(step, t.steps, train_loss, lr, speed, elapsed))
+    if step % t.eval_every == 0 or step == t.steps:
+        val_loss = evaluate(run.model, run.corpus.val, spec, run.device)
+        curve.append({"step": step, "val_loss": val_loss, "seconds": elapsed})
+        metrics.row(
+            step=step,
+            val_loss=f"{val_loss:.6g}",
+            tokens=step * cost.tokens_per_step,
+            seconds=f"{elapsed:.3f}",
+        )
+        if not math.isfinite(val_loss) or val_loss > max_loss:
+            return _diverged("validation", val_loss, step, max_loss)
+        if on_eval is not None:
+            on_eval(step, val_loss)
+    return ""
 
 
 def _checkpoint(run: Run, out: Path | None, step: int, curve: list[dict], elapsed: float) -> None:
