@@ -77,7 +77,11 @@ def _command_line(*extra: str) -> str:
 
 def _resume_hint(run_dir: Path | None, exc: BaseException | None = None) -> None:
     """How to continue, with the command on a line of its own, unwrapped, so it can be pasted."""
-    what = f"finished trials are kept in {run_dir}" if run_dir else "finished work is kept"
+    stopped = getattr(exc, "out_dir", None)  # a target (the search's own) stopped after its checkpoint
+    if stopped is not None:
+        what = f"stopped at step {exc.step} of {exc.steps}; the checkpoint is in {stopped}"
+    else:
+        what = f"finished trials are kept in {run_dir}" if run_dir else "finished work is kept"
     err.print(f"interrupted; {what}. Resume with:", highlight=False, soft_wrap=True)
     err.print(f"  {_command_line()}", highlight=False, markup=False, soft_wrap=True)
 
