@@ -14,166 +14,34 @@ the ``on_eval`` callback (which may raise to stop the run, e.g. pruning), progre
 from __future__ import annotations
 
 import contextlib
-import math
-import signal
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .. import data, flops, memory, models, optim
-from ..config import HParams, Spec, SpecError, TrainSpec
-from ..device import autocast, uses_bf16
-from . import checkpoint, signals
+from .. import flops, memory
+from ..config import HParams, Spec, SpecError
+from . import checkpoint
 from . import sharded as sharded_ckpt
 from .checkpoint import FolderLock, Metrics, read_result, resume_signature
-from .parallel import Distributed, global_mean, init_distributed, parallelize, teardown
+from .loop import _loop
+from .parallel import Distributed, init_distributed, teardown
+from .run import LOG_EVERY, Run, RunResult, StepLog, _parallelize, build, evaluate, lr_factor, train_step
 
-__all__ = ["RunResult", "StepLog", "evaluate", "has_checkpoint", "lr_factor", "read_result", "train"]
-
-LOG_EVERY = 10  # steps between loss reads (each is a device sync) and progress callbacks
-
-
-@dataclass
-class StepLog:
-    step: int
-    steps: int
-    train_loss: float
-    lr: float
-    tokens_per_s: float
-    elapsed: float
-
-    @property
-    def eta(self) -> float:
-        return self.elapsed / self.step * (self.steps - self.step) if self.step else float("nan")
-
-
-@dataclass
-class RunResult:
-    final_val_loss: float
-    diverged: bool
-    steps: int  # steps completed
-    tokens: int
-    flops: float
-    seconds: float
-    params: int
-    reason: str = ""
-    curve: list[dict] = field(default_factory=list)  # one row per evaluation
-
-    def summary(self) -> dict:
-        """The result without the curve, as plain types (for YAML and trial attributes)."""
-        d = asdict(self)
-        d.pop("curve")
-        return d
-
-
-def lr_factor(step: int, t: TrainSpec) -> float:
-    """Multiplier on every group's LR before step ``step + 1`` (``LambdaLR`` convention)."""
-    if step < t.warmup_steps:
-        return (step + 1) / t.warmup_steps
-    if t.schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
-    if t.schedule == "cosine":
-        return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return 1.0 - (1 - t.min_lr_ratio) * progress
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, val: np.ndarray, spec: Spec, device: torch.device) -> float:
-    """Mean loss over a fixed set of validation batches (same batches for every run)."""
-    rng = np.random.default_rng(data.VAL_SEED)
-    model.eval()
-    losses = []
-    for _ in range(spec.train.eval_batches):
-        x, y = data.get_batch(val, spec.train.batch_size, spec.model.seq_len, rng, device)
-        with autocast(device, spec.train.precision):
-            _, loss = model(x, y)
-        losses.append(loss.float())
-    model.train()
-    if hasattr(model, "reshard"):  # FSDP: a no_grad forward leaves the root's parameters gathered
-        model.reshard()
-    return torch.stack(losses).mean().item()
-
-
-@dataclass
-class Run:
-    """Everything one run trains with; ``fwd`` is the model as this process calls it (wrapped, compiled)."""
-
-    spec: Spec
-    hp: HParams
-    world: Distributed
-    device: torch.device
-    corpus: data.Corpus
-    model: torch.nn.Module
-    opt: Any  # a torch optimizer (or mutune's combined one), built from µP param groups
-    sched: torch.optim.lr_scheduler.LambdaLR
-    rng: np.random.Generator  # the data order
-    fwd: torch.nn.Module | None = None
-    cost: flops.Cost | None = None
-
-
-def sharded(spec: Spec, world: Distributed) -> bool:
-    """Whether the run's model is sharded over processes (FSDP2) rather than whole on each."""
-    return spec.train.parallel == "fsdp" and world.world > 1
-
-
-def _parallelize(
-    model: torch.nn.Module, spec: Spec, world: Distributed, device: torch.device
-) -> torch.nn.Module:
-    t = spec.train
-    return parallelize(
-        model,
-        world,
-        device,
-        t.parallel,
-        blocks=models.blocks(model),
-        bf16=uses_bf16(device, t.precision),
-        activation_checkpointing=t.activation_checkpointing,
-    )
-
-
-def build(spec: Spec, hp: HParams, world: Distributed, device: torch.device) -> Run:
-    """Data, the model initialised by the µP rules, its optimizer and the relative LR schedule.
-
-    A sharded run (FSDP2) is built on meta, sharded, then initialised shard by shard (no rank holds the
-    whole model), and its optimizer is built on the sharded parameters, as FSDP needs; its ``fwd`` is
-    the model itself. Other runs are wrapped later, by :func:`_train`.
-    """
-    t, m = spec.train, spec.model
-    corpus = data.load(spec.data, min_len=m.seq_len + 1)
-    fwd = None
-    if sharded(spec, world):
-        shard = lambda model: _parallelize(model, spec, world, device)  # noqa: E731
-        model, infos = models.create_sharded(spec, hp, corpus.vocab_size, device, shard)
-        fwd = model
-    else:
-        model, infos = models.create(spec, hp, corpus.vocab_size, device)
-    groups = models.param_groups(spec, model, infos, hp)
-    opt = optim.make_optimizer(groups, hp, t.optimizer)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t))
-    return Run(spec, hp, world, device, corpus, model, opt, sched, np.random.default_rng(spec.seed), fwd)
-
-
-def train_step(run: Run) -> torch.Tensor:
-    """One optimizer step on the next batch (this rank's slice of the global batch); the loss."""
-    t, m = run.spec.train, run.spec.model
-    x, y = data.get_batch(
-        run.corpus.train, t.batch_size, m.seq_len, run.rng, run.device, part=(run.world.rank, run.world.world)
-    )
-    with autocast(run.device, t.precision):
-        _, loss = run.fwd(x, y)
-    loss.backward()
-    if t.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip)
-    run.opt.step()
-    run.opt.zero_grad(set_to_none=True)
-    run.sched.step()
-    return loss
+__all__ = [
+    "LOG_EVERY",
+    "Run",
+    "RunResult",
+    "StepLog",
+    "build",
+    "evaluate",
+    "has_checkpoint",
+    "lr_factor",
+    "read_result",
+    "train",
+    "train_step",
+]
 
 
 def train(
@@ -294,145 +162,3 @@ def _train(
         out.mkdir(parents=True, exist_ok=True)
     metrics = Metrics(out / "metrics.csv" if out is not None and world.main else None, keep_until=start)
     return _loop(run, start, curve, seconds_before, metrics, out, on_log, on_eval)
-
-
-def _loop(
-    run: Run,
-    start: int,
-    curve: list[dict],
-    seconds_before: float,
-    metrics: Metrics,
-    out: Path | None,
-    on_log: Callable[[StepLog], None] | None,
-    on_eval: Callable[[int, float], None] | None,
-) -> RunResult:
-    """Step from ``start`` to ``train.steps``: log, evaluate, checkpoint; stop early on divergence."""
-    t = run.spec.train
-    every = t.checkpoint_every if t.checkpoint_every is not None else max(50, t.steps // 10)
-    max_loss = t.max_loss if t.max_loss is not None else 10 * math.log(run.corpus.vocab_size)
-    val_loss = curve[-1]["val_loss"] if curve else float("nan")
-    reason, step, t0 = "", start, time.perf_counter()
-    with signals.deferred(out is not None) as poll:
-        for step in range(start + 1, t.steps + 1):
-            loss = train_step(run)
-            elapsed = seconds_before + time.perf_counter() - t0
-            reason = _log_and_eval(
-                run, step, start, t0, elapsed, loss, curve, metrics, max_loss, on_log, on_eval
-            )
-            if reason:
-                break
-            if every and step % every == 0 and step < t.steps:
-                _checkpoint(run, out, step, curve, elapsed)
-            if step < t.steps and _stop_requested(poll, run, step):
-                if not (every and step % every == 0):
-                    _checkpoint(run, out, step, curve, elapsed)
-                raise signals.Interrupted(out, step, t.steps, poll() or signal.SIGTERM)
-        val_loss = curve[-1]["val_loss"] if curve else val_loss
-        # (still deferred: a signal now does not cut the last checkpoint and result.yaml short)
-        return _finish(run, out, step, curve, seconds_before + time.perf_counter() - t0, val_loss, reason)
-
-
-def _stop_requested(poll: Callable[[], int | None], run: Run, step: int) -> bool:
-    """A signal came. Under torchrun the ranks must stop at the same step (or one waits in a
-    collective forever), so they agree on it every LOG_EVERY steps, where the loss is synchronised
-    anyway: a pre-empted distributed job loses at most that many steps, a single process one."""
-    if run.world.world == 1:
-        return poll() is not None
-    if step % LOG_EVERY:
-        return False
-    return global_mean(torch.tensor(float(poll() is not None), device=run.device), run.world) > 0
-
-
-def _log_and_eval(
-    run: Run,
-    step: int,
-    start: int,
-    t0: float,
-    elapsed: float,
-    loss: torch.Tensor,
-    curve: list[dict],
-    metrics: Metrics,
-    max_loss: float,
-    on_log: Callable[[StepLog], None] | None,
-    on_eval: Callable[[int, float], None] | None,
-) -> str:
-    """The step's log line and, when due, the evaluation; the divergence reason, or ''."""
-    spec, t, world, cost = run.spec, run.spec.train, run.world, run.cost
-    if step % LOG_EVERY == 0 or step == t.steps or step == start + 1:
-        optim.check_param_groups(run.opt)  # the schedule kept the µP per-group LR ratios
-        train_loss = global_mean(loss, world)
-        if not math.isfinite(train_loss) or train_loss > max_loss:
-            return _diverged("train", train_loss, step, max_loss)
-        lr = run.opt.param_groups[0]["lr"] / run.opt.param_groups[0]["lr_mult"]
-        metrics.row(
-            step=step,
-            train_loss=f"{train_loss:.6g}",
-            lr=f"{lr:.6g}",
-            tokens=step * cost.tokens_per_step,
-            seconds=f"{elapsed:.3f}",
-        )
-        if on_log is not None and world.main:
-            speed = (step - start) * cost.tokens_per_step / max(time.perf_counter() - t0, 1e-9)
-            on_log(StepLog(step, t.steps, train_loss, lr, speed, elapsed))
-    if step % t.eval_every == 0 or step == t.steps:
-        val_loss = evaluate(run.model, run.corpus.val, spec, run.device)
-        curve.append({"step": step, "val_loss": val_loss, "seconds": elapsed})
-        metrics.row(
-            step=step,
-            val_loss=f"{val_loss:.6g}",
-            tokens=step * cost.tokens_per_step,
-            seconds=f"{elapsed:.3f}",
-        )
-        if not math.isfinite(val_loss) or val_loss > max_loss:
-            return _diverged("validation", val_loss, step, max_loss)
-        if on_eval is not None:
-            on_eval(step, val_loss)
-    return ""
-
-
-def _checkpoint(run: Run, out: Path | None, step: int, curve: list[dict], elapsed: float) -> None:
-    """Called on every rank: a sharded run's ranks each write their shards; otherwise rank 0 writes all."""
-    if out is not None and run.spec.train.parallel == "fsdp":
-        sharded_ckpt.save(out, run, step, curve, elapsed)
-    elif out is not None and run.world.main:
-        checkpoint.save(
-            out / "checkpoint.pt",
-            run.model,
-            run.opt,
-            run.sched,
-            run.rng,
-            step,
-            curve,
-            elapsed,
-            run.spec,
-            run.hp,
-        )
-
-
-def _finish(
-    run: Run, out: Path | None, step: int, curve: list[dict], seconds: float, val_loss: float, reason: str
-) -> RunResult:
-    """The run's result (written with a last checkpoint when it has a folder)."""
-    t, cost = run.spec.train, run.cost
-    diverged = bool(reason)
-    result = RunResult(
-        final_val_loss=float("nan") if diverged else val_loss,
-        diverged=diverged,
-        steps=step,
-        tokens=step * cost.tokens_per_step,
-        flops=step * cost.flops_per_step
-        + len(curve) * t.eval_batches * cost.tokens_per_step * cost.flops_per_token / 3,
-        seconds=seconds,
-        params=cost.params,
-        reason=reason,
-        curve=curve,
-    )
-    _checkpoint(run, out, step, curve, seconds)
-    if out is not None and run.world.main:
-        checkpoint.write_result(out / "result.yaml", result.summary(), result.curve, run.hp)
-    return result
-
-
-def _diverged(which: str, loss: float, step: int, max_loss: float) -> str:
-    above = f" (above train.max_loss={max_loss:.3g})" if math.isfinite(loss) else ""
-    return f"{which} loss {loss:.4g} at step {step}{above}"
