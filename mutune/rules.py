@@ -160,6 +160,8 @@ def init(
     kind = init_kind(info)
     if kind != "normal":
         return kind, 0.0
+    if info.role == "vector":  # stored with extra dims of 1 ((1, 1, E) bias_k): Θ(1) entries at any width
+        return kind, init_std
     # the init does not depend on the optimizer: every kind's table agrees on it
     r = role_rule(parametrization, "adam", info.role)
     fan_in = {"fan_in": info.fan_in, "base_fan_in": info.base_fan_in, "none": None}[r.init_fan_in]
@@ -177,7 +179,7 @@ def scaling(
             f"'{info.name}': its fan-in grows {info.fan_in_mult:g}x and its fan-out {info.fan_out_mult:g}x; "
             f"the {kind} width rule assumes a hidden matrix whose dims grow together"
         )
-    decayed = len(info.shape) >= 2
+    decayed = info.is_matrix
     return (
         r.lr(info, depth_alpha),
         r.weight_decay(info, depth_alpha) if decayed else 0.0,

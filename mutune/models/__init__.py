@@ -53,6 +53,7 @@ def classify(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None)
             m.width if width is None else width,
             m.base_width,
             readout_names(spec),
+            out_features=vocab_size,  # every family predicts a token: its output size is the vocabulary
         )
     except shapes.ShapeError as e:
         raise SpecError(f"model.{e.arg}" if e.arg else "model", str(e)) from None
