@@ -314,17 +314,24 @@ def print_sweep(res: Any) -> None:
 
 
 def print_coord_check(res: Any) -> None:
-    """The verdict line and the slope table (layer × step) of a coord check and its control."""
+    """The verdict line and the slope table ((layer, measure) × step) of a coord check and its
+    control. The modules inside the blocks are shown only where they fail (the CSV has them all)."""
+    names = {"x": "|x|", "dx": "|x-x0|", "own": "own update"}
     for r in [res] + ([res.control] if res.control is not None else []):
         out.print(r.message(), highlight=False, soft_wrap=True)
         table = Table(
-            title=f"slope of log mean|x| against log width (lr {r.lr:g}, {r.seeds} seeds)",
+            title=f"slope of log size against log width (lr {r.lr:g}, {r.seeds} seeds; limits "
+            f"|x|, |x-x0| ±{r.limits['x']:g}, own update ±{r.limits['own']:g})",
             title_justify="left",
         )
         table.add_column("layer")
+        table.add_column("measure")
         for t in range(r.steps):
             table.add_column(f"t={t}", justify="right")
-        for layer, g in r.slopes.groupby("layer", sort=False):
+        s = r.slopes[r.slopes.status != "not_found"]
+        for (layer, metric), g in s.groupby(["layer", "metric"], sort=False):
+            if g.kind.iloc[0] == "leaf" and not (g.status == "fail").any():
+                continue
             cells = {x.t: x for x in g.itertuples()}
             row = []
             for t in range(r.steps):
@@ -335,7 +342,7 @@ def print_coord_check(res: Any) -> None:
                 text = f"{x.slope:+.2f}" if math.isfinite(x.slope) else x.status
                 style = {"fail": "bold red", "exempt": "dim"}.get(x.status, "")
                 row.append(f"[{style}]{text}[/]" if style else text)
-            table.add_row(layer, *row)
+            table.add_row(layer, names.get(metric, metric), *row)
         out.print(table)
     if res.control is not None and res.control.passed:
         err.print(
@@ -343,3 +350,65 @@ def print_coord_check(res: Any) -> None:
             "raise --lr or the widths",
             highlight=False,
         )
+
+
+def _mult(v: Any) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def _init(row: dict) -> str:
+    return f"{row['init_std']:.4g}" if row["init"] == "normal" else row["init"]
+
+
+def _cell(p: dict, key: Any, fmt: Any = _mult) -> str:
+    """A parameter's value at the proxy, and at the target where it differs (``a -> b``)."""
+    get = key if callable(key) else (lambda row: row[key])
+    a = fmt(get(p["proxy"]))
+    if "target" not in p:
+        return a
+    b = fmt(get(p["target"]))
+    return a if a == b else f"{a} -> {b}"
+
+
+def print_inspect(res: dict) -> None:
+    """``mutune inspect``: one row per parameter (proxy -> target where they differ), then the
+    forward multipliers and the warnings."""
+    target = res["target"]
+    model = res["model"]
+    widths = f"width {res['proxy']['width']}" + (f" -> {target['width']}" if target else "")
+    table = Table(
+        title=f"{model['family']} model, {model['parametrization']}, base width {model['base_width']}, "
+        f"{widths}; {res['optimizer']} lr {res['hparams']['lr']:g}",
+        title_justify="left",
+    )
+    for col in ("parameter", "shape", "role", "width dims", "init std", "lr mult", "wd mult", "ε mult"):
+        table.add_column(col, justify="left" if col in ("parameter", "role") else "right")
+    for p in res["parameters"]:
+        role = p["role"] + (" (tied)" if p["tied_readout"] else "")
+        table.add_row(
+            p["name"],
+            _cell(p, "shape", lambda s: "×".join(map(str, s))),
+            role,
+            ",".join(map(str, p["width_dims"])) or "-",
+            _cell(p, lambda row: row, _init),
+            _cell(p, "lr_mult"),
+            _cell(p, "wd_mult"),
+            _cell(p, "eps_mult"),
+        )
+    out.print(table)
+    for label, side in (("proxy", res["proxy"]), ("target", target)):
+        if side is None:
+            continue
+        mult = side["multipliers"]
+        parts = [f"α_in {_mult(mult['input'])}", f"logits × {_mult(mult['output'])}"]
+        attn = mult["attention"]
+        parts.append(f"attention {attn}" if isinstance(attn, str) else f"attention scale {_mult(attn)}")
+        if "readout_modules" in mult:
+            parts.append(
+                f"hooks: α_in on {mult['input_modules']}, α_out/m on the input of {mult['readout_modules']}"
+            )
+        out.print(
+            f"forward multipliers at width {side['width']} ({label}): " + "; ".join(parts), highlight=False
+        )
+    for w in res["warnings"]:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
