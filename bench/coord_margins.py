@@ -19,8 +19,8 @@ the same, with more room.
     PYTHONPATH=. python bench/coord_margins.py --report-only   # re-apply the limits to saved records
     PYTHONPATH=. python bench/coord_margins.py --quick         # two cases, seconds
 
-Records are saved per case under --out (default bench/figures/coord_margins/), so a rerun only
-computes the missing cases.
+Records are saved per case under --out (default runs/coord_margins/, 12 MB), so a rerun only
+computes the missing cases; the verdict table goes to bench/figures/coord_margins.csv.
 """
 
 from __future__ import annotations
@@ -121,8 +121,10 @@ def judge(df: pd.DataFrame, limits: dict[str, float]) -> dict:
     }
 
 
-def report(rows: list[dict]) -> None:
+def report(rows: list[dict], path: Path | None) -> None:
     df = pd.DataFrame(rows)
+    if path is not None and not df.empty:
+        df.to_csv(path, index=False, float_format="%.3f")
     for mode in MODES:
         d = df[df["mode"] == mode]
         if d.empty:
@@ -149,7 +151,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="two cases on the gate's widths (CI)")
     ap.add_argument("--report-only", action="store_true", help="only re-judge saved records")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "figures" / "coord_margins")
+    ap.add_argument("--out", type=Path, default=Path("runs") / "coord_margins")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--modes", default="gate,full")
     args = ap.parse_args()
@@ -170,7 +172,7 @@ def main() -> None:
             continue
         df = collect(model, name, mode, args.out)
         rows.append({"model": model, "case": name, "mode": mode, **judge(df, verdict.LIMITS)})
-    report(rows)
+    report(rows, None if args.quick else ROOT / "bench" / "figures" / "coord_margins.csv")
 
 
 if __name__ == "__main__":
