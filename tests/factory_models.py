@@ -6,6 +6,7 @@ None of them contains µP code: mutune must make them µP (or refuse them with a
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -403,6 +404,7 @@ def mha_lm(width: int, vocab_size: int) -> MHALM:
 
 
 def hf_llama(width: int, vocab_size: int, seq_len: int, head_dim: int = 16, layers: int = 2):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local config: nothing to fetch, and no trying
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
@@ -422,6 +424,7 @@ def hf_llama(width: int, vocab_size: int, seq_len: int, head_dim: int = 16, laye
 
 
 def hf_gpt2(width: int, vocab_size: int, seq_len: int, head_dim: int = 16, layers: int = 2):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(
