@@ -4,7 +4,7 @@ For every parameter: its shape, the role mutune gave it and which dims grow with
 the rules make of it at the proxy width and at a target width: init, LR, weight decay and Adam ε
 (multipliers and the values the optimizer holds; the LR is the peak, before the schedule's factor). Then the forward multipliers, and the things
 that silently change what µP means (warnings). Everything comes from the functions the trainer
-calls (:func:`mutune.models.classify`, :func:`mutune.rules.init`, :func:`mutune.optim.param_groups`)
+calls (:func:`mutune.models.classify`, :func:`mutune.rules.init`, :func:`mutune.models.param_groups`)
 on models built on the meta device: nothing is allocated, and what this reports is what the
 optimizer's param groups hold (a test checks it against a real optimizer).
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from . import config, data, hooks, models, optim, rules
+from . import config, data, hooks, models, rules
 from .config import Spec, SpecError
 from .multipliers import multipliers
 from .shapes import ParamInfo
@@ -42,11 +42,11 @@ def _target(spec: Spec, to: list[str]) -> Spec | None:
 
 def _per_width(spec: Spec, vocab: int) -> tuple[dict[str, ParamInfo], dict[str, dict], torch.nn.Module]:
     """Classification, each parameter's treatment (the optimizer's group values) and the meta model."""
-    hp, m, t = spec.hparams, spec.model, spec.train
+    hp, m = spec.hparams, spec.model
     infos = models.classify(spec, hp, vocab)
     with torch.device("meta"):
         model = models.build(spec, hp, vocab)
-    groups = optim.param_groups(model, infos, hp, m.parametrization, t.optimizer, eps=t.eps)
+    groups = models.param_groups(spec, model, infos, hp)
     rows = {}
     for g in groups:
         for name in g["names"]:
@@ -54,7 +54,7 @@ def _per_width(spec: Spec, vocab: int) -> tuple[dict[str, ParamInfo], dict[str, 
             init, std = rules.init(info, m.parametrization, hp.init_std, m.base_width)
             if info.role == "readout" and m.zero_init_readout:
                 init, std = "zeros", 0.0
-            _, wd_mult, eps_mult = rules.scaling(info, m.parametrization, g["kind"])
+            _, wd_mult, eps_mult = rules.scaling(info, m.parametrization, g["kind"], m.depth_alpha)
             rows[name] = {
                 "shape": list(info.shape),
                 "init": init,

@@ -374,7 +374,15 @@ def sweep(
     overrides: OverridesArg = None,
     widths: Annotated[
         str | None,
-        typer.Option("--widths", help="comma-separated widths; default: the spec's width x1,2,4,8"),
+        typer.Option(
+            "--widths", help="comma-separated widths; default: the spec's width x1,2,4,8 (x1 with --depths)"
+        ),
+    ] = None,
+    depths: Annotated[
+        str | None,
+        typer.Option(
+            "--depths", help="comma-separated depths (relative to model.base_depth); default: the spec's"
+        ),
     ] = None,
     param: Annotated[
         str, typer.Option("--param", help="the hyperparameter to sweep (any of hparams)")
@@ -397,7 +405,7 @@ def sweep(
     ] = 1.0,
     strict: Annotated[bool, typer.Option("--strict", help="exit 1 when a µP check is flagged")] = False,
 ) -> None:
-    """Train a width x value grid and show whether the optimum stays put (TP5 Figure 1).
+    """Train a width (and/or depth) x value grid and show whether the optimum stays put (TP5 Figure 1).
 
     Writes checks/sweep-<param>-runs.csv, -summary.csv, .yaml and .png in the run dir. Flags (an
     optimum at the grid edge, a drift above --max-drift, a wider model doing worse) are reported;
@@ -420,6 +428,7 @@ def sweep(
             smoke=smoke,
             workers=workers,
             max_drift=max_drift,
+            depths=_comma_list(depths, "--depths", int),
             events=display,
         )
     print_sweep(res)

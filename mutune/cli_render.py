@@ -190,7 +190,8 @@ class SweepDisplay(Display):  # noqa: D101 (rendered below)
     def sweep_started(self, grid, run_dir: Path, finished: int) -> None:
         resumed = f", {finished} already done" if finished else ""
         log_line(
-            f"sweeping {grid.param} over widths {', '.join(map(str, grid.widths))} "
+            f"sweeping {grid.param} over widths {', '.join(map(str, grid.widths))}"
+            f"{' and depths ' + ', '.join(map(str, grid.depths)) if len(grid.depths) > 1 else ''} "
             f"({' and '.join(NAMES[p] for p in grid.parametrizations)}): {len(grid)} runs"
             f"{resumed} -> {run_dir / 'checks'}"
         )
@@ -201,8 +202,9 @@ class SweepDisplay(Display):  # noqa: D101 (rendered below)
     def trial_ended(self, ev: TrialEvent) -> None:
         p = ev.params
         self.done_here += 1
+        depth = f" depth {p.get('depth')}" if len(self.grid.depths) > 1 else ""
         what = (
-            f"{NAMES.get(p.get('parametrization'), '?')} width {p.get('width')} "
+            f"{NAMES.get(p.get('parametrization'), '?')} width {p.get('width')}{depth} "
             f"{self.grid.param}={p.get('value', float('nan')):.4g} seed {p.get('seed')}"
         )
         value = f"loss {ev.value:.4f}" if ev.value is not None else ev.reason or ev.state
@@ -269,14 +271,20 @@ def fmt_value(v: Any) -> str:
 
 
 def print_sweep(res: Any) -> None:
+    """One table of optima per size axis (width, depth), the drifts, bigger-is-better, the flags."""
+    for a in (res.analyses or {res.analysis.axis: res.analysis}).values():
+        _print_sweep_axis(a, len(res.grid.seeds))
+    out.print(f"wrote {', '.join(str(p) for p in res.files.values())}", highlight=False, soft_wrap=True)
+
+
+def _print_sweep_axis(a: Any, n: int) -> None:
     from . import sweep as sweep_mod
 
-    a = res.analysis
-    n = len(res.grid.seeds)
-    table = Table(title=f"width sweep of {a.param}, {n} seed{'s' if n > 1 else ''} per point")
+    axis = a.axis
+    table = Table(title=f"{axis} sweep of {a.param}, {n} seed{'s' if n > 1 else ''} per point")
     for col in (
         "",
-        "width",
+        axis,
         f"best {a.param} (grid)",
         "refined",
         sweep_mod.axis_label(a.param),
@@ -287,7 +295,7 @@ def print_sweep(res: Any) -> None:
     for o in a.optima:
         table.add_row(
             NAMES.get(o.parametrization, o.parametrization),
-            str(o.width),
+            str(getattr(o, axis)),
             f"{o.value:.4g}",
             f"{o.value_refined:.4g}",
             f"{o.x_refined:+.2f}",
@@ -298,19 +306,19 @@ def print_sweep(res: Any) -> None:
     for par, d in a.drift.items():
         bound = " (a bound: an optimum is at the grid edge)" if d.bound else ""
         out.print(
-            f"{NAMES.get(par, par)} drift of the optimum, width {d.narrow} -> {d.wide}: "
+            f"{NAMES.get(par, par)} drift of the optimum, {axis} {d.narrow} -> {d.wide}: "
             f"{d.drift:+.2f} log2 (grid {d.drift_grid:+.0f}){bound}",
             highlight=False,
         )
+    bigger = "wider" if axis == "width" else "deeper"
     for par, w in a.wider.items():
         verdict = "yes" if w.ok_at_choice else f"no (+{w.worst_increase_at_choice:.4f})"
         out.print(
-            f"{NAMES.get(par, par)} wider is better at {a.param}={w.choice_value:.4g}: {verdict}",
+            f"{NAMES.get(par, par)} {bigger} is better at {a.param}={w.choice_value:.4g}: {verdict}",
             highlight=False,
         )
     for flag in a.flags:
         err.print(f"[yellow]flag:[/] {flag}", highlight=False)
-    out.print(f"wrote {', '.join(str(p) for p in res.files.values())}", highlight=False, soft_wrap=True)
 
 
 def print_coord_check(res: Any) -> None:

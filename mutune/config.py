@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import SpecError
-from .registry import FAMILIES, FAMILY_NAMES, OPTIMIZER_NAMES, OPTIMIZERS, check_family
+from .registry import FAMILIES, FAMILY_NAMES, OPTIMIZER_NAMES, OPTIMIZERS, check_depth_scaling, check_family
 from .typed import apply_overrides, build, coerce, field_type, join_key, set_dotted
 
 
@@ -50,6 +50,16 @@ class ModelSpec:
     width: int = _f(64, "width of the model being built: the proxy width in a search (d_model for gpt)")
     base_width: int = _f(64, "width at which µP equals SP; all µP multipliers are relative to it")
     depth: int = _f(2, "gpt: transformer blocks; mlp: hidden layers")
+    base_depth: int | None = _f(
+        None,
+        "depth at which depth scaling is off (m_L = depth / base_depth); default: the proxy's own depth, so "
+        "a target at another depth gets CompleteP's rules relative to the proxy",
+    )
+    depth_alpha: float = _f(
+        1.0,
+        "CompleteP's α: each residual branch × m_L^-α, with LRs to match; 1 = CompleteP, 0.5 = depth-µP, "
+        "0 = no depth scaling",
+    )
     head_dim: int | None = _f(32, "gpt: fixed head dim, heads = width / head_dim (width grows through heads)")
     n_head: int | None = _f(None, "gpt: fixed head count instead of head_dim (width grows through head_dim)")
     mlp_ratio: int = _f(4, "gpt: MLP hidden size = mlp_ratio * width")
@@ -277,8 +287,13 @@ def validate(spec: Spec) -> None:
     m, d, t, s = spec.model, spec.data, spec.train, spec.search
     if not spec.name or "/" in spec.name:
         raise SpecError("name", f"must be a non-empty name without '/', got {spec.name!r}")
-    for key in ("width", "base_width", "depth", "mlp_ratio", "seq_len"):
+    for key in ("width", "base_width", "depth", "base_depth", "mlp_ratio", "seq_len"):
         _positive(getattr(m, key), f"model.{key}")
+    if not 0 <= m.depth_alpha <= 1:
+        raise SpecError(
+            "model.depth_alpha", f"must be in [0, 1] (1 CompleteP, 0.5 depth-µP, 0 off), got {m.depth_alpha}"
+        )
+    check_depth_scaling(m, t.optimizer)
     if m.zero_init_readout and m.tie_embeddings:
         raise SpecError("model.zero_init_readout", "cannot zero-init a readout tied to the embedding")
     check_family(m)
@@ -341,6 +356,8 @@ def smoke(spec: Spec) -> Spec:
     d = spec.to_dict()
     m = d["model"]
     m.update(width=32, base_width=32, depth=min(m["depth"], 2), seq_len=min(m["seq_len"], 32))
+    if m["base_depth"] is not None:  # depth scaling stays asked for, and is off at the smoke proxy
+        m["base_depth"] = m["depth"]
     FAMILIES[m["family"]].smoke(m)
     d["train"].update(
         steps=min(d["train"]["steps"], 12),

@@ -181,6 +181,8 @@ def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
             "parametrization": spec.model.parametrization,
             "proxy_width": spec.model.width,
             "base_width": spec.model.base_width,
+            "base_depth": spec.model.base_depth or spec.model.depth,
+            "depth_alpha": spec.model.depth_alpha,
             "trial_number": best.number,
             "loss": float(best.value),
             "coord_check": (study.user_attrs.get("coord_check") or {}).get("verdict", "not_run"),

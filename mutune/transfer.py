@@ -19,10 +19,12 @@ from typing import Any
 
 import yaml
 
-from . import config, data, flops
+from . import config, data, flops, models
 from .config import HParams, Spec, SpecError
 from .events import SILENT, Events
 from .files import atomic_write
+from .multipliers import multipliers
+from .registry import FAMILIES, OPTIMIZERS
 from .train import RunResult, train
 from .typed import parse_override
 
@@ -31,7 +33,6 @@ APPROXIMATE = {
     "train.steps": "training horizon: TP5 found LR transfer across steps empirical, from ~5000 steps up",
     "train.batch_size": "batch size: transfers roughly (TP5 Fig. 19) if both are above the critical batch",
     "train.warmup_steps": "warmup: a ratio tuned at small width sometimes needs lengthening at large width",
-    "model.depth": "depth: µP covers width; depth transfers only empirically for pre-LN transformers",
     "model.seq_len": "sequence length: transfers roughly (TP5 Fig. 19) from ~128 up",
     "model.mlp_ratio": "MLP ratio: a different shape; the multipliers adapt but the optimum may move",
     "model.factory_kwargs": "a different shape of your model; the multipliers adapt but the optimum may move",
@@ -47,6 +48,8 @@ FIXED = {
     "model.n_head": "the proxy's head count fixes the attention base",
     "model.factory": "the hyperparameters were tuned on the proxy's model",
     "model.readout": "it decides where α_out/m applies, part of what the hyperparameters mean",
+    "model.base_depth": "it defines what the tuned hyperparameters mean along depth (m_L = depth / base_depth)",
+    "model.depth_alpha": "the hyperparameters were tuned under the proxy's depth parametrization",
 }
 SMOKE_MAX_WIDTH = 128
 # Keys that do not change what is trained: they do not name the target folder.
@@ -86,6 +89,7 @@ class Plan:
             "width": self.spec.model.width,
             "proxy_width": self.proxy_width,
             "hparams": asdict(self.hparams),
+            "multipliers": multipliers_of(self.spec, self.hparams),
             "cost": self.cost.to_dict(),
             "search_flops": self.search_flops,
             "tuning_cost_pct": self.tuning_cost_pct,
@@ -134,8 +138,11 @@ def target_overrides(spec: Spec) -> list[str]:
     return to + [f"{k}={json.dumps(v)}" for k, v in spec.target.overrides.items()]
 
 
+SHORT_KEYS = {"width": "model.width", "depth": "model.depth"}  # --to width=W, --to depth=L
+
+
 def _canonical(key: str) -> str:
-    return "model.width" if key == "width" else key
+    return SHORT_KEYS.get(key, key)
 
 
 def target_key(overrides: list[str]) -> str:
@@ -150,7 +157,7 @@ def target_key(overrides: list[str]) -> str:
 
 
 def check_provenance(proxy: Spec, best: dict, best_path: Path, force: bool) -> list[str]:
-    """Refuse hyperparameters tuned for another model family, base width or parametrization.
+    """Refuse hyperparameters tuned for another model family, base width or depth, or parametrization.
 
     They would mean something else here (the µP multipliers are relative to the base width the
     search used). ``force`` overrides; what was forced is returned, to be recorded in the plan.
@@ -161,6 +168,8 @@ def check_provenance(proxy: Spec, best: dict, best_path: Path, force: bool) -> l
         ("model_family", proxy.model.family),
         ("base_width", proxy.model.base_width),
         ("parametrization", proxy.model.parametrization),
+        ("base_depth", proxy.model.base_depth or proxy.model.depth),
+        ("depth_alpha", proxy.model.depth_alpha),
     ):
         theirs = prov.get(key)
         if theirs is not None and theirs != mine:
@@ -210,8 +219,11 @@ def plan(
         canonical.append(f"{key}={json.dumps(value)}")
     try:
         target = config.spec_from_dict(spec_dict, canonical)
+        target, note = _at_depth(target, spec_dict["model"])
     except SpecError as e:
         raise SpecError(f"--to {e.key}", e.message) from None
+    if note:
+        warnings.append(note)
     if smoke and target.model.width > SMOKE_MAX_WIDTH:
         warnings.append(f"--smoke: width {target.model.width} capped at {SMOKE_MAX_WIDTH}")
         target = target.edit({"model.width": SMOKE_MAX_WIDTH})
@@ -231,6 +243,56 @@ def plan(
         warnings=forced + warnings,
         forced=forced,
     )
+
+
+def _at_depth(target: Spec, proxy_model: dict) -> tuple[Spec, str]:
+    """A target at another depth than the proxy: CompleteP's rules relative to the proxy's base depth
+    (pinned in the target spec) where they apply; otherwise the target as asked and a warning why."""
+    depth = target.model.depth
+    if depth == proxy_model["depth"]:
+        return target, ""
+    base = proxy_model["base_depth"] or proxy_model["depth"]
+    m = target.model
+    why = (
+        "model.depth_alpha is 0"
+        if m.depth_alpha == 0
+        else f"the {m.family} family has no residual branches"
+        if not FAMILIES[m.family].residual
+        else f"train.optimizer={target.train.optimizer} has no published depth rule"
+        if not OPTIMIZERS[target.train.optimizer].depth_rule
+        else ""
+    )
+    if why:
+        return target, (
+            f"model.depth={depth} does not µTransfer exactly (depth scaling is off: {why}; CompleteP "
+            "applies with model.depth_alpha > 0, a residual family and adamw)"
+        )
+    return target.edit({"model.base_depth": base}), ""
+
+
+def multipliers_of(spec: Spec, hp: HParams) -> dict[str, Any]:
+    """The width and depth multipliers a target run applies (recorded in its plan.yaml)."""
+    m = spec.model
+    m_L = models.depth_mult(spec)
+    mult = multipliers(
+        m.parametrization,
+        m.width,
+        m.base_width,
+        alpha_in=hp.alpha_in,
+        alpha_out=hp.alpha_out,
+        alpha_attn=hp.alpha_attn,
+        depth_mult=m_L,
+        depth_alpha=m.depth_alpha,
+    )
+    return {
+        "width_mult": m.width / m.base_width,
+        "depth_mult": m_L,
+        "base_depth": m.base_depth or m.depth,
+        "depth_alpha": m.depth_alpha,
+        "residual_mult": mult.residual,
+        "output_mult": mult.output,
+        "input_mult": mult.input,
+    }
 
 
 def _get(tree: dict, key: str) -> Any:

@@ -501,3 +501,10 @@ class Conv1DLM(nn.Module):
 
 def conv1d_lm(width: int, vocab_size: int, linear: bool = False) -> Conv1DLM:
     return Conv1DLM(width, vocab_size, linear)
+
+
+def no_depth(width: int, vocab_size: int, seq_len: int, alpha_attn: float = 1.0) -> nn.Module:
+    """examples/my_model.py's model with a fixed depth and no residual_mult: cannot be depth-scaled."""
+    from examples.my_model import build
+
+    return build(width, vocab_size, seq_len, alpha_attn=alpha_attn)

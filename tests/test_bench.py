@@ -65,3 +65,10 @@ def test_coord_margins_quick(tmp_path):
 def test_grad_clip_width_quick(tmp_path):
     out = bench("grad_clip_width.py", cwd=tmp_path)
     assert "base-width norm: largest deviation" in out and "plain" in out
+
+
+@pytest.mark.bench
+def test_depth_transfer_quick(tmp_path):
+    out = bench("depth_transfer.py", "--run-dir", str(tmp_path / "dt"), cwd=tmp_path)
+    assert "CompleteP drift" in out and "no depth scaling: drift" in out and "target width" in out
+    assert (tmp_path / "dt" / "a1" / "checks" / "sweep-lr-depth.png").is_file()

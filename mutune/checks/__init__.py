@@ -129,8 +129,8 @@ def _run(
     layer kinds, structural problems, and attention modules whose logits were not found."""
     device = batch[0].device
     model, infos = models.create(spec, hp, data.vocab_size(spec.data), device, seed=seed)
-    m, t = spec.model, spec.train
-    groups = optim.param_groups(model, infos, hp, m.parametrization, t.optimizer, eps=t.eps)
+    t = spec.train
+    groups = models.param_groups(spec, model, infos, hp)
     opt = optim.make_optimizer(groups, hp, t.optimizer)
     x, y = batch
     rec = Recorder(

@@ -14,15 +14,30 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from .. import rules, shapes
+from .. import optim, rules, shapes
 from ..config import HParams, Spec, SpecError
-from ..registry import FAMILIES
+from ..registry import FAMILIES, OPTIMIZERS
 from ..shapes import ParamInfo
 
 
 def family(spec: Spec) -> ModuleType:
     """The module implementing ``spec``'s model family."""
     return FAMILIES[spec.model.family].module()
+
+
+def depth_mult(spec: Spec) -> float:
+    """m_L = depth / base_depth where depth scaling applies (α > 0, a family with residual branches, an
+    optimizer with a published depth rule), else 1. ``base_depth`` unset means the model's own depth."""
+    m = spec.model
+    base = m.base_depth or m.depth
+    if (
+        m.depth == base
+        or m.depth_alpha == 0
+        or not FAMILIES[m.family].residual
+        or not OPTIMIZERS[spec.train.optimizer].depth_rule
+    ):
+        return 1.0
+    return m.depth / base
 
 
 def build(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None) -> nn.Module:
@@ -47,14 +62,20 @@ def classify(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None)
     """:func:`mutune.shapes.classify` of the spec's model, its errors naming the spec's keys."""
     m = spec.model
     impl = family(spec)
+    width = m.width if width is None else width
     try:
-        return shapes.classify(
+        infos = shapes.classify(
             lambda w: impl.bare(spec, hp, vocab_size, w),
-            m.width if width is None else width,
+            width,
             m.base_width,
             readout_names(spec),
             out_features=vocab_size,  # every family predicts a token: its output size is the vocabulary
         )
+        m_L = depth_mult(spec)
+        if m_L == 1.0:
+            return infos
+        at_depth = lambda d: impl.bare(spec.edit({"model.depth": d}), hp, vocab_size, width)  # noqa: E731
+        return shapes.with_depth(infos, shapes.per_block(at_depth, m.depth), m_L)
     except shapes.ShapeError as e:
         raise SpecError(f"model.{e.arg}" if e.arg else "model", str(e)) from None
 
@@ -73,3 +94,11 @@ def create(
     )
     family(spec).after_init(model, spec)
     return model, infos
+
+
+def param_groups(spec: Spec, model: nn.Module, infos: dict[str, ParamInfo], hp: HParams) -> list[dict]:
+    """The optimizer's µP param groups for the spec's parametrization, optimizer, ε and depth α."""
+    m, t = spec.model, spec.train
+    return optim.param_groups(
+        model, infos, hp, m.parametrization, t.optimizer, eps=t.eps, depth_alpha=m.depth_alpha
+    )

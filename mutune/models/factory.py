@@ -51,8 +51,10 @@ from ..config import HParams, Spec, SpecError
 from ..flops import Workload
 from ..multipliers import multipliers
 from ..shapes import ParamInfo, ShapeError
+from . import depth_mult
 
-AUTO_KWARGS = ("vocab_size", "seq_len", "alpha_attn")
+AUTO_KWARGS = ("vocab_size", "seq_len", "alpha_attn", "depth", "residual_mult")
+DEPTH_KWARGS = ("depth", "residual_mult")  # what a factory must take for depth scaling (CompleteP)
 
 
 @functools.lru_cache(maxsize=32)
@@ -97,7 +99,14 @@ def call_kwargs(spec: Spec, hp: HParams, vocab_size: int) -> dict:
     m = spec.model
     kwargs = dict(m.factory_kwargs)
     named = _parameters(load(m.factory))
-    auto = {"vocab_size": vocab_size, "seq_len": m.seq_len, "alpha_attn": hp.alpha_attn}
+    m_L = depth_mult(spec)
+    auto = {
+        "vocab_size": vocab_size,
+        "seq_len": m.seq_len,
+        "alpha_attn": hp.alpha_attn,
+        "depth": m.depth,
+        "residual_mult": m_L**-m.depth_alpha if m_L != 1.0 else 1.0,
+    }
     for key in AUTO_KWARGS:
         if key in named and key not in kwargs:
             kwargs[key] = auto[key]
@@ -129,6 +138,21 @@ def validate(spec: Spec) -> None:
             f"{spec.model.factory} has no alpha_attn parameter, so searching it would change nothing; "
             "remove it from search.space or let the factory take alpha_attn",
         )
+    m = spec.model
+    if (m.base_depth is not None and m.depth_alpha > 0) or depth_mult(spec) != 1.0:
+        missing = [k for k in DEPTH_KWARGS if k not in named]
+        if missing or "depth" in m.factory_kwargs:
+            raise SpecError(
+                "model.factory",
+                f"depth scaling (model.base_depth, model.depth_alpha) passes depth= (model.depth) and "
+                f"residual_mult= (each residual branch's multiplier) to the factory; {m.factory} "
+                + (
+                    f"does not take {', '.join(missing)}"
+                    if missing
+                    else "gets depth from model.factory_kwargs"
+                )
+                + ": take both, build `depth` blocks and compute x + residual_mult * branch(x)",
+            )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..flops import Workload, matmul_params
 from ..multipliers import multipliers
+from . import depth_mult
 
 
 @dataclass
@@ -30,6 +31,7 @@ class GPTConfig:
     input_mult: float = 1.0  # α_in on the embedding output
     output_mult: float = 1.0  # α_out / m on the logits (µP) or α_out (SP)
     attn_scale: float | None = None  # logit scale; None means SDPA's default 1/√d_head
+    residual_mult: float = 1.0  # each residual branch × this: m_L^-α under depth scaling (CompleteP)
 
     @property
     def head_dim(self) -> int:
@@ -72,10 +74,14 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg)
         self.ln_2 = nn.LayerNorm(cfg.width, bias=cfg.bias)
         self.mlp = MLPBlock(cfg)
+        self.residual_mult = cfg.residual_mult
+
+    def branch(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.residual_mult == 1.0 else y * self.residual_mult
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+        x = x + self.branch(self.attn(self.ln_1(x)))
+        return x + self.branch(self.mlp(self.ln_2(x)))
 
 
 class GPT(nn.Module):
@@ -136,6 +142,8 @@ def build(spec, hp, vocab_size: int, width: int) -> GPT:
         alpha_attn=hp.alpha_attn,
         head_dim=head_dim,
         base_head_dim=base_head_dim,
+        depth_mult=depth_mult(spec),
+        depth_alpha=m.depth_alpha,
     )
     return GPT(
         GPTConfig(
@@ -150,6 +158,7 @@ def build(spec, hp, vocab_size: int, width: int) -> GPT:
             input_mult=mult.input,
             output_mult=mult.output,
             attn_scale=mult.attn,
+            residual_mult=mult.residual,
         )
     )
 

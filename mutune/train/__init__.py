@@ -117,7 +117,7 @@ def build(spec: Spec, hp: HParams, world: Distributed, device: torch.device) -> 
     t, m = spec.train, spec.model
     corpus = data.load(spec.data, min_len=m.seq_len + 1)
     model, infos = models.create(spec, hp, corpus.vocab_size, device)
-    groups = optim.param_groups(model, infos, hp, m.parametrization, t.optimizer, eps=t.eps)
+    groups = models.param_groups(spec, model, infos, hp)
     opt = optim.make_optimizer(groups, hp, t.optimizer)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t))
     return Run(spec, hp, world, device, corpus, model, opt, sched, np.random.default_rng(spec.seed))
