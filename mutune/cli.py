@@ -346,7 +346,7 @@ def inspect(
     Example: mutune inspect configs/quickstart.yaml --to width=512
     """
     from . import audit
-    from .cli_render import print_inspect
+    from .cli_inspect import print_inspect
 
     if fmt not in ("table", "json"):
         raise SpecError("--format", f"expected table or json, got {fmt!r}")
