@@ -8,6 +8,7 @@ Tracebacks only with ``--debug``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -440,6 +441,37 @@ def coord_check(
     _print_coord_check(res)
     out.print(f"-> {res.files['slopes']}, {res.files['png']}", highlight=False)
     raise typer.Exit(0 if res.passed else 1)
+
+
+@app.command()
+def inspect(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="the YAML spec")],
+    overrides: OverridesArg = None,
+    to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--to", help="KEY=VALUE for a target, e.g. width=1024 (repeatable); default: the spec's target"
+        ),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+) -> None:
+    """How µP treats every parameter of the model: role, width dims, init, LR, weight decay, ε.
+
+    At the spec's width and at a target width, with the forward multipliers and warnings; the
+    values are what the optimizer's param groups hold. Allocates nothing.
+
+    Example: mutune inspect configs/quickstart.yaml --to width=512
+    """
+    from . import audit
+    from .cli_inspect import print_inspect
+
+    if fmt not in ("table", "json"):
+        raise SpecError("--format", f"expected table or json, got {fmt!r}")
+    result = audit.inspect(config.load_spec(config_path, overrides or []), to or [])
+    if fmt == "json":
+        sys.stdout.write(json.dumps(result, indent=1) + "\n")
+    else:
+        print_inspect(result)
 
 
 def _comma_list(text: str | None, key: str, cast: type) -> list | None:

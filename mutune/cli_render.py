@@ -358,17 +358,24 @@ def _print_sweep_axis(a: Any, n: int) -> None:
 
 
 def print_coord_check(res: Any) -> None:
-    """The verdict line and the slope table (layer × step) of a coord check and its control."""
+    """The verdict line and the slope table ((layer, measure) × step) of a coord check and its
+    control. The modules inside the blocks are shown only where they fail (the CSV has them all)."""
+    names = {"x": "|x|", "dx": "|x-x0|", "own": "own update"}
     for r in [res] + ([res.control] if res.control is not None else []):
         out.print(r.message(), highlight=False, soft_wrap=True)
         table = Table(
-            title=f"slope of log mean|x| against log width (lr {r.lr:g}, {r.seeds} seeds)",
+            title=f"slope of log size against log width (lr {r.lr:g}, {r.seeds} seeds; limits "
+            f"|x|, |x-x0| ±{r.limits['x']:g}, own update ±{r.limits['own']:g})",
             title_justify="left",
         )
         table.add_column("layer")
+        table.add_column("measure")
         for t in range(r.steps):
             table.add_column(f"t={t}", justify="right")
-        for layer, g in r.slopes.groupby("layer", sort=False):
+        s = r.slopes[r.slopes.status != "not_found"]
+        for (layer, metric), g in s.groupby(["layer", "metric"], sort=False):
+            if g.kind.iloc[0] == "leaf" and not (g.status == "fail").any():
+                continue
             cells = {x.t: x for x in g.itertuples()}
             row = []
             for t in range(r.steps):
@@ -379,7 +386,7 @@ def print_coord_check(res: Any) -> None:
                 text = f"{x.slope:+.2f}" if math.isfinite(x.slope) else x.status
                 style = {"fail": "bold red", "exempt": "dim"}.get(x.status, "")
                 row.append(f"[{style}]{text}[/]" if style else text)
-            table.add_row(layer, *row)
+            table.add_row(layer, names.get(metric, metric), *row)
         out.print(table)
     if res.control is not None and res.control.passed:
         err.print(

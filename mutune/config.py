@@ -125,7 +125,11 @@ class TrainSpec:
     schedule: Literal["cosine", "linear", "constant"] = _f("cosine", "LR shape after warmup")
     warmup_steps: int = _f(20, "linear warmup steps", NON_NEGATIVE)
     min_lr_ratio: float = _f(0.1, "final LR / peak LR for cosine and linear decay", Range(0, 1))
-    grad_clip: float = _f(1.0, "max global grad norm (constant in width); 0 disables", NON_NEGATIVE)
+    grad_clip: float = _f(
+        1.0,
+        "max global grad norm, each gradient measured as at the base width (so constant in width); 0 disables",
+        NON_NEGATIVE,
+    )
     eps: float = _f(
         1e-8,
         "Adam epsilon at the base width (µP scales it by 1/fan_in multiplier on hidden weights)",

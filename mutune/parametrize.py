@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from . import optim, rules, shapes
+from . import hooks, optim, rules, shapes
 from .config import HParams, SpecError
 from .multipliers import Multipliers, multipliers
 from .optim import MuPError, check_param_groups
@@ -33,11 +33,15 @@ __all__ = [
 
 
 def classify(
-    build: Callable[[int], nn.Module], width: int, base_width: int, readout: Iterable[str] = ()
+    build: Callable[[int], nn.Module],
+    width: int,
+    base_width: int,
+    readout: Iterable[str] = (),
+    out_features: int | None = None,
 ) -> dict[str, ParamInfo]:
     """:func:`mutune.shapes.classify`, with its errors naming this API's arguments."""
     try:
-        return shapes.classify(build, width, base_width, readout)
+        return shapes.classify(build, width, base_width, readout, out_features)
     except ShapeError as e:
         raise SpecError(e.arg or "factory", str(e)) from None
 
@@ -58,6 +62,7 @@ def parametrize(
     alpha_out: float = 1.0,
     scale_readout: bool = True,
     readout: Iterable[str] = (),
+    out_features: int | None = None,
     parametrization: Parametrization = "mup",
     seed: int = 0,
 ) -> list[dict]:
@@ -75,10 +80,17 @@ def parametrize(
     - with ``init_std`` given, re-initialises every parameter by the µP rule (hidden matrices
       σ·√(base/fan_in), the readout at its base-width scale, norms 1, biases 0), seeded by ``seed``;
     - with ``scale_readout`` (the default), hooks every readout module (a Linear mapping the width
-      to a fixed size, e.g. the logits) so its output is multiplied by α_out/m, m = width/base_width.
-      Apply that yourself instead (and pass ``scale_readout=False``) for a readout tied to the
-      embedding, which no hook can see. Attention logits, if any, should use
-      α_attn·√d_head_base/d_head rather than 1/√d_head (see ``multipliers``).
+      to a fixed size, e.g. the logits, or a Linear whose weight is tied to the embedding, as in
+      nanoGPT and GPT-2) so its *input* is multiplied by α_out/m, m = width/base_width: the logits
+      shrink by α_out/m and a readout bias keeps its size (mup's ``MuReadout``). A readout it cannot
+      hook (logits from ``F.linear(x, emb.weight)``, a readout weight in a custom module) is an
+      error that says what to do. Attention logits, if any, should use α_attn·√d_head_base/d_head
+      rather than 1/√d_head (see ``multipliers``).
+
+    ``out_features`` (your model's output size, e.g. the vocabulary) is needed only when a weight
+    that maps the width to a fixed size is a raw ``nn.Parameter`` rather than a Linear's weight: it
+    tells a readout (paired with the output size) from a table such as a (seq_len, width) position
+    embedding.
 
     Returns one param group per LR/weight-decay/eps treatment, each a dict with ``params``, ``lr``
     (``lr`` × the group's µP multiplier), ``weight_decay``, ``eps`` (Adam) and, for reference,
@@ -123,38 +135,36 @@ def parametrize(
     def build(w: int) -> nn.Module:
         return model if w == width else base if w == base_width else delta
 
-    infos = classify(build, width, base_width, readout)
+    infos = classify(build, width, base_width, readout, out_features)
     if init_std is not None:
         rules.init_weights(
             model, infos, parametrization, init_std, base_width, torch.Generator().manual_seed(seed)
         )
     if scale_readout:
-        _hook_readouts(
-            model, infos, multipliers(parametrization, width, base_width, alpha_out=alpha_out).output
-        )
+        mult = multipliers(parametrization, width, base_width, alpha_out=alpha_out).output
+        _hook_readouts(model, infos, tuple(readout), mult)
     hp = HParams(lr=lr, weight_decay=weight_decay)
     return optim.param_groups(model, infos, hp, parametrization, optimizer, eps=eps)
 
 
-def _hook_readouts(model: nn.Module, infos: dict[str, ParamInfo], mult: float) -> None:
-    """Multiply each readout module's output by ``mult`` (replacing a hook an earlier call left)."""
-    modules = dict(model.named_modules())
-    for name, info in infos.items():
-        if info.role != "readout":
-            continue
-        if info.module_kind != "linear":
-            raise SpecError(
-                "scale_readout",
-                f"'{name}' is a readout but not a Linear/conv weight, so no hook can scale its output; "
-                f"multiply it by α_out/m ({mult:.4g}) in your forward and pass scale_readout=False",
-            )
-        module = modules[name.rpartition(".")[0]]
-        old = getattr(module, "_mutune_readout_hook", None)
-        if old is not None:
-            old.remove()
-            module._mutune_readout_hook = None
-        if mult != 1.0:
-            module._mutune_readout_hook = module.register_forward_hook(lambda _m, _inp, out, k=mult: out * k)
+def _hook_readouts(
+    model: nn.Module, infos: dict[str, ParamInfo], readout: tuple[str, ...], mult: float
+) -> None:
+    """Multiply the input of each readout module by ``mult`` (:mod:`mutune.hooks`, the same hooks
+    as the CLI's): a readout bias keeps its size, and a Linear tied to the embedding is a readout."""
+    try:
+        owners = hooks.readout_modules(model, infos, readout)
+    except ShapeError as e:
+        raise SpecError(e.arg if e.arg.startswith("readout[") else "scale_readout", str(e)) from None
+    if "" in owners:
+        raw = [n for n, i in infos.items() if i.role == "readout" and i.owners == ("",)]
+        raise SpecError(
+            "scale_readout",
+            f"the model itself holds the readout weight {raw}, so no hook can scale its input; multiply "
+            f"its logits by α_out/m ({mult:.4g}) in your forward and pass scale_readout=False. If it is "
+            "a table rather than a readout (a position embedding), pass out_features=<output size>",
+        )
+    hooks.hook_readouts(model, owners, mult)
 
 
 from . import _callable_module  # noqa: E402

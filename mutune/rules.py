@@ -182,6 +182,8 @@ def init(
     kind = init_kind(info)
     if kind != "normal":
         return kind, 0.0
+    if info.role == "vector":  # stored with extra dims of 1 ((1, 1, E) bias_k): Θ(1) entries at any width
+        return kind, init_std
     # the init does not depend on the optimizer: every kind's table agrees on it
     r = role_rule(parametrization, "adam", info.role)
     fan_in = {"fan_in": info.fan_in, "base_fan_in": info.base_fan_in, "none": None}[r.init_fan_in]
@@ -201,7 +203,7 @@ def scaling(
         )
     if info.depth_mult != 1.0 and kind not in DEPTH_KINDS:
         raise ValueError(f"'{info.name}': no published depth rule for optimizer kind {kind!r}")
-    decayed = len(info.shape) >= 2
+    decayed = info.is_matrix
     return (
         r.lr(info, depth_alpha),
         r.weight_decay(info, depth_alpha) if decayed else 0.0,

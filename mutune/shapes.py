@@ -9,7 +9,16 @@ the builds happen on the meta device, so nothing is allocated, and the result is
 
 Roles (TP5 App. B, "Table 8"): ``embedding`` (an ``nn.Embedding`` table: fan-in is the finite
 vocabulary), ``input`` (finite -> width), ``hidden`` (width -> width), ``readout`` (width -> finite),
-``vector`` (1-D with a width dim: biases, norm gains) and ``scalar`` (no width dim at all).
+``vector`` (one width dim and no other dim above 1: biases, norm gains, ``MultiheadAttention``'s
+(1, 1, E) ``bias_k``) and ``scalar`` (no width dim at all).
+
+A parameter is a readout because of what it does, mapping the width to the model's output, not
+because its last dim is the one that grows. For the weight of an ``nn.Linear`` or a convolution
+(stored (out, in, ...)) or of a Hugging Face ``Conv1D`` (stored (in, out)) the layout says it. For a
+raw parameter of any other module the layout is unknown: a (seq_len, width) position table and a
+(vocab, width) readout used as ``x @ w.T`` look alike. There the output size decides
+(``out_features``, the vocabulary for a language model): a width dim paired with exactly the output
+size is a readout, with anything else a table (the ``embedding`` role: constant init, η).
 
 This module knows nothing of the spec or the CLI: it raises :class:`ShapeError`, a plain
 ``ValueError`` whose ``arg`` says which of its own arguments was at fault, and the caller names
@@ -64,6 +73,12 @@ class ParamInfo:
     depth_mult: float = 1.0  # depth / base depth for a per-block parameter; 1 for the rest
 
     @property
+    def is_matrix(self) -> bool:
+        """Two or more dims above 1 (a (1, 1, E) bias is a vector, a (T, E) table a matrix): what
+        decides normal init and weight decay."""
+        return sum(1 for i, b in enumerate(self.base_shape) if b > 1 or i in self.inf_dims) >= 2
+
+    @property
     def width_mult(self) -> float:
         """The multiplier of the last infinite dim (1 if none): mup's ``infshape.width_mult()``.
 
@@ -109,27 +124,127 @@ def _check_readout_names(readout: tuple[str, ...], modules: dict, shapes: dict) 
             raise ShapeError(f"the model has no module named '{r}'{suggestion}", f"readout[{i}]")
 
 
-def _role(shape: tuple[int, ...], inf: tuple[int, ...], kind: ModuleKind) -> Role:
-    if len(shape) < 2:
-        return "vector" if inf else "scalar"
+def transposed(module: nn.Module) -> bool:
+    """A Linear that stores its weight as (in, out): Hugging Face's ``Conv1D`` (GPT-2)."""
+    w = getattr(module, "weight", None)
+    return (
+        type(module).__name__ == "Conv1D"
+        and isinstance(w, torch.Tensor)
+        and w.ndim == 2
+        and getattr(module, "nf", None) == w.shape[1]
+    )
+
+
+def _role(
+    shape: tuple[int, ...], inf: tuple[int, ...], kind: ModuleKind, out_features: int | None
+) -> tuple[Role, bool]:
+    """(role, whether the shape alone could not say, so ``out_features`` decided) of a weight whose
+    layout is (out, in, ...) for kind ``linear`` and unknown for ``other``."""
+    if sum(1 for i, d in enumerate(shape) if d > 1 or i in inf) < 2:
+        return ("vector" if inf else "scalar"), False
     if kind == "embedding":
-        return "embedding"
+        return "embedding", False
     if len(inf) == 2:
-        return "hidden"
+        return "hidden", False
     if len(inf) == 0:
-        return "scalar"
-    return "input" if inf == (0,) else "readout"
+        return "scalar", False
+    if kind == "linear":
+        return ("input" if inf == (0,) else "readout"), False
+    # a raw parameter: a readout maps the width to the output, anything else is a table
+    finite = math.prod(d for i, d in enumerate(shape) if i not in inf)
+    if out_features is not None:
+        return ("readout" if finite == out_features else "embedding"), True
+    return ("input" if inf == (0,) else "readout"), False
 
 
 def _fans(
-    shape: tuple[int, ...], base_shape: tuple[int, ...], mult: dict[int, float], kind: ModuleKind
+    shape: tuple[int, ...], base_shape: tuple[int, ...], mult: dict[int, float], kind: ModuleKind, role: Role
 ) -> tuple[float, float, int, int]:
-    """(fan_in_mult, fan_out_mult, fan_in, base_fan_in) of a weight stored as (fan_out, fan_in, ...)."""
-    if kind == "embedding":  # (num_embeddings, dim): the width dim is the fan-out; the fan-in is the vocab
-        return 1.0, mult.get(1, 1.0), shape[0], shape[0]
+    """(fan_in_mult, fan_out_mult, fan_in, base_fan_in) of a weight stored as (fan_out, fan_in, ...);
+    a table (an embedding, a raw (rows, width) parameter) has the finite dims as its fan-in."""
+    if kind == "embedding" or (kind == "other" and role == "embedding"):
+        w = next(iter(mult.values()), 1.0)
+        finite = math.prod(d for i, d in enumerate(shape) if i not in mult)
+        return 1.0, w, finite, finite
     if len(shape) >= 2:
         return mult.get(1, 1.0), mult.get(0, 1.0), math.prod(shape[1:]), math.prod(base_shape[1:])
     return 1.0, mult.get(0, 1.0), 1, 1
+
+
+def _flip(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A Conv1D's (in, out) shape as the (out, in) of a Linear."""
+    return (shape[1], shape[0], *shape[2:])
+
+
+def _role_and_fans(
+    shape: tuple[int, ...],
+    base_shape: tuple[int, ...],
+    inf: tuple[int, ...],
+    kind: ModuleKind,
+    out: int | None,
+) -> tuple[str, tuple[float, float, int, int]]:
+    """The role ("by_output" / "table" for a raw parameter that ``out`` decided) and the fans."""
+    mult = {i: shape[i] / base_shape[i] for i in inf}
+    role, by_output = _role(shape, inf, kind, out)
+    fans = _fans(shape, base_shape, mult, kind, role)
+    return (("by_output" if role == "readout" else "table") if by_output else role), fans
+
+
+def _info(
+    name: str,
+    shape: tuple[int, ...],
+    base_shape: tuple[int, ...],
+    delta_shape: tuple[int, ...],
+    mods: list[tuple[nn.Module, str]],
+    readout: tuple[str, ...],
+    out_features: int | None,
+) -> ParamInfo:
+    """One parameter's classification (see :func:`classify`)."""
+    if not (len(shape) == len(base_shape) == len(delta_shape)):
+        raise ShapeError(f"parameter '{name}' changes its number of dims with width")
+    inf = tuple(i for i, (b, d) in enumerate(zip(base_shape, delta_shape, strict=True)) if b != d)
+    if len(inf) > 2:
+        raise ShapeError(
+            f"parameter '{name}' has {len(inf)} dims that grow with width; µP "
+            "rules cover at most two (a hidden matrix)"
+        )
+    kinds = [module_kind(module) for module, _ in mods]
+    # a tied weight is an embedding whichever module registered it first (so its rules do not
+    # depend on attribute order): constant init, the embedding's LR, α_out/m where it is a readout
+    kind: ModuleKind = "embedding" if "embedding" in kinds else kinds[0]
+    # a parameter is a named readout if it, or the module holding it, is named in `readout`
+    is_readout_module = any(n == r or n.startswith(r + ".") for _, n in mods for r in readout)
+    # classify a Conv1D (in, out) weight in the (out, in) layout of a Linear
+    if kind == "other" and transposed(mods[0][0]) and mods[0][1].endswith("weight"):
+        kind = "linear"
+        flipped_inf = tuple(sorted({0: 1, 1: 0}.get(i, i) for i in inf))
+        role, fans = _role_and_fans(_flip(shape), _flip(base_shape), flipped_inf, kind, out_features)
+    else:
+        role, fans = _role_and_fans(shape, base_shape, inf, kind, out_features)
+    # a raw parameter: "by_output" when its finite side is the output size, else a table
+    role = {"by_output": "readout", "table": "readout" if is_readout_module else "embedding"}.get(role, role)
+    fan_in_mult, fan_out_mult, fan_in, base_fan_in = fans
+    if role == "readout" and not is_readout_module and readout:
+        raise ShapeError(
+            f"'{name}' maps the width to a fixed size (a readout) but "
+            f"is not among the named readouts {list(readout)}",
+            "readout",
+        )
+    return ParamInfo(
+        name=name,
+        role=role,
+        shape=shape,
+        base_shape=base_shape,
+        inf_dims=inf,
+        fan_in_mult=fan_in_mult,
+        fan_out_mult=fan_out_mult,
+        fan_in=fan_in,
+        base_fan_in=base_fan_in,
+        module_kind=kind,
+        is_bias=mods[0][1].rsplit(".", 1)[-1] == "bias",
+        tied_readout=kind == "embedding" and (is_readout_module or "linear" in kinds),
+        owners=tuple(n.rpartition(".")[0] for _, n in mods),
+    )
 
 
 def classify(
@@ -137,6 +252,7 @@ def classify(
     width: int,
     base_width: int,
     readout: Iterable[str] = (),
+    out_features: int | None = None,
 ) -> dict[str, ParamInfo]:
     """Classify every parameter of ``build(width)``.
 
@@ -144,6 +260,9 @@ def classify(
     at ``width``, ``base_width`` and ``2 * base_width``. A dim is infinite when its size differs
     between the base and the delta model. ``readout`` names modules (or parameters) that are
     readouts even if the shape rule would not find them; a name covers the modules under it.
+    ``out_features`` (the model's output size, e.g. the vocabulary) tells a raw-parameter readout
+    from a raw-parameter table (module doc); without it a raw parameter is classified by its layout
+    as if it were a Linear weight.
     """
     with torch.device("meta"):
         model, base, delta = build(width), build(base_width), build(2 * base_width)
@@ -155,45 +274,8 @@ def classify(
     holders = owners(model)
     infos: dict[str, ParamInfo] = {}
     for name, shape in shapes.items():
-        base_shape, delta_shape = base_shapes[name], delta_shapes[name]
-        if not (len(shape) == len(base_shape) == len(delta_shape)):
-            raise ShapeError(f"parameter '{name}' changes its number of dims with width")
-        inf = tuple(i for i, (b, d) in enumerate(zip(base_shape, delta_shape, strict=True)) if b != d)
-        if len(inf) > 2:
-            raise ShapeError(
-                f"parameter '{name}' has {len(inf)} dims that grow with width; µP "
-                "rules cover at most two (a hidden matrix)"
-            )
-        mods = holders[name]
-        kinds = [module_kind(module) for module, _ in mods]
-        # a tied weight is an embedding whichever module registered it first (so its rules do not
-        # depend on attribute order): constant init, the embedding's LR, α_out/m where it is a readout
-        kind: ModuleKind = "embedding" if "embedding" in kinds else kinds[0]
-        mult = {i: shape[i] / base_shape[i] for i in inf}
-        # a parameter is a named readout if it, or the module holding it, is named in `readout`
-        is_readout_module = any(n == r or n.startswith(r + ".") for _, n in mods for r in readout)
-        fan_in_mult, fan_out_mult, fan_in, base_fan_in = _fans(shape, base_shape, mult, kind)
-        role = _role(shape, inf, kind)
-        if role == "readout" and not is_readout_module and readout:
-            raise ShapeError(
-                f"'{name}' maps the width to a fixed size (a readout) but "
-                f"is not among the named readouts {list(readout)}",
-                "readout",
-            )
-        infos[name] = ParamInfo(
-            name=name,
-            role=role,
-            shape=shape,
-            base_shape=base_shape,
-            inf_dims=inf,
-            fan_in_mult=fan_in_mult,
-            fan_out_mult=fan_out_mult,
-            fan_in=fan_in,
-            base_fan_in=base_fan_in,
-            module_kind=kind,
-            is_bias=mods[0][1].rsplit(".", 1)[-1] == "bias",
-            tied_readout=kind == "embedding" and (is_readout_module or "linear" in kinds),
-            owners=tuple(n.rpartition(".")[0] for _, n in mods),
+        infos[name] = _info(
+            name, shape, base_shapes[name], delta_shapes[name], holders[name], readout, out_features
         )
     if not any(i.inf_dims for i in infos.values()):
         raise ShapeError(

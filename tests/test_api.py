@@ -83,14 +83,17 @@ def test_parametrize_groups_init_and_readout_multiplier():
     assert model.inp.weight.std().item() == pytest.approx(0.2 * math.sqrt(64 / 12), rel=0.05)
     assert model.out.weight.std().item() == pytest.approx(0.2, rel=0.1)
     assert model.hidden.bias.abs().max().item() == 0
-    # the readout's output is multiplied by α_out / m, once however often parametrize is called
+    # the readout's input is multiplied by α_out / m (its bias keeps its size), once however often
+    # parametrize is called
     h = torch.randn(3, 256)
-    expected = F.linear(h, model.out.weight, model.out.bias) / 4
-    torch.testing.assert_close(model.out(h), expected)
+    with torch.no_grad():
+        model.out.bias.fill_(1.0)
+    w, b = model.out.weight, model.out.bias
+    torch.testing.assert_close(model.out(h), F.linear(h / 4, w, b))
     mutune.parametrize(model, base_width=64, factory=Net, alpha_out=2.0)
-    torch.testing.assert_close(model.out(h), expected * 2)
+    torch.testing.assert_close(model.out(h), F.linear(h * 2 / 4, w, b))
     mutune.parametrize(model, base_width=64, factory=Net, parametrization="sp")
-    torch.testing.assert_close(model.out(h), expected * 4)  # SP: no multiplier
+    torch.testing.assert_close(model.out(h), F.linear(h, w, b))  # SP: no multiplier
     # the optimizer takes the groups as they are
     opt = torch.optim.AdamW(groups, betas=(0.9, 0.95))
     loss = model(torch.randn(8, 12)).square().mean()

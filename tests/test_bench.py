@@ -55,6 +55,19 @@ def test_throughput_quick(tmp_path):
 
 
 @pytest.mark.bench
+def test_coord_margins_quick(tmp_path):
+    out = bench("coord_margins.py", "--out", str(tmp_path / "cm"), cwd=tmp_path)
+    assert "gpt        mup              pass" in out and "gpt        embedding/m      fail" in out
+    assert "correct µP closest at" in out and len(list((tmp_path / "cm").glob("*.csv"))) == 2
+
+
+@pytest.mark.bench
+def test_grad_clip_width_quick(tmp_path):
+    out = bench("grad_clip_width.py", cwd=tmp_path)
+    assert "base-width norm: largest deviation" in out and "plain" in out
+
+
+@pytest.mark.bench
 def test_depth_transfer_quick(tmp_path):
     out = bench("depth_transfer.py", "--run-dir", str(tmp_path / "dt"), cwd=tmp_path)
     assert "CompleteP drift" in out and "no depth scaling: drift" in out and "target width" in out

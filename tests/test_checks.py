@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 import torch.nn.functional as F
 import yaml
 
@@ -13,6 +15,7 @@ from mutune import checks, config
 from mutune.config import SpecError
 
 from .conftest import CONFIGS, TINY, write_spec
+from .violations import violation
 
 
 def slopes_csv(run_dir) -> pd.DataFrame:
@@ -119,10 +122,11 @@ def test_attention_scale_of_a_user_model_is_checked():
 
 
 def test_sdpa_is_restored_and_python_api_returns_data():
-    original = F.scaled_dot_product_attention
+    originals = (F.scaled_dot_product_attention, F.softmax, F.log_softmax, F.dropout)
     spec = config.spec_from_dict(TINY)
     res = checks.coord_check(spec, widths=[32, 64], seeds=1, steps=2)
-    assert F.scaled_dot_product_attention is original
+    assert (F.scaled_dot_product_attention, F.softmax, F.log_softmax, F.dropout) == originals
+    assert not torch._C._is_torch_function_mode_enabled()
     assert res.widths == [32, 64] and res.steps == 2 and res.files == {}
     assert set(res.records.columns) >= {"width", "seed", "t", "layer", "kind", "l1"}
     with pytest.raises(SpecError, match="two widths"):
@@ -171,3 +175,128 @@ def test_sp_search_is_not_gated(run_cli, tiny_spec, workdir):
     assert r.code == 0, r
     best = yaml.safe_load((workdir / "runs" / "tiny" / "best.yaml").read_text())
     assert best["provenance"]["coord_check"] == "not_applicable"
+
+
+# ---------------------------------------------------------------------------------------------
+# Every deliberate violation fails; correct µP passes with room to spare (docs/mup.md §3)
+
+VIOLATION_SPEC = {
+    **TINY,
+    "model": {
+        "family": "gpt",
+        "width": 32,
+        "base_width": 32,
+        "depth": 2,
+        "head_dim": 16,
+        "seq_len": 32,
+        "bias": True,
+    },
+}
+# violation -> (kind or layer that must fail, measures, sign of the failing slope)
+DETECTS = {
+    "embedding/m": ("embedding", ("dx",), -1),
+    "embedding*m": ("embedding", ("x", "dx"), +1),
+    "hidden/m": ("block", ("x", "dx", "own"), -1),
+    "hidden*m": ("block", ("x", "dx"), +1),
+    "readout/m": ("logits", ("x", "dx"), -1),
+    "readout*m": ("logits", ("x", "dx"), +1),
+    "vector/m": ("leaf", ("own",), -1),
+    "vector*m": ("leaf", ("own",), +1),
+    "no_readout_mult": ("logits", ("x", "dx"), +1),
+    "sqrt_attention": ("attn_logits", ("x", "dx"), +1),
+}
+
+
+def _gate(spec_dict: dict, name: str, out) -> pd.DataFrame:
+    spec = config.spec_from_dict(spec_dict)
+    with violation(name):
+        checks.coord_check(spec, mults=checks.GATE_MULTS, seeds=2, out_dir=out, plot=False)
+    return pd.read_csv(out / "coord_check_slopes.csv")
+
+
+@pytest.mark.parametrize("name", sorted(DETECTS))
+def test_each_deliberate_violation_fails_the_gate(name, tmp_path):
+    """Each LR class ÷ m and × m, the readout multiplier left out, 1/√d attention with fixed heads:
+    the gate's check (widths × 1..8, 2 seeds) fails, and fails where the violation is."""
+    d = VIOLATION_SPEC
+    if name == "sqrt_attention":  # a violation only where the head dim grows: two heads at every width
+        d = {**d, "model": {**d["model"], "head_dim": None, "n_head": 2}}
+    s = _gate(d, name, tmp_path)
+    assert set(s.verdict) == {"fail"}
+    where, measures, sign = DETECTS[name]
+    hit = s[(s.status == "fail") & ((s.kind == where) | (s.layer == where)) & s.metric.isin(measures)]
+    assert len(hit) and (np.sign(hit.slope) == sign).all(), s[s.status == "fail"]
+    assert (hit.slope.abs() > hit.limit).all()
+
+
+@pytest.mark.parametrize("heads", [{}, {"head_dim": None, "n_head": 2}])
+def test_correct_mup_passes_the_gate_with_room(heads, tmp_path):
+    """The same model, unbroken, passes; its closest slope stays under 85% of its limit (the margin
+    docs/mup.md reports), with the head dim fixed or growing."""
+    d = {**VIOLATION_SPEC, "model": {**VIOLATION_SPEC["model"], **heads}}
+    spec = config.spec_from_dict(d)
+    res = checks.coord_check(spec, mults=checks.GATE_MULTS, seeds=2, out_dir=tmp_path, plot=False)
+    s = pd.read_csv(tmp_path / "coord_check_slopes.csv")
+    assert res.passed and set(s.verdict) == {"pass"}, res.message()
+    assert res.margin < 0.85, res.message()
+    assert set(s.metric) == {"x", "dx", "own"} and set(s.status) <= {"ok", "exempt"}
+    ok = s[s.status == "ok"]
+    assert (ok.slope.abs() <= ok.limit).all()
+
+
+def test_nested_blocks_attention_and_logits_of_a_nanogpt_model(tmp_path):
+    """nanoGPT's layout (blocks in transformer.h, tied wte/lm_head, forward(idx, targets)), with
+    dropout: every block, every module inside it and every attention is recorded; it passes."""
+    spec = config.spec_from_dict(factory_spec("nanogpt", factory_kwargs={"dropout": 0.1}))
+    res = checks.coord_check(spec, mults=checks.GATE_MULTS, seeds=2, out_dir=tmp_path, plot=False)
+    assert res.passed and not res.warnings, res.message()
+    records = pd.read_csv(tmp_path / "coord_check.csv")
+    layers = set(records.layer)
+    assert {"embedding", "transformer.h.0", "transformer.h.1", "transformer.ln_f", "logits"} <= layers
+    assert {"transformer.h.0.attn.logits", "transformer.h.1.attn.logits"} <= layers
+    assert {"transformer.h.0.attn.c_attn", "transformer.h.1.mlp.c_fc", "transformer.h.0.ln_1"} <= layers
+    kinds = records.groupby("layer").kind.first()
+    assert kinds["transformer.h.0"] == "block" and kinds["transformer.h.0.mlp.c_fc"] == "leaf"
+    # dropout is off during the check: nothing moves before the first update
+    assert (records[records.t == 0].dl1 == 0).all()
+
+
+def test_bmm_attention_with_fixed_heads_fails_and_with_fixed_head_dim_passes(tmp_path):
+    """Post-LayerNorm blocks, attention written with torch.bmm + softmax at 1/√d_head, a raw
+    position table and a log_softmax output. Two heads at every width: the attention logits grow
+    and the check says where. Heads of fixed size: it passes."""
+    spec = config.spec_from_dict(factory_spec("bmm_fixed_heads"))
+    res = checks.coord_check(
+        spec, mults=checks.GATE_MULTS, seeds=2, out_dir=tmp_path / "fixed_heads", plot=False
+    )
+    s = pd.read_csv(tmp_path / "fixed_heads" / "coord_check_slopes.csv")
+    assert not res.passed and set(s.verdict) == {"fail"}
+    failing = s[s.status == "fail"]
+    assert set(failing.kind) == {"attn_logits"} and (failing.slope > failing.limit).all()
+    assert set(failing.layer) <= {"blocks.0.attn.logits", "blocks.1.attn.logits"}
+    records = pd.read_csv(tmp_path / "fixed_heads" / "coord_check.csv")
+    # the logits are recorded before the log_softmax: |log p| would be about ln(256) = 5.5
+    assert records[(records.layer == "logits") & (records.t == 0)].l1.max() < 1.0
+    ok = checks.coord_check(
+        config.spec_from_dict(factory_spec("bmm_fixed_head_dim")), mults=checks.GATE_MULTS, seeds=2
+    )
+    assert ok.passed, ok.message()
+
+
+def test_attention_the_check_cannot_see_is_a_named_warning(tmp_path):
+    """A module named like attention whose logits never meet a softmax or SDPA: not a silent pass."""
+    spec = config.spec_from_dict(factory_spec("sigmoid_attention_lm"))
+    res = checks.coord_check(spec, widths=[32, 64], seeds=1, steps=3, out_dir=tmp_path, plot=False)
+    assert res.warnings and "blocks.0" in res.warnings[0] and "blocks.0" in res.message()
+    s = pd.read_csv(tmp_path / "coord_check_slopes.csv")
+    row = s[s.status == "not_found"]
+    assert list(row.layer) == ["blocks.0.logits"] and "not checked" in row.reason.iloc[0]
+
+
+def test_multihead_attention_is_seen_inside_torch(tmp_path):
+    """nn.MultiheadAttention computes its attention in torch's own Python code; its (1, 1, E)
+    bias_k is a vector. Its logits are recorded and µP passes."""
+    spec = config.spec_from_dict(factory_spec("mha_lm"))
+    res = checks.coord_check(spec, mults=checks.GATE_MULTS, seeds=2, out_dir=tmp_path, plot=False)
+    assert res.passed and not res.warnings, res.message()
+    assert "attn.logits" in set(pd.read_csv(tmp_path / "coord_check.csv").layer)

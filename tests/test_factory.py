@@ -7,7 +7,8 @@ import pytest
 import torch
 import yaml
 
-from mutune import config, data, flops, models, optim
+import mutune
+from mutune import config, data, flops, models, optim, rules
 from mutune.config import SpecError
 from mutune.train import train
 
@@ -160,10 +161,11 @@ def test_models_mutune_cannot_make_mup_are_refused(fn, model, key, words):
 
 
 def test_forward_must_return_logits():
-    spec = spec_of("tuple_lm")
+    spec = spec_of("hidden_states_lm")
     model, _ = models.create(spec, spec.hparams, VOCAB)
-    with pytest.raises(SpecError, match="expected logits"):
+    with pytest.raises(SpecError, match="expected logits") as e:
         model(torch.randint(0, VOCAB, (2, 8)))
+    assert e.value.key == "model.factory"
 
 
 @pytest.mark.parametrize(
@@ -199,3 +201,70 @@ def test_vocab_and_seq_len_are_passed_when_named():
     spec = spec_of("sqrt_attention_lm", seq_len=24)
     model, _ = models.create(spec, spec.hparams, data.vocab_size(spec.data))
     assert model.pos.weight.shape == (24, 32) and model.tok.weight.shape == (VOCAB, 32)
+
+
+# ---------------------------------------------------------------------------------------------
+# A parameter is a readout because of what it does (issue: (1, 1, E) biases and raw tables)
+
+
+def test_multihead_attention_bias_kv_are_vectors():
+    """(1, 1, E): one width dim and nothing else above 1, a vector: σ init at every width, no decay."""
+    stds = {}
+    for width in (64, 256):
+        spec = spec_of("mha_lm", ["hparams.weight_decay=0.1"], width=width)
+        model, infos = models.create(spec, spec.hparams, VOCAB)
+        assert infos["attn.bias_k"].role == infos["attn.bias_v"].role == "vector"
+        assert infos["attn.in_proj_weight"].role == "hidden" and infos["attn.in_proj_weight"].fan_in == width
+        groups = optim.param_groups(model, infos, spec.hparams, "mup", "adamw")
+        wd = {n: g["weight_decay"] for g in groups for n in g["names"]}
+        assert wd["attn.bias_k"] == 0 and wd["attn.in_proj_weight"] > 0
+        stds[width] = model.attn.bias_k.std().item()
+    assert stds[64] == pytest.approx(0.05, rel=0.25) and stds[256] == pytest.approx(0.05, rel=0.15)
+
+
+def test_a_raw_position_table_is_a_table_not_a_readout():
+    """A (seq_len, width) nn.Parameter of the model itself: an embedding-like table (σ, η), accepted;
+    the (vocab, width) Linear is the readout."""
+    spec = spec_of("bmm_fixed_head_dim", width=128)
+    models.validate(spec, spec.hparams, VOCAB)
+    model, infos = models.create(spec, spec.hparams, VOCAB)
+    assert infos["pos"].role == "embedding" and infos["pos"].owners == ("",)
+    assert model.pos.std().item() == pytest.approx(0.05, rel=0.05)
+    assert model._mutune_readouts == ("head",)
+
+
+def test_parametrize_tells_a_raw_table_from_a_readout_by_the_output_size():
+    from . import factory_models as fm
+
+    def build(w):
+        return fm.bmm_fixed_head_dim(w, VOCAB, 16)
+
+    with pytest.raises(SpecError, match="out_features") as e:
+        mutune.parametrize(build(64), base_width=32, factory=build)
+    assert e.value.key == "scale_readout"
+    groups = mutune.parametrize(build(64), base_width=32, factory=build, out_features=VOCAB, lr=0.01)
+    assert {n: g["lr"] for g in groups for n in g["names"]}["pos"] == 0.01
+    infos = mutune.parametrize.classify(build, 64, 32, out_features=VOCAB)
+    assert infos["pos"].role == "embedding" and infos["head.weight"].role == "readout"
+
+
+def test_conv1d_weights_stored_in_out_get_the_init_of_a_linear():
+    """GPT-2's Conv1D keeps (in, out) weights: the same fans, role and init as an nn.Linear twin."""
+    conv = spec_of("conv1d_lm", width=128)
+    twin = spec_of("conv1d_lm", width=128, factory_kwargs={"linear": True})
+    ci = models.classify(conv, conv.hparams, VOCAB)
+    ti = models.classify(twin, twin.hparams, VOCAB)
+    for name in ("c_fc.weight", "c_proj.weight"):
+        a, b = ci[name], ti[name]
+        assert a.shape == b.shape[::-1] and a.role == b.role == "hidden"
+        assert (a.fan_in, a.base_fan_in, a.fan_in_mult, a.fan_out_mult) == (
+            b.fan_in,
+            b.base_fan_in,
+            b.fan_in_mult,
+            b.fan_out_mult,
+        )
+        assert rules.init(a, "mup", 0.05, 32) == rules.init(b, "mup", 0.05, 32)
+    model, _ = models.create(conv, conv.hparams, VOCAB)
+    assert model.c_proj.weight.std().item() == pytest.approx(
+        0.05 * (32 / 512) ** 0.5, rel=0.05
+    )  # fan_in 4·128

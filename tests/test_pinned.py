@@ -2,9 +2,12 @@
 
 tests/pinned/pinned.json was first written by tests/pinned/harness.py on commit e9d6408 (before the
 µP core, the model/optimizer registries, the trainer and the study machinery were reorganised); the
-reorganisation reproduced it bit for bit. It was regenerated once since, for a deliberate
-computation change (Adam ε/m on every parameter with a width dim, with the depth-transfer work),
-after checking that everything else still reproduced the old file. The same searches (AdamW µP,
+reorganisation reproduced it bit for bit. It was regenerated twice since, each time for a deliberate
+computation change after checking that everything else still reproduced the old file: Adam ε/m on
+every parameter with a width dim (with the depth-transfer work); then, with the coord check that
+records every layer at any depth (more coord-check rows; the old rows bit-identical) and gradient
+clipping by the norm as at the base width (runs off the base width: the transfers and the sweep's
+µP points at width 64; every search unchanged). The same searches (AdamW µP,
 tied, SGD, SP, MLP, a factory model), transfers, coord checks and a sweep must reproduce every loss
 bit for bit.
 """

@@ -1,33 +1,26 @@
-"""The coord check, with a verdict: does every activation keep its size as the model widens?
+"""The coord check, with a verdict: does every activation keep its size, and its motion, as the model widens?
 
-Under µP the typical size of every activation, after any fixed number of training steps, is
-independent of width (TP5 §5, App. D.1); under SP the output logits grow about linearly with width
-after one step of a large learning rate, and so does everything the updates feed. mup's
-``get_coord_data`` records this and draws it; here it is also *decided*:
+Under µP the typical size of every activation after any fixed number of training steps is
+independent of width, and so is how far it has moved since init (TP5 §5, App. D.1); under SP the
+output logits grow about linearly with width after one step of a large learning rate, and so
+does everything the updates feed; a learning rate divided by m once too often leaves a layer
+frozen as the model widens. mup's ``get_coord_data`` records |x_t| and draws it; here it is
+recorded more widely and *decided*:
 
 1. Build the model at widths ``base_width × {1, 2, 4, 8, 16}`` (any list), for a few seeds, with
    the spec's µP rules and multipliers, and train each for a few steps (t = 0 is the forward at
    init, t = k the forward after k updates) at a deliberately large LR (:func:`default_lr`), on one
-   fixed batch per seed (the same at every width), without gradient clipping or schedule.
-2. At every forward record mean |x| of: the embedding output (the input of the first block),
-   every top-level block's output, the attention logits q·kᵀ·scale of every attention module (SDPA
-   computes them out of sight, so its call is intercepted and the product recomputed from its q, k
-   and scale), every other top-level module's output, and the output logits.
-3. Average over seeds, fit the slope of log(mean |x|) against log(width) per layer and step, and
-   pass when every |slope| ≤ :data:`THRESHOLD`.
+   fixed batch per seed (the same at every width), without gradient clipping, schedule or dropout.
+2. At every forward record (:mod:`.recorder`), at any nesting depth: the embedding output, every
+   block, every parameter-holding module inside the blocks, the attention logits however they are
+   computed, the output logits (before a log-softmax), each as mean |x_t|, mean |x_t − x_0| and,
+   for parameter-holding modules, the change due to their own update.
+3. Average over seeds, fit the slope of log size against log width per layer, measure and step,
+   and pass when every slope is within its limit (:mod:`.verdict`, where the limits and the named
+   exceptions are explained; docs/mup.md §3 has the measurements behind them).
 
-Known exceptions, shown in the slopes CSV with status ``exempt`` and a reason, never hidden:
-
-- for t < 2, output logits and attention logits may *shrink* (µP's constant-std readout times
-  α_out/m, and 1/d attention on uncorrelated q, k, both give width^-½ at init, TP5 App. D.1, and
-  after one update that part still weighs at small widths); growth always fails.
-- a layer that is exactly 0 at every width (a zero-initialised readout at t = 0) has no slope.
-
-Why 0.25: from width 32 to 1024, µP's slopes stay within about ±0.2 (finite-width noise; measured on
-the built-in GPT and MLP and on the models in tests/factory_models.py), while each thing µP fixes
-moves a slope by 0.5 or more: SP's logits and blocks grow like width or faster (slopes 0.6 to 1.8 on
-the quickstart), a readout without 1/m leaves +0.5, 1/√d attention with a growing head dim gives +0.5
-once q and k align (+0.3 after 4 steps at tiny widths). docs/mup.md has the measured tables.
+An attention-looking module (``*Attention*``, ``*Attn*``) whose logits no softmax or SDPA call
+revealed is a named warning: the check cannot see its scale.
 """
 
 from __future__ import annotations
@@ -48,14 +41,14 @@ from ..device import resolve_device
 from ..files import atomic_write
 from ..models import factory
 from ..registry import OPTIMIZERS
+from . import verdict
 from .recorder import Kind, Recorder
 
-THRESHOLD = 0.25
+THRESHOLD = verdict.LIMITS["x"]  # the |x| and |x - x0| limit; own updates have verdict.LIMITS["own"]
 DEFAULT_MULTS = (1, 2, 4, 8, 16)
 # the gate's widths: ×8, not ×4, since the smallest width alone drifts (finite width) and a 3-point fit follows it
 GATE_MULTS = (1, 2, 4, 8)
-TRANSIENT = ("logits", "attn_logits")  # kinds allowed to shrink while t < TRANSIENT_STEPS
-TRANSIENT_STEPS = 2
+TRANSIENT_STEPS = verdict.TRANSIENT_STEPS
 
 
 @dataclass
@@ -68,11 +61,13 @@ class CoordCheckResult:
     seeds: int
     steps: int
     lr: float
-    threshold: float
-    records: pd.DataFrame  # parametrization, width, seed, t, layer, kind, l1
-    slopes: pd.DataFrame  # parametrization, layer, kind, t, slope, status, reason, verdict
-    failures: list[str]  # one line per failing (layer, t), worst first
+    threshold: float  # the limit on |x| and |x - x0| slopes (own updates: limits["own"])
+    records: pd.DataFrame  # parametrization, width, seed, t, layer, kind, l1, dl1, own
+    slopes: pd.DataFrame  # parametrization, layer, kind, metric, t, slope, limit, status, reason, verdict
+    failures: list[str]  # one line per failing (layer, measure, t), worst first
     problems: list[str] = field(default_factory=list)  # structural: a readout never called, ...
+    warnings: list[str] = field(default_factory=list)  # what the check could not see
+    limits: dict[str, float] = field(default_factory=lambda: dict(verdict.LIMITS))
     files: dict[str, Path] = field(default_factory=dict)
     control: CoordCheckResult | None = None  # the SP twin, with --compare sp
 
@@ -82,24 +77,30 @@ class CoordCheckResult:
 
     @property
     def largest_slope(self) -> float:
-        """The largest |slope| the threshold alone decided: not exempt rows, nor the shrinking
-        logits of the first steps that would be exempt anyway (the margin that matters)."""
-        s = self.slopes
-        transient = (s.t < TRANSIENT_STEPS) & s.kind.isin(TRANSIENT) & (s.slope < 0)
-        gated = s[(s.status != "exempt") & ~transient].slope.abs()
-        return float(gated.max()) if len(gated) else float("nan")
+        """The largest |slope| the limits alone decided: not exempt rows, nor shrinking ones that
+        would be exempt anyway."""
+        g = verdict.gated(self.slopes).slope.abs().dropna()
+        return float(g.max()) if len(g) else float("nan")
+
+    @property
+    def margin(self) -> float:
+        """The largest |slope| / limit among the gated rows: below 1 passes; how close it came."""
+        g = verdict.gated(self.slopes).dropna(subset=["slope"])
+        return float((g.slope.abs() / g.limit).max()) if len(g) else float("nan")
 
     def message(self) -> str:
-        """One line: the verdict and, for a failure, the offending layer(s)."""
+        """One line: the verdict and, for a failure, the offending layer(s); then any warnings."""
         name = "µP" if self.parametrization == "mup" else self.parametrization.upper()
+        warn = "".join(f"; warning: {w}" for w in self.warnings)
         if self.passed:
             return (
-                f"coord check {name}: pass (every |slope| <= {self.threshold}, largest {self.largest_slope:.2f}, "
-                f"widths {self.widths[0]}..{self.widths[-1]})"
+                f"coord check {name}: pass (every slope within its limit, |x| and |x-x0| ±{self.limits['x']:g}, "
+                f"own updates ±{self.limits['own']:g}; the closest at {self.margin:.0%} of its limit; "
+                f"widths {self.widths[0]}..{self.widths[-1]}){warn}"
             )
         reasons = self.problems + self.failures[:3]
         more = f" (+{len(self.failures) - 3} more)" if len(self.failures) > 3 else ""
-        return f"coord check {name}: FAIL: " + "; ".join(reasons) + more
+        return f"coord check {name}: FAIL: " + "; ".join(reasons) + more + warn
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,23 +118,35 @@ def _readouts(model: nn.Module, spec: Spec) -> tuple[str, ...]:
 
 
 def _run(
-    spec: Spec, hp: HParams, width: int, seed: int, steps: int, batch: tuple[torch.Tensor, torch.Tensor]
-) -> tuple[list[dict[str, float]], dict[str, Kind], list[str]]:
-    """Train one model ``steps - 1`` updates; the per-forward records, the layer kinds, problems."""
+    spec: Spec,
+    hp: HParams,
+    seed: int,
+    steps: int,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    leaves: bool,
+) -> tuple[list[dict[str, tuple[float, float, float]]], dict[str, Kind], list[str], list[str]]:
+    """Train one model ``steps - 1`` updates; per forward ``{layer: (|x_t|, |x_t - x_0|)}``, the
+    layer kinds, structural problems, and attention modules whose logits were not found."""
     device = batch[0].device
     model, infos = models.create(spec, hp, data.vocab_size(spec.data), device, seed=seed)
     t = spec.train
     groups = models.param_groups(spec, model, infos, hp)
     opt = optim.make_optimizer(groups, hp, t.optimizer)
-    rec = Recorder(model, _readouts(model, spec))
-    rows: list[dict[str, float]] = []
-    problems: list[str] = []
     x, y = batch
+    rec = Recorder(
+        model,
+        _readouts(model, spec),
+        seq_len=x.shape[1],
+        out_features=data.vocab_size(spec.data),
+        leaves=leaves,
+    )
+    rows: list[dict[str, tuple[float, float, float]]] = []
+    problems: list[str] = []
     try:
-        with rec.attention():
+        with rec.intercept():
             for step in range(steps):
                 logits, loss = model(x, y)
-                rec.add("logits", "logits", logits)
+                rec.add_logits(logits)
                 rows.append(rec.take())
                 if step == 0:
                     problems = [
@@ -148,45 +161,51 @@ def _run(
                 opt.zero_grad(set_to_none=True)
     finally:
         rec.remove()
-    kinds = {k: v for k, v in rec.kinds.items() if v != "skip"}
-    return rows, kinds, problems
+    return rows, dict(rec.kinds), problems, rec.missing_attention()
 
 
-def _slopes(records: pd.DataFrame, threshold: float, zero_tol: float = 0.0) -> pd.DataFrame:
-    rows = []
-    for (layer, t), g in records.groupby(["layer", "t"], sort=False):
-        kind = g.kind.iloc[0]
-        mean = g.groupby("width").l1.mean().sort_index()
-        widths, values = mean.index.to_numpy(dtype=float), mean.to_numpy(dtype=float)
-        slope, status, reason = float("nan"), "ok", ""
-        if not np.all(np.isfinite(values)):
-            bad = int(widths[~np.isfinite(values)][0])
-            status, reason = "fail", f"non-finite at width {bad} (diverged: lower the check's LR?)"
-        elif np.all(values <= zero_tol):
-            status, reason = "exempt", "exactly 0 at every width (zero-initialised), no slope"
-        elif np.any(values <= zero_tol):
-            status, reason = "fail", "0 at some widths only"
-        else:
-            slope = float(np.polyfit(np.log(widths), np.log(values), 1)[0])
-            if abs(slope) <= threshold:
-                status = "ok"
-            elif t < TRANSIENT_STEPS and kind in TRANSIENT and slope < 0:
-                status = "exempt"
-                reason = (
-                    "at init µP logits shrink like width^-1/2 (readout std constant, times α_out/m)"
-                    if kind == "logits"
-                    else "at init q and k are uncorrelated: 1/d attention shrinks like d_head^-1/2"
-                ) + (
-                    " (TP5 App. D.1), and at t=1 that part still weighs at small widths: "
-                    f"allowed to shrink for t < {TRANSIENT_STEPS}, never to grow"
-                )
-            else:
-                status = "fail"
-                reason = f"|slope| {abs(slope):.2f} > {threshold}"
-        rows.append(
-            {"layer": layer, "kind": kind, "t": int(t), "slope": slope, "status": status, "reason": reason}
-        )
-    return pd.DataFrame(rows)
+def records(
+    spec: Spec,
+    hp: HParams,
+    widths: list[int],
+    seeds: int,
+    steps: int,
+    seq_len: int,
+    batch_size: int,
+    leaves: bool = True,
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """One row per width, seed, step and layer: mean |x_t| (``l1``) and mean |x_t - x_0| (``dl1``);
+    with the structural problems and the attention modules whose logits were not found."""
+    device = resolve_device(spec.train.device)
+    corpus = data.load(spec.data, min_len=seq_len + 1)
+    batches = []
+    for seed in range(seeds):
+        rng = np.random.default_rng([spec.seed, seed])
+        batches.append(data.get_batch(corpus.train, batch_size, seq_len, rng, device))
+    rows, problems, missing = [], [], []
+    for width in widths:
+        wspec = _at_width(spec, width, seq_len, batch_size)
+        for seed in range(seeds):
+            per_t, kinds, probs, miss = _run(wspec, hp, spec.seed * 1000 + seed, steps, batches[seed], leaves)
+            problems += [p for p in probs if p not in problems]
+            missing += [a for a in miss if a not in missing]
+            for t, values in enumerate(per_t):
+                for layer, (l1, dl1, own) in values.items():
+                    rows.append(
+                        {
+                            "width": width,
+                            "seed": seed,
+                            "t": t,
+                            "layer": layer,
+                            "kind": kinds.get(layer, "other"),
+                            "l1": l1,
+                            "dl1": dl1,
+                            "own": own,
+                        }
+                    )
+    df = pd.DataFrame(rows)
+    df.insert(0, "parametrization", spec.model.parametrization)
+    return df, problems, missing
 
 
 def _check_one(
@@ -196,53 +215,37 @@ def _check_one(
     seeds: int,
     steps: int,
     lr: float,
-    threshold: float,
+    limits: dict[str, float],
     seq_len: int,
     batch_size: int,
 ) -> CoordCheckResult:
     hp = dataclasses.replace(hp, lr=float(lr))
-    device = resolve_device(spec.train.device)
-    corpus = data.load(spec.data, min_len=seq_len + 1)
-    batches = []
-    for seed in range(seeds):
-        rng = np.random.default_rng([spec.seed, seed])
-        batches.append(data.get_batch(corpus.train, batch_size, seq_len, rng, device))
-    records, kinds, problems = [], {}, []
-    for width in widths:
-        wspec = _at_width(spec, width, seq_len, batch_size)
-        for seed in range(seeds):
-            rows, k, probs = _run(wspec, hp, width, spec.seed * 1000 + seed, steps, batches[seed])
-            kinds.update(k)
-            problems += [p for p in probs if p not in problems]
-            for t, values in enumerate(rows):
-                for layer, v in values.items():
-                    records.append(
-                        {
-                            "width": width,
-                            "seed": seed,
-                            "t": t,
-                            "layer": layer,
-                            "kind": kinds.get(layer, "other"),
-                            "l1": v,
-                        }
-                    )
-    df = pd.DataFrame(records)
-    df.insert(0, "parametrization", spec.model.parametrization)
-    slopes = _slopes(df, threshold)
-    order = {layer: i for i, layer in enumerate(dict.fromkeys(df.layer))}
-    slopes = slopes.sort_values(["t", "layer"], key=lambda s: s.map(order) if s.name == "layer" else s)
-    fails = slopes[slopes.status == "fail"].copy()
-    fails["size"] = fails.slope.abs().fillna(np.inf)
-    fails = fails.sort_values("size", ascending=False)
-    failures = [
-        f"{r.layer} at t={r.t}: "
-        + (f"slope {r.slope:+.2f} (|slope| > {threshold})" if math.isfinite(r.slope) else r.reason)
-        for r in fails.itertuples()
+    df, problems, missing = records(spec, hp, widths, seeds, steps, seq_len, batch_size)
+    slopes = verdict.slopes(df, limits)
+    warnings = [
+        f"attention logits of '{a}' not found (no softmax over the keys and no "
+        "scaled_dot_product_attention call inside it), so its scaling is not checked"
+        for a in missing
     ]
+    if missing:
+        rows = [
+            {
+                "layer": f"{a}.logits",
+                "kind": "attn_logits",
+                "metric": "x",
+                "t": 0,
+                "slope": float("nan"),
+                "limit": limits["x"],
+                "status": "not_found",
+                "reason": w,
+            }
+            for a, w in zip(missing, warnings, strict=True)
+        ]
+        slopes = pd.concat([slopes, pd.DataFrame(rows)], ignore_index=True)
+    failures = verdict.failures(slopes)
     passed = not failures and not problems
     slopes.insert(0, "parametrization", spec.model.parametrization)
     slopes["verdict"] = "pass" if passed else "fail"
-    slopes["threshold"] = threshold
     return CoordCheckResult(
         parametrization=spec.model.parametrization,
         passed=passed,
@@ -250,11 +253,13 @@ def _check_one(
         seeds=seeds,
         steps=steps,
         lr=lr,
-        threshold=threshold,
+        threshold=limits["x"],
         records=df,
-        slopes=slopes.reset_index(drop=True),
+        slopes=slopes,
         failures=failures,
         problems=problems,
+        warnings=warnings,
+        limits=dict(limits),
     )
 
 
@@ -286,7 +291,8 @@ def coord_check(
     seeds: int = 3,
     steps: int = 5,
     lr: float | None = None,
-    threshold: float = THRESHOLD,
+    threshold: float | None = None,
+    own_threshold: float | None = None,
     seq_len: int = 16,
     batch_size: int = 2,
     compare: str | None = None,
@@ -297,7 +303,9 @@ def coord_check(
     """Run the coord check of ``spec``'s model; write CSVs (and a PNG) to ``out_dir`` when given.
 
     ``widths`` defaults to ``base_width × mults``; ``compare="sp"`` also checks the SP twin (the
-    negative control, expected to fail) and attaches it as ``result.control``.
+    negative control, expected to fail) and attaches it as ``result.control``. ``threshold`` and
+    ``own_threshold`` replace the limits on |x|, |x - x0| and on own-update slopes
+    (:data:`verdict.LIMITS`).
     """
     hp = hp or spec.hparams
     widths = sorted(set(widths or [spec.model.base_width * k for k in mults]))
@@ -320,7 +328,11 @@ def coord_check(
         seeds=seeds,
         steps=steps,
         lr=lr,
-        threshold=threshold,
+        limits={
+            **verdict.LIMITS,
+            **({"x": threshold, "dx": threshold} if threshold is not None else {}),
+            **({"own": own_threshold} if own_threshold is not None else {}),
+        },
         seq_len=seq_len,
         batch_size=batch_size,
     )

@@ -1,57 +1,182 @@
-"""Recording activation sizes during a forward pass: module hooks and an attention interceptor.
+"""Recording activation sizes during the coord check's forward passes.
 
-Each forward yields one dict of mean |x| per recorded layer: the embedding output (the input of
-the first block), every top-level block's output, the attention logits q·kᵀ·scale of every
-attention module (SDPA computes them out of sight, so its call is intercepted and the product
-recomputed from its q, k and scale), every other top-level module's output.
+Each forward yields, per recorded layer, mean |x_t| and mean |x_t − x_0| (the change since the
+forward at init, on the same batch: what under-updating shrinks and over-updating inflates). The
+layers, found at any nesting depth:
+
+- ``embedding``: the input of the first block (the embedding stage as the blocks see it);
+- ``block``: every element of every outermost ``nn.ModuleList`` / ``nn.Sequential`` (nanoGPT's
+  ``transformer.h``, Llama's ``model.layers``), readouts and embeddings left out;
+- ``leaf``: with ``leaves=True``, every module inside a block that holds parameters itself (each
+  Linear, norm, convolution): a layer whose own LR is wrong shows here before it shows in a block;
+- ``other``: every other module holding parameters outside the blocks (a final norm);
+- ``attn_logits``: what enters every attention softmax, however it is computed: the input of any
+  softmax over the key axis (``torch.bmm`` + ``softmax`` attention, ``nn.MultiheadAttention``,
+  Hugging Face's eager attention) and q·kᵀ·scale (+ an additive mask) recomputed from the
+  arguments of every ``scaled_dot_product_attention`` call; masked entries are left out;
+- ``logits``: the model's output, or the input of the ``log_softmax`` that produced it.
+
+Calls are seen through a ``TorchFunctionMode`` (so ``from torch.nn.functional import
+scaled_dot_product_attention`` is seen too) and, for torch's own Python code such as
+``F.multi_head_attention_forward`` that runs with the mode popped, by swapping the names in
+``torch.nn.functional`` for the duration. Dropout is switched off during the check: it is noise,
+and |x_t − x_0| would measure it instead of the updates.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-from collections.abc import Iterator
-from typing import Literal
+import re
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
-Kind = Literal["embedding", "block", "attn_logits", "other", "logits"]
+Kind = Literal["embedding", "block", "leaf", "attn_logits", "other", "logits"]
+
+ATTENTION_NAME = re.compile(r"attn|attention", re.IGNORECASE)
+MASKED = -1e4  # an entry of the softmax input at or below this is a mask (-inf, finfo.min, -1e9), not a logit
+SOFTMAX = {"softmax", "_softmax", "special_softmax"}
+LOG_SOFTMAX = {"log_softmax", "_log_softmax", "special_log_softmax"}
+SDPA = "scaled_dot_product_attention"
+DROPOUT = {
+    "dropout",
+    "dropout1d",
+    "dropout2d",
+    "dropout3d",
+    "alpha_dropout",
+    "feature_alpha_dropout",
+    "feature_dropout",
+}
+CONTAINERS = (nn.ModuleList, nn.Sequential)
+
+
+def first_tensor(out: Any) -> torch.Tensor | None:
+    """The tensor a module's output stands for: itself, the first of a tuple, or the first value of
+    a mapping (a Hugging Face ``ModelOutput``)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, Mapping):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        for item in out:
+            t = first_tensor(item)
+            if t is not None:
+                return t
+    return None
+
+
+def _floating(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and x.is_floating_point()
+
+
+def _has_params(module: nn.Module, recurse: bool = True) -> bool:
+    return next(module.parameters(recurse=recurse), None) is not None
+
+
+def attention_modules(model: nn.Module) -> list[str]:
+    """Modules that look like attention (class name with attn/attention, holding parameters),
+    innermost first-class: one whose descendants also look like attention is not counted."""
+    found = [
+        n
+        for n, m in model.named_modules()
+        if n and ATTENTION_NAME.search(type(m).__name__) and _has_params(m)
+    ]
+    return [n for n in found if not any(o != n and o.startswith(n + ".") for o in found)]
+
+
+def layout(
+    model: nn.Module, readouts: tuple[str, ...]
+) -> tuple[list[tuple[str, nn.Module]], list[tuple[str, nn.Module]]]:
+    """(blocks, others): the elements of every outermost ModuleList/Sequential, and the
+    parameter-holding modules outside them that are neither readouts nor embeddings."""
+
+    def is_readout(name: str) -> bool:
+        return any(name == r or name.startswith(r + ".") for r in readouts)
+
+    def holds_blocks(mod: nn.Module) -> bool:
+        return any(isinstance(m, CONTAINERS) and len(m) for m in mod.modules())
+
+    blocks: list[tuple[str, nn.Module]] = []
+    others: list[tuple[str, nn.Module]] = []
+
+    def visit(prefix: str, mod: nn.Module) -> None:
+        if isinstance(mod, CONTAINERS) and len(mod):
+            for i, sub in mod.named_children():
+                name = f"{prefix}.{i}" if prefix else i
+                if not (is_readout(name) or isinstance(sub, nn.Embedding) or not _has_params(sub)):
+                    blocks.append((name, sub))
+            return
+        for cname, child in mod.named_children():
+            name = f"{prefix}.{cname}" if prefix else cname
+            if is_readout(name) or isinstance(child, nn.Embedding) or not _has_params(child):
+                continue
+            if holds_blocks(child):
+                visit(name, child)
+            else:
+                others.append((name, child))
+
+    visit("", model)
+    return blocks, others
 
 
 class Recorder:
-    """Forward hooks on the tracked modules and an SDPA interceptor; one dict of mean |x| per forward."""
+    """Hooks on the recorded modules and the attention/softmax/dropout interceptor.
 
-    def __init__(self, model: nn.Module, readouts: tuple[str, ...]):
-        self.values: dict[str, list[float]] = {}
+    Use as ``with rec.intercept(): ...`` around the forwards; call :meth:`take` after each forward
+    for that forward's ``{layer: (mean |x_t|, mean |x_t − x_0|)}`` (the first forward is t = 0)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        readouts: tuple[str, ...],
+        seq_len: int,
+        out_features: int | None = None,
+        leaves: bool = True,
+    ):
+        self.seq_len, self.out_features = seq_len, out_features
+        self.values: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
         self.kinds: dict[str, Kind] = {}
+        self.first: dict[str, list[torch.Tensor]] = defaultdict(list)  # x_0 of every call, per layer
+        self.calls: dict[str, int] = defaultdict(int)
+        self.t = 0
         self.stack: list[str] = []
         self.handles: list = []
-        names = {mod: name for name, mod in model.named_modules()}
-        # every module pushes its name while it runs, so SDPA knows who called it
-        for mod, name in names.items():
+        self.pre_log_softmax: list[tuple[torch.Tensor, torch.Tensor]] = []  # (output, input) pairs
+        self.attention = attention_modules(model)
+        self.attention_seen: set[str] = set()
+        self.busy = False  # inside an intercepted call: do not intercept again
+        self.quiet = False  # recomputing a module at its init parameters: record nothing
+        self._embedding_done = False
+        self.init_params: dict[nn.Module, dict[str, torch.Tensor]] = {}
+        for name, mod in model.named_modules():  # who is running, so a softmax knows its owner
             self.handles.append(mod.register_forward_pre_hook(self._push(name)))
             self.handles.append(mod.register_forward_hook(self._pop))
-        first_block = True
-        for name, child in model.named_children():
-            if name in readouts:
-                continue
-            if isinstance(child, (nn.ModuleList, nn.Sequential)) and len(child):
-                for i, sub in enumerate(child):
-                    if first_block:
-                        self.handles.append(sub.register_forward_pre_hook(self._record_input("embedding")))
-                        first_block = False
-                    self.handles.append(
-                        sub.register_forward_hook(self._record_output(f"{name}.{i}", "block"))
-                    )
+        blocks, others = layout(model, readouts)
+        for name, block in blocks:
+            self.handles.append(block.register_forward_pre_hook(self._record_input, with_kwargs=True))
+            self.handles.append(block.register_forward_hook(self._record_output(name, "block")))
+            if leaves:
+                for sub, mod in block.named_modules():
+                    if sub and _has_params(mod, recurse=False):
+                        self._hook_own(mod, f"{name}.{sub}", "leaf")
+        for name, mod in others:
+            if _has_params(mod, recurse=False):
+                self._hook_own(mod, name, "other")
             else:
-                self.handles.append(child.register_forward_hook(self._record_output(name, "other")))
-        if not first_block:  # the embedding stage is recorded as one: skip its separate lookups
-            for name, child in model.named_children():
-                if isinstance(child, nn.Embedding):
-                    self.kinds[name] = "skip"  # type: ignore[assignment]
+                self.handles.append(mod.register_forward_hook(self._record_output(name, "other")))
+        if not blocks:  # no block to take the input of: each embedding's output is the embedding
+            for name, mod in model.named_modules():
+                if isinstance(mod, nn.Embedding) and not any(name == r for r in readouts):
+                    self.handles.append(mod.register_forward_hook(self._record_output(name, "embedding")))
+        self.n_blocks = len(blocks)
+
+    # -- module hooks ---------------------------------------------------------------------------
 
     def _push(self, name: str):
         def hook(module, args):
@@ -63,69 +188,201 @@ class Recorder:
         if self.stack:
             self.stack.pop()
 
-    def add(self, layer: str, kind: Kind, x: torch.Tensor) -> None:
-        if self.kinds.get(layer) == "skip":
-            return
-        self.kinds.setdefault(layer, kind)
-        self.values.setdefault(layer, []).append(x.detach().float().abs().mean().item())
-
     def _record_output(self, layer: str, kind: Kind):
         def hook(module, args, output):
-            out = output[0] if isinstance(output, (tuple, list)) and output else output
-            if isinstance(out, torch.Tensor) and out.is_floating_point():
+            out = first_tensor(output)
+            if not self.quiet and _floating(out):
                 self.add(layer, kind, out)
 
         return hook
 
-    def _record_input(self, layer: str):
-        def hook(module, args):
-            if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
-                self.add(layer, "embedding", args[0])
+    def _hook_own(self, module: nn.Module, layer: str, kind: Kind) -> None:
+        """Record the module's output and the part of its change due to its own parameters."""
+        self.init_params[module] = {n: p.detach().clone() for n, p in module.named_parameters(recurse=False)}
 
-        return hook
+        def hook(module, args, kwargs, output):
+            out = first_tensor(output)
+            if self.quiet or not _floating(out):
+                return
+            own = 0.0 if self.t == 0 else self._own_update(module, args, kwargs, out)
+            self.add(layer, kind, out, own)
 
-    @contextlib.contextmanager
-    def attention(self) -> Iterator[None]:
-        """Replace F.scaled_dot_product_attention with a version that also records q·kᵀ·scale."""
-        original = F.scaled_dot_product_attention
+        self.handles.append(module.register_forward_hook(hook, with_kwargs=True))
 
-        def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
-            with torch.no_grad():
-                k = key
-                if k.shape[-3] != query.shape[-3] and query.shape[-3] % k.shape[-3] == 0:  # grouped KV
-                    k = k.repeat_interleave(query.shape[-3] // k.shape[-3], dim=-3)
-                s = scale if scale is not None else 1.0 / math.sqrt(query.shape[-1])
-                logits = (query @ k.transpose(-2, -1)).float() * s  # (B, nh, T, S)
-                if is_causal:
-                    T, S = logits.shape[-2:]
-                    keep = torch.ones(T, S, dtype=torch.bool, device=logits.device).tril()
-                    logits = logits[..., keep]
-                elif attn_mask is not None and attn_mask.dtype == torch.bool:
-                    logits = logits[attn_mask.expand_as(logits)]
-                owner = self.stack[-1] if self.stack else "attention"
-                self.add(f"{owner}.logits" if owner else "logits", "attn_logits", logits)
-            return original(
-                query,
-                key,
-                value,
-                attn_mask=attn_mask,
-                dropout_p=dropout_p,
-                is_causal=is_causal,
-                scale=scale,
-                **kw,
-            )
-
-        F.scaled_dot_product_attention = sdpa
+    def _own_update(self, module: nn.Module, args: tuple, kwargs: dict, out: torch.Tensor) -> float:
+        """mean |f(x; θ_t) − f(x; θ_0)| for the module's own parameters θ (its children keep theirs):
+        the µP desideratum that each layer's own update moves its output by Θ(1) (TP5 §5), which a
+        wrong LR for one class of parameters (norm gains, biases) breaks without moving much else."""
+        self.quiet = True
         try:
-            yield
+            with torch.no_grad():
+                out0 = first_tensor(
+                    torch.func.functional_call(module, self.init_params[module], args, kwargs)
+                )
         finally:
-            F.scaled_dot_product_attention = original
+            self.quiet = False
+        if out0 is None or out0.shape != out.shape:
+            return float("nan")
+        return (out.detach().float() - out0.float()).abs().mean().item()
 
-    def take(self) -> dict[str, float]:
-        out = {k: float(np.mean(v)) for k, v in self.values.items()}
-        self.values = {}
+    def _record_input(self, module, args, kwargs):
+        if self._embedding_done or self.quiet:
+            return
+        x = next((a for a in (*args, *kwargs.values()) if _floating(a)), None)
+        if x is not None:
+            self._embedding_done = True
+            self.add("embedding", "embedding", x)
+
+    # -- values ---------------------------------------------------------------------------------
+
+    def add(self, layer: str, kind: Kind, x: torch.Tensor, own: float = float("nan")) -> None:
+        """Record one call's mean |x| and, after init, mean |x − x_0| against the same call at t = 0
+        (and ``own``, the change due to the module's own parameters, where it was measured)."""
+        x = x.detach().float()
+        self.kinds.setdefault(layer, kind)
+        i = self.calls[layer]
+        self.calls[layer] += 1
+        if self.t == 0:
+            self.first[layer].append(x.clone())
+            delta = 0.0
+        else:
+            x0 = self.first[layer][i] if i < len(self.first[layer]) else None
+            delta = (x - x0).abs().mean().item() if x0 is not None and x0.shape == x.shape else float("nan")
+        self.values[layer].append((x.abs().mean().item(), delta, own))
+
+    def add_logits(self, logits: torch.Tensor) -> None:
+        """The output logits: the input of the log_softmax (or softmax) that produced them, if any."""
+        for out, inp in self.pre_log_softmax:
+            if out is logits:
+                logits = inp
+                break
+        self.add("logits", "logits", logits)
+
+    def take(self) -> dict[str, tuple[float, float, float]]:
+        """This forward's records (mean over a layer's calls), and move on to the next step."""
+        out = {k: tuple(float(np.mean(c)) for c in zip(*v, strict=True)) for k, v in self.values.items()}
+        self.values = defaultdict(list)
+        self.calls = defaultdict(int)
+        self.pre_log_softmax = []
+        self._embedding_done = False
+        self.t += 1
         return out
+
+    def missing_attention(self) -> list[str]:
+        """Attention-looking modules whose logits no softmax or SDPA call revealed."""
+        return [a for a in self.attention if a not in self.attention_seen]
 
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
+        self.handles = []
+
+    # -- the interceptor ------------------------------------------------------------------------
+
+    def _owner(self) -> str:
+        for name in reversed(self.stack):
+            for a in self.attention:
+                if name == a or name.startswith(a + "."):
+                    self.attention_seen.add(a)
+                    return a
+        return self.stack[-1] if self.stack else ""
+
+    def _attn(self, logits: torch.Tensor, keep: torch.Tensor | None) -> None:
+        if self.quiet:
+            return
+        owner = self._owner()
+        if keep is not None:
+            logits = logits[keep.expand_as(logits)]
+        self.add(f"{owner}.logits" if owner else "attn.logits", "attn_logits", logits)
+
+    def handle(self, name: str, func, args: tuple, kwargs: dict) -> Any:
+        """One intercepted call: record what it reveals, then run it (dropout as the identity)."""
+        if name in DROPOUT:
+            return args[0] if args else kwargs["input"]
+        if name == SDPA:
+            return self._sdpa(func, args, kwargs)
+        out = func(*args, **kwargs)
+        x = args[0] if args else kwargs.get("input", kwargs.get("self"))
+        if not _floating(x):
+            return out
+        dim = args[1] if len(args) > 1 else kwargs.get("dim", -1)
+        if dim is None or dim not in (-1, x.ndim - 1):
+            return out
+        with torch.no_grad():
+            # a softmax over the keys: one row per query position (the key axis may be longer:
+            # MultiheadAttention's bias_k adds a column), and not over the vocabulary
+            if (
+                name in SOFTMAX
+                and x.ndim >= 3
+                and x.shape[-2] == self.seq_len
+                and x.shape[-1] != self.out_features
+            ):
+                self._attn(x.float(), torch.isfinite(x) & (x > MASKED))
+            elif not self.quiet:  # a (log-)softmax over the output: the logits are its input
+                self.pre_log_softmax.append((out, x))
+        return out
+
+    def _sdpa(self, func, args: tuple, kwargs: dict) -> Any:
+        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale")
+        p = dict(zip(names, args, strict=False))
+        p.update(kwargs)
+        p["dropout_p"] = 0.0
+        q, k, mask = p["query"], p["key"], p.get("attn_mask")
+        with torch.no_grad():
+            if k.shape[-3] != q.shape[-3] and q.shape[-3] % k.shape[-3] == 0:  # grouped KV heads
+                k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
+            scale = p.get("scale")
+            s = scale if scale is not None else q.shape[-1] ** -0.5
+            logits = (q.float() @ k.float().transpose(-2, -1)) * s  # (B, nh, T, S)
+            keep = None
+            if p.get("is_causal"):
+                T, S = logits.shape[-2:]
+                keep = torch.ones(T, S, dtype=torch.bool, device=logits.device).tril()
+            elif mask is not None and mask.dtype == torch.bool:
+                keep = mask
+            elif mask is not None:
+                logits = logits + mask.float()
+                keep = torch.isfinite(logits) & (logits > MASKED)
+            self._attn(logits, keep)
+        rest = {k: v for k, v in p.items() if k not in ("query", "key", "value")}
+        return func(p["query"], p["key"], p["value"], **rest)
+
+    @contextlib.contextmanager
+    def intercept(self) -> Iterator[None]:
+        """The TorchFunctionMode and the swapped names of ``torch.nn.functional``, for the forwards."""
+        names = sorted(SOFTMAX | LOG_SOFTMAX | DROPOUT | {SDPA})
+        originals = {n: getattr(F, n) for n in names if hasattr(F, n)}
+        rec = self
+
+        def patched(name: str, original):
+            def call(*args, **kwargs):
+                if rec.busy:
+                    return original(*args, **kwargs)
+                rec.busy = True
+                try:
+                    return rec.handle(name, original, args, kwargs)
+                finally:
+                    rec.busy = False
+
+            return call
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                name = getattr(func, "__name__", "")
+                if rec.busy or name not in originals and name not in SOFTMAX | LOG_SOFTMAX:
+                    return func(*args, **kwargs)
+                rec.busy = True
+                try:
+                    return rec.handle(name, func, args, kwargs)
+                finally:
+                    rec.busy = False
+
+        for n, fn in originals.items():
+            setattr(F, n, patched(n, fn))
+        try:
+            with Mode():
+                yield
+        finally:
+            for n, fn in originals.items():
+                setattr(F, n, fn)

@@ -73,7 +73,11 @@ def classify(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None)
     width = m.width if width is None else width
     try:
         infos = shapes.classify(
-            lambda w: impl.bare(spec, hp, vocab_size, w), width, m.base_width, readout_names(spec)
+            lambda w: impl.bare(spec, hp, vocab_size, w),
+            width,
+            m.base_width,
+            readout_names(spec),
+            out_features=vocab_size,  # every family predicts a token: its output size is the vocabulary
         )
         m_L = depth_mult(spec)
         if m_L == 1.0:

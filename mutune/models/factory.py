@@ -1,13 +1,17 @@
 """Bring your own model: ``model.family: factory`` with ``model.factory: "package.module:function"``.
 
-The contract (docs/mup.md has the long form and an example):
+The contract (docs/mup.md §4 has the long form, docs/recipes.md nanoGPT and Hugging Face examples):
 
 - ``function(width: int, **model.factory_kwargs) -> nn.Module``. mutune also passes ``vocab_size``,
   ``seq_len`` and ``alpha_attn`` when the function names them as parameters and ``factory_kwargs``
   does not set them. The same parameter names must exist at every width.
-- ``model(idx) -> logits``: ``idx`` is a ``(B, T)`` LongTensor of tokens; the logits are either
-  ``(B, T, vocab)`` (next token at every position, like a GPT) or ``(B, vocab)`` (the token after the
-  window, like the MLP). mutune computes the cross-entropy; the model never sees the targets.
+- the model's forward takes a ``(B, T)`` LongTensor of tokens as its first argument, and also
+  ``targets`` (the next tokens, same shape) when its signature names a ``targets`` parameter
+  (nanoGPT's convention: without targets it returns the last position only). It may return the
+  logits, a tuple whose first element is the logits (nanoGPT's ``(logits, loss)``), or an object
+  with a ``.logits`` attribute (a Hugging Face ``CausalLMOutput``). The logits are ``(B, T, vocab)``
+  (next token at every position) or ``(B, vocab)`` (the token after the window). mutune computes
+  the cross-entropy from the logits itself; a loss the model returns is ignored.
 
 What mutune does to the model, so that it is µP without edits to the user's code:
 
@@ -15,9 +19,9 @@ What mutune does to the model, so that it is µP without edits to the user's cod
   parameter from the shape difference (:func:`mutune.shapes.classify`);
 - it re-initialises every parameter by its µP rule (the factory's own init is overwritten, except
   for 1-D parameters that are neither norms nor biases) and builds the per-group optimizer;
-- it multiplies the output of every module that holds an embedding / input weight by α_in (a
-  forward hook), and the *input* of every readout ``nn.Linear`` by α_out/m (a forward pre-hook,
-  exactly what mup's ``MuReadout`` does, so a readout bias is not divided by m);
+- it multiplies the output of every module that holds an embedding / input weight by α_in and the
+  *input* of every readout module by α_out/m (:mod:`mutune.hooks`; a readout bias is not divided
+  by m, and a readout tied to the embedding is hooked where a Linear uses it);
 - attention scaling stays the model's business (µP wants 1/d_head when the head dim grows with
   width; pass ``alpha_attn`` through if you want it searched). The coord check catches a wrong one.
 
@@ -35,16 +39,18 @@ import inspect
 import os
 import sys
 import types
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import hooks
 from ..config import HParams, Spec, SpecError
 from ..flops import Workload
 from ..multipliers import multipliers
-from ..shapes import ParamInfo
+from ..shapes import ParamInfo, ShapeError
 from . import depth_mult
 
 AUTO_KWARGS = ("vocab_size", "seq_len", "alpha_attn", "depth", "residual_mult")
@@ -160,21 +166,46 @@ def validate(spec: Spec) -> None:
 # Instrumenting the model
 
 
-def _lm_forward(self: nn.Module, idx: torch.Tensor, targets: torch.Tensor | None = None):
-    """mutune's training contract, ``(logits, loss)``, around the user's ``forward(idx) -> logits``."""
-    try:
-        logits = type(self).forward(self, idx)
-    except (SpecError, torch.OutOfMemoryError):
-        raise
-    except (Exception, SystemExit) as e:
-        raise user_code_error(f"{type(self).__name__}.forward(idx)", e) from e
+@functools.lru_cache(maxsize=64)
+def takes_targets(cls: type) -> bool:
+    """Whether ``cls.forward`` names a ``targets`` parameter (nanoGPT's convention)."""
+    return "targets" in _parameters(cls.forward)
+
+
+def logits_of(out: object, idx: torch.Tensor) -> torch.Tensor:
+    """The logits in whatever a forward returned: a tensor, ``(logits, ...)``, or ``.logits``."""
+    logits = out
+    if isinstance(out, (tuple, list)) and out:
+        logits = out[0]
+    elif isinstance(out, Mapping) and "logits" in out:
+        logits = out["logits"]
+    elif not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
+        logits = out.logits
     if not isinstance(logits, torch.Tensor) or logits.ndim not in (2, 3) or logits.shape[0] != idx.shape[0]:
-        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(out).__name__
         raise SpecError(
             "model.factory",
             f"forward(idx) with idx of shape {tuple(idx.shape)} returned {got}; expected logits of shape "
-            "(B, T, vocab) or (B, vocab)",
+            "(B, T, vocab) or (B, vocab), alone, first in a tuple, or as .logits",
         )
+    return logits
+
+
+def _lm_forward(self: nn.Module, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    """mutune's training contract, ``(logits, loss)``, around the user's forward (module doc)."""
+    try:
+        if takes_targets(type(self)):  # nanoGPT gives every position's logits only when given targets
+            tgt = targets if targets is not None else torch.zeros_like(idx)
+            out = type(self).forward(self, idx, targets=tgt)
+        else:
+            out = type(self).forward(self, idx)
+    except (SpecError, torch.OutOfMemoryError):
+        raise
+    except (Exception, SystemExit) as e:
+        if idx.device.type == "meta":  # the FLOP count's meta pass falls back to a real forward
+            raise
+        raise user_code_error(f"{type(self).__name__}.forward(idx)", e) from e
+    logits = logits_of(out, idx)
     root_mult = getattr(self, "_mutune_root_output_mult", None)
     if root_mult is not None:
         logits = logits * root_mult
@@ -187,74 +218,8 @@ def _lm_forward(self: nn.Module, idx: torch.Tensor, targets: torch.Tensor | None
     return logits, loss
 
 
-def _scale_output(mult: float):
-    def hook(module: nn.Module, args, output):
-        if not isinstance(output, torch.Tensor):
-            raise SpecError(
-                "model.factory",
-                f"{type(module).__name__} holds an input weight but returns {type(output).__name__}; "
-                "mutune applies α_in to a tensor output",
-            )
-        return output * mult
-
-    return hook
-
-
-def _scale_input(mult: float):
-    def pre_hook(module: nn.Module, args):
-        module._mutune_calls = getattr(module, "_mutune_calls", 0) + 1
-        return (args[0] * mult, *args[1:])
-
-    return pre_hook
-
-
-def _module(model: nn.Module, name: str) -> nn.Module:
-    return model.get_submodule(name) if name else model
-
-
-def readout_modules(model: nn.Module, infos: dict[str, ParamInfo], named: list[str]) -> list[str]:
-    """The modules whose input gets α_out/m: named ones, or those holding a readout weight."""
-    modules = dict(model.named_modules())
-    readout_params = {n: i for n, i in infos.items() if i.role == "readout" or i.tied_readout}
-    for i, name in enumerate(named):  # (shapes.classify made sure that each name exists)
-        mod_name = name if name in modules else name.rpartition(".")[0]
-        if not any(
-            o == mod_name or o.startswith(mod_name + ".") for i2 in readout_params.values() for o in i2.owners
-        ):
-            raise SpecError(
-                f"model.readout[{i}]",
-                f"'{name}' holds no weight that maps the width to a fixed size (a readout), so α_out/m "
-                "would scale the wrong thing",
-            )
-    if not readout_params:
-        raise SpecError(
-            "model.readout",
-            "no readout found: no weight maps the width to a fixed size (an nn.Linear(width, vocab)). If "
-            "the logits reuse the embedding weight (F.linear(x, emb.weight)), compute them with an "
-            "nn.Linear whose weight is tied to it (head.weight = emb.weight) so mutune can apply α_out/m",
-        )
-    chosen: list[str] = []
-    for pname, info in readout_params.items():
-        # where the weight acts as a readout: its Linear holders (for a tied weight, not the Embedding)
-        holders = [o for o in info.owners if not isinstance(_module(model, o), nn.Embedding)]
-        if not holders:
-            raise SpecError(
-                "model.readout",
-                f"'{pname}' is tied to a readout but only nn.Embedding modules hold it; an Embedding's "
-                "forward is the lookup, not the logits. Compute the logits with an nn.Linear whose "
-                "weight is tied to the embedding, so mutune can apply α_out/m",
-            )
-        for owner in holders:
-            mod = _module(model, owner)
-            if owner and not isinstance(mod, (nn.Linear, nn.modules.conv._ConvNd)):
-                raise SpecError(
-                    "model.readout",
-                    f"the readout weight '{pname}' is held by {type(mod).__name__} '{owner}', whose forward "
-                    "mutune cannot scale safely; compute the logits with an nn.Linear",
-                )
-            if owner not in chosen:
-                chosen.append(owner)
-    return chosen
+def _spec_error(key: str):
+    return lambda message: SpecError(key, message)
 
 
 def instrument(
@@ -269,29 +234,13 @@ def instrument(
             raise SpecError(
                 "model.zero_init_readout", f"'{tied[0]}' is tied to the embedding; zeroing it zeroes both"
             )
-    # α_in on whatever module holds an input weight
-    inputs = []
-    for name, info in infos.items():
-        if info.role not in ("embedding", "input"):
-            continue
-        owner = next((o for o in info.owners if isinstance(_module(model, o), nn.Embedding)), info.owners[0])
-        if not owner:
-            raise SpecError(
-                "model.factory",
-                f"the input weight '{name}' is a parameter of the model itself; put it in a submodule "
-                "(nn.Embedding / nn.Linear) so mutune can apply α_in to its output",
-            )
-        if owner not in inputs:
-            inputs.append(owner)
-    for owner in inputs:
-        _module(model, owner).register_forward_hook(_scale_output(mult.input))
-    # α_out/m on the readout's input
-    readouts = readout_modules(model, infos, list(m.readout))
-    for owner in readouts:
-        if owner:
-            _module(model, owner).register_forward_pre_hook(_scale_input(mult.output))
-        else:
-            model._mutune_root_output_mult = mult.output
+    try:
+        readouts = hooks.readout_modules(model, infos, tuple(m.readout))
+    except ShapeError as e:
+        raise SpecError(f"model.{e.arg}" if e.arg else "model.factory", str(e)) from None
+    inputs, _ = hooks.input_modules(model, infos)  # (raw input tables are listed by `mutune inspect`)
+    hooks.hook_inputs(model, inputs, mult.input, error=_spec_error("model.factory"))
+    hooks.hook_readouts(model, readouts, mult.output)
     model._mutune_readouts = tuple(readouts)
     model._mutune_inputs = tuple(inputs)
     model.forward = types.MethodType(_lm_forward, model)
@@ -299,13 +248,9 @@ def instrument(
 
 
 def uncalled_readouts(model: nn.Module) -> list[str]:
-    """Readout modules whose pre-hook never ran (the model bypassed them, e.g. F.linear(x, head.weight)),
+    """Readout modules whose hook never ran (the model bypassed them, e.g. F.linear(x, head.weight)),
     so α_out/m was never applied. Call after a forward pass."""
-    return [
-        name
-        for name in getattr(model, "_mutune_readouts", ())
-        if name and not getattr(_module(model, name), "_mutune_calls", 0)
-    ]
+    return hooks.uncalled_readouts(model, getattr(model, "_mutune_readouts", ()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,12 +279,27 @@ def coord_seq_len(spec: Spec, seq_len: int) -> int:
     return min(seq_len, spec.model.seq_len)
 
 
+REAL_FORWARD_MAX_PARAMS = 50_000_000  # the fallback's model is built for real: at most ~200 MB
+_measured: dict[str, tuple[float, int, int, bool]] = {}  # fallback measurements, per model and shape
+
+
 def workload(spec: Spec, model: nn.Module, width: int, vocab_size: int) -> Workload:
-    """Measured, not modelled: one forward pass of a single sequence on the meta device under
-    ``FlopCounterMode`` (matmuls, convolutions and attention), times 3 for forward + backward; the
-    activations are approximated by every leaf module's output size in that pass."""
+    """Measured, not modelled: one forward pass of a single sequence under ``FlopCounterMode``
+    (matmuls, convolutions and attention), times 3 for forward + backward; the activations are
+    approximated by every leaf module's output size in that pass.
+
+    The pass runs on the meta device (nothing allocated). A forward that needs real values there
+    (``.item()``, ``torch.equal``, data-dependent shapes: torch's own ``TransformerEncoder`` and
+    Hugging Face masks do) is measured on a real CPU copy instead when it has at most
+    :data:`REAL_FORWARD_MAX_PARAMS` parameters; larger ones get FLOPs ``nan`` (unknown) and a
+    warning. A plan or a search is never stopped by its accounting."""
     m, t = spec.model, spec.train
-    fwd_flops, act_per_seq, logits_per_seq, per_position = _measure(model, m.seq_len)
+    try:
+        fwd_flops, act_per_seq, logits_per_seq, per_position = _measure(model, m.seq_len, "meta")
+    except SpecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of the meta pass falls back, never crashes
+        fwd_flops, act_per_seq, logits_per_seq, per_position = _fallback(spec, model, width, vocab_size, e)
     tokens_per_step = t.batch_size * (m.seq_len if per_position else 1)
     return Workload(
         flops_per_token=3.0 * fwd_flops * t.batch_size / tokens_per_step,
@@ -349,9 +309,40 @@ def workload(spec: Spec, model: nn.Module, width: int, vocab_size: int) -> Workl
     )
 
 
-def _measure(model: nn.Module, seq_len: int) -> tuple[float, int, int, bool]:
+def _fallback(
+    spec: Spec, meta_model: nn.Module, width: int, vocab_size: int, error: Exception
+) -> tuple[float, int, int, bool]:
+    key = repr((spec.model, width, vocab_size))
+    if key in _measured:
+        return _measured[key]
+    why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    n_params = sum(p.numel() for p in meta_model.parameters())
+    result: tuple[float, int, int, bool] | None = None
+    if n_params <= REAL_FORWARD_MAX_PARAMS:
+        try:
+            with torch.device("cpu"):
+                real = build(spec, spec.hparams, vocab_size, width)
+            result = _measure(real, spec.model.seq_len, "cpu")
+        except SpecError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            why += f"; a real forward failed too ({type(e).__name__}: {e})"
+    else:
+        why += f"; {n_params:,} parameters is too many to measure with a real forward"
+    if result is None:
+        warnings.warn(
+            f"FLOPs of {spec.model.factory} at width {width} are unknown (recorded as nan): its forward "
+            f"cannot run on the meta device ({why})",
+            stacklevel=2,
+        )
+        result = (float("nan"), 0, 0, True)
+    _measured[key] = result
+    return result
+
+
+def _measure(model: nn.Module, seq_len: int, device: str) -> tuple[float, int, int, bool]:
     """Forward FLOPs of one sequence, its activation bytes at 16 bit, its logits' elements, and
-    whether it predicts every position: one pass on the meta device."""
+    whether it predicts every position: one pass on ``device``."""
     from torch.utils.flop_counter import FlopCounterMode
 
     sizes: list[int] = []
@@ -361,10 +352,12 @@ def _measure(model: nn.Module, seq_len: int) -> tuple[float, int, int, bool]:
             sizes.append(output.numel())
 
     handles = [mod.register_forward_hook(record) for mod in model.modules() if not list(mod.children())]
+    was_training = model.training
     try:
-        with torch.device("meta"), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.device(device), torch.no_grad(), FlopCounterMode(display=False) as counter:
             logits, _ = model(torch.zeros(1, seq_len, dtype=torch.long))
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     return float(counter.get_total_flops()), 2 * sum(sizes), logits.numel(), logits.ndim == 3

@@ -148,8 +148,8 @@ def train_step(run: Run) -> torch.Tensor:
     with autocast(run.device, t.precision):
         _, loss = run.fwd(x, y)
     loss.backward()
-    if t.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip)
+    if t.grad_clip > 0:  # the norm as at the base width: the same steps clipped at any width
+        optim.clip_grad_norm_(run.model, run.opt, t.grad_clip)
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
     run.sched.step()
