@@ -422,22 +422,42 @@ def coord_check(
         typer.Option("--compare", metavar="sp", help="sp: also check the SP twin, the negative control"),
     ] = None,
     lr: Annotated[float | None, typer.Option("--lr", metavar="LR", help="default: 0.01 (AdamW)")] = None,
-    seeds: Annotated[int, typer.Option("--seeds", metavar="N", help="seeds per width")] = 3,
+    seeds: Annotated[
+        int | None, typer.Option("--seeds", metavar="N", help="seeds per width (default 3; 6 with --depths)")
+    ] = None,
+    depths: Annotated[
+        str | None,
+        typer.Option(
+            "--depths",
+            metavar="L1,L2,...",
+            help="check across depth instead (even depths, at the base width): CompleteP keeps every slope flat",
+        ),
+    ] = None,
 ) -> None:
-    """Check that activations keep their size as the model widens (µP), with a verdict.
+    """Check that activations keep their size as the model widens (µP), or deepens, with a verdict.
 
     Trains the model at base_width × 1, 2, 4, 8, 16 for a few steps and fits the slope of every
-    layer's mean |x| against width; writes CSVs and a PNG to RUN_DIR/checks. Exit 0 when the
+    layer's mean |x| against width; writes CSVs and a PNG to RUN_DIR/checks. With --depths, the
+    same at the listed depths (slopes against depth; files coord_check_depth*). Exit 0 when the
     spec's model passes, 1 when it fails.
 
     Example: mutune coord-check configs/quickstart.yaml --compare sp
     """
     spec = config.load_spec(config_path, overrides or [], smoke=smoke)
+    depth_list = _comma_list(depths, "--depths", int)
     from . import checks as checks_mod
     from . import search as search_mod
 
     out_dir = (run_dir or search_mod.default_run_dir(spec, smoke)) / "checks"
-    res = checks_mod.coord_check(spec, compare=compare, lr=lr, seeds=seeds, out_dir=out_dir)
+    res = checks_mod.coord_check(
+        spec,
+        compare=compare,
+        lr=lr,
+        seeds=seeds if seeds is not None else (checks_mod.DEPTH_SEEDS if depth_list else 3),
+        out_dir=out_dir,
+        depths=depth_list,
+        prefix="coord_check_depth" if depth_list else "coord_check",
+    )
     _print_coord_check(res)
     out.print(f"-> {res.files['slopes']}, {res.files['png']}", highlight=False)
     raise typer.Exit(0 if res.passed else 1)

@@ -364,7 +364,7 @@ def print_coord_check(res: Any) -> None:
     for r in [res] + ([res.control] if res.control is not None else []):
         out.print(r.message(), highlight=False, soft_wrap=True)
         table = Table(
-            title=f"slope of log size against log width (lr {r.lr:g}, {r.seeds} seeds; limits "
+            title=f"slope of log size against log {r.axis} (lr {r.lr:g}, {r.seeds} seeds; limits "
             f"|x|, |x-x0| ±{r.limits['x']:g}, own update ±{r.limits['own']:g})",
             title_justify="left",
         )
