@@ -307,15 +307,16 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, 
     """Load, override and validate a spec file. The name defaults to the file's stem.
 
     ``smoke``: the file's :func:`smoke` variant, with ``overrides`` applied after it, so that what
-    the user typed (``search.n_trials=6 --smoke``) wins over the smoke defaults.
+    the user typed (``search.n_trials=6 --smoke``) wins over the smoke defaults; a data.path typed
+    there is the one whose absence makes the smoke run use the built-in corpus.
     """
     data = read_yaml(path)
     data.setdefault("name", Path(path).stem)
-    if smoke:
-        from .spec_variants import smoke as smoke_variant
+    if not smoke:
+        return spec_from_dict(data, overrides)
+    from .spec_variants import offline_data, tiny
 
-        data = smoke_variant(spec_from_dict(data)).to_dict()
-    return spec_from_dict(data, overrides)
+    return offline_data(spec_from_dict(tiny(spec_from_dict(data)).to_dict(), overrides))
 
 
 HPARAM_NAMES = tuple(f.name for f in dataclasses.fields(HParams))
