@@ -306,9 +306,8 @@ def spec_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, smoke: bool = False) -> Spec:  # noqa: F811 (the flag, not the function)
     """Load, override and validate a spec file. The name defaults to the file's stem.
 
-    ``smoke``: the file's :func:`smoke` variant, with ``overrides`` applied after it, so that what
-    the user typed (``search.n_trials=6 --smoke``) wins over the smoke defaults; a data.path typed
-    there is the one whose absence makes the smoke run use the built-in corpus.
+    ``smoke``: the file's :func:`smoke` variant, with ``overrides`` applied after it (a data.path there
+    is the one :func:`offline_data` checks), so that what the user typed wins over the smoke defaults.
     """
     data = read_yaml(path)
     data.setdefault("name", Path(path).stem)
