@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+import yaml
 
 from . import __version__, config, files
 from .cli_render import (
@@ -199,7 +200,10 @@ def search(
 def transfer(
     run_dir: Annotated[
         Path | None,
-        typer.Argument(metavar="RUN_DIR", help="a search run dir; default: the latest under ./runs"),
+        typer.Argument(
+            metavar="RUN_DIR",
+            help="a search run dir (default: the latest under ./runs), or with --dry-run a spec not searched yet",
+        ),
     ] = None,
     overrides: Annotated[
         list[str] | None,
@@ -220,6 +224,14 @@ def transfer(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="plan only (params, FLOPs, memory); allocate nothing")
     ] = False,
+    save_plan: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-plan",
+            metavar="FILE",
+            help="with --dry-run: also write the plan (plan.yaml's keys) to FILE",
+        ),
+    ] = None,
     smoke: Annotated[bool, typer.Option("--smoke", help="tiny widths and few steps (CI)")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="continue the target's last checkpoint")] = False,
     force: Annotated[
@@ -248,6 +260,10 @@ def transfer(
     """
     if nproc < 1:
         raise SpecError("--nproc", f"must be >= 1, got {nproc}")
+    if save_plan is not None and not dry_run:
+        raise SpecError("--save-plan", "only with --dry-run (a target run writes plan.yaml in its folder)")
+    if save_plan is not None and not save_plan.parent.is_dir():
+        raise SpecError("--save-plan", f"folder {save_plan.parent} not found")
     from . import transfer as transfer_mod
 
     if run_dir is not None and "=" in str(run_dir) and not run_dir.exists():
@@ -289,6 +305,10 @@ def transfer(
     finally:
         if isinstance(display, Display):
             display.close()
+    if save_plan is not None:
+        plan_doc = yaml.safe_dump(res.plan.to_dict(), sort_keys=False)
+        files.atomic_write(save_plan, lambda f: f.write_text(plan_doc))
+        log_line(f"plan -> {save_plan}")
     raise typer.Exit(_print_target(res) if rank0 else 0)
 
 
@@ -303,7 +323,10 @@ class ReportFormat(str, Enum):
 def report(
     run_dir: Annotated[
         Path | None,
-        typer.Argument(metavar="RUN_DIR", help="a search run dir; default: the latest under ./runs"),
+        typer.Argument(
+            metavar="RUN_DIR",
+            help="a search run dir (default: the latest under ./runs), or with --dry-run a spec not searched yet",
+        ),
     ] = None,
     fmt: Annotated[
         ReportFormat,

@@ -206,14 +206,19 @@ def print_plan(p: Any) -> None:
             fit = "fits" if g.fits(p.gpu_gib) else "does not fit"
             table.add_row(f"per GPU, {strategy}", f"{human_bytes(g.total)}: {fit} in {p.gpu_gib:g} GiB")
     table.add_row(
-        "hparams",
+        "hparams (the spec's; not searched yet)" if p.search_planned else "hparams",
         ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in vars(p.hparams).items()),
     )
     if p.search_flops:
+        planned = (
+            f"planned: {p.provenance['n_trials']} trials x {human(p.provenance['trial_flops'])}FLOPs; "
+            if p.search_planned
+            else ""
+        )
         table.add_row(
             "tuning cost",
             f"search compute = {p.tuning_cost_pct:.1f}% of the target run "
-            f"({human(p.search_flops)} / {human(c.total_flops)} FLOPs)",
+            f"({planned}{human(p.search_flops)} / {human(c.total_flops)} FLOPs)",
         )
     out.print(table)
     for w in p.warnings:

@@ -83,6 +83,11 @@ class Plan:
     provenance: dict[str, Any] = field(default_factory=dict)  # best.yaml's
 
     @property
+    def search_planned(self) -> bool:
+        """The search is the spec's as planned (a spec file, before its search), not trials measured."""
+        return bool(self.provenance.get("search_planned"))
+
+    @property
     def tuning_cost_pct(self) -> float:
         """Search compute as a percentage of the target run's compute."""
         return 100.0 * self.search_flops / self.cost.total_flops
@@ -103,6 +108,7 @@ class Plan:
             "multipliers": multipliers_of(self.spec, self.hparams),
             "cost": self.cost.to_dict(),
             "search_flops": self.search_flops,
+            "search_planned": self.search_planned,
             "tuning_cost_pct": self.tuning_cost_pct,
             "warnings": self.warnings,
             "forced": self.forced,
@@ -139,6 +145,22 @@ def load_run(run_dir: str | Path) -> tuple[Spec, dict]:
     if not isinstance(best.get("hparams"), dict):
         raise SpecError(str(run_dir / "best.yaml"), "has no 'hparams' mapping")
     return spec, best
+
+
+def planned_run(spec_path: Path, smoke: bool = False) -> tuple[Path, Spec, dict]:
+    """A spec file before its search, as a run to plan from: the run dir its search will write, the
+    spec, and a best.yaml of its own hparams with the search's planned compute: ``search.n_trials``
+    trials, each run to its last step (a pruner would stop some sooner, so this is an upper bound)."""
+    proxy = config.load_spec(spec_path, smoke=smoke)
+    trial_flops = flops.cost(proxy).total_flops
+    prov = {
+        "search_flops": proxy.search.n_trials * trial_flops,
+        "search_planned": True,
+        "n_trials": proxy.search.n_trials,
+        "trial_flops": trial_flops,
+    }
+    run_dir = Path("runs") / (f"{proxy.name}-smoke" if smoke else proxy.name)  # search.default_run_dir
+    return run_dir, proxy, {"hparams": asdict(proxy.hparams), "provenance": prov}
 
 
 def target_overrides(spec: Spec) -> list[str]:
@@ -199,11 +221,21 @@ def plan(
     force: bool = False,
     nproc: int = 1,
     gpu_gib: float | None = None,
+    dry_run: bool = False,
 ) -> Plan:
     """Rebuild the spec for the target and cost it, in total and per GPU at ``nproc`` GPUs of
-    ``gpu_gib`` GiB; allocates no weights."""
+    ``gpu_gib`` GiB; allocates no weights. ``run_dir`` may be a spec file when ``dry_run``: the
+    plan of its target, with its own hparams and its search's planned cost (:func:`planned_run`)."""
     run_dir = latest_run() if run_dir is None else Path(run_dir)
-    proxy, best = load_run(run_dir)
+    if run_dir.is_file():
+        if not dry_run:
+            raise SpecError(
+                str(run_dir),
+                "is a spec, not a search run directory: search it first, or plan it with --dry-run",
+            )
+        run_dir, proxy, best = planned_run(run_dir, smoke)
+    else:
+        proxy, best = load_run(run_dir)
     forced = check_provenance(proxy, best, run_dir / "best.yaml", force)
     if all(_canonical(parse_override(t)[0]) in UNNAMED_KEYS for t in to):
         to = [*target_overrides(proxy), *to]  # only how-to-run keys given: the spec's own target, run so
