@@ -161,6 +161,12 @@ class Display(Events):
             f"{finished - len(self.ran_here)} from earlier runs or other processes"
         )
 
+    def law_point(self, text: str) -> None:
+        if self.live:
+            self._bars().console.print(text, highlight=False)
+        else:
+            log_line(text)
+
     def planned(self, plan) -> None:
         self.close()
         self.target_dir = plan.target_dir
