@@ -215,6 +215,8 @@ def print_plan(p: Any) -> None:
         "hparams",
         ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in vars(p.hparams).items()),
     )
+    for adj in p.adjustments:
+        table.add_row("law applied", adj["description"])
     if p.search_flops:
         table.add_row(
             "tuning cost",

@@ -191,11 +191,53 @@ def apply_laws(
         if past > EXTRAPOLATION_WARN:
             warns.append(
                 f"{AXES[axis]}: the law was fitted on {lo:g}–{hi:g}× the proxy's value and the target is "
-                f"{ratio:.3g}×, {past:.1f}× past that range (more than {EXTRAPOLATION_WARN:g}×): add a "
-                f"longer point with `mutune laws RUN --{axis.replace('_', '-')} ...`"
+                f"{ratio:.3g}×, {past:.1f}× past that range (more than {EXTRAPOLATION_WARN:g}×): fit it further "
+                f"with `mutune laws RUN_DIR --{axis.replace('_', '-')} ...`"
             )
         lr = new_lr
     return lr, adjustments, warns
+
+
+@dataclass
+class LawPlan:
+    """What the laws (and the timescale decay) do to one target's hyperparameters."""
+
+    hparams: dict[str, float]  # the adjusted ones (lr, weight_decay); the rest unchanged
+    adjustments: list[dict[str, Any]]  # what was applied, each with its ``description``
+    warnings: list[str]  # extrapolation, and the approximate-transfer notes the laws did not cover
+    covered: set[str]  # keys (train.steps, train.batch_size) a law accounts for
+    skipped: bool = False  # --no-laws: there was something to apply and it was not
+
+
+def plan_laws(
+    laws: dict[str, Any] | None,
+    hp: dict[str, float],
+    proxy: dict[str, int],
+    target: dict[str, int],
+    *,
+    timescale: bool = False,
+    no_laws: bool = False,
+) -> LawPlan:
+    """The target's LR from the fitted laws for the axes (``steps``, ``batch_size``) it changes, and
+    with ``timescale`` its weight decay keeping η·λ·steps at the proxy's; ``no_laws`` keeps both."""
+    lr, adjustments, warns = apply_laws(laws, hp["lr"], proxy, target)
+    out = [a.to_dict() | {"description": a.describe()} for a in adjustments]
+    wd = hp.get("weight_decay", 0.0)
+    if timescale and wd > 0 and (lr != hp["lr"] or target["steps"] != proxy["steps"]):
+        wd = timescale_decay(wd, hp["lr"], proxy["steps"], lr, target["steps"])
+        out.append(
+            {
+                "axis": "hparams.weight_decay",
+                "weight_decay_before": hp["weight_decay"],
+                "weight_decay_after": wd,
+                "description": f"weight_decay {hp['weight_decay']:.4g} → {wd:.4g}: AdamW timescale "
+                f"1/(lr·weight_decay·steps) kept at the proxy's (train.weight_decay_timescale)",
+            }
+        )
+    covered = {AXES[a.axis] for a in adjustments}
+    if no_laws:
+        return LawPlan(dict(hp), [], [], set(), skipped=bool(out))
+    return LawPlan({**hp, "lr": lr, "weight_decay": wd}, out, warns, covered)
 
 
 def timescale_decay(weight_decay: float, lr_proxy: float, steps_proxy: int, lr: float, steps: int) -> float:

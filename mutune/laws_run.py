@@ -221,3 +221,49 @@ def merge(best: dict, run_dir: Path) -> dict:
     best["laws"] = doc["laws"]
     prov.update(trials_flops=trials_flops, laws_flops=laws_flops, search_flops=trials_flops + laws_flops)
     return best
+
+
+OPTION = {"steps": "--steps", "batch_size": "--batch-size"}
+
+
+def extend(
+    run_dir: Path,
+    multiples: dict[str, list[float]],
+    *,
+    seeds: int | None = None,
+    lr_step: float | None = None,
+    lr_points: int | None = None,
+    events: Events = SILENT,
+) -> dict:
+    """``mutune laws``: fit (or extend) the laws of an existing run dir. The multiples asked are added
+    to those laws/laws.yaml already holds; runs in laws/runs.csv are reused, so only new points train."""
+    from .planning import load_run
+
+    spec, best = load_run(run_dir)
+    path = run_dir / "laws" / "laws.yaml"
+    had = (yaml.safe_load(path.read_text()) or {}).get("laws", {}) if path.is_file() else {}
+    changes: dict[str, Any] = {}
+    for axis, ms in multiples.items():
+        if ms:
+            known = [p["multiple"] for p in (had.get(axis) or {}).get("points", [])]
+            changes[f"search.laws.{axis}"] = sorted(set(ms) | set(known))
+    if not changes:
+        raise SpecError(
+            "--steps", "give the multiples to fit at, e.g. --steps 0.25,0.5,1 or --batch-size 0.5,1,2"
+        )
+    for key, value in (("seeds", seeds), ("lr_step", lr_step), ("lr_points", lr_points)):
+        if value is not None:
+            changes[f"search.laws.{key}"] = value
+    try:
+        spec = spec.edit(changes)
+    except SpecError as e:
+        axis = e.key.split(".")[2].split("[")[0] if e.key.startswith("search.laws.") else ""
+        raise SpecError(
+            OPTION.get(axis, e.key.replace("search.laws.", "--").replace("_", "-")), e.message
+        ) from None
+    asked = {a: getattr(spec.search.laws, a) for a in AXES}
+    try:
+        return fit_laws(spec, run_dir, best, events, asked)
+    except SpecError as e:
+        axis = e.key.rsplit(".", 1)[-1]
+        raise SpecError(OPTION.get(axis, e.key), e.message) from None
