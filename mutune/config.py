@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import SpecError
+from .laws import LawsSpec, check_multiples
 from .registry import FAMILIES, FAMILY_NAMES, OPTIMIZER_NAMES, OPTIMIZERS, check_depth_scaling, check_family
 from .typed import (  # noqa: F401 (read_yaml and the ranges are part of the spec API)
     BETA,
@@ -163,11 +164,7 @@ class TrainSpec:
     activation_checkpointing: bool = _f(
         False, "recompute each block's activations in the backward pass: less memory, ~1/3 more compute"
     )
-    weight_decay_timescale: bool = _f(
-        False,
-        "at transfer, keep AdamW's decay timescale 1/(lr·weight_decay·steps) at the proxy's: weight_decay "
-        "follows the horizon, the batch size (via steps) and any LR law (docs/laws.md); off: copied",
-    )
+    weight_decay_timescale: bool = _f(False, "at transfer, keep 1/(lr·weight_decay·steps) (docs/laws.md)")
 
 
 @dataclass
@@ -204,23 +201,6 @@ DEFAULT_SPACE: dict[str, ParamSpace] = {
 
 
 @dataclass
-class LawsSpec:
-    steps: list[float] = _f(
-        [],
-        "after the search, fit LR* against the horizon at these multiples of train.steps (e.g. [0.25, 0.5, "
-        "1.0]); a transfer to other steps then scales the LR by the fitted power (docs/laws.md)",
-    )
-    batch_size: list[float] = _f(
-        [], "the same against the batch size, at these multiples of train.batch_size (e.g. [0.5, 1, 2])"
-    )
-    lr_step: float = _f(0.5, "octaves between the LRs of each line search (log2 spacing)", POSITIVE)
-    lr_points: int = _f(
-        5, "LRs per line search at first, centred on the winner's; extended at an edge", Range(3, None)
-    )
-    seeds: int = _f(1, "seeds per line-search point (the loss is their mean)", POSITIVE)
-
-
-@dataclass
 class SearchSpec:
     n_trials: int = _f(16, "finished proxy trials to reach (a resumed study counts what it has)", POSITIVE)
     sampler: Literal["random", "tpe"] = _f("random", "random (seeded, as in TP5) or tpe")
@@ -231,7 +211,7 @@ class SearchSpec:
     pruner: Literal["none", "median", "hyperband"] = _f("none", "stop poor trials early on their eval losses")
     study_name: str | None = _f(None, "Optuna study name; default: the spec name")
     space: dict[str, ParamSpace] = _f(DEFAULT_SPACE, "searched hyperparameters (names from hparams)")
-    laws: LawsSpec = _f(LawsSpec, "LR laws across training length and batch size, fitted after the search")
+    laws: LawsSpec = _f(LawsSpec, "LR laws across training length and batch size (docs/laws.md)")
 
 
 @dataclass
@@ -364,7 +344,7 @@ def validate(spec: Spec) -> None:
         raise SpecError("data.vocab_size", "corpus 'tokens' needs data.vocab_size")
     for name, p in s.space.items():
         validate_space(name, p, f"search.space.{name}")
-    _validate_laws(s.laws)
+    check_multiples(s.laws)
     for key in spec.target.overrides:
         if key.split(".")[0] == "hparams":
             raise SpecError(
@@ -392,16 +372,6 @@ def _validate_target(spec: Spec) -> None:
         key = "target.width" if e.key == "model.width" and tgt.width is not None else e.key
         key = f"target.overrides.{e.key}" if e.key in tgt.overrides else key
         raise SpecError(key, e.message) from None
-
-
-def _validate_laws(laws: LawsSpec) -> None:
-    for axis in ("steps", "batch_size"):
-        ms = getattr(laws, axis)
-        for i, m in enumerate(ms):
-            if not m > 0:
-                raise SpecError(f"search.laws.{axis}[{i}]", f"multiples must be > 0, got {m}")
-        if ms and len(set(ms)) < 2:
-            raise SpecError(f"search.laws.{axis}", f"a law needs two or more distinct multiples, got {ms}")
 
 
 def validate_space(name: str, p: ParamSpace, key: str) -> None:
