@@ -102,10 +102,44 @@ class Printer(Events):
         print("  " + text, flush=True)
 
 
+DECAYS = [0.3, 1.0, 3.0, 10.0]  # λ at the proxy horizon: τ = 1/(η·λ·steps) from ~1.5 to ~0.05 of the run
+
+
+def decay(spec: config.Spec, run_dir: Path, lr: float, long_mult: float, target_width: int) -> None:
+    """--decay: does keeping AdamW's timescale (train.weight_decay_timescale) beat copying λ?
+
+    The best λ at the proxy horizon on a grid (at the proxy's LR*), then the width-``target_width``
+    target at ``long_mult``× the horizon with that λ copied and with λ / long_mult (η·λ·steps kept).
+    Target (stated before the runs): the timescale λ's loss <= the copied λ's.
+    """
+    runs = laws_run.Runs(run_dir / "decay-runs.csv")
+
+    def loss(s: config.Spec, wd: float, label: str) -> float:
+        return long_loss(runs, s.edit({"hparams.weight_decay": wd}), lr, label)[0]
+
+    print(
+        f"weight decay: target timescale-λ loss <= copied-λ loss at {long_mult:g}x steps, width {target_width}"
+    )
+    short = [loss(spec, wd, "decay-grid") for wd in DECAYS]
+    best = DECAYS[min(range(len(DECAYS)), key=lambda i: short[i])]
+    for wd, v in zip(DECAYS, short, strict=True):
+        print(f"  {spec.train.steps} steps, lr {lr:.5f}, weight_decay {wd:g}: loss {v:.4f}")
+    steps = int(spec.train.steps * long_mult)
+    tgt = spec.edit({"train.steps": steps, "train.eval_every": steps, "model.width": target_width})
+    timescale = laws.timescale_decay(best, lr, spec.train.steps, lr, steps)
+    copied, kept = loss(tgt, best, "decay-copied"), loss(tgt, timescale, "decay-timescale")
+    verdict = "met" if kept <= copied else f"MISSED by {kept - copied:.4f}"
+    print(
+        f"width {target_width}, {steps} steps: weight_decay {best:g} copied: loss {copied:.4f}; "
+        f"{timescale:.4g} (timescale kept): loss {kept:.4f}: {verdict}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny shapes, seconds (CI)")
     ap.add_argument("--run-dir", type=Path, default=None)
+    ap.add_argument("--decay", action="store_true", help="then measure the timescale weight decay too")
     args = ap.parse_args()
     torch.set_num_threads(1)
     base, long_mult, target_width = (
@@ -176,6 +210,8 @@ def main() -> None:
     )
     fit_flops = sum(float(best["laws"][a]["flops"]) for a in best["laws"])
     print(f"law fit compute: {fit_flops:.3g} FLOPs; literature: {LITERATURE}")
+    if args.decay:
+        decay(spec, run_dir, lr_short, long_mult, target_width)
     print(f"wall time {time.perf_counter() - t0:.0f}s")
 
 
