@@ -140,6 +140,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny shapes, seconds (CI)")
     ap.add_argument("--run-dir", type=Path, default=None)
     ap.add_argument("--decay", action="store_true", help="then measure the timescale weight decay too")
+    ap.add_argument("--decay-only", action="store_true", help="the fit (cached), then only the decay part")
+    ap.add_argument("--decay-width", type=int, default=None, help="the decay target's width [the target's]")
     args = ap.parse_args()
     torch.set_num_threads(1)
     base, long_mult, target_width = (
@@ -178,6 +180,8 @@ def main() -> None:
         f"predicted LR* at {long_steps} steps: {lr_pred:.5f} (log2 {math.log2(lr_pred):.2f}); "
         f"copied: {lr_short:.5f}"
     )
+    if args.decay_only:
+        return decay(spec, run_dir, lr_short, long_mult, args.decay_width or target_width)
 
     runs = laws_run.Runs(run_dir / "runs.csv")
     long_spec = spec.edit({"train.steps": long_steps, "train.eval_every": long_steps})
@@ -211,7 +215,7 @@ def main() -> None:
     fit_flops = sum(float(best["laws"][a]["flops"]) for a in best["laws"])
     print(f"law fit compute: {fit_flops:.3g} FLOPs; literature: {LITERATURE}")
     if args.decay:
-        decay(spec, run_dir, lr_short, long_mult, target_width)
+        decay(spec, run_dir, lr_short, long_mult, args.decay_width or target_width)
     print(f"wall time {time.perf_counter() - t0:.0f}s")
 
 

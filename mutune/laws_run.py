@@ -28,6 +28,7 @@ from .config import HParams, Spec, SpecError
 from .events import SILENT, Events
 from .files import atomic_write
 from .laws import AXES, Law, fit_law, lr_optimum, timescale_decay
+from .study import SearchFailed
 
 COLUMNS = ("key", "axis", "multiple", "steps", "batch_size", "lr", "weight_decay", "seed", "loss")
 COLUMNS += ("flops", "seconds")
@@ -115,8 +116,11 @@ def line_search(
     return [center * 2.0 ** (k * step) for k in ordered], [losses[k] for k in ordered]
 
 
-def _loss_fn(spec: Spec, point: Spec, hp: HParams, axis: str, multiple: float, runs: Runs, events: Events):
-    """The loss at an LR for one multiple: the mean over seeds, each from runs.csv or trained now."""
+def _loss_fn(
+    spec: Spec, point: Spec, hp: HParams, axis: str, multiple: float, runs: Runs, events: Events, used: set
+):
+    """The loss at an LR for one multiple: the mean over seeds, each from runs.csv or trained now;
+    the keys of the runs it read go into ``used`` (the law's cost)."""
     from .train import train
 
     n_seeds = spec.search.laws.seeds
@@ -132,6 +136,7 @@ def _loss_fn(spec: Spec, point: Spec, hp: HParams, axis: str, multiple: float, r
             pspec = point.edit({"seed": seed})
             key = point_key(pspec, php, seed)
             row = runs.get(key)
+            used.add(key)
             if row is None:
                 r = train(pspec, php)
                 loss = math.inf if r.diverged or not math.isfinite(r.final_val_loss) else r.final_val_loss
@@ -156,11 +161,11 @@ def fit_axis(spec: Spec, hp: HParams, axis: str, multiples: list[float], runs: R
     for m in multiples:
         point = axis_spec(spec, axis, m)
         lrs, losses = line_search(
-            _loss_fn(spec, point, hp, axis, m, runs, events), hp.lr, ls.lr_step, ls.lr_points
+            _loss_fn(spec, point, hp, axis, m, runs, events, keys), hp.lr, ls.lr_step, ls.lr_points
         )
         opt = lr_optimum(lrs, losses)
         if opt is None:
-            raise SpecError(f"search.laws.{axis}", f"every LR diverged at {m:g}× {AXES[axis]}")
+            raise SearchFailed(f"laws: every LR diverged at {m:g}× {AXES[axis]} (from {lrs[0]:.3g} up)")
         stars.append(opt.lr)
         points.append(
             {
@@ -172,7 +177,6 @@ def fit_axis(spec: Spec, hp: HParams, axis: str, multiples: list[float], runs: R
                 "grid": [{"lr": float(a), "loss": float(b)} for a, b in zip(lrs, losses, strict=True)],
             }
         )
-        keys |= {k for k, r in runs.rows.items() if r["axis"] == axis and float(r["multiple"]) == m}
     law = fit_law(axis, multiples, stars)
     law.points = points
     law.flops = sum(float(runs.rows[k]["flops"]) for k in keys)
