@@ -218,3 +218,21 @@ def test_search_fits_the_law_and_transfer_applies_it(run_cli, workdir):
 
     r = run_cli("laws", run, "--steps", "0.3")  # 3.6 steps
     assert r.code == 2 and "--steps" in r.err and len(r.err.strip().splitlines()) == 1, r
+
+
+def test_laws_stay_in_best_yaml_only_around_the_winner_they_were_fitted_for(tmp_path):
+    from mutune.laws_run import merge
+
+    (tmp_path / "laws").mkdir()
+    hp = {"lr": 0.01, "init_std": 0.05}
+    doc = {"around": {"trial_number": 3, "hparams": hp}, "laws": {"steps": {"exponent": -0.2, "flops": 5.0}}}
+    (tmp_path / "laws" / "laws.yaml").write_text(yaml.safe_dump(doc))
+    best = merge({"hparams": hp, "provenance": {"trial_number": 3, "search_flops": 10.0}}, tmp_path)
+    assert best["laws"]["steps"]["exponent"] == -0.2
+    assert best["provenance"]["search_flops"] == 15.0 and best["provenance"]["trials_flops"] == 10.0
+    again = merge(best, tmp_path)  # rewriting best.yaml does not count the laws twice
+    assert again["provenance"]["search_flops"] == 15.0
+    other = merge(
+        {"hparams": {**hp, "lr": 0.02}, "provenance": {"trial_number": 7, "search_flops": 10.0}}, tmp_path
+    )
+    assert "laws" not in other and other["provenance"]["search_flops"] == 10.0
