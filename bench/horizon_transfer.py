@@ -71,9 +71,10 @@ QUICK = {
 }
 QUICK_LONG, QUICK_TARGET_WIDTH = 2.0, 64
 
-# Bjorck et al. (ICLR 2025), "Scaling Optimal LR Across Token Horizons": LR*(D) = B·D^-β; β fitted on
-# LLaMA-style models of 50M-2.7B parameters (see bench/RESULTS.md for the figure quoted there).
-LITERATURE = "Bjorck et al. 2025: LR* ∝ D^-β, β ≈ 0.3 on their models (see bench/RESULTS.md)"
+# Bjorck et al. (ICLR 2025), "Scaling Optimal LR Across Token Horizons": LR*(D) = B·D^-β, fitted per model
+# size (LLMs of 50M parameters and up); the β values were not retrievable here. Filatov et al. 2025 (arXiv 2510.03871, Scion
+# optimizer) report η*(D) ∝ D^-0.28 at a fixed batch size.
+LITERATURE = "Bjorck et al. 2025: LR* ∝ D^-β (β per model size); Filatov et al. 2025 (Scion): η* ∝ D^-0.28"
 
 
 def long_loss(runs: laws_run.Runs, spec: config.Spec, lr: float, label: str) -> tuple[float, float]:
@@ -128,10 +129,11 @@ def decay(spec: config.Spec, run_dir: Path, lr: float, long_mult: float, target_
     tgt = spec.edit({"train.steps": steps, "train.eval_every": steps, "model.width": target_width})
     timescale = laws.timescale_decay(best, lr, spec.train.steps, lr, steps)
     copied, kept = loss(tgt, best, "decay-copied"), loss(tgt, timescale, "decay-timescale")
+    none = loss(tgt, 0.0, "decay-none")  # the control: does decay matter here at all?
     verdict = "met" if kept <= copied else f"MISSED by {kept - copied:.4f}"
     print(
         f"width {target_width}, {steps} steps: weight_decay {best:g} copied: loss {copied:.4f}; "
-        f"{timescale:.4g} (timescale kept): loss {kept:.4f}: {verdict}"
+        f"{timescale:.4g} (timescale kept): loss {kept:.4f}: {verdict}; control, no decay: loss {none:.4f}"
     )
 
 

@@ -223,6 +223,11 @@ def apply_laws(
         past = max(ratio / hi, lo / ratio, 1.0)
         new_lr = lr * ratio**law.exponent
         adjustments.append(Adjustment(axis, ratio, law.exponent, law.half_width, lr, new_lr, past))
+        if law.interval is not None and law.interval[0] <= 0.0 <= law.interval[1]:
+            warns.append(
+                f"{AXES[axis]}: the law's 95% interval [{law.interval[0]:.2f}, {law.interval[1]:.2f}] includes 0, "
+                "so the proxy did not determine it; more multiples or search.laws.seeds would, or --no-laws"
+            )
         if past > EXTRAPOLATION_WARN:
             warns.append(
                 f"{AXES[axis]}: the law was fitted on {lo:g}–{hi:g}× the proxy's value and the target is "

@@ -111,6 +111,13 @@ def test_plan_warns_past_eight_times_the_fitted_range_with_the_factor():
     assert "25.0× past" in short.warnings[0]  # below the range too: 0.25 / 0.01
 
 
+def test_plan_warns_when_the_interval_includes_zero():
+    flat = {"steps": {**LAW["steps"], "exponent": -0.1, "interval": [-0.99, 0.78]}}
+    lp = laws.plan_laws(flat, HP, {"steps": 100, "batch_size": 16}, {"steps": 200, "batch_size": 16})
+    assert any("includes 0" in w for w in lp.warnings)
+    assert lp.hparams["lr"] == pytest.approx(0.01 * 2**-0.1)  # still applied: the user decides
+
+
 def test_plan_without_a_law_for_the_axis_changes_nothing():
     lp = laws.plan_laws(LAW, HP, {"steps": 100, "batch_size": 16}, {"steps": 100, "batch_size": 64})
     assert lp.hparams == HP and not lp.adjustments and not lp.covered
