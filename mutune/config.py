@@ -1,8 +1,7 @@
 """The run spec: typed sections, YAML loading, dotted ``key=value`` overrides, validation.
 
-The spec is validated once, here, and flows down as typed objects; nothing below this module
-re-reads YAML. Every user mistake raises :class:`SpecError` carrying the dotted key path (or the
-file) it is about, so the CLI can print one line and exit with code 2.
+The spec is validated once, here, and flows down as typed objects; nothing below re-reads YAML. Every
+user mistake raises :class:`SpecError` naming the dotted key (or the file), so the CLI prints one line, exit 2.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import SpecError
-from .laws import LawsSpec, check_multiples
+from .laws import LawsSpec
 from .registry import FAMILIES, FAMILY_NAMES, OPTIMIZER_NAMES, OPTIMIZERS, check_depth_scaling, check_family
 from .typed import (  # noqa: F401 (read_yaml and the ranges are part of the spec API)
     BETA,
@@ -344,7 +343,6 @@ def validate(spec: Spec) -> None:
         raise SpecError("data.vocab_size", "corpus 'tokens' needs data.vocab_size")
     for name, p in s.space.items():
         validate_space(name, p, f"search.space.{name}")
-    check_multiples(s.laws)
     for key in spec.target.overrides:
         if key.split(".")[0] == "hparams":
             raise SpecError(

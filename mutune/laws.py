@@ -55,6 +55,9 @@ class LawsSpec:
     lr_points: int = _f(5, "LRs per line search, centred on the winner's (more at an edge)", Range(3, None))
     seeds: int = _f(1, "seeds per line-search point (the loss is their mean)", POSITIVE)
 
+    def __post_init__(self) -> None:  # built from YAML, overrides or Spec.edit: checked each time
+        check_multiples(self)
+
 
 def check_multiples(laws: Any) -> None:
     """``search.laws``: positive multiples, two or more distinct ones per axis (a line needs two)."""
