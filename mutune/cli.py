@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+import yaml
 
 from . import __version__, config, files
 from .cli_render import (
@@ -199,7 +200,10 @@ def search(
 def transfer(
     run_dir: Annotated[
         Path | None,
-        typer.Argument(metavar="RUN_DIR", help="a search run dir; default: the latest under ./runs"),
+        typer.Argument(
+            metavar="RUN_DIR",
+            help="a search run dir (default: the latest under ./runs), or with --dry-run a spec not searched yet",
+        ),
     ] = None,
     overrides: Annotated[
         list[str] | None,
@@ -220,6 +224,14 @@ def transfer(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="plan only (params, FLOPs, memory); allocate nothing")
     ] = False,
+    save_plan: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-plan",
+            metavar="FILE",
+            help="with --dry-run: also write the plan (plan.yaml's keys) to FILE",
+        ),
+    ] = None,
     smoke: Annotated[bool, typer.Option("--smoke", help="tiny widths and few steps (CI)")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="continue the target's last checkpoint")] = False,
     force: Annotated[
@@ -253,6 +265,10 @@ def transfer(
     """
     if nproc < 1:
         raise SpecError("--nproc", f"must be >= 1, got {nproc}")
+    if save_plan is not None and not dry_run:
+        raise SpecError("--save-plan", "only with --dry-run (a target run writes plan.yaml in its folder)")
+    if save_plan is not None and not save_plan.parent.is_dir():
+        raise SpecError("--save-plan", f"folder {save_plan.parent} not found")
     from . import transfer as transfer_mod
 
     if run_dir is not None and "=" in str(run_dir) and not run_dir.exists():
@@ -295,6 +311,10 @@ def transfer(
     finally:
         if isinstance(display, Display):
             display.close()
+    if save_plan is not None:
+        plan_doc = yaml.safe_dump(res.plan.to_dict(), sort_keys=False)
+        files.atomic_write(save_plan, lambda f: f.write_text(plan_doc))
+        log_line(f"plan -> {save_plan}")
     raise typer.Exit(_print_target(res) if rank0 else 0)
 
 
@@ -309,7 +329,10 @@ class ReportFormat(str, Enum):
 def report(
     run_dir: Annotated[
         Path | None,
-        typer.Argument(metavar="RUN_DIR", help="a search run dir; default: the latest under ./runs"),
+        typer.Argument(
+            metavar="RUN_DIR",
+            help="a search run dir (default: the latest under ./runs), or with --dry-run a spec not searched yet",
+        ),
     ] = None,
     fmt: Annotated[
         ReportFormat,
@@ -428,22 +451,42 @@ def coord_check(
         typer.Option("--compare", metavar="sp", help="sp: also check the SP twin, the negative control"),
     ] = None,
     lr: Annotated[float | None, typer.Option("--lr", metavar="LR", help="default: 0.01 (AdamW)")] = None,
-    seeds: Annotated[int, typer.Option("--seeds", metavar="N", help="seeds per width")] = 3,
+    seeds: Annotated[
+        int | None, typer.Option("--seeds", metavar="N", help="seeds per width (default 3; 6 with --depths)")
+    ] = None,
+    depths: Annotated[
+        str | None,
+        typer.Option(
+            "--depths",
+            metavar="L1,L2,...",
+            help="check across depth instead (even depths, at the base width): CompleteP keeps every slope flat",
+        ),
+    ] = None,
 ) -> None:
-    """Check that activations keep their size as the model widens (µP), with a verdict.
+    """Check that activations keep their size as the model widens (µP), or deepens, with a verdict.
 
     Trains the model at base_width × 1, 2, 4, 8, 16 for a few steps and fits the slope of every
-    layer's mean |x| against width; writes CSVs and a PNG to RUN_DIR/checks. Exit 0 when the
+    layer's mean |x| against width; writes CSVs and a PNG to RUN_DIR/checks. With --depths, the
+    same at the listed depths (slopes against depth; files coord_check_depth*). Exit 0 when the
     spec's model passes, 1 when it fails.
 
     Example: mutune coord-check configs/quickstart.yaml --compare sp
     """
     spec = config.load_spec(config_path, overrides or [], smoke=smoke)
+    depth_list = _comma_list(depths, "--depths", int)
     from . import checks as checks_mod
     from . import search as search_mod
 
     out_dir = (run_dir or search_mod.default_run_dir(spec, smoke)) / "checks"
-    res = checks_mod.coord_check(spec, compare=compare, lr=lr, seeds=seeds, out_dir=out_dir)
+    res = checks_mod.coord_check(
+        spec,
+        compare=compare,
+        lr=lr,
+        seeds=seeds if seeds is not None else (checks_mod.DEPTH_SEEDS if depth_list else 3),
+        out_dir=out_dir,
+        depths=depth_list,
+        prefix="coord_check_depth" if depth_list else "coord_check",
+    )
     _print_coord_check(res)
     out.print(f"-> {res.files['slopes']}, {res.files['png']}", highlight=False)
     raise typer.Exit(0 if res.passed else 1)

@@ -212,16 +212,21 @@ def print_plan(p: Any) -> None:
             fit = "fits" if g.fits(p.gpu_gib) else "does not fit"
             table.add_row(f"per GPU, {strategy}", f"{human_bytes(g.total)}: {fit} in {p.gpu_gib:g} GiB")
     table.add_row(
-        "hparams",
+        "hparams (the spec's; not searched yet)" if p.search_planned else "hparams",
         ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in vars(p.hparams).items()),
     )
     for adj in p.adjustments:
         table.add_row("law applied", adj["description"])
     if p.search_flops:
+        planned = (
+            f"planned: {p.provenance['n_trials']} trials x {human(p.provenance['trial_flops'])}FLOPs; "
+            if p.search_planned
+            else ""
+        )
         table.add_row(
             "tuning cost",
             f"search compute = {p.tuning_cost_pct:.1f}% of the target run "
-            f"({human(p.search_flops)} / {human(c.total_flops)} FLOPs)",
+            f"({planned}{human(p.search_flops)} / {human(c.total_flops)} FLOPs)",
         )
     out.print(table)
     for w in p.warnings:
@@ -372,7 +377,7 @@ def print_coord_check(res: Any) -> None:
     for r in [res] + ([res.control] if res.control is not None else []):
         out.print(r.message(), highlight=False, soft_wrap=True)
         table = Table(
-            title=f"slope of log size against log width (lr {r.lr:g}, {r.seeds} seeds; limits "
+            title=f"slope of log size against log {r.axis} (lr {r.lr:g}, {r.seeds} seeds; limits "
             f"|x|, |x-x0| ±{r.limits['x']:g}, own update ±{r.limits['own']:g})",
             title_justify="left",
         )

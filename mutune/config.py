@@ -312,16 +312,16 @@ def spec_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, smoke: bool = False) -> Spec:  # noqa: F811 (the flag, not the function)
     """Load, override and validate a spec file. The name defaults to the file's stem.
 
-    ``smoke``: the file's :func:`smoke` variant, with ``overrides`` applied after it, so that what
-    the user typed (``search.n_trials=6 --smoke``) wins over the smoke defaults.
+    ``smoke``: the file's :func:`smoke` variant, with ``overrides`` applied after it (a data.path there
+    is the one :func:`offline_data` checks), so that what the user typed wins over the smoke defaults.
     """
     data = read_yaml(path)
     data.setdefault("name", Path(path).stem)
-    if smoke:
-        from .spec_variants import smoke as smoke_variant
+    if not smoke:
+        return spec_from_dict(data, overrides)
+    from .spec_variants import offline_data, tiny
 
-        data = smoke_variant(spec_from_dict(data)).to_dict()
-    return spec_from_dict(data, overrides)
+    return offline_data(spec_from_dict(tiny(spec_from_dict(data)).to_dict(), overrides))
 
 
 HPARAM_NAMES = tuple(f.name for f in dataclasses.fields(HParams))

@@ -251,18 +251,31 @@ class LawPlan:
     covered: set[str]  # keys (train.steps, train.batch_size) a law accounts for
     skipped: bool = False  # --no-laws: there was something to apply and it was not
 
+    def edit_warnings(self, warnings: list[str], run_dir: str) -> list[str]:
+        """The plan's warnings: a covered key's approximate-transfer note dropped, the laws' own added."""
+        kept = [w for w in warnings if w.split("=")[0] not in self.covered] + self.warnings
+        if self.skipped:
+            kept.append(
+                "--no-laws: best.yaml's fitted laws are not applied; the hparams are copied unchanged"
+            )
+        return [w.replace("RUN_DIR", run_dir) for w in kept]
+
 
 def plan_laws(
     laws: dict[str, Any] | None,
     hp: dict[str, float],
-    proxy: dict[str, int],
-    target: dict[str, int],
+    proxy: Any,
+    target: Any,
     *,
-    timescale: bool = False,
+    timescale: bool | None = None,
     no_laws: bool = False,
 ) -> LawPlan:
     """The target's LR from the fitted laws for the axes (``steps``, ``batch_size``) it changes, and
-    with ``timescale`` its weight decay keeping η·λ·steps at the proxy's; ``no_laws`` keeps both."""
+    with ``timescale`` its weight decay keeping η·λ·steps at the proxy's; ``no_laws`` keeps both.
+    ``proxy`` and ``target`` are train sections (``spec.train``) or mappings with those keys;
+    ``timescale`` defaults to the target's ``weight_decay_timescale``."""
+    proxy, target = (p if isinstance(p, dict) else _train_values(p) for p in (proxy, target))
+    timescale = target.get("weight_decay_timescale", False) if timescale is None else timescale
     lr, adjustments, warns = apply_laws(laws, hp["lr"], proxy, target)
     out = [a.to_dict() | {"description": a.describe()} for a in adjustments]
     wd = hp.get("weight_decay", 0.0)
@@ -281,6 +294,10 @@ def plan_laws(
     if no_laws:
         return LawPlan(dict(hp), [], [], set(), skipped=bool(out))
     return LawPlan({**hp, "lr": lr, "weight_decay": wd}, out, warns, covered)
+
+
+def _train_values(train: Any) -> dict[str, Any]:
+    return {k: getattr(train, k) for k in ("steps", "batch_size", "weight_decay_timescale")}
 
 
 def timescale_decay(weight_decay: float, lr_proxy: float, steps_proxy: int, lr: float, steps: int) -> float:

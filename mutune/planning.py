@@ -89,6 +89,11 @@ class Plan:
     adjustments: list[dict[str, Any]] = field(default_factory=list)  # the laws applied (mutune.laws)
 
     @property
+    def search_planned(self) -> bool:
+        """The search is the spec's as planned (a spec file, before its search), not trials measured."""
+        return bool(self.provenance.get("search_planned"))
+
+    @property
     def tuning_cost_pct(self) -> float:
         """Search compute as a percentage of the target run's compute."""
         return 100.0 * self.search_flops / self.cost.total_flops
@@ -111,6 +116,7 @@ class Plan:
             "multipliers": multipliers_of(self.spec, self.hparams),
             "cost": self.cost.to_dict(),
             "search_flops": self.search_flops,
+            "search_planned": self.search_planned,
             "tuning_cost_pct": self.tuning_cost_pct,
             "warnings": self.warnings,
             "forced": self.forced,
@@ -147,6 +153,22 @@ def load_run(run_dir: str | Path) -> tuple[Spec, dict]:
     if not isinstance(best.get("hparams"), dict):
         raise SpecError(str(run_dir / "best.yaml"), "has no 'hparams' mapping")
     return spec, best
+
+
+def planned_run(spec_path: Path, smoke: bool = False) -> tuple[Path, Spec, dict]:
+    """A spec file before its search, as a run to plan from: the run dir its search will write, the
+    spec, and a best.yaml of its own hparams with the search's planned compute: ``search.n_trials``
+    trials, each run to its last step (a pruner would stop some sooner, so this is an upper bound)."""
+    proxy = config.load_spec(spec_path, smoke=smoke)
+    trial_flops = flops.cost(proxy).total_flops
+    prov = {
+        "search_flops": proxy.search.n_trials * trial_flops,
+        "search_planned": True,
+        "n_trials": proxy.search.n_trials,
+        "trial_flops": trial_flops,
+    }
+    run_dir = Path("runs") / (f"{proxy.name}-smoke" if smoke else proxy.name)  # search.default_run_dir
+    return run_dir, proxy, {"hparams": asdict(proxy.hparams), "provenance": prov}
 
 
 def target_overrides(spec: Spec) -> list[str]:
@@ -207,13 +229,24 @@ def plan(
     force: bool = False,
     nproc: int = 1,
     gpu_gib: float | None = None,
+    dry_run: bool = False,
     no_laws: bool = False,
 ) -> Plan:
     """Rebuild the spec for the target and cost it, in total and per GPU at ``nproc`` GPUs of
-    ``gpu_gib`` GiB; allocates no weights. best.yaml's fitted laws (``laws:``) adjust the LR of a
-    target at another horizon or batch size, unless ``no_laws``."""
+    ``gpu_gib`` GiB; allocates no weights. ``run_dir`` may be a spec file when ``dry_run``: the
+    plan of its target, with its own hparams and its search's planned cost (:func:`planned_run`).
+    best.yaml's fitted laws (``laws:``) adjust the LR of a target at another horizon or batch size,
+    unless ``no_laws``."""
     run_dir = latest_run() if run_dir is None else Path(run_dir)
-    proxy, best = load_run(run_dir)
+    if run_dir.is_file():
+        if not dry_run:
+            raise SpecError(
+                str(run_dir),
+                "is a spec, not a search run directory: search it first, or plan it with --dry-run",
+            )
+        run_dir, proxy, best = planned_run(run_dir, smoke)
+    else:
+        proxy, best = load_run(run_dir)
     forced = check_provenance(proxy, best, run_dir / "best.yaml", force)
     if all(_canonical(parse_override(t)[0]) in UNNAMED_KEYS for t in to):
         to = [*target_overrides(proxy), *to]  # only how-to-run keys given: the spec's own target, run so
@@ -259,19 +292,8 @@ def _apply_laws(
 ) -> tuple[HParams, laws.LawPlan, list[str]]:
     """The hparams after best.yaml's laws; the approximate-transfer warnings a law covers are dropped."""
     base = config.smoke(proxy) if smoke else proxy  # what the target started from, as target_spec did
-    axes = ("steps", "batch_size")
-    lp = laws.plan_laws(
-        best.get("laws"),
-        asdict(hp),
-        {a: getattr(base.train, a) for a in axes},
-        {a: getattr(target.train, a) for a in axes},
-        timescale=target.train.weight_decay_timescale,
-        no_laws=no_laws,
-    )
-    kept = [w for w in warnings if w.split("=")[0] not in lp.covered] + lp.warnings
-    if lp.skipped:
-        kept.append("--no-laws: best.yaml's fitted laws are not applied; the hparams are copied unchanged")
-    kept = [w.replace("RUN_DIR", str(run_dir)) for w in kept]
+    lp = laws.plan_laws(best.get("laws"), asdict(hp), base.train, target.train, no_laws=no_laws)
+    kept = lp.edit_warnings(warnings, str(run_dir))
     return config.hparams_from_dict({**asdict(hp), **lp.hparams}), lp, kept
 
 

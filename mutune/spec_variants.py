@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 from .config import SPACE_FIELDS, Spec, load_spec, spec_from_dict
+from .errors import MutuneWarning
 from .registry import FAMILIES
 from .typed import parse_override
 
@@ -32,7 +34,33 @@ def shown(spec: Spec) -> dict[str, Any]:
 
 
 def smoke(spec: Spec) -> Spec:
-    """The same pipeline on tiny shapes: a few steps, a few trials, widths of 32 and 64."""
+    """The same pipeline on tiny shapes: a few steps, a few trials, widths of 32 and 64; on the
+    built-in corpus when the spec's own data is not on this machine (see :func:`offline_data`)."""
+    return offline_data(tiny(spec))
+
+
+def offline_data(spec: Spec) -> Spec:
+    """The spec with the built-in corpus in place of a ``text`` or ``tokens`` path that does not exist.
+
+    A smoke run proves that a spec's pipeline works, in CI or before the data is fetched; a shipped
+    recipe names data the user points at (``data.path: data/gpt2-tokens``), which a clean checkout does
+    not have. Where the data is here, the smoke run reads it (and so checks it too). The swap is said
+    in a warning, and recorded: the run's config.yaml names the corpus it trained on.
+    """
+    d = spec.data
+    if d.corpus == "stdlib" or Path(d.path or "").expanduser().exists():
+        return spec
+    warnings.warn(
+        MutuneWarning(
+            f"--smoke: data.path {d.path} not found; using the built-in corpus (data.corpus: stdlib) instead"
+        ),
+        stacklevel=1,  # one location, so that the "default" filter says it once per process
+    )
+    return spec.edit({"data.corpus": "stdlib", "data.path": None, "data.vocab_size": None})
+
+
+def tiny(spec: Spec) -> Spec:
+    """The smoke variant's shapes, steps and trials (its data is the spec's own)."""
     d = spec.to_dict()
     m = d["model"]
     m.update(width=32, base_width=32, depth=min(m["depth"], 2), seq_len=min(m["seq_len"], 32))

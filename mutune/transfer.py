@@ -62,6 +62,7 @@ def transfer(
     no_laws: bool = False,
 ) -> TransferResult:
     """Plan the target run and, unless ``dry_run``, train it into ``<run_dir>/target-<key>/``.
+    With ``dry_run``, ``run_dir`` may be a spec file not searched yet (its search's cost is planned).
 
     ``resume`` continues the target's last checkpoint (a finished target is returned as it is);
     without it, a folder that already holds a run is refused rather than overwritten. ``nproc``
@@ -69,7 +70,9 @@ def transfer(
     With ``tracker.backend`` set, the run is also a run in that experiment tracker.
     """
     nproc = int(os.environ.get("WORLD_SIZE", nproc))
-    p = plan(run_dir, to, smoke=smoke, force=force, nproc=nproc, gpu_gib=gpu_gib, no_laws=no_laws)
+    p = plan(
+        run_dir, to, smoke=smoke, force=force, nproc=nproc, gpu_gib=gpu_gib, dry_run=dry_run, no_laws=no_laws
+    )
     world_main = int(os.environ.get("RANK", "0")) == 0
     if world_main:
         events.planned(p)

@@ -214,3 +214,59 @@ def test_depth_sweep_reports_the_optimum_across_depth(run_cli, workdir):
     s = summary.set_index("depth")
     assert d["drift"] == pytest.approx(s.refined_x[4] - s.refined_x[2])
     assert math.isfinite(d["drift"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The coord check across depth
+
+
+def test_blocks_are_compared_at_the_same_relative_depth():
+    from mutune.checks import depth_relative
+
+    assert depth_relative("h.1.attn.c_proj", 4) == "h.half.attn.c_proj"
+    assert depth_relative("h.3.attn.c_proj", 8) == "h.half.attn.c_proj"
+    assert depth_relative("h.7", 8) == "h.last"
+    assert depth_relative("h.0.mlp.0", 2) == "h.half.mlp.0"  # only the block's own index is renamed
+    assert depth_relative("h.2", 8) is None  # exists at some depths only
+    assert depth_relative("ln_f", 8) == "ln_f"
+
+
+def _depth_slopes(workdir) -> pd.DataFrame:
+    return pd.read_csv(workdir / "runs" / "quickstart-smoke" / "checks" / "coord_check_depth_slopes.csv")
+
+
+def test_coord_check_across_depth_passes_with_completep(run_cli, workdir):
+    r = run_cli("coord-check", CONFIGS / "quickstart.yaml", "--smoke", "--depths", "2,4,8")
+    assert r.code == 0, r
+    s = _depth_slopes(workdir)
+    assert set(s.verdict) == {"pass"} and not (s.status == "fail").any()
+    records = pd.read_csv(workdir / "runs" / "quickstart-smoke" / "checks" / "coord_check_depth.csv")
+    assert sorted(records.depth.unique()) == [2, 4, 8] and records.width.nunique() == 1
+    # the residual stream half way and at the end, and the modules inside those blocks, are checked
+    assert {"h.half", "h.last", "h.half.mlp.c_proj"} <= set(s.layer)
+
+
+def test_coord_check_across_depth_fails_without_depth_scaling(run_cli, workdir):
+    """The deliberate violation: no residual multiplier, so the residual stream grows with depth."""
+    r = run_cli(
+        "coord-check", CONFIGS / "quickstart.yaml", "--smoke", "--depths", "2,4,8", "model.depth_alpha=0"
+    )
+    assert r.code == 1, r
+    s = _depth_slopes(workdir)
+    assert set(s.verdict) == {"fail"}
+    blocks = s[(s.kind == "block") & (s.t >= 2)]
+    assert (blocks.status == "fail").all() and (blocks.slope > 0.3).all()  # growing, not noise
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--depths", "3,4"], "even depths"),
+        (["--depths", "4"], "at least two"),
+        (["--depths", "2,4", "train.optimizer=sgd"], "adamw only"),
+    ],
+)
+def test_bad_depth_check_input_is_one_line(run_cli, workdir, args, words):
+    r = run_cli("coord-check", CONFIGS / "quickstart.yaml", "--smoke", *args)
+    assert r.code == 2 and r.err.startswith("error: --depths:") and words in r.err, r
+    assert len(r.err.strip().splitlines()) == 1

@@ -42,6 +42,9 @@ from ..files import atomic_write
 from ..models import factory
 from ..registry import OPTIMIZERS
 from . import verdict
+from .axes import DEPTH_SEEDS as DEPTH_SEEDS
+from .axes import at_point as _at_width
+from .axes import check_depths, depth_relative
 from .recorder import Kind, Recorder
 
 THRESHOLD = verdict.LIMITS["x"]  # the |x| and |x - x0| limit; own updates have verdict.LIMITS["own"]
@@ -70,6 +73,16 @@ class CoordCheckResult:
     limits: dict[str, float] = field(default_factory=lambda: dict(verdict.LIMITS))
     files: dict[str, Path] = field(default_factory=dict)
     control: CoordCheckResult | None = None  # the SP twin, with --compare sp
+    depths: list[int] = field(default_factory=list)  # the depth axis (--depths), at one width
+
+    @property
+    def axis(self) -> str:
+        """What the slopes are fitted against: ``width``, or ``depth`` for a check across depths."""
+        return "depth" if self.depths else "width"
+
+    @property
+    def points(self) -> list[int]:
+        return self.depths or self.widths
 
     @property
     def verdict(self) -> str:
@@ -96,7 +109,7 @@ class CoordCheckResult:
             return (
                 f"coord check {name}: pass (every slope within its limit, |x| and |x-x0| ±{self.limits['x']:g}, "
                 f"own updates ±{self.limits['own']:g}; the closest at {self.margin:.0%} of its limit; "
-                f"widths {self.widths[0]}..{self.widths[-1]}){warn}"
+                f"{self.axis}s {self.points[0]}..{self.points[-1]}){warn}"
             )
         reasons = self.problems + self.failures[:3]
         more = f" (+{len(self.failures) - 3} more)" if len(self.failures) > 3 else ""
@@ -105,10 +118,6 @@ class CoordCheckResult:
 
 # ---------------------------------------------------------------------------------------------
 # Recording
-
-
-def _at_width(spec: Spec, width: int, seq_len: int, batch_size: int) -> Spec:
-    return spec.edit({"model.width": width, "model.seq_len": seq_len, "train.batch_size": batch_size})
 
 
 def _readouts(model: nn.Module, spec: Spec) -> tuple[str, ...]:
@@ -173,9 +182,11 @@ def records(
     seq_len: int,
     batch_size: int,
     leaves: bool = True,
+    depths: list[int] | None = None,
 ) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """One row per width, seed, step and layer: mean |x_t| (``l1``) and mean |x_t - x_0| (``dl1``);
-    with the structural problems and the attention modules whose logits were not found."""
+    """One row per width (and depth, with ``depths``), seed, step and layer: mean |x_t| (``l1``) and
+    mean |x_t - x_0| (``dl1``); with the structural problems and the attention modules whose logits
+    were not found. Across depths, block layers are named by :func:`depth_relative`."""
     device = resolve_device(spec.train.device)
     corpus = data.load(spec.data, min_len=seq_len + 1)
     batches = []
@@ -183,20 +194,24 @@ def records(
         rng = np.random.default_rng([spec.seed, seed])
         batches.append(data.get_batch(corpus.train, batch_size, seq_len, rng, device))
     rows, problems, missing = [], [], []
-    for width in widths:
-        wspec = _at_width(spec, width, seq_len, batch_size)
+    for width, depth in [(w, d) for w in widths for d in depths or [None]]:
+        wspec = _at_width(spec, width, seq_len, batch_size, depth)
         for seed in range(seeds):
             per_t, kinds, probs, miss = _run(wspec, hp, spec.seed * 1000 + seed, steps, batches[seed], leaves)
             problems += [p for p in probs if p not in problems]
             missing += [a for a in miss if a not in missing]
             for t, values in enumerate(per_t):
                 for layer, (l1, dl1, own) in values.items():
+                    name = layer if depth is None else depth_relative(layer, depth)
+                    if name is None:
+                        continue
                     rows.append(
                         {
                             "width": width,
+                            "depth": wspec.model.depth,
                             "seed": seed,
                             "t": t,
-                            "layer": layer,
+                            "layer": name,
                             "kind": kinds.get(layer, "other"),
                             "l1": l1,
                             "dl1": dl1,
@@ -218,10 +233,11 @@ def _check_one(
     limits: dict[str, float],
     seq_len: int,
     batch_size: int,
+    depths: list[int] | None = None,
 ) -> CoordCheckResult:
     hp = dataclasses.replace(hp, lr=float(lr))
-    df, problems, missing = records(spec, hp, widths, seeds, steps, seq_len, batch_size)
-    slopes = verdict.slopes(df, limits)
+    df, problems, missing = records(spec, hp, widths, seeds, steps, seq_len, batch_size, depths=depths)
+    slopes = verdict.slopes(df, limits, axis="depth" if depths else "width")
     warnings = [
         f"attention logits of '{a}' not found (no softmax over the keys and no "
         "scaled_dot_product_attention call inside it), so its scaling is not checked"
@@ -260,6 +276,7 @@ def _check_one(
         problems=problems,
         warnings=warnings,
         limits=dict(limits),
+        depths=list(depths or []),
     )
 
 
@@ -299,8 +316,13 @@ def coord_check(
     out_dir: str | Path | None = None,
     prefix: str = "coord_check",
     plot: bool = True,
+    depths: list[int] | None = None,
 ) -> CoordCheckResult:
     """Run the coord check of ``spec``'s model; write CSVs (and a PNG) to ``out_dir`` when given.
+
+    ``depths`` checks across depth instead, at the base width: the same measures, slopes against
+    log depth, with depth scaling relative to the spec's base depth (its own depth when unset) —
+    CompleteP (``model.depth_alpha = 1``) keeps every slope flat, no depth scaling does not.
 
     ``widths`` defaults to ``base_width × mults``; ``compare="sp"`` also checks the SP twin (the
     negative control, expected to fail) and attaches it as ``result.control``. ``threshold`` and
@@ -308,8 +330,11 @@ def coord_check(
     (:data:`verdict.LIMITS`).
     """
     hp = hp or spec.hparams
+    if depths is not None:
+        depths = check_depths(spec, depths)
+        widths = [spec.model.base_width]
     widths = sorted(set(widths or [spec.model.base_width * k for k in mults]))
-    if len(widths) < 2:
+    if len(widths) < 2 and not depths:
         raise SpecError("--widths", "a slope needs at least two widths")
     if steps < 2:
         raise SpecError("--steps", "needs at least 2 steps (t = 0 is the model at init)")
@@ -335,6 +360,7 @@ def coord_check(
         },
         seq_len=seq_len,
         batch_size=batch_size,
+        depths=depths,
     )
     result = _check_one(spec, hp, **args)
     if compare == "sp":

@@ -16,7 +16,7 @@ ROWS = (("x", "l1", "mean |x_t|"), ("dx", "dl1", "mean |x_t - x_0|"))
 
 
 def _panel(ax: Any, r: Any, metric: str, col: str, t: int, layers: list[str], colors: dict) -> None:
-    mean = r.records[r.records.kind != "leaf"].groupby(["layer", "t", "width"])[col].mean()
+    mean = r.records[r.records.kind != "leaf"].groupby(["layer", "t", r.axis])[col].mean()
     status = {(x.layer, x.t): x.status for x in r.slopes[r.slopes.metric == metric].itertuples()}
     for layer in layers:
         if (layer, t) not in mean.index.droplevel(2):
@@ -72,14 +72,14 @@ def plot_png(runs: list[Any], path: Path) -> None:
                     continue
                 ax.set_xscale("log", base=2)
                 ax.set_yscale("log")
-                ax.set_xticks(r.widths)
-                ax.set_xticklabels([str(w) for w in r.widths], fontsize=7)
+                ax.set_xticks(r.points)
+                ax.set_xticklabels([str(w) for w in r.points], fontsize=7)
                 ax.yaxis.set_minor_formatter(NullFormatter())
                 ax.tick_params(axis="y", labelsize=7)
                 ax.grid(True, which="major", alpha=0.3)
                 ax.set_title(f"{name}  t={t}", fontsize=9)
                 if row == n_rows - 1:
-                    ax.set_xlabel("width", fontsize=8)
+                    ax.set_xlabel(r.axis, fontsize=8)
                 if t == (0 if metric == "x" else 1):
                     ax.set_ylabel(f"{name}: {label}", fontsize=8)
     drawn = {line.get_label() for ax in axes.flat for line in ax.get_lines()}
@@ -101,7 +101,7 @@ def plot_png(runs: list[Any], path: Path) -> None:
     )
     r0 = runs[0]
     fig.suptitle(
-        f"coord check: {verdicts}    lr {r0.lr:g}, {r0.seeds} seeds; pass: |slope against log width| <= "
+        f"coord check: {verdicts}    lr {r0.lr:g}, {r0.seeds} seeds; pass: |slope against log {r0.axis}| <= "
         f"{r0.limits['x']:g} (own updates of the modules inside the blocks, in the CSV: {r0.limits['own']:g}); "
         f"logits may shrink for t < {TRANSIENT_STEPS}, attention logits always; "
         "thick: failing, dashed: exempt",

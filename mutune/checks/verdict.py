@@ -60,16 +60,16 @@ def _exemption(kind: str, metric: str, t: int, slope: float) -> str:
     return ""
 
 
-def _row(layer: str, kind: str, metric: str, t: int, mean: pd.Series, limit: float) -> dict:
+def _row(layer: str, kind: str, metric: str, t: int, mean: pd.Series, limit: float, axis: str) -> dict:
     widths, values = mean.index.to_numpy(dtype=float), mean.to_numpy(dtype=float)
     slope, status, reason = float("nan"), "ok", ""
     if not np.all(np.isfinite(values)):
         bad = int(widths[~np.isfinite(values)][0])
-        status, reason = "fail", f"non-finite at width {bad} (diverged: lower the check's LR?)"
+        status, reason = "fail", f"non-finite at {axis} {bad} (diverged: lower the check's LR?)"
     elif np.all(values <= 0):
-        status, reason = "exempt", "exactly 0 at every width (zero-initialised, or never changed), no slope"
+        status, reason = "exempt", f"exactly 0 at every {axis} (zero-initialised, or never changed), no slope"
     elif np.any(values <= 0):
-        status, reason = "fail", "0 at some widths only"
+        status, reason = "fail", f"0 at some {axis}s only"
     else:
         slope = float(np.polyfit(np.log(widths), np.log(values), 1)[0])
         if abs(slope) > limit:
@@ -89,8 +89,11 @@ def _row(layer: str, kind: str, metric: str, t: int, mean: pd.Series, limit: flo
     }
 
 
-def slopes(records: pd.DataFrame, limits: dict[str, float] | None = None) -> pd.DataFrame:
-    """One row per (layer, measure, step): the slope, its limit, status (ok, exempt, fail) and reason."""
+def slopes(
+    records: pd.DataFrame, limits: dict[str, float] | None = None, axis: str = "width"
+) -> pd.DataFrame:
+    """One row per (layer, measure, step): the slope against log ``axis`` (width, or depth for a
+    check across depths), its limit, status (ok, exempt, fail) and reason."""
     limits = {**LIMITS, **(limits or {})}
     rows = []
     for (layer, t), g in records.groupby(["layer", "t"], sort=False):
@@ -100,8 +103,8 @@ def slopes(records: pd.DataFrame, limits: dict[str, float] | None = None) -> pd.
                 continue
             if g[col].isna().all():
                 continue
-            mean = g.groupby("width")[col].mean().sort_index()
-            rows.append(_row(layer, kind, metric, int(t), mean, limits[metric]))
+            mean = g.groupby(axis)[col].mean().sort_index()
+            rows.append(_row(layer, kind, metric, int(t), mean, limits[metric], axis))
     out = pd.DataFrame(rows)
     if out.empty:
         return pd.DataFrame(columns=["layer", "kind", "metric", "t", "slope", "limit", "status", "reason"])
