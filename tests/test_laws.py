@@ -223,6 +223,19 @@ def test_search_fits_the_law_and_transfer_applies_it(run_cli, workdir):
     law3 = read(run / "best.yaml")["laws"]["steps"]
     assert [p["multiple"] for p in law3["points"]] == [0.25, 0.5, 1.0] and law3["interval"] is not None
 
+    # a batch-size law beside it: both kept, and a target at another batch size gets it
+    r = run_cli("laws", run, "--batch-size", "0.5,1")
+    assert r.code == 0, r
+    both = read(run / "best.yaml")["laws"]
+    assert set(both) == {"steps", "batch_size"} and [
+        p["train.batch_size"] for p in both["batch_size"]["points"]
+    ] == [2, 4]
+    p = planning.plan(run, ["train.batch_size=2"], smoke=True)
+    assert p.adjustments[0]["axis"] == "train.batch_size" and not any(
+        "does not µTransfer" in w for w in p.warnings
+    )
+    assert p.hparams.lr == pytest.approx(best["hparams"]["lr"] * 0.5 ** both["batch_size"]["exponent"])
+
     r = run_cli("laws", run, "--steps", "0.3")  # 3.6 steps
     assert r.code == 2 and "--steps" in r.err and len(r.err.strip().splitlines()) == 1, r
 
