@@ -251,10 +251,15 @@ def transfer(
         str | None,
         typer.Option("--tracker", metavar="NAME", help="tensorboard, mlflow or wandb (tracker.backend)"),
     ] = None,
+    no_laws: Annotated[
+        bool,
+        typer.Option("--no-laws", help="copy the hparams literally: ignore best.yaml's fitted LR laws"),
+    ] = False,
 ) -> None:
-    """Train the target with the search's winning hyperparameters, unchanged.
+    """Train the target with the search's winning hyperparameters, unchanged across width.
 
-    The plan gives parameters, FLOPs and memory, per GPU under DDP and FSDP with --nproc.
+    The plan gives parameters, FLOPs and memory, per GPU under DDP and FSDP with --nproc. A target
+    at another train.steps or train.batch_size gets the LR law best.yaml holds (`mutune laws`).
 
     Example: mutune transfer runs/quickstart --to width=1024
     """
@@ -276,7 +281,7 @@ def transfer(
         log_line(f"launching {nproc} processes with torchrun")
         try:
             code = transfer_mod.launch_distributed(
-                run_dir, to, nproc, resume=resume, force=force, smoke=smoke
+                run_dir, to, nproc, resume=resume, force=force, smoke=smoke, no_laws=no_laws
             )
         except KeyboardInterrupt:
             _transfer_interrupted(Events(), run_dir)
@@ -295,6 +300,7 @@ def transfer(
             events=display,
             nproc=nproc,
             gpu_gib=gpu_memory,
+            no_laws=no_laws,
         )
     except KeyboardInterrupt as e:
         if isinstance(display, Display):
@@ -619,6 +625,52 @@ def sweep(
         )
     print_sweep(res)
     raise typer.Exit(1 if strict and not res.passed else 0)
+
+
+@app.command()
+def laws(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a search run dir")],
+    steps: Annotated[
+        str | None,
+        typer.Option("--steps", metavar="M,M,...", help="multiples of train.steps, e.g. 0.25,0.5,1"),
+    ] = None,
+    batch_size: Annotated[
+        str | None,
+        typer.Option("--batch-size", metavar="M,M,...", help="multiples of train.batch_size, e.g. 0.5,1,2"),
+    ] = None,
+    seeds: Annotated[
+        int | None, typer.Option("--seeds", metavar="N", help="seeds per point [default: 1]")
+    ] = None,
+    lr_step: Annotated[
+        float | None, typer.Option("--lr-step", metavar="OCT", help="octaves between LRs [default: 0.5]")
+    ] = None,
+) -> None:
+    """Fit (or extend) the LR laws across training length and batch size on a run dir's proxy.
+
+    An LR line search around best.yaml's winner at each multiple; the fit goes into best.yaml
+    (`laws:`), and `mutune transfer --to train.steps=...` applies it. Points already trained are
+    reused, so adding a multiple trains only that one.
+
+    Example: mutune laws runs/quickstart --steps 0.25,0.5,1
+    """
+    multiples = {
+        "steps": _comma_list(steps, "--steps", float),
+        "batch_size": _comma_list(batch_size, "--batch-size", float),
+    }
+    from . import laws_run
+
+    display = Display()
+    with _interruptible(display, run_dir):
+        best = laws_run.extend(run_dir, multiples, seeds=seeds, lr_step=lr_step, events=display)
+    for axis, law in best.get("laws", {}).items():
+        iv = law["interval"]
+        interval = f"[{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "none (2 points)"
+        out.print(
+            f"{law['key']}: LR* ∝ {axis}^{law['exponent']:.3f}, 95% interval {interval}, "
+            f"{len(law['points'])} points -> {run_dir / 'best.yaml'}",
+            highlight=False,
+        )
+    raise typer.Exit(0)
 
 
 def _version(value: bool) -> None:

@@ -161,6 +161,12 @@ class Display(Events):
             f"{finished - len(self.ran_here)} from earlier runs or other processes"
         )
 
+    def law_point(self, text: str) -> None:
+        if self.live:
+            self._bars().console.print(text, highlight=False)
+        else:
+            log_line(text)
+
     def planned(self, plan) -> None:
         self.close()
         self.target_dir = plan.target_dir
@@ -209,6 +215,8 @@ def print_plan(p: Any) -> None:
         "hparams (the spec's; not searched yet)" if p.search_planned else "hparams",
         ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in vars(p.hparams).items()),
     )
+    for adj in p.adjustments:
+        table.add_row("law applied", adj["description"])
     if p.search_flops:
         planned = (
             f"planned: {p.provenance['n_trials']} trials x {human(p.provenance['trial_flops'])}FLOPs; "

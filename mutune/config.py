@@ -1,8 +1,7 @@
 """The run spec: typed sections, YAML loading, dotted ``key=value`` overrides, validation.
 
-The spec is validated once, here, and flows down as typed objects; nothing below this module
-re-reads YAML. Every user mistake raises :class:`SpecError` carrying the dotted key path (or the
-file) it is about, so the CLI can print one line and exit with code 2.
+The spec is validated once, here, and flows down as typed objects; nothing below re-reads YAML. Every
+user mistake raises :class:`SpecError` naming the dotted key (or the file), so the CLI prints one line, exit 2.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import SpecError
+from .laws import LawsSpec
 from .registry import FAMILIES, FAMILY_NAMES, OPTIMIZER_NAMES, OPTIMIZERS, check_depth_scaling, check_family
 from .typed import (  # noqa: F401 (read_yaml and the ranges are part of the spec API)
     BETA,
@@ -163,6 +163,7 @@ class TrainSpec:
     activation_checkpointing: bool = _f(
         False, "recompute each block's activations in the backward pass: less memory, ~1/3 more compute"
     )
+    weight_decay_timescale: bool = _f(False, "at transfer, keep 1/(lr·weight_decay·steps) (docs/laws.md)")
 
 
 @dataclass
@@ -209,6 +210,7 @@ class SearchSpec:
     pruner: Literal["none", "median", "hyperband"] = _f("none", "stop poor trials early on their eval losses")
     study_name: str | None = _f(None, "Optuna study name; default: the spec name")
     space: dict[str, ParamSpace] = _f(DEFAULT_SPACE, "searched hyperparameters (names from hparams)")
+    laws: LawsSpec = _f(LawsSpec, "LR laws across training length and batch size (docs/laws.md)")
 
 
 @dataclass

@@ -120,6 +120,10 @@ def config_reference() -> str:
             if g.name == "space" and cls is config.SearchSpec:
                 default = ", ".join(config.DEFAULT_SPACE)
                 lines.append(_row(key, "mapping", default, _doc(g) + "; see [search.space](#searchspace)"))
+            elif dataclasses.is_dataclass(tp):  # a nested section (search.laws): its keys, dotted
+                for h, tp2 in _fields(tp):
+                    sub = f"`{f.name}.{g.name}.{h.name}`"
+                    lines.append(_row(sub, type_label(tp2), f"`{scalar(_default(h))}`", _doc(h)))
             else:
                 lines.append(_row(key, type_label(tp), f"`{scalar(_default(g))}`", _doc(g)))
         if cls is config.SearchSpec:

@@ -40,6 +40,9 @@ class Events:
     def step(self, trial: int | None, log: Any) -> None:
         """Training progress (a ``train.StepLog``) of trial ``trial``, or of the target when None."""
 
+    def law_point(self, text: str) -> None:
+        """A line-search run for the LR laws finished (:mod:`mutune.laws_run`), described in ``text``."""
+
     def planned(self, plan: Any) -> None:
         """A target run is planned (a ``transfer.Plan``), before it trains."""
 

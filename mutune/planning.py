@@ -1,8 +1,10 @@
 """Planning a target run: the proxy's spec at the new shape, what may change and what may not,
 provenance checks, and the cost (parameters, FLOPs, memory per GPU, the tuning cost as a share).
 
-Nothing here rescales a hyperparameter: under µP the per-parameter multipliers, derived from
-``width / base_width`` (and CompleteP's from ``depth / base_depth``), absorb the change. The plan is
+Width and depth rescale no hyperparameter: under µP the per-parameter multipliers, derived from
+``width / base_width`` (and CompleteP's from ``depth / base_depth``), absorb the change. The horizon
+and the batch size do move the optimal LR: where best.yaml holds a law fitted on the proxy
+(:mod:`mutune.laws`), the target's LR follows it (``no_laws`` keeps it literal). The plan is
 computed on the meta device, so planning a width-8192 model allocates nothing.
 """
 
@@ -16,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import config, flops, models
+from . import config, flops, laws, models
 from .config import HParams, Spec, SpecError
 from .multipliers import multipliers
 from .registry import FAMILIES, OPTIMIZERS
@@ -24,8 +26,10 @@ from .typed import leaf_keys, parse_override
 
 # Keys a target may change that µTransfer carries only approximately (TP5 §6.1): say so.
 APPROXIMATE = {
-    "train.steps": "training horizon: TP5 found LR transfer across steps empirical, from ~5000 steps up",
-    "train.batch_size": "batch size: transfers roughly (TP5 Fig. 19) if both are above the critical batch",
+    "train.steps": "training horizon: the optimal LR falls with it (Bjorck et al. 2025); fit the law on the "
+    "proxy with `mutune laws RUN_DIR --steps 0.25,0.5,1` and the transfer applies it",
+    "train.batch_size": "batch size: transfers roughly (TP5 Fig. 19) if both are above the critical batch; fit "
+    "the law on the proxy with `mutune laws RUN_DIR --batch-size 0.5,1,2` and the transfer applies it",
     "train.warmup_steps": "warmup: a ratio tuned at small width sometimes needs lengthening at large width",
     "model.seq_len": "sequence length: transfers roughly (TP5 Fig. 19) from ~128 up",
     "model.mlp_ratio": "MLP ratio: a different shape; the multipliers adapt but the optimum may move",
@@ -81,6 +85,8 @@ class Plan:
     nproc: int = 1  # processes (GPUs) the run is planned for
     gpu_gib: float = DEFAULT_GPU_GIB  # the GPU memory the per-GPU estimates are compared with
     provenance: dict[str, Any] = field(default_factory=dict)  # best.yaml's
+    transferred_hparams: HParams | None = None  # best.yaml's, before the laws adjusted them
+    adjustments: list[dict[str, Any]] = field(default_factory=list)  # the laws applied (mutune.laws)
 
     @property
     def search_planned(self) -> bool:
@@ -105,6 +111,8 @@ class Plan:
             "width": self.spec.model.width,
             "proxy_width": self.proxy_width,
             "hparams": asdict(self.hparams),
+            "transferred_hparams": asdict(self.transferred_hparams or self.hparams),
+            "adjustments": self.adjustments,
             "multipliers": multipliers_of(self.spec, self.hparams),
             "cost": self.cost.to_dict(),
             "search_flops": self.search_flops,
@@ -222,10 +230,13 @@ def plan(
     nproc: int = 1,
     gpu_gib: float | None = None,
     dry_run: bool = False,
+    no_laws: bool = False,
 ) -> Plan:
     """Rebuild the spec for the target and cost it, in total and per GPU at ``nproc`` GPUs of
     ``gpu_gib`` GiB; allocates no weights. ``run_dir`` may be a spec file when ``dry_run``: the
-    plan of its target, with its own hparams and its search's planned cost (:func:`planned_run`)."""
+    plan of its target, with its own hparams and its search's planned cost (:func:`planned_run`).
+    best.yaml's fitted laws (``laws:``) adjust the LR of a target at another horizon or batch size,
+    unless ``no_laws``."""
     run_dir = latest_run() if run_dir is None else Path(run_dir)
     if run_dir.is_file():
         if not dry_run:
@@ -242,12 +253,13 @@ def plan(
     if all(_canonical(parse_override(t)[0]) in UNNAMED_KEYS for t in to):
         raise SpecError("--to", "give --to width=W (the spec names no target.width)")
     target, warnings = target_spec(proxy, to, smoke=smoke, force=force)
-    hp = config.hparams_from_dict(best["hparams"], f"{run_dir / 'best.yaml'}: hparams")
+    transferred = config.hparams_from_dict(best["hparams"], f"{run_dir / 'best.yaml'}: hparams")
+    hp, lp, warnings = _apply_laws(best, transferred, proxy, target, warnings, smoke, no_laws, run_dir)
     prov = best.get("provenance") or {}
     search_flops = float(prov.get("search_flops") or 0.0)
     p = Plan(
         run_dir=run_dir,
-        target_dir=run_dir / f"target-{target_key(to)}",
+        target_dir=run_dir / f"target-{target_key(to)}{'-nolaws' if lp.skipped else ''}",
         spec=target,
         hparams=hp,
         cost=flops.cost(target, hp=hp),
@@ -260,10 +272,29 @@ def plan(
         nproc=nproc,
         gpu_gib=DEFAULT_GPU_GIB if gpu_gib is None else gpu_gib,
         provenance=prov,
+        transferred_hparams=transferred,
+        adjustments=lp.adjustments,
     )
     if nproc > 1:
         p.warnings += flops.fit_warnings(p.per_gpu, p.spec.train.parallel, p.gpu_gib)
     return p
+
+
+def _apply_laws(
+    best: dict,
+    hp: HParams,
+    proxy: Spec,
+    target: Spec,
+    warnings: list[str],
+    smoke: bool,
+    no_laws: bool,
+    run_dir: Path,
+) -> tuple[HParams, laws.LawPlan, list[str]]:
+    """The hparams after best.yaml's laws; the approximate-transfer warnings a law covers are dropped."""
+    base = config.smoke(proxy) if smoke else proxy  # what the target started from, as target_spec did
+    lp = laws.plan_laws(best.get("laws"), asdict(hp), base.train, target.train, no_laws=no_laws)
+    kept = lp.edit_warnings(warnings, str(run_dir))
+    return config.hparams_from_dict({**asdict(hp), **lp.hparams}), lp, kept
 
 
 def target_spec(

@@ -26,7 +26,7 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from . import __version__, checks, config, data, flops, memory, models, trackers
+from . import __version__, checks, config, data, flops, laws_run, memory, models, trackers
 from .config import Spec, SpecError
 from .device import resolve_device
 from .errors import MutuneWarning
@@ -251,6 +251,7 @@ def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
 def write_best(study: optuna.Study, spec: Spec, run_dir: Path) -> dict | None:
     doc = best_document(study, spec, storage_url(spec, run_dir))
     if doc is not None:
+        doc = laws_run.merge(doc, run_dir)  # laws fitted around this winner stay in best.yaml
         atomic_write(run_dir / "best.yaml", lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False)))
     return doc
 
@@ -368,6 +369,8 @@ def search(
         raise SearchFailed(
             f"none of the {finished} finished trials has a finite loss; see {run_dir / 'trials.csv'}"
         )
+    if spec.search.laws.steps or spec.search.laws.batch_size:
+        best = laws_run.fit_laws(spec, run_dir, best, events)  # LR* across horizon / batch size
     result = SearchResult(run_dir=run_dir, best=best, n_finished=finished, n_running=running)
     if transfer and spec.target.width is not None:
         from . import transfer as transfer_mod

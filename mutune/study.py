@@ -51,6 +51,8 @@ RESUMABLE_KEYS = {
     "search.n_trials",
     "search.storage",
     "search.pruner",
+    "search.laws",  # fitted after the trials, around the winner (mutune.laws_run)
+    "train.weight_decay_timescale",  # read at transfer and by the laws' line searches, not by a trial
     "target",
     "train.device",
     "train.compile",

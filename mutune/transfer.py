@@ -59,6 +59,7 @@ def transfer(
     events: Events = SILENT,
     nproc: int = 1,
     gpu_gib: float | None = None,
+    no_laws: bool = False,
 ) -> TransferResult:
     """Plan the target run and, unless ``dry_run``, train it into ``<run_dir>/target-<key>/``.
     With ``dry_run``, ``run_dir`` may be a spec file not searched yet (its search's cost is planned).
@@ -69,7 +70,9 @@ def transfer(
     With ``tracker.backend`` set, the run is also a run in that experiment tracker.
     """
     nproc = int(os.environ.get("WORLD_SIZE", nproc))
-    p = plan(run_dir, to, smoke=smoke, force=force, nproc=nproc, gpu_gib=gpu_gib, dry_run=dry_run)
+    p = plan(
+        run_dir, to, smoke=smoke, force=force, nproc=nproc, gpu_gib=gpu_gib, dry_run=dry_run, no_laws=no_laws
+    )
     world_main = int(os.environ.get("RANK", "0")) == 0
     if world_main:
         events.planned(p)
@@ -105,7 +108,23 @@ def transfer(
             raise
         if run is not None:
             run.finish(result.summary(), "FAILED" if result.diverged else "FINISHED")
+        if world_main:
+            _record_transfer(p)
     return TransferResult(plan=p, result=result)
+
+
+def _record_transfer(p: Plan) -> None:
+    """result.yaml gets what best.yaml said and what the target trained with (after the laws)."""
+    path = p.target_dir / "result.yaml"
+    if not path.is_file():
+        return
+    doc = yaml.safe_load(path.read_text()) or {}
+    doc["transfer"] = {
+        "transferred_hparams": asdict(p.transferred_hparams or p.hparams),
+        "adjusted_hparams": asdict(p.hparams),
+        "adjustments": p.adjustments,
+    }
+    atomic_write(path, lambda f: f.write_text(yaml.safe_dump(doc, sort_keys=False)))
 
 
 def _track_target(p: Plan) -> trackers.TrackedRun | None:
@@ -131,6 +150,7 @@ def launch_distributed(
     resume: bool = False,
     force: bool = False,
     smoke: bool = False,
+    no_laws: bool = False,
 ) -> int:
     """Run this transfer under torchrun with ``nproc`` processes on this machine; returns its exit code.
 
@@ -139,7 +159,9 @@ def launch_distributed(
     ``torchrun --nnodes N --node-rank R --rdzv-endpoint HOST:29500 --nproc-per-node G -m mutune transfer ...``
     """
     run_dir = latest_run() if run_dir is None else Path(run_dir)
-    p = plan(run_dir, to, smoke=smoke, force=force)  # user errors surface here, once, not in every rank
+    p = plan(
+        run_dir, to, smoke=smoke, force=force, no_laws=no_laws
+    )  # user errors surface here, once, not in every rank
     if p.spec.train.batch_size % nproc:
         raise SpecError("train.batch_size", f"{p.spec.train.batch_size} is not divisible by --nproc {nproc}")
     if not resume and has_checkpoint(p.target_dir):  # say it once here, not from every rank
@@ -159,7 +181,8 @@ def launch_distributed(
     ]
     for token in to:
         cmd += ["--to", token]
-    cmd += [flag for flag, on in (("--resume", resume), ("--force", force), ("--smoke", smoke)) if on]
+    flags = (("--resume", resume), ("--force", force), ("--smoke", smoke), ("--no-laws", no_laws))
+    cmd += [flag for flag, on in flags if on]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     return subprocess.call(cmd, env=env)

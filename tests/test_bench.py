@@ -79,3 +79,12 @@ def test_cli_startup_quick(tmp_path):
     out = bench("cli_startup.py", cwd=tmp_path)
     assert "target:" in out and "mutune --help" in out and "import torch" in out
     assert "this/ref" in out and "mutune show-config" in out
+
+
+@pytest.mark.bench
+def test_horizon_transfer_quick(tmp_path):
+    out = bench("horizon_transfer.py", "--decay", "--run-dir", str(tmp_path / "ht"), cwd=tmp_path)
+    assert "fitted exponent k =" in out and "predicted - measured =" in out
+    assert "loss with the law" in out and "(timescale kept)" in out
+    best = (tmp_path / "ht" / "best.yaml").read_text()
+    assert "laws:" in best and (tmp_path / "ht" / "laws" / "runs.csv").is_file()

@@ -163,6 +163,7 @@ def write_result(path: Path, summary: dict, curve: list[dict], hp: HParams) -> N
 def read_result(path: Path) -> dict:
     doc = yaml.safe_load(path.read_text())
     doc.pop("hparams", None)
+    doc.pop("transfer", None)  # a target's: the hparams before and after the LR laws (mutune.transfer)
     return doc
 
 
