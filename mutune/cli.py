@@ -139,8 +139,14 @@ def search(
             events=display,
         )
     prov = res.best["provenance"]
+    lad = prov.get("ladder") or {}
+    via = (
+        f" (ladder: {lad['winner_loss']:.4f} at width {lad['decided_at_width']})"
+        if lad.get("winner_loss")
+        else ""
+    )
     out.print(
-        f"best trial #{prov['trial_number']} loss {prov['loss']:.4f} of {res.n_finished} finished -> "
+        f"best trial #{prov['trial_number']} loss {prov['loss']:.4f}{via} of {res.n_finished} finished -> "
         f"{res.run_dir / 'best.yaml'}",
         highlight=False,
     )

@@ -102,6 +102,10 @@ class Display(Events):
         if self.live:
             self._bars().update(self.trials, total=spec.search.n_trials, completed=finished, visible=True)
 
+    def search_planned(self, plan) -> None:
+        for line in plan_lines(plan):
+            log_line(line)
+
     def step(self, trial: int | None, log) -> None:
         info = f"loss {log.train_loss:.4f}  {flops.human(log.tokens_per_s)} tok/s"
         label = f"trial {trial}" if trial is not None else "target"
@@ -156,6 +160,37 @@ class Display(Events):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def plan_lines(plan: Any) -> list[str]:
+    """The search's split (a ``budget.Plan``), when there is more to say than "N trials"."""
+    if plan.budget is None and not plan.rungs:
+        return []
+    h = flops.human
+    proxy = plan.n_proxy * plan.proxy_flops
+    lines = [f"plan: {plan.n_proxy} proxy trials at width {plan.proxy_width} ({h(proxy)}FLOPs)"]
+    if plan.rungs:
+        rungs = ", then ".join(
+            f"{r.entrants} at width {r.width} x {len(r.seeds)} seed{'s' if len(r.seeds) > 1 else ''}"
+            for r in plan.rungs
+        )
+        lines.append(
+            f"  + ladder: the top {plan.finalists} re-run: {rungs} ({plan.ladder_runs} runs, "
+            f"{h(plan.ladder_flops)}FLOPs)"
+        )
+    elif plan.finalists:
+        lines.append(f"  no ladder: {plan.finalists} finalist leaves nothing to choose between")
+    total = f"  = {h(plan.total_flops)}FLOPs"
+    if plan.target_flops:
+        total += (
+            f", {plan.total_flops / plan.target_flops:.1%} of one target run ({h(plan.target_flops)}FLOPs)"
+        )
+    if plan.budget is not None:
+        total += (
+            f"; budget {plan.budget:g} = {h(plan.budget_flops)}FLOPs (upper bound: trials are counted at "
+            "full length; exact in trial counts with any number of workers on this machine)"
+        )
+    return [*lines, total]
 
 
 def print_plan(p: Any) -> None:
@@ -221,7 +256,7 @@ def print_report(rep: Any, top: int) -> None:
     m = rep.spec.model
     out.print(
         f"[bold]{rep.run_dir}[/]: {m.family} proxy width {m.width} (base {m.base_width}, {m.parametrization}); "
-        f"{c['finished']} of {rep.spec.search.n_trials} trials finished ({c['complete']} complete, "
+        f"{c['finished']} of {rep.n_trials()} trials finished ({c['complete']} complete, "
         f"{c['diverged']} diverged, {c['failed']} failed, {c['running']} running)",
         highlight=False,
     )

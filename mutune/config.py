@@ -142,11 +142,39 @@ DEFAULT_SPACE: dict[str, ParamSpace] = {
 }
 
 
+DEFAULT_N_TRIALS = 16  # proxy trials when neither search.n_trials nor search.budget is given
+
+
 @dataclass
 class SearchSpec:
-    n_trials: int = _f(16, "finished proxy trials to reach (a resumed study counts what it has)")
-    sampler: Literal["random", "tpe"] = _f("random", "random (seeded, as in TP5) or tpe")
-    seed: int = _f(0, "sampler seed; trial k always draws the same random HPs")
+    n_trials: int | None = _f(
+        None,
+        f"finished proxy trials to reach (a resumed study counts what it has); default {DEFAULT_N_TRIALS}, "
+        "or derived from search.budget",
+    )
+    budget: float | None = _f(
+        None,
+        "search compute as a fraction of the target run's FLOPs (0.07 = 7%, as TP5 reports it): mutune "
+        "derives the proxy trials and the ladder from it; needs target.width; not with search.n_trials",
+    )
+    finalists: int | None = _f(
+        None,
+        "configurations re-run up the ladder (search.rungs), halved at each rung; the winner is the best "
+        "mean over seeds at the last rung. Default: none with n_trials; with a budget, as many as half "
+        "of it affords (none if fewer than 2)",
+    )
+    rungs: list[float] = _f(
+        [2.0],
+        "the ladder's widths, as multiples of the proxy width (1 = the proxy width with more seeds), "
+        "increasing; [] = no ladder",
+    )
+    rung_seeds: int = _f(1, "seeds per configuration at each rung (seed, seed+1, ...)")
+    sampler: Literal["random", "sobol", "tpe"] = _f(
+        "random",
+        "random (seeded, as in TP5), sobol (scrambled Sobol points, quasi-random) or tpe; random and "
+        "sobol key trial k's point on (seed, k), so resumes and workers never repeat one",
+    )
+    seed: int = _f(0, "sampler seed; trial k always draws the same HPs")
     storage: str | None = _f(
         None, "Optuna storage URL (postgresql://...); default: a journal file in the run dir"
     )
@@ -299,10 +327,12 @@ def validate(spec: Spec) -> None:
     for key in ("lr", "init_std"):
         _positive(getattr(h, key), f"hparams.{key}")
     _positive(h.weight_decay, "hparams.weight_decay", allow_zero=True)
-    _positive(s.n_trials, "search.n_trials")
     for name, p in s.space.items():
         validate_space(name, p, f"search.space.{name}")
     _positive(spec.target.width, "target.width")
+    from .budget import validate_search  # here: budget.py builds on this module
+
+    validate_search(spec)
     for key in spec.target.overrides:
         if key.split(".")[0] == "hparams":
             raise SpecError(
@@ -346,7 +376,8 @@ def smoke(spec: Spec) -> Spec:
         eval_every=6,
         eval_batches=2,
     )
-    d["search"]["n_trials"] = min(d["search"]["n_trials"], 3)
+    if d["search"]["budget"] is None:  # a budget derives its own (small) count from the smoke shapes
+        d["search"]["n_trials"] = min(d["search"]["n_trials"] or DEFAULT_N_TRIALS, 3)
     if d["target"]["width"] is not None:
         d["target"]["width"] = 64
     d["target"]["overrides"] = {

@@ -28,7 +28,7 @@ import yaml
 from optuna.trial import TrialState
 
 from . import config, search
-from .config import Spec, SpecError
+from .config import DEFAULT_N_TRIALS, Spec, SpecError
 
 REPORT_DIR = "report"  # under the run directory
 MIN_TRIALS_FOR_IMPORTANCE = 2
@@ -87,9 +87,19 @@ class Report:
         rank = {n: i for i, n in enumerate(self.importances)}
         return sorted(names, key=lambda n: (rank.get(n, len(rank)), names.index(n)))
 
-    def top(self, n: int = 10) -> pd.DataFrame:
-        """The ``n`` best complete trials, best first."""
+    def proxy_trials(self) -> pd.DataFrame:
+        """The proxy trials (rung 0): the ladder's runs are at other widths, their losses not comparable."""
         df = self.trials
+        return df[df["rung"] == 0] if len(df) and "rung" in df else df
+
+    def n_trials(self) -> int:
+        """The trials the search planned (proxy and ladder), else the spec's count."""
+        plan = (self.best or {}).get("provenance", {}).get("plan") or {}
+        return plan.get("n_trials") or self.spec.search.n_trials or DEFAULT_N_TRIALS
+
+    def top(self, n: int = 10) -> pd.DataFrame:
+        """The ``n`` best complete proxy trials, best first."""
+        df = self.proxy_trials()
         if not len(df):
             return df
         done = df[df["state"] == "COMPLETE"].dropna(subset=["loss"])
@@ -110,7 +120,7 @@ class Report:
                 "proxy_width": self.spec.model.width,
                 "base_width": self.spec.model.base_width,
             },
-            "trials": {**self.counts(), "n_trials": self.spec.search.n_trials},
+            "trials": {**self.counts(), "n_trials": self.n_trials()},
             "best": None
             if self.best is None
             else {
@@ -118,6 +128,7 @@ class Report:
                 "loss": prov.get("loss"),
                 "hparams": self.best["hparams"],
                 "searched": list(self.spec.search.space),
+                "ladder": prov.get("ladder"),
             },
             "top_trials": top_rows,
             "importances": self.importances,
@@ -359,7 +370,7 @@ def to_markdown(rep: Report, top: int = 10) -> str:
         f"## mutune report: `{rep.run_dir}`",
         "",
         f"{m.family} proxy width {m.width} (base {m.base_width}, {m.parametrization}); study `{rep.study_name}`: "
-        f"{c['finished']} of {rep.spec.search.n_trials} trials finished ({c['complete']} complete, "
+        f"{c['finished']} of {rep.n_trials()} trials finished ({c['complete']} complete, "
         f"{c['diverged']} diverged, {c['failed']} failed, {c['running']} running).",
         "",
     ]

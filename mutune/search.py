@@ -1,7 +1,10 @@
 """The proxy search: an Optuna study of short runs at the proxy width, and what it leaves behind.
 
+The search runs in steps, each a batch of trials of one study: the proxy trials (``search.n_trials``,
+or as many as ``search.budget`` affords), then the steps in :data:`POST_STEPS` (today the finalists
+ladder of :mod:`mutune.ladder`), each asked for the fixed trials it still needs until it needs none.
 Re-running the same command resumes: the study is loaded, orphaned RUNNING trials are failed,
-and trials run until ``search.n_trials`` have *finished* (complete, pruned, or diverged).
+and each step runs what has not *finished* (complete, pruned, or diverged).
 Random search draws trial k's hyperparameters from ``(seed, k)`` alone, so a resumed or
 parallel search never repeats a configuration and the set of configurations is reproducible.
 The study machinery (storage, the spec guard, workers, kill-safety) is :mod:`mutune.study`;
@@ -11,7 +14,6 @@ its trial (a proxy run), its outputs (trials.csv, best.yaml), the coord-check ga
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -24,10 +26,11 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from . import __version__, checks, config, data, flops, models
+from . import __version__, budget, checks, config, data, flops, ladder, models
 from .config import Spec, SpecError
 from .events import SILENT, Events
 from .files import atomic_write
+from .phases import Phases
 from .samplers import suggest
 from .study import (
     SearchFailed,
@@ -36,11 +39,10 @@ from .study import (
     is_finished,
     open_storage,
     open_study,
-    run_trials,
     storage_url,
+    trial_params,
 )
 from .train import train
-from .workers import run_workers
 
 __all__ = ["GateFailed", "SearchFailed", "SearchResult", "search"]
 
@@ -79,13 +81,21 @@ def evaluate_trial(
 
     Returns the state to tell and the value: COMPLETE with the final validation loss, PRUNED
     when the pruner stopped it, FAIL when the loss diverged (with the reason as an attribute).
+    A ladder trial (fixed ``width`` and ``seed``) trains at its width and seed and is never pruned:
+    its losses are not comparable with the proxy's, and a rung needs every entrant's.
     """
+    fixed = trial.user_attrs.get("fixed_params") or {}
+    rung = ladder.WIDTH in fixed
+    if rung:
+        spec = budget.run_spec(spec, int(fixed[ladder.WIDTH]), int(fixed[ladder.SEED]))
     hp = suggest(trial, spec.search.space, spec.hparams)
     last_step = 0
 
     def on_eval(step: int, val_loss: float) -> None:
         nonlocal last_step
         last_step = step
+        if rung:
+            return
         trial.report(val_loss, step)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} (val loss {val_loss:.4f})")
@@ -125,16 +135,45 @@ def evaluate_trial(
 # Outputs
 
 
+def record_plan(study: optuna.Study, spec: Spec, plan: budget.Plan) -> None:
+    """Keep the plan (and the hash of the spec that made it) in the study, for every process that
+    writes best.yaml; a resumed search with another budget or ladder replaces it."""
+    record = {"plan": plan.to_dict(), "spec_hash": spec.hash()}
+    if study.user_attrs.get("search_plan") != record:
+        study.set_user_attr("search_plan", record)
+
+
+def recorded_plan(study: optuna.Study, spec: Spec) -> tuple[budget.Plan, str]:
+    """The plan the search recorded in the study (and the hash of the spec it ran), else one
+    without a ladder: a study written before there was a plan, or by a bare :func:`run_trials`."""
+    rec = study.user_attrs.get("search_plan")
+    if rec:
+        return budget.Plan.from_dict(rec["plan"]), rec["spec_hash"]
+    n = spec.search.n_trials or config.DEFAULT_N_TRIALS
+    plan = budget.Plan(n, 0, (), spec.model.width, spec.seed, 0.0, None, None)
+    return plan, spec.hash()
+
+
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, state, every HP, loss, steps, tokens, FLOPs, seconds, reason."""
+    """One row per trial: number, state, rung, width, seed, loss, every HP, steps, tokens, FLOPs,
+    seconds, reason. Proxy trials are rung 0; a ladder trial's rung is its width's place in the plan."""
     rows = []
     trials = study.get_trials(deepcopy=False)
+    recorded = (study.user_attrs.get("search_plan") or {}).get("plan") or {}
+    relevant = study.user_attrs.get("spec") or {}
+    proxy_width, proxy_seed = relevant.get("model.width"), relevant.get("seed")
+    rung_of = {r["width"]: i + 1 for i, r in enumerate(recorded.get("rungs", []))}
     retried_as = {t.user_attrs["retry_of"]: t.number for t in trials if "retry_of" in t.user_attrs}
     for t in trials:
         ua = t.user_attrs
+        fixed = ua.get("fixed_params") or {}
+        width = fixed.get(ladder.WIDTH)
         row = {
             "number": t.number,
             "state": t.state.name,
+            "rung": 0 if width is None else rung_of.get(width),
+            "width": proxy_width if width is None else width,
+            "seed": proxy_seed if width is None else fixed.get(ladder.SEED),
             "loss": t.value if t.state == TrialState.COMPLETE else None,
         }
         row.update(t.params)
@@ -157,36 +196,43 @@ def write_trials_csv(study: optuna.Study, run_dir: Path) -> pd.DataFrame:
 
 
 def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
-    """best.yaml: the winning hyperparameters (all of them) and where they came from."""
-    complete = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
-    ]
-    if not complete:
-        return None
-    best = min(complete, key=lambda t: (t.value, t.number))
-    hp = asdict(spec.hparams)
-    hp.update(best.params)
+    """best.yaml: the winning hyperparameters (all of them) and where they came from.
+
+    The winner is the ladder's (the best mean over seeds at its last rung) once the ladder has
+    run, the leader of its last finished rung while it runs, and the best proxy trial before it
+    starts or without one. ``trial_number`` and ``loss`` are always the winner's proxy trial and
+    proxy loss; ``ladder`` records every rung."""
+    plan, spec_hash = recorded_plan(study, spec)
     all_trials = study.get_trials(deepcopy=False)
+    st = ladder.state(plan, list(spec.search.space), all_trials)
+    win = st.winner()
+    if win is None:
+        return None
+    best = all_trials[win[0]]
+    hp = asdict(spec.hparams)
+    hp.update({k: v for k, v in trial_params(best).items() if k in spec.search.space})
     search_flops = float(sum(t.user_attrs.get("flops") or 0.0 for t in all_trials))
-    return {
-        "hparams": config.hparams_from_dict(hp).__dict__,
-        "provenance": {
-            "spec_name": spec.name,
-            "spec_hash": spec.hash(),
-            "study_name": study.study_name,
-            "storage": url,
-            "model_family": spec.model.family,
-            "parametrization": spec.model.parametrization,
-            "proxy_width": spec.model.width,
-            "base_width": spec.model.base_width,
-            "trial_number": best.number,
-            "loss": float(best.value),
-            "coord_check": (study.user_attrs.get("coord_check") or {}).get("verdict", "not_run"),
-            "n_trials_finished": sum(is_finished(t) for t in all_trials),
-            "search_flops": search_flops,
-            "search_seconds": float(sum(t.user_attrs.get("seconds") or 0.0 for t in all_trials)),
+    prov = {
+        "spec_name": spec.name,
+        "spec_hash": spec_hash,
+        "study_name": study.study_name,
+        "storage": url,
+        "model_family": spec.model.family,
+        "parametrization": spec.model.parametrization,
+        "proxy_width": spec.model.width,
+        "base_width": spec.model.base_width,
+        "trial_number": best.number,
+        "loss": float(best.value),
+        "coord_check": (study.user_attrs.get("coord_check") or {}).get("verdict", "not_run"),
+        "n_trials_finished": sum(is_finished(t) for t in all_trials),
+        "search_flops": search_flops,
+        "search_seconds": float(sum(t.user_attrs.get("seconds") or 0.0 for t in all_trials)),
+        "plan": plan_summary(plan),
+    }
+    if plan.rungs:
+        prov["ladder"] = st.to_dict()
+    prov.update(
+        {
             "argv": list(sys.argv),
             "versions": {
                 "mutune": __version__,
@@ -195,7 +241,22 @@ def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
                 "python": sys.version.split()[0],
             },
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        },
+        }
+    )
+    return {"hparams": config.hparams_from_dict(hp).__dict__, "provenance": prov}
+
+
+def plan_summary(plan: budget.Plan) -> dict:
+    """The plan as best.yaml records it: trial counts, the ladder, FLOPs, and the budget they fit."""
+    return {
+        "budget": plan.budget,
+        "n_proxy": plan.n_proxy,
+        "finalists": plan.finalists,
+        "rungs": [{"width": r.width, "seeds": list(r.seeds), "entrants": r.entrants} for r in plan.rungs],
+        "n_trials": plan.n_trials,
+        "planned_flops": plan.total_flops,
+        "budget_flops": plan.budget_flops,
+        "target_flops": plan.target_flops,
     }
 
 
@@ -272,8 +333,10 @@ def search(
 
     Before the first trial a fast coord check (:func:`coord_gate`) must pass; ``skip_check``
     overrides it, and best.yaml's provenance says which (``coord_check: passed | skipped``).
-    A ``KeyboardInterrupt`` stops after marking the running trial failed; everything finished is
-    kept in the storage and in trials.csv, and the same call resumes.
+    The plan (:func:`mutune.budget.make_plan`: proxy trials and ladder, from ``search.n_trials``
+    or ``search.budget``) is made before anything runs, reported through ``events.search_planned``
+    and recorded in the study. A ``KeyboardInterrupt`` stops after marking the running trial failed;
+    everything finished is kept in the storage and in trials.csv, and the same call resumes.
     """
     if workers < 1:
         raise SpecError("--workers", f"must be >= 1, got {workers}")
@@ -282,17 +345,18 @@ def search(
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec, smoke)
     data.load(spec.data, min_len=spec.model.seq_len + 1)  # a missing corpus fails here, not in trial 0
     models.validate(spec, spec.hparams, data.vocab_size(spec.data))  # so does a model µP cannot handle
+    plan = budget.make_plan(spec)  # so does a budget that buys nothing
     run_dir.mkdir(parents=True, exist_ok=True)
     storage = open_storage(storage_url(spec, run_dir))
     study = open_study(spec, storage)  # fails fast on a spec that does not match the study
     write_config(run_dir, spec, argv)
+    record_plan(study, spec, plan)
+    events.search_planned(plan)
     events.coord_checked(coord_gate(spec, study, run_dir, skip_check))
-    events.search_started(spec, run_dir, count(study)[0])
+    shown = spec.edit({"search.budget": None, "search.finalists": None, "search.n_trials": plan.n_trials})
+    events.search_started(shown, run_dir, count(study)[0])
     try:
-        if workers == 1:
-            run_trials(spec, run_dir, job=SEARCH_JOB, events=events)
-        else:
-            run_workers(spec, run_dir, workers, job=SEARCH_JOB, events=events)
+        Phases(spec, plan, run_dir, study, storage, SEARCH_JOB, workers, events).run()
     finally:
         # whatever happened, leave the table and the best-so-far on disk
         write_trials_csv(study, run_dir)

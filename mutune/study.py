@@ -41,9 +41,15 @@ except ImportError:  # Windows: no flock; parallel workers may overshoot n_trial
 
 # Keys that may change between invocations on the same study without making old trials
 # incomparable: how many trials to run, what to do afterwards, where and how fast to run.
+# (The ladder's keys only say which configurations run at which width and seed; every trial
+# records those, so a changed ladder reuses what it can.)
 RESUMABLE_KEYS = {
     "name",
     "search.n_trials",
+    "search.budget",
+    "search.finalists",
+    "search.rungs",
+    "search.rung_seeds",
     "search.storage",
     "search.pruner",
     "target",
