@@ -290,11 +290,31 @@ def print_report(rep: Any, top: int) -> None:
                 f"{imp:.2f} " + "█" * round(imp * 20) if imp is not None else "",
             )
         out.print(hp)
+    for line in ladder_lines((rep.best or {}).get("provenance", {}).get("ladder")):
+        out.print(line, highlight=False)
     out.print(f"importances: {rep.importance_note}", highlight=False)
     for line in rep.cost_lines():
         out.print(f"tuning cost: {line}", highlight=False)
     for p in rep.figures:
         out.print(f"figure: {p}", highlight=False)
+
+
+def ladder_lines(ladder: dict | None) -> list[str]:
+    """best.yaml's ladder, a line per rung: each entrant's mean loss (proxy trial number), who moved on."""
+    if not ladder:
+        return []
+    lines = []
+    for r in ladder["rungs"]:
+        cells = ", ".join(
+            f"#{e['trial']} {e['mean']:.4f}" if e["mean"] is not None else f"#{e['trial']} -"
+            for e in r["entrants"]
+        )
+        kept = f"; kept {', '.join(f'#{t}' for t in r['kept'])}" if r["kept"] else ""
+        lines.append(f"ladder: width {r['width']} x {len(r['seeds'])} seed(s): {cells}{kept}")
+    if ladder.get("winner") is not None:
+        state = "winner" if ladder["done"] else "leader so far"
+        lines.append(f"ladder: {state} #{ladder['winner']} (decided at width {ladder['decided_at_width']})")
+    return lines
 
 
 def fmt_value(v: Any) -> str:

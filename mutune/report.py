@@ -27,8 +27,9 @@ import pandas as pd
 import yaml
 from optuna.trial import TrialState
 
-from . import config, search
+from . import config, ladder, search
 from .config import DEFAULT_N_TRIALS, Spec, SpecError
+from .study import trial_params
 
 REPORT_DIR = "report"  # under the run directory
 MIN_TRIALS_FOR_IMPORTANCE = 2
@@ -88,13 +89,11 @@ class Report:
         return sorted(names, key=lambda n: (rank.get(n, len(rank)), names.index(n)))
 
     def proxy_trials(self) -> pd.DataFrame:
-        """The proxy trials (rung 0): the ladder's runs are at other widths, their losses not comparable."""
-        df = self.trials
-        return df[df["rung"] == 0] if len(df) and "rung" in df else df
+        """Rung 0: the ladder's runs are at other widths, their losses not comparable."""
+        return self.trials[self.trials["rung"] == 0] if "rung" in self.trials else self.trials
 
     def n_trials(self) -> int:
-        """The trials the search planned (proxy and ladder), else the spec's count."""
-        plan = (self.best or {}).get("provenance", {}).get("plan") or {}
+        plan = (self.best or {}).get("provenance", {}).get("plan") or {}  # proxy and ladder trials
         return plan.get("n_trials") or self.spec.search.n_trials or DEFAULT_N_TRIALS
 
     def top(self, n: int = 10) -> pd.DataFrame:
@@ -232,15 +231,19 @@ def _read_run(run_dir: Path) -> tuple[Spec, dict | None]:
 
 
 def importances(study: optuna.Study) -> tuple[dict[str, float], str]:
-    """Optuna's parameter importances (its default evaluator, PED-ANOVA in Optuna 5) and a note."""
+    """Optuna's importances (its default evaluator, PED-ANOVA in Optuna 5) over the proxy trials
+    (the ladder's runs are at other widths and seeds), and a note."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [t for t in complete if ladder.WIDTH not in trial_params(t)]
     n = len(complete)
     if n < MIN_TRIALS_FOR_IMPORTANCE:
         return {}, f"needs at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials (have {n})"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            imp = optuna.importance.get_param_importances(study)
+            proxy = optuna.create_study(direction="minimize")
+            proxy.add_trials(complete)
+            imp = optuna.importance.get_param_importances(proxy)
     except (RuntimeError, ValueError) as e:  # e.g. no parameter varies
         return {}, f"not computed: {e}"
     note = f"Optuna's default evaluator over {n} complete trials"
