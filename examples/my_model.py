@@ -5,7 +5,10 @@ The only contract (docs/mup.md, "Bring your own model"):
 - a function ``build(width, **kwargs) -> nn.Module`` that builds the same architecture at any width
   (mutune calls it at the base width and at twice that on the meta device to see which dims grow);
 - ``forward(idx) -> logits``, ``idx`` a ``(B, T)`` tensor of token ids and the logits ``(B, T, vocab)``;
-  mutune computes the loss.
+  mutune computes the loss;
+- for depth transfer (CompleteP): take ``depth`` and ``residual_mult`` and multiply each residual
+  branch by ``residual_mult``; mutune finds the per-block parameters from the names that appear
+  when the depth grows (``blocks.<i>.…``).
 
 Nothing µP-specific is in here: mutune re-initialises the weights, builds the per-group optimizer,
 multiplies the embedding output by α_in and the readout's input by α_out/m (hooks on ``tok_emb`` and
@@ -39,8 +42,9 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, width: int, head_dim: int, alpha_attn: float):
+    def __init__(self, width: int, head_dim: int, alpha_attn: float, residual_mult: float = 1.0):
         super().__init__()
+        self.residual_mult = residual_mult  # m_L^-α under depth scaling (CompleteP), passed by mutune
         self.norm1 = nn.RMSNorm(width)
         self.attn = Attention(width, head_dim, alpha_attn)
         self.norm2 = nn.RMSNorm(width)
@@ -49,18 +53,25 @@ class Block(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.ff(self.norm2(x))
+        x = x + self.residual_mult * self.attn(self.norm1(x))
+        return x + self.residual_mult * self.ff(self.norm2(x))
 
 
 class TinyLM(nn.Module):
     def __init__(
-        self, width: int, vocab_size: int, seq_len: int, depth: int, head_dim: int, alpha_attn: float
+        self,
+        width: int,
+        vocab_size: int,
+        seq_len: int,
+        depth: int,
+        head_dim: int,
+        alpha_attn: float,
+        residual_mult: float = 1.0,
     ):
         super().__init__()
         self.tok_emb = nn.Embedding(vocab_size, width)
         self.pos_emb = nn.Embedding(seq_len, width)
-        self.blocks = nn.ModuleList(Block(width, head_dim, alpha_attn) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(width, head_dim, alpha_attn, residual_mult) for _ in range(depth))
         self.norm = nn.RMSNorm(width)
         self.unembed = nn.Linear(width, vocab_size, bias=False)
 
@@ -72,7 +83,14 @@ class TinyLM(nn.Module):
 
 
 def build(
-    width: int, vocab_size: int, seq_len: int, depth: int = 2, head_dim: int = 16, alpha_attn: float = 1.0
+    width: int,
+    vocab_size: int,
+    seq_len: int,
+    depth: int = 2,
+    head_dim: int = 16,
+    alpha_attn: float = 1.0,
+    residual_mult: float = 1.0,
 ) -> TinyLM:
-    """mutune passes width, and vocab_size, seq_len and alpha_attn because they are named here."""
-    return TinyLM(width, vocab_size, seq_len, depth, head_dim, alpha_attn)
+    """mutune passes width, and vocab_size, seq_len, alpha_attn, depth (model.depth) and residual_mult
+    (m_L^-α, for depth scaling) because they are named here."""
+    return TinyLM(width, vocab_size, seq_len, depth, head_dim, alpha_attn, residual_mult)

@@ -16,9 +16,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from .config import DEFAULT_N_TRIALS, Spec, SpecError
+from .files import atomic_write
+
+if TYPE_CHECKING:
+    import optuna
 
 
 @dataclass(frozen=True)
@@ -245,3 +252,44 @@ def rung_widths(spec: Spec) -> list[int]:
             )
         widths.append(round(width))
     return widths
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan on record
+
+
+def record_plan(study: optuna.Study, spec: Spec, plan: Plan, run_dir: Path | None = None) -> None:
+    """Keep the plan (and the hash of the spec that made it) in the study, for every process that
+    writes best.yaml; a resumed search with another budget or ladder replaces it. With ``run_dir``,
+    also as search_plan.yaml there, before the first trial: what the search will spend, and on what."""
+    record = {"plan": plan.to_dict(), "spec_hash": spec.hash()}
+    if run_dir is not None:
+        text = yaml.safe_dump({**plan_summary(plan), "proxy_width": plan.proxy_width}, sort_keys=False)
+        atomic_write(run_dir / "search_plan.yaml", lambda p: p.write_text(text))
+    if study.user_attrs.get("search_plan") != record:
+        study.set_user_attr("search_plan", record)
+
+
+def recorded_plan(study: optuna.Study, spec: Spec) -> tuple[Plan, str]:
+    """The plan the search recorded in the study (and the hash of the spec it ran), else one
+    without a ladder: a study written before there was a plan, or by a bare :func:`run_trials`."""
+    rec = study.user_attrs.get("search_plan")
+    if rec:
+        return Plan.from_dict(rec["plan"]), rec["spec_hash"]
+    n = spec.search.n_trials or DEFAULT_N_TRIALS
+    plan = Plan(n, 0, (), spec.model.width, spec.seed, 0.0, None, None)
+    return plan, spec.hash()
+
+
+def plan_summary(plan: Plan) -> dict:
+    """The plan as best.yaml records it: trial counts, the ladder, FLOPs, and the budget they fit."""
+    return {
+        "budget": plan.budget,
+        "n_proxy": plan.n_proxy,
+        "finalists": plan.finalists,
+        "rungs": [{"width": r.width, "seeds": list(r.seeds), "entrants": r.entrants} for r in plan.rungs],
+        "n_trials": plan.n_trials,
+        "planned_flops": plan.total_flops,
+        "budget_flops": plan.budget_flops,
+        "target_flops": plan.target_flops,
+    }

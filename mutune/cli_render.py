@@ -25,15 +25,19 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from . import flops
+from .cli_ladder import ladder_lines, plan_lines
 from .config import PARAMETRIZATION_NAMES as NAMES
 from .events import Events, TrialEvent
+from .units import human, human_bytes
 
-out = Console()  # results: plans, tables
-err = Console(stderr=True)  # progress, warnings, errors
+# soft_wrap: a printed line is never broken by the renderer (on a terminal or piped), so commands,
+# paths and resume lines can be pasted; tables still fit their cells to the width.
+out = Console(soft_wrap=True)  # results: plans, tables
+err = Console(stderr=True, soft_wrap=True)  # progress, warnings, errors
 
 
 class _State:
+    argv: list[str] | None = None  # the command line as given to main(), for resume hints
     verbose = False
     quiet = False
     debug = False
@@ -74,6 +78,9 @@ class Display(Events):
         self.progress: Progress | None = None
         self.t0 = time.perf_counter()
         self.done_here = 0
+        self.ran_here: list[int] = []  # trial numbers this process (or its workers) ran
+        self.start_finished = 0  # finished trials in the study when this process started
+        self.target_dir: Path | None = None  # the planned target's folder, for the resume hint
 
     def _bars(self) -> Progress:
         if self.progress is None:
@@ -94,7 +101,8 @@ class Display(Events):
 
     def search_started(self, spec, run_dir: Path, finished: int) -> None:
         m = spec.model
-        resumed = f", resuming with {finished} finished" if finished else ""
+        self.start_finished = finished
+        resumed = f", resuming a study that holds {finished} finished" if finished else ""
         log_line(
             f"searching {m.family} proxy width {m.width} (base {m.base_width}, {m.parametrization}) for "
             f"{spec.search.n_trials} trials{resumed} -> {run_dir}"
@@ -107,7 +115,7 @@ class Display(Events):
             log_line(line)
 
     def step(self, trial: int | None, log) -> None:
-        info = f"loss {log.train_loss:.4f}  {flops.human(log.tokens_per_s)} tok/s"
+        info = f"loss {log.train_loss:.4f}  {human(log.tokens_per_s)} tok/s"
         label = f"trial {trial}" if trial is not None else "target"
         line = f"{label} step {log.step}/{log.steps} {info} eta {fmt_secs(log.eta)}"
         if self.live:
@@ -124,24 +132,43 @@ class Display(Events):
 
     def trial_ended(self, ev: TrialEvent) -> None:
         self.done_here += 1
+        if ev.ran_here:
+            self.ran_here.append(ev.number)
         best = f"best {ev.best_value:.4f} (#{ev.best_number})" if ev.best_value is not None else "best -"
         value = f"loss {ev.value:.4f}" if ev.value is not None else ev.reason or ""
+        where = "" if ev.ran_here else f" (ran by {ev.worker or 'another process'})"
         if self.live:
             bars = self._bars()
             bars.update(self.trials, completed=ev.finished, info=best)
             bars.console.print(
-                f"trial {ev.number:>3} {ev.state:<8} {value}  ({ev.seconds:.1f}s)", highlight=False
+                f"trial {ev.number:>3} {ev.state:<8} {value}  ({ev.seconds:.1f}s){where}", highlight=False
             )
         else:
-            remaining = max(0, ev.n_trials - ev.finished)
-            eta = (time.perf_counter() - self.t0) / self.done_here * remaining
+            # the study's pace since this process started, whoever ran the trials (shared studies)
+            gained = max(1, ev.finished - self.start_finished)
+            eta = (time.perf_counter() - self.t0) / gained * max(0, ev.n_trials - ev.finished)
+            running = f", {ev.running} running" if ev.running else ""
             log_line(
-                f"trial {ev.number} {ev.state} {value} ({ev.seconds:.1f}s) [{ev.finished}/{ev.n_trials}] {best} "
-                f"eta {fmt_secs(eta)}"
+                f"trial {ev.number} {ev.state} {value} ({ev.seconds:.1f}s){where} "
+                f"[{ev.finished}/{ev.n_trials} finished in the study{running}; {len(self.ran_here)} ran here] "
+                f"{best} eta {fmt_secs(eta)}"
             )
+
+    def summary(self, finished: int) -> str | None:
+        """Which trials this process ran, when the study holds others too (a resume, a shared study)."""
+        if finished <= len(self.ran_here):
+            return None
+        if not self.ran_here:
+            return f"this process ran no trials; the study already holds {finished} finished"
+        ran = ", ".join(f"#{n}" for n in sorted(self.ran_here))
+        return (
+            f"this process ran {len(self.ran_here)} trial(s) ({ran}); the study holds {finished} finished, "
+            f"{finished - len(self.ran_here)} from earlier runs or other processes"
+        )
 
     def planned(self, plan) -> None:
         self.close()
+        self.target_dir = plan.target_dir
         print_plan(plan)
 
     def coord_checked(self, record: dict) -> None:
@@ -162,37 +189,6 @@ class Display(Events):
             self.progress = None
 
 
-def plan_lines(plan: Any) -> list[str]:
-    """The search's split (a ``budget.Plan``), when there is more to say than "N trials"."""
-    if plan.budget is None and not plan.rungs:
-        return []
-    h = flops.human
-    proxy = plan.n_proxy * plan.proxy_flops
-    lines = [f"plan: {plan.n_proxy} proxy trials at width {plan.proxy_width} ({h(proxy)}FLOPs)"]
-    if plan.rungs:
-        rungs = ", then ".join(
-            f"{r.entrants} at width {r.width} x {len(r.seeds)} seed{'s' if len(r.seeds) > 1 else ''}"
-            for r in plan.rungs
-        )
-        lines.append(
-            f"  + ladder: the top {plan.finalists} re-run: {rungs} ({plan.ladder_runs} runs, "
-            f"{h(plan.ladder_flops)}FLOPs)"
-        )
-    elif plan.finalists:
-        lines.append(f"  no ladder: {plan.finalists} finalist leaves nothing to choose between")
-    total = f"  = {h(plan.total_flops)}FLOPs"
-    if plan.target_flops:
-        total += (
-            f", {plan.total_flops / plan.target_flops:.1%} of one target run ({h(plan.target_flops)}FLOPs)"
-        )
-    if plan.budget is not None:
-        total += (
-            f"; budget {plan.budget:g} = {h(plan.budget_flops)}FLOPs (upper bound: trials are counted at "
-            "full length; exact in trial counts with any number of workers on this machine)"
-        )
-    return [*lines, total]
-
-
 def print_plan(p: Any) -> None:
     """A ``transfer.Plan`` as a table: shape, parameters, FLOPs, memory, hparams, tuning cost."""
     c = p.cost
@@ -200,10 +196,20 @@ def print_plan(p: Any) -> None:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("width", f"{p.spec.model.width} (proxy {p.proxy_width}, base {p.spec.model.base_width})")
-    table.add_row("parameters", f"{flops.human(c.params)} ({c.params:,})")
-    table.add_row("FLOPs / step", flops.human(c.flops_per_step))
-    table.add_row("FLOPs total", f"{flops.human(c.total_flops)} over {c.steps} steps")
-    table.add_row("memory (est.)", flops.human_bytes(c.memory_bytes))
+    table.add_row("parameters", f"{human(c.params)} ({c.params:,})")
+    table.add_row("FLOPs / step", human(c.flops_per_step))
+    table.add_row("FLOPs total", f"{human(c.total_flops)} over {c.steps} steps")
+    one = "fits" if c.memory_bytes <= p.gpu_gib * (1 << 30) else "does not fit"
+    table.add_row(
+        "memory (est.)", f"{human_bytes(c.memory_bytes)} in one process ({one} in {p.gpu_gib:g} GiB)"
+    )
+    if p.nproc > 1:
+        table.add_row(
+            "parallel", f"{p.spec.train.parallel} over {p.nproc} GPUs (train.parallel: ddp or fsdp)"
+        )
+        for strategy, g in p.per_gpu.items():
+            fit = "fits" if g.fits(p.gpu_gib) else "does not fit"
+            table.add_row(f"per GPU, {strategy}", f"{human_bytes(g.total)}: {fit} in {p.gpu_gib:g} GiB")
     table.add_row(
         "hparams",
         ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in vars(p.hparams).items()),
@@ -212,7 +218,7 @@ def print_plan(p: Any) -> None:
         table.add_row(
             "tuning cost",
             f"search compute = {p.tuning_cost_pct:.1f}% of the target run "
-            f"({flops.human(p.search_flops)} / {flops.human(c.total_flops)} FLOPs)",
+            f"({human(p.search_flops)} / {human(c.total_flops)} FLOPs)",
         )
     out.print(table)
     for w in p.warnings:
@@ -225,7 +231,8 @@ class SweepDisplay(Display):  # noqa: D101 (rendered below)
     def sweep_started(self, grid, run_dir: Path, finished: int) -> None:
         resumed = f", {finished} already done" if finished else ""
         log_line(
-            f"sweeping {grid.param} over widths {', '.join(map(str, grid.widths))} "
+            f"sweeping {grid.param} over widths {', '.join(map(str, grid.widths))}"
+            f"{' and depths ' + ', '.join(map(str, grid.depths)) if len(grid.depths) > 1 else ''} "
             f"({' and '.join(NAMES[p] for p in grid.parametrizations)}): {len(grid)} runs"
             f"{resumed} -> {run_dir / 'checks'}"
         )
@@ -236,8 +243,9 @@ class SweepDisplay(Display):  # noqa: D101 (rendered below)
     def trial_ended(self, ev: TrialEvent) -> None:
         p = ev.params
         self.done_here += 1
+        depth = f" depth {p.get('depth')}" if len(self.grid.depths) > 1 else ""
         what = (
-            f"{NAMES.get(p.get('parametrization'), '?')} width {p.get('width')} "
+            f"{NAMES.get(p.get('parametrization'), '?')} width {p.get('width')}{depth} "
             f"{self.grid.param}={p.get('value', float('nan')):.4g} seed {p.get('seed')}"
         )
         value = f"loss {ev.value:.4f}" if ev.value is not None else ev.reason or ev.state
@@ -299,24 +307,6 @@ def print_report(rep: Any, top: int) -> None:
         out.print(f"figure: {p}", highlight=False)
 
 
-def ladder_lines(ladder: dict | None) -> list[str]:
-    """best.yaml's ladder, a line per rung: each entrant's mean loss (proxy trial number), who moved on."""
-    if not ladder:
-        return []
-    lines = []
-    for r in ladder["rungs"]:
-        cells = ", ".join(
-            f"#{e['trial']} {e['mean']:.4f}" if e["mean"] is not None else f"#{e['trial']} -"
-            for e in r["entrants"]
-        )
-        kept = f"; kept {', '.join(f'#{t}' for t in r['kept'])}" if r["kept"] else ""
-        lines.append(f"ladder: width {r['width']} x {len(r['seeds'])} seed(s): {cells}{kept}")
-    if ladder.get("winner") is not None:
-        state = "winner" if ladder["done"] else "leader so far"
-        lines.append(f"ladder: {state} #{ladder['winner']} (decided at width {ladder['decided_at_width']})")
-    return lines
-
-
 def fmt_value(v: Any) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
@@ -324,14 +314,20 @@ def fmt_value(v: Any) -> str:
 
 
 def print_sweep(res: Any) -> None:
+    """One table of optima per size axis (width, depth), the drifts, bigger-is-better, the flags."""
+    for a in (res.analyses or {res.analysis.axis: res.analysis}).values():
+        _print_sweep_axis(a, len(res.grid.seeds))
+    out.print(f"wrote {', '.join(str(p) for p in res.files.values())}", highlight=False, soft_wrap=True)
+
+
+def _print_sweep_axis(a: Any, n: int) -> None:
     from . import sweep as sweep_mod
 
-    a = res.analysis
-    n = len(res.grid.seeds)
-    table = Table(title=f"width sweep of {a.param}, {n} seed{'s' if n > 1 else ''} per point")
+    axis = a.axis
+    table = Table(title=f"{axis} sweep of {a.param}, {n} seed{'s' if n > 1 else ''} per point")
     for col in (
         "",
-        "width",
+        axis,
         f"best {a.param} (grid)",
         "refined",
         sweep_mod.axis_label(a.param),
@@ -342,7 +338,7 @@ def print_sweep(res: Any) -> None:
     for o in a.optima:
         table.add_row(
             NAMES.get(o.parametrization, o.parametrization),
-            str(o.width),
+            str(getattr(o, axis)),
             f"{o.value:.4g}",
             f"{o.value_refined:.4g}",
             f"{o.x_refined:+.2f}",
@@ -353,19 +349,19 @@ def print_sweep(res: Any) -> None:
     for par, d in a.drift.items():
         bound = " (a bound: an optimum is at the grid edge)" if d.bound else ""
         out.print(
-            f"{NAMES.get(par, par)} drift of the optimum, width {d.narrow} -> {d.wide}: "
+            f"{NAMES.get(par, par)} drift of the optimum, {axis} {d.narrow} -> {d.wide}: "
             f"{d.drift:+.2f} log2 (grid {d.drift_grid:+.0f}){bound}",
             highlight=False,
         )
+    bigger = "wider" if axis == "width" else "deeper"
     for par, w in a.wider.items():
         verdict = "yes" if w.ok_at_choice else f"no (+{w.worst_increase_at_choice:.4f})"
         out.print(
-            f"{NAMES.get(par, par)} wider is better at {a.param}={w.choice_value:.4g}: {verdict}",
+            f"{NAMES.get(par, par)} {bigger} is better at {a.param}={w.choice_value:.4g}: {verdict}",
             highlight=False,
         )
     for flag in a.flags:
         err.print(f"[yellow]flag:[/] {flag}", highlight=False)
-    out.print(f"wrote {', '.join(str(p) for p in res.files.values())}", highlight=False, soft_wrap=True)
 
 
 def print_coord_check(res: Any) -> None:

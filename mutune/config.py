@@ -16,20 +16,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from .errors import SpecError
-from .registry import FAMILIES, FAMILY_NAMES, OPTIMIZER_NAMES, OPTIMIZERS, check_family
-from .typed import apply_overrides, build, coerce, field_type, join_key, set_dotted
+from .registry import FAMILIES, FAMILY_NAMES, OPTIMIZER_NAMES, OPTIMIZERS, check_depth_scaling, check_family
+from .typed import (  # noqa: F401 (read_yaml and the ranges are part of the spec API)
+    BETA,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    Range,
+    apply_overrides,
+    build,
+    check_ranges,
+    coerce,
+    field_type,
+    join_key,
+    parse_override,
+    read_yaml,
+    set_dotted,
+)
 
 
-def _f(default: Any, doc: str) -> Any:
-    """A dataclass field with a one-line doc (the docs and `mutune init` are generated from these)."""
+def _f(default: Any, doc: str, valid: Range | None = None) -> Any:
+    """A dataclass field with a one-line doc (the docs and `mutune init` are generated from these)
+    and, for numbers, the range ``validate`` checks it against (a ``null`` is not checked)."""
+    meta = {"doc": doc, "valid": valid}
     if isinstance(default, type) and dataclasses.is_dataclass(default):
-        return field(default_factory=default, metadata={"doc": doc})
+        return field(default_factory=default, metadata=meta)
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata={"doc": doc})
-    return field(default=default, metadata={"doc": doc})
+        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 PARAMETRIZATION_NAMES = {"mup": "µP", "sp": "SP"}  # how tables and figures name them
@@ -47,13 +62,31 @@ class ModelSpec:
         "gpt",
         "model family: " + _choices(FAMILIES.values()),
     )
-    width: int = _f(64, "width of the model being built: the proxy width in a search (d_model for gpt)")
-    base_width: int = _f(64, "width at which µP equals SP; all µP multipliers are relative to it")
-    depth: int = _f(2, "gpt: transformer blocks; mlp: hidden layers")
-    head_dim: int | None = _f(32, "gpt: fixed head dim, heads = width / head_dim (width grows through heads)")
-    n_head: int | None = _f(None, "gpt: fixed head count instead of head_dim (width grows through head_dim)")
-    mlp_ratio: int = _f(4, "gpt: MLP hidden size = mlp_ratio * width")
-    seq_len: int = _f(128, "gpt: context length; mlp: number of previous tokens fed as input")
+    width: int = _f(
+        64, "width of the model being built: the proxy width in a search (d_model for gpt)", POSITIVE
+    )
+    base_width: int = _f(64, "width at which µP equals SP; all µP multipliers are relative to it", POSITIVE)
+    depth: int = _f(2, "gpt: transformer blocks; mlp: hidden layers", POSITIVE)
+    base_depth: int | None = _f(
+        None,
+        "depth at which depth scaling is off (m_L = depth / base_depth); default: the proxy's own depth, so "
+        "a target at another depth gets CompleteP's rules relative to the proxy",
+        POSITIVE,
+    )
+    depth_alpha: float = _f(
+        1.0,
+        "CompleteP's α: each residual branch × m_L^-α, with LRs to match; 1 = CompleteP, 0.5 = depth-µP, "
+        "0 = no depth scaling",
+        Range(0, 1),
+    )
+    head_dim: int | None = _f(
+        32, "gpt: fixed head dim, heads = width / head_dim (width grows through heads)", POSITIVE
+    )
+    n_head: int | None = _f(
+        None, "gpt: fixed head count instead of head_dim (width grows through head_dim)", POSITIVE
+    )
+    mlp_ratio: int = _f(4, "gpt: MLP hidden size = mlp_ratio * width", POSITIVE)
+    seq_len: int = _f(128, "gpt: context length; mlp: number of previous tokens fed as input", POSITIVE)
     tie_embeddings: bool = _f(False, "gpt: share the token embedding with the readout")
     bias: bool = _f(False, "use biases in Linear and LayerNorm layers")
     parametrization: Literal["mup", "sp"] = _f("mup", "mup, or sp (standard parametrization, the control)")
@@ -78,34 +111,53 @@ class DataSpec:
     path: str | None = _f(
         None, "text: a file or folder; tokens: a uint16 .bin file or a folder with train.bin/val.bin"
     )
-    vocab_size: int | None = _f(None, "tokens: vocabulary size (byte corpora use 256)")
-    val_fraction: float = _f(0.1, "fraction of the corpus held out for validation (ignored with val.bin)")
+    vocab_size: int | None = _f(None, "tokens: vocabulary size (byte corpora use 256)", POSITIVE)
+    val_fraction: float = _f(
+        0.1, "fraction of the corpus held out for validation (ignored with val.bin)", FRACTION
+    )
 
 
 @dataclass
 class TrainSpec:
-    steps: int = _f(200, "optimizer steps per run")
-    batch_size: int = _f(16, "sequences per step")
+    steps: int = _f(200, "optimizer steps per run", POSITIVE)
+    batch_size: int = _f(16, "sequences per step", POSITIVE)
     optimizer: Literal[OPTIMIZER_NAMES] = _f("adamw", _choices(OPTIMIZERS.values()))
     schedule: Literal["cosine", "linear", "constant"] = _f("cosine", "LR shape after warmup")
-    warmup_steps: int = _f(20, "linear warmup steps")
-    min_lr_ratio: float = _f(0.1, "final LR / peak LR for cosine and linear decay")
-    grad_clip: float = _f(1.0, "max global grad norm (constant in width); 0 disables")
+    warmup_steps: int = _f(20, "linear warmup steps", NON_NEGATIVE)
+    min_lr_ratio: float = _f(0.1, "final LR / peak LR for cosine and linear decay", Range(0, 1))
+    grad_clip: float = _f(1.0, "max global grad norm (constant in width); 0 disables", NON_NEGATIVE)
     eps: float = _f(
-        1e-8, "Adam epsilon at the base width (µP scales it by 1/fan_in multiplier on hidden weights)"
+        1e-8,
+        "Adam epsilon at the base width (µP scales it by 1/fan_in multiplier on hidden weights)",
+        NON_NEGATIVE,
     )
     max_loss: float | None = _f(
         None,
         "a loss above this ends the run as diverged, like NaN/inf; default 10·ln(vocab), 10x a uniform guess",
+        POSITIVE,
     )
-    eval_every: int = _f(50, "steps between validation evaluations")
-    eval_batches: int = _f(8, "validation batches per evaluation")
+    eval_every: int = _f(50, "steps between validation evaluations", POSITIVE)
+    eval_batches: int = _f(8, "validation batches per evaluation", POSITIVE)
     device: Literal["auto", "cpu", "cuda", "mps"] = _f("auto", "auto picks cuda, then mps, then cpu")
     precision: Literal["auto", "bf16", "fp32"] = _f("auto", "auto uses bf16 autocast on CUDA, fp32 elsewhere")
     compile: bool = _f(False, "torch.compile the model (CUDA)")
     checkpoint_every: int | None = _f(
         None,
         "target runs: steps between checkpoints (atomic); default max(50, steps // 10); 0 = only at the end",
+        NON_NEGATIVE,
+    )
+    memory_check: bool = _f(
+        True,
+        "refuse to start a run whose estimated memory (the plan's) exceeds what the device has free; "
+        "false to try anyway",
+    )
+    parallel: Literal["ddp", "fsdp"] = _f(
+        "ddp",
+        "several processes (--nproc): ddp replicates the model on each; fsdp (FSDP2) shards weights, "
+        "gradients and optimizer state per block, for targets too big for one GPU",
+    )
+    activation_checkpointing: bool = _f(
+        False, "recompute each block's activations in the backward pass: less memory, ~1/3 more compute"
     )
 
 
@@ -113,15 +165,15 @@ class TrainSpec:
 class HParams:
     """The hyperparameters µTransfer carries from proxy to target, unchanged."""
 
-    lr: float = _f(0.01, "peak learning rate η (at the base width)")
-    init_std: float = _f(0.05, "init std σ of a weight with fan_in == base_width; embeddings use σ")
-    alpha_in: float = _f(1.0, "embedding output multiplier α_in")
-    alpha_out: float = _f(1.0, "readout multiplier α_out (µP applies α_out / m)")
-    alpha_attn: float = _f(1.0, "attention logit multiplier α_attn")
-    weight_decay: float = _f(0.0, "weight decay λ on weight matrices (does not µTransfer)")
-    beta1: float = _f(0.9, "Adam β1")
-    beta2: float = _f(0.95, "Adam β2")
-    momentum: float = _f(0.9, "SGD and Muon momentum")
+    lr: float = _f(0.01, "peak learning rate η (at the base width)", POSITIVE)
+    init_std: float = _f(0.05, "init std σ of a weight with fan_in == base_width; embeddings use σ", POSITIVE)
+    alpha_in: float = _f(1.0, "embedding output multiplier α_in", POSITIVE)
+    alpha_out: float = _f(1.0, "readout multiplier α_out (µP applies α_out / m)", POSITIVE)
+    alpha_attn: float = _f(1.0, "attention logit multiplier α_attn", POSITIVE)
+    weight_decay: float = _f(0.0, "weight decay λ on weight matrices (does not µTransfer)", NON_NEGATIVE)
+    beta1: float = _f(0.9, "Adam β1, in [0, 1)", BETA)
+    beta2: float = _f(0.95, "Adam β2, in [0, 1)", BETA)
+    momentum: float = _f(0.9, "SGD and Muon momentum, in [0, 1)", BETA)
 
 
 @dataclass
@@ -151,6 +203,7 @@ class SearchSpec:
         None,
         f"finished proxy trials to reach (a resumed study counts what it has); default {DEFAULT_N_TRIALS}, "
         "or derived from search.budget",
+        POSITIVE,
     )
     budget: float | None = _f(
         None,
@@ -159,9 +212,8 @@ class SearchSpec:
     )
     finalists: int | None = _f(
         None,
-        "configurations re-run up the ladder (search.rungs), halved at each rung; the winner is the best "
-        "mean over seeds at the last rung. Default: none with n_trials; with a budget, as many as half "
-        "of it affords (none if fewer than 2)",
+        "configurations re-run up the ladder (search.rungs), halved at each rung; the winner is the best mean "
+        "over seeds at the last rung. Default: none, or with a budget as many (>= 2) as half of it affords",
     )
     rungs: list[float] = _f(
         [2.0],
@@ -174,7 +226,7 @@ class SearchSpec:
         "random (seeded, as in TP5), sobol (scrambled Sobol points, quasi-random) or tpe; random and "
         "sobol key trial k's point on (seed, k), so resumes and workers never repeat one",
     )
-    seed: int = _f(0, "sampler seed; trial k always draws the same HPs")
+    seed: int = _f(0, "sampler seed; trial k always draws the same HPs", NON_NEGATIVE)
     storage: str | None = _f(
         None, "Optuna storage URL (postgresql://...); default: a journal file in the run dir"
     )
@@ -185,20 +237,36 @@ class SearchSpec:
 
 @dataclass
 class TargetSpec:
-    width: int | None = _f(None, "target width; when set, `mutune search` trains the target afterwards")
+    width: int | None = _f(
+        None, "target width; when set, `mutune search` trains the target afterwards", POSITIVE
+    )
     overrides: dict[str, Any] = _f({}, "other dotted keys the target changes, e.g. {train.steps: 1000}")
+
+
+@dataclass
+class TrackerSpec:
+    backend: Literal["none", "tensorboard", "mlflow", "wandb"] = _f(
+        "none",
+        "log each trial and target run to tensorboard (event files), mlflow (a file store) or wandb "
+        "(offline); needs pip install 'mutune[<backend>]'",
+    )
+    dir: str | None = _f(
+        None, "where the tracker writes; default: the run dir (tensorboard/, mlruns/, wandb/)"
+    )
+    project: str | None = _f(None, "MLflow experiment, W&B project; default: the spec name")
 
 
 @dataclass
 class Spec:
     name: str = _f("mutune", "run name; the run dir defaults to runs/<name>")
-    seed: int = _f(0, "seed for init and data order")
+    seed: int = _f(0, "seed for init and data order", NON_NEGATIVE)
     model: ModelSpec = _f(ModelSpec, "model shape and parametrization")
     data: DataSpec = _f(DataSpec, "training corpus")
     train: TrainSpec = _f(TrainSpec, "optimizer, schedule and evaluation")
     hparams: HParams = _f(HParams, "default hyperparameters (searched ones are replaced by the search)")
     search: SearchSpec = _f(SearchSpec, "proxy search")
     target: TargetSpec = _f(TargetSpec, "the wide run")
+    tracker: TrackerSpec = _f(TrackerSpec, "an experiment tracker for trials and target runs (optional)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -253,23 +321,6 @@ def edit(spec: Spec, changes: dict[str, Any]) -> Spec:
 # Loading and validation
 
 
-def read_yaml(path: str | Path, what: str = "spec") -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(str(path), f"{what} file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise SpecError(str(path), f"invalid YAML{where}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise SpecError(str(path), "expected a YAML mapping at the top level")
-    return data
-
-
 def spec_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """Types are checked, defaults filled, then overrides land on the filled spec (so
     ``search.space.lr.low=1e-4`` edits the default space instead of replacing it), then validation."""
@@ -280,18 +331,22 @@ def spec_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] 
     return spec
 
 
-def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
-    """Load, override and validate a spec file. The name defaults to the file's stem."""
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, smoke: bool = False) -> Spec:  # noqa: F811 (the flag, not the function)
+    """Load, override and validate a spec file. The name defaults to the file's stem.
+
+    ``smoke``: the file's :func:`smoke` variant, with ``overrides`` applied after it, so that what
+    the user typed (``search.n_trials=6 --smoke``) wins over the smoke defaults.
+    """
     data = read_yaml(path)
     data.setdefault("name", Path(path).stem)
+    if smoke:
+        from .spec_variants import smoke as smoke_variant
+
+        data = smoke_variant(spec_from_dict(data)).to_dict()
+        typed = {parse_override(o)[0] for o in overrides}
+        if "search.budget" in typed and "search.n_trials" not in typed:  # the budget derives the count
+            data["search"]["n_trials"] = None
     return spec_from_dict(data, overrides)
-
-
-def _positive(value: float | int | None, key: str, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if value < 0 or (value == 0 and not allow_zero):
-        raise SpecError(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
 HPARAM_NAMES = tuple(f.name for f in dataclasses.fields(HParams))
@@ -299,11 +354,11 @@ HPARAM_NAMES = tuple(f.name for f in dataclasses.fields(HParams))
 
 def validate(spec: Spec) -> None:
     """Cross-field checks that types alone cannot express."""
-    m, d, t, s = spec.model, spec.data, spec.train, spec.search
+    m, d, s = spec.model, spec.data, spec.search
     if not spec.name or "/" in spec.name:
         raise SpecError("name", f"must be a non-empty name without '/', got {spec.name!r}")
-    for key in ("width", "base_width", "depth", "mlp_ratio", "seq_len"):
-        _positive(getattr(m, key), f"model.{key}")
+    check_ranges(spec)
+    check_depth_scaling(m, spec.train.optimizer)
     if m.zero_init_readout and m.tie_embeddings:
         raise SpecError("model.zero_init_readout", "cannot zero-init a readout tied to the embedding")
     check_family(m)
@@ -311,26 +366,9 @@ def validate(spec: Spec) -> None:
         raise SpecError("data.path", f"corpus '{d.corpus}' needs data.path")
     if d.corpus == "tokens" and not d.vocab_size:
         raise SpecError("data.vocab_size", "corpus 'tokens' needs data.vocab_size")
-    _positive(d.vocab_size, "data.vocab_size")
-    if not 0 < d.val_fraction < 1:
-        raise SpecError("data.val_fraction", f"must be in (0, 1), got {d.val_fraction}")
-    for key in ("steps", "batch_size", "eval_every", "eval_batches"):
-        _positive(getattr(t, key), f"train.{key}")
-    _positive(t.warmup_steps, "train.warmup_steps", allow_zero=True)
-    _positive(t.grad_clip, "train.grad_clip", allow_zero=True)
-    _positive(t.eps, "train.eps", allow_zero=True)
-    _positive(t.max_loss, "train.max_loss")
-    _positive(t.checkpoint_every, "train.checkpoint_every", allow_zero=True)
-    if not 0 <= t.min_lr_ratio <= 1:
-        raise SpecError("train.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}")
-    h = spec.hparams
-    for key in ("lr", "init_std"):
-        _positive(getattr(h, key), f"hparams.{key}")
-    _positive(h.weight_decay, "hparams.weight_decay", allow_zero=True)
     for name, p in s.space.items():
         validate_space(name, p, f"search.space.{name}")
-    _positive(spec.target.width, "target.width")
-    from .budget import validate_search  # here: budget.py builds on this module
+    from .budget import validate_search  # budget.py builds on this module
 
     validate_search(spec)
     for key in spec.target.overrides:
@@ -338,6 +376,9 @@ def validate(spec: Spec) -> None:
             raise SpecError(
                 f"target.overrides.{key}", "the target takes its hparams from the search, unchanged"
             )
+    from .spec_variants import check_target  # the target's spec is a derived form of this one
+
+    check_target(spec)
 
 
 def validate_space(name: str, p: ParamSpace, key: str) -> None:
@@ -345,9 +386,14 @@ def validate_space(name: str, p: ParamSpace, key: str) -> None:
         hint = difflib.get_close_matches(name, HPARAM_NAMES, n=1)
         suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(HPARAM_NAMES)})"
         raise SpecError(key, f"not a hyperparameter{suggestion}")
+    valid = {f.name: f.metadata.get("valid") for f in dataclasses.fields(HParams)}[name]
     if p.type == "categorical":
         if not p.choices:
             raise SpecError(f"{key}.choices", "categorical needs a non-empty list of choices")
+        for i, c in enumerate(p.choices):
+            c = coerce(float, c, f"{key}.choices[{i}]")
+            if valid is not None and c not in valid:
+                raise SpecError(f"{key}.choices[{i}]", f"hparams.{name} must be {valid}, got {c}")
         return
     if p.low is None or p.high is None:
         raise SpecError(f"{key}.{'low' if p.low is None else 'high'}", f"{p.type} needs low and high")
@@ -357,35 +403,18 @@ def validate_space(name: str, p: ParamSpace, key: str) -> None:
         raise SpecError(f"{key}.low", f"a log-uniform range needs low > 0, got {p.low}")
     if p.type == "int" and (p.low != int(p.low) or p.high != int(p.high)):
         raise SpecError(key, "int ranges need integer bounds")
-
-
-# ---------------------------------------------------------------------------------------------
-# Derived specs
-
-
-def smoke(spec: Spec) -> Spec:
-    """The same pipeline on tiny shapes: a few steps, a few trials, widths of 32 and 64."""
-    d = spec.to_dict()
-    m = d["model"]
-    m.update(width=32, base_width=32, depth=min(m["depth"], 2), seq_len=min(m["seq_len"], 32))
-    FAMILIES[m["family"]].smoke(m)
-    d["train"].update(
-        steps=min(d["train"]["steps"], 12),
-        batch_size=min(d["train"]["batch_size"], 4),
-        warmup_steps=min(d["train"]["warmup_steps"], 2),
-        eval_every=6,
-        eval_batches=2,
-    )
-    if d["search"]["budget"] is None:  # a budget derives its own (small) count from the smoke shapes
-        d["search"]["n_trials"] = min(d["search"]["n_trials"] or DEFAULT_N_TRIALS, 3)
-    if d["target"]["width"] is not None:
-        d["target"]["width"] = 64
-    d["target"]["overrides"] = {
-        k: v for k, v in d["target"]["overrides"].items() if k.split(".")[0] not in ("train", "model")
-    }
-    out = spec_from_dict(d)
-    return out
+    for end in ("low", "high"):  # every value the sampler may draw must be valid (a beta of 1.0 is not)
+        if valid is not None and getattr(p, end) not in valid:
+            raise SpecError(
+                f"{key}.{end}", f"hparams.{name} must be {valid}, so the range cannot reach {getattr(p, end)}"
+            )
 
 
 def hparams_from_dict(values: dict[str, Any], key: str = "hparams") -> HParams:
-    return build(HParams, values, key)
+    hp = build(HParams, values, key)
+    check_ranges(hp, key)
+    return hp
+
+
+# The spec's derived forms live in their own module; re-exported here, where users look for them.
+from .spec_variants import shown, smoke, smoke_conflict  # noqa: E402, F401

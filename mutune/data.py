@@ -72,16 +72,28 @@ def split_interleaved(data: np.ndarray, val_fraction: float) -> tuple[np.ndarray
     return train, val
 
 
+def _token_file(path: Path) -> np.ndarray:
+    """A uint16 token file, memory-mapped; a size that is not whole tokens is a user error naming it."""
+    size = path.stat().st_size
+    if size % 2 or size == 0:
+        raise SpecError(
+            "data.path",
+            f"{path} has {size} bytes, {'none' if size == 0 else 'an odd number'}: a tokens .bin holds uint16 "
+            "token ids, 2 bytes each (is it a text file? use data.corpus: text)",
+        )
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
 def _tokens(path: Path, vocab: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray, str]:
     if path.is_dir():
         train_path, val_path = path / "train.bin", path / "val.bin"
         for p in (train_path, val_path):
             if not p.is_file():
                 raise SpecError("data.path", f"token folder {path} has no {p.name}")
-        train = np.memmap(train_path, dtype=np.uint16, mode="r")
-        val = np.memmap(val_path, dtype=np.uint16, mode="r")
+        train = _token_file(train_path)
+        val = _token_file(val_path)
     else:
-        data = np.memmap(path, dtype=np.uint16, mode="r")
+        data = _token_file(path)
         cut = int(len(data) * (1 - val_fraction))
         train, val = data[:cut], data[cut:]
     for name, arr in (("train", train), ("val", val)):

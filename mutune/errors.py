@@ -14,3 +14,15 @@ class SpecError(ValueError):
         self.key = key
         self.message = message
         super().__init__(f"{key}: {message}" if key else message)
+
+
+class SearchFailed(RuntimeError):
+    """The search ran but produced nothing usable (every trial diverged or failed): exit code 1.
+
+    Defined here, beside ``SpecError``, so that the CLI maps it to its exit code without importing
+    the study machinery (Optuna) before a command needs it."""
+
+
+class MutuneWarning(UserWarning):
+    """Something the user should know that does not stop the run (a repaired journal, a proxy
+    narrower than its base width). The CLI prints each as one ``warning:`` line."""

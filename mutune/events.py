@@ -25,6 +25,9 @@ class TrialEvent:
     n_trials: int
     best_value: float | None
     best_number: int | None
+    running: int = 0  # trials running in the study now (this process's and others')
+    worker: str = ""  # host:pid of the process that ran it
+    ran_here: bool = True  # by this process or its worker processes (not another machine's or command's)
 
 
 class Events:

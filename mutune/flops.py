@@ -29,6 +29,8 @@ from torch import nn
 from . import data, models
 from .config import HParams, Spec
 from .registry import OPTIMIZERS
+from .units import human as human  # re-exported for callers of flops.human
+from .units import human_bytes as human_bytes
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,30 @@ class Cost:
     train_flops: float
     eval_flops: float
     total_flops: float
-    memory_bytes: float  # estimated peak for training (see module doc)
+    memory_bytes: float  # estimated peak for training in one process (see module doc)
+    memory: Memory | None = None  # its parts, for the per-GPU estimate under DDP and FSDP
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """The parts of ``Cost.memory_bytes`` (bytes, one process holding the whole batch), and the
+    model's shape as sharding sees it."""
+
+    weights: float  # fp32
+    grads: float  # fp32
+    optimizer: float  # fp32 state
+    activations: float  # the batch's, at the training precision
+    logits: float  # fp32 logits and their gradient
+    params: int
+    largest_block: int  # parameters of the largest repeated unit (FSDP gathers one at a time)
+    root_params: int  # parameters outside the blocks (embeddings, readout): FSDP's root unit
+    n_blocks: int
+    block_input_bytes: float  # one block's input for the whole batch (kept under activation checkpointing)
+    bf16: bool  # trained in bf16 (autocast; FSDP gathers bf16 parameters)
+    activation_checkpointing: bool
 
 
 def n_evals(steps: int, eval_every: int) -> int:
@@ -88,12 +110,24 @@ def cost(spec: Spec, width: int | None = None, hp: HParams | None = None) -> Cos
         model = models.build(spec, hp, vocab, width)
     params = count_params(model)
     work = models.family(spec).workload(spec, model, width, vocab)
-    act_bytes = work.activation_bytes * (1 if _uses_bf16(spec) else 2)
-    memory = (
-        params * (4 + 4)
-        + optimizer_state_bytes(spec, hp, vocab, width, model)
-        + act_bytes
-        + work.logits_bytes
+    bf16 = _uses_bf16(spec)
+    act_bytes = work.activation_bytes * (1 if bf16 else 2)
+    opt_bytes = optimizer_state_bytes(spec, hp, vocab, width, model)
+    memory = params * (4 + 4) + opt_bytes + act_bytes + work.logits_bytes
+    block_params = [count_params(b) for b in models.blocks(model)]
+    parts = Memory(
+        weights=4.0 * params,
+        grads=4.0 * params,
+        optimizer=opt_bytes,
+        activations=act_bytes,
+        logits=work.logits_bytes,
+        params=params,
+        largest_block=max(block_params, default=0),
+        root_params=params - sum(block_params),
+        n_blocks=len(block_params),
+        block_input_bytes=work.tokens_per_step * width * (2 if bf16 else 4),
+        bf16=bf16,
+        activation_checkpointing=t.activation_checkpointing,
     )
     flops_per_step = work.flops_per_token * work.tokens_per_step
     train_flops = flops_per_step * t.steps
@@ -110,7 +144,64 @@ def cost(spec: Spec, width: int | None = None, hp: HParams | None = None) -> Cos
         eval_flops=eval_flops,
         total_flops=train_flops + eval_flops,
         memory_bytes=float(memory),
+        memory=parts,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Per GPU, under DDP and FSDP
+
+
+@dataclass(frozen=True)
+class PerGPU:
+    """Estimated training memory of one of ``nproc`` GPUs under ``strategy`` (bytes)."""
+
+    strategy: str  # ddp | fsdp
+    nproc: int
+    states: float  # weights, gradients and optimizer state this GPU holds
+    gathered: float  # FSDP: full parameters and gradients of the units being computed
+    buffers: float  # DDP: the gradient buckets (a copy of the gradients)
+    activations: float  # this GPU's slice of the batch (logits included)
+
+    @property
+    def total(self) -> float:
+        return self.states + self.gathered + self.buffers + self.activations
+
+    def fits(self, gib: float) -> bool:
+        """Whether the estimate fits in a GPU of ``gib`` GiB (its whole memory; keep some headroom)."""
+        return self.total <= gib * (1 << 30)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "total": self.total}
+
+
+def activations_per_gpu(mem: Memory, nproc: int) -> float:
+    """Each GPU trains on 1/nproc of the batch. With activation checkpointing a block keeps only its
+    input, and one block's activations exist at a time (during its recompute)."""
+    acts = mem.activations
+    if mem.activation_checkpointing and mem.n_blocks:
+        acts = mem.activations / mem.n_blocks + mem.block_input_bytes * mem.n_blocks
+    return (acts + mem.logits) / nproc
+
+
+def per_gpu(mem: Memory, nproc: int, strategy: str) -> PerGPU:
+    """The per-GPU estimate of a run whose single-process parts are ``mem``.
+
+    DDP replicates the weights, gradients and optimizer state, and keeps its gradient buckets (a
+    second copy of the gradients). FSDP (FSDP2, a unit per block plus the root) holds 1/nproc of
+    every state, plus the unsharded parameters and gradients of what is being computed: the root
+    (embeddings, readout; not resharded between forward and backward) and two blocks (the current
+    one and the one prefetched), in bf16 when the run trains in bf16.
+    """
+    states = mem.weights + mem.grads + mem.optimizer
+    acts = activations_per_gpu(mem, nproc)
+    if strategy == "ddp":
+        return PerGPU("ddp", nproc, states, 0.0, mem.grads if nproc > 1 else 0.0, acts)
+    if strategy != "fsdp":
+        raise ValueError(f"unknown strategy {strategy!r}")
+    unit_bytes = 2 if mem.bf16 else 4
+    gathered = 2 * unit_bytes * (mem.root_params + 2 * mem.largest_block) if nproc > 1 else 0.0
+    return PerGPU("fsdp", nproc, states / nproc, float(gathered), 0.0, acts)
 
 
 def optimizer_state_bytes(spec: Spec, hp: HParams, vocab: int, width: int, model: nn.Module) -> float:
@@ -133,16 +224,17 @@ def _uses_bf16(spec: Spec) -> bool:
     )
 
 
-def human(n: float, unit: str = "") -> str:
-    """1234567 -> '1.23M' (SI prefixes), for plans and tables."""
-    for div, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{suffix}{unit}"
-    return f"{n:.3g}{unit}"
-
-
-def human_bytes(n: float) -> str:
-    for div, suffix in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-        if n >= div:
-            return f"{n / div:.3g} {suffix}"
-    return f"{n:.0f} B"
+def fit_warnings(gpus: dict[str, PerGPU], chosen: str, gib: float) -> list[str]:
+    """Say so when the chosen strategy does not fit a GPU of ``gib`` GiB, and what would."""
+    g = gpus[chosen]
+    if g.fits(gib):
+        return []
+    others = [s for s, o in gpus.items() if s != chosen and o.fits(gib)]
+    hint = (
+        f"; train.parallel={others[0]} needs {human_bytes(gpus[others[0]].total)}"
+        if others
+        else "; more GPUs, train.activation_checkpointing=true or a smaller train.batch_size would lower it"
+    )
+    return [
+        f"{chosen} needs about {human_bytes(g.total)} per GPU at {g.nproc} GPUs, more than {gib:g} GiB{hint}"
+    ]

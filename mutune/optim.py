@@ -139,8 +139,11 @@ class MuonWithAdamW(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state_dict[name])
-        # torch's load_state_dict gives each optimizer new group dicts: share those again, or the
-        # schedule would go on setting LRs that the optimizers no longer read
+        self.share_groups()
+
+    def share_groups(self) -> None:
+        """After a load (torch's ``load_state_dict`` gives each optimizer new group dicts), share them
+        again, or the schedule would go on setting LRs that the optimizers no longer read."""
         self.param_groups[:] = [self.optimizers[name].param_groups[i] for name, i in self._where]
 
 

@@ -9,7 +9,6 @@ killed search resumes in the phase it was in.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,6 @@ def ladder_step(plan: budget.Plan, spec: Spec, trials: list[FrozenTrial]) -> lis
 
 
 POST_STEPS: list[PostStep] = [ladder_step]
-POLL_SECONDS = 5.0  # waiting on trials that another process (a worker elsewhere) is running
 
 
 @dataclass
@@ -54,11 +52,14 @@ class Phases:
     workers: int = 1
     events: Events = SILENT
 
-    def run(self) -> None:
-        """The proxy trials, then every post-search step, each until it is complete."""
-        self.proxy()
-        for step in POST_STEPS:
-            self.step(step)
+    def run(self) -> bool:
+        """The proxy trials, then every post-search step, each until it is complete. A phase whose
+        remaining trials are running in another live process (another search of this study) is not
+        waited for: this one returns False, and the other, running the same phases, carries on (as
+        :func:`mutune.study.run_trials` counts such trials rather than waiting for them)."""
+        if not self.proxy():
+            return False
+        return all(self.step(step) for step in POST_STEPS)
 
     def trials(self) -> list[FrozenTrial]:
         reap_orphans(self.study, self.storage)
@@ -75,32 +76,30 @@ class Phases:
         else:
             run_workers(phase, self.run_dir, self.workers, job=self.job, events=self.events)
 
-    def proxy(self) -> None:
+    def proxy(self) -> bool:
         """Sampled proxy trials until ``plan.n_proxy`` of them have finished (killed ones are re-run)."""
         while True:
             trials = self.trials()
             proxy = [t for t in trials if ladder.WIDTH not in trial_params(t)]
             done = sum(is_finished(t) for t in proxy)
             if done >= self.plan.n_proxy:
-                return
+                return True
             running = sum(t.state == TrialState.RUNNING for t in proxy)
             waiting = sum(t.state == TrialState.WAITING for t in proxy)
             extra = self.plan.n_proxy - done - running - waiting
             if extra <= 0 and not waiting:
-                time.sleep(POLL_SECONDS)  # the rest are running in another process
-                continue
+                return False  # the rest are running in another process
             self.phase(max(0, extra))
 
-    def step(self, step: PostStep) -> None:
+    def step(self, step: PostStep) -> bool:
         """Enqueue and run what ``step`` asks for until it asks for nothing."""
         while True:
             wanted = step(self.plan, self.spec, self.trials())
             if not wanted:
-                return
+                return True
             queued = enqueue_missing(self.study, self.run_dir, wanted)
             if not queued and not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                time.sleep(POLL_SECONDS)  # all of them are running in another process
-                continue
+                return False  # all of them are running in another process
             self.phase(0)
 
 

@@ -52,6 +52,7 @@ class FamilyEntry:
     check: Callable[[Any], None] = _no_checks  # torch-free checks of the model section
     smoke: Callable[[dict[str, Any]], None] = _no_smoke  # family-specific shapes of --smoke
     owns: tuple[str, ...] = ()  # model.* keys only this family reads
+    residual: bool = True  # its blocks are residual branches, so depth scaling (CompleteP) applies
 
     def module(self) -> ModuleType:
         return importlib.import_module(self.impl)
@@ -111,7 +112,9 @@ FAMILIES: dict[str, FamilyEntry] = {
             check=_check_gpt,
             smoke=_smoke_gpt,
         ),
-        FamilyEntry("mlp", "the paper's MLP demo", "mutune.models.mlp", ("alpha_in", "alpha_out")),
+        FamilyEntry(
+            "mlp", "the paper's MLP demo", "mutune.models.mlp", ("alpha_in", "alpha_out"), residual=False
+        ),
         FamilyEntry(
             "factory",
             "your own, see model.factory",
@@ -160,6 +163,7 @@ class OptimizerEntry:
     state_bytes: Mapping[str, int] = field(default_factory=dict)  # optimizer state per parameter, per kind
     uses: tuple[str, ...] = ()  # the hparams it reads
     check_lr: float | None = None  # the coord check's LR; None: the middle of the searched LR range
+    depth_rule: bool = False  # a published depth rule exists (rules.DEPTH_KINDS has all its kinds)
 
     def build(self, groups: list[dict], hp: Any) -> Any:
         module, _, attr = self.constructor.partition(":")
@@ -177,6 +181,7 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             {"adam": 8},
             ("beta1", "beta2"),
             check_lr=0.01,  # the LR of nanoGPT-mup's coord checks (see checks.default_lr)
+            depth_rule=True,  # CompleteP (arXiv 2505.01618, Table 1)
         ),
         OptimizerEntry(
             "sgd", "SGD with momentum", "mutune.optim:build_sgd", _all("sgd"), {"sgd": 4}, ("momentum",)
@@ -193,3 +198,23 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
     )
 }
 OPTIMIZER_NAMES = tuple(OPTIMIZERS)
+
+
+def check_depth_scaling(m: Any, optimizer: str) -> None:
+    """Depth scaling asked for (``model.base_depth`` set, α > 0) where no rule exists is refused, not guessed."""
+    if m.base_depth is None or m.depth_alpha == 0:
+        return
+    if not FAMILIES[m.family].residual:
+        raise SpecError(
+            "model.base_depth",
+            f"the {m.family} family has no residual branches, so depth scaling (CompleteP) does not apply; "
+            "remove model.base_depth or set model.depth_alpha=0",
+        )
+    if not OPTIMIZERS[optimizer].depth_rule:
+        with_rule = ", ".join(o.name for o in OPTIMIZERS.values() if o.depth_rule)
+        raise SpecError(
+            "model.base_depth",
+            f"depth scaling has a published rule for {with_rule} only (CompleteP, arXiv 2505.01618); "
+            f"train.optimizer={optimizer} has none and mutune does not guess one: set model.depth_alpha=0 "
+            "or use adamw",
+        )

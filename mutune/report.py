@@ -151,7 +151,7 @@ class Report:
 
     def cost_lines(self) -> list[str]:
         """The tuning-cost line, one per target."""
-        from .flops import human
+        from .units import human
 
         if not self.targets:
             return [
@@ -210,7 +210,7 @@ def _open(run_dir: Path, spec: Spec, best: dict | None) -> tuple[optuna.Study, s
     if "://" not in url and not Path(url).is_file():
         raise SpecError(str(url), "study storage not found; is this a `mutune search` run directory?")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = search.open_storage(url)
+    storage = search.open_storage(url, repair=False)  # reads only: a torn tail is reported, not cut
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:

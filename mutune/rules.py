@@ -24,11 +24,15 @@ scalar         σ·√(base/fan_in)           η            η                (A
 =============  =========================  ===========  ===============  ===============
 
 AdamW's weight decay on hidden matrices is λ·m_in, so that PyTorch's decay per step (LR·λ) does
-not depend on width; its ε on hidden matrices is ε/m_in (TP5 App. B.3: ε added after the square
-root scales like 1/fan_in). SGD decays λ·m_in/m_out (hidden) and λ/m (vector-like), again keeping
+not depend on width; its ε is ε/m on every parameter with a width dim (TP5 App. B.3: ε added after
+the square root scales like the gradient, ∝ 1/m under µP). SGD decays λ·m_in/m_out (hidden) and λ/m (vector-like), again keeping
 LR·λ constant. Vectors and scalars (1-D) are not decayed. SP (the control) keeps every multiplier at
 1 and gives every weight matrix, the readout included, the 1/fan_in init variance; at m = 1 the
 two coincide, so a µP model at its base width trains exactly like its SP twin.
+
+Depth (CompleteP, AdamW only; m_L = depth / base_depth, α = ``model.depth_alpha``): per-block
+matrices LR ×m_L^(α−1), ε ×m_L^−α; per-block norms and biases LR ×m_L^(α−1), ε ×m_L^−α; each residual
+branch ×m_L^−α in the forward (:mod:`mutune.multipliers`); embeddings, final norm and readout unchanged.
 
 This module imports nothing of the spec: it raises plain ``ValueError``.
 """
@@ -92,13 +96,28 @@ class RoleRule:
 
 
 SGD_VECTOR = RoleRule(lr=Scaling(width=1), weight_decay=Scaling(width=-1))
-ADAM_HIDDEN = RoleRule(lr=Scaling(fan_in=-1), weight_decay=Scaling(fan_in=1), eps=Scaling(fan_in=-1))
+# Adam's ε is added after the square root, so it must shrink like the gradient it is compared with
+# (TP5 App. B.3, "for all parameters"): under µP every gradient entry of a parameter with a width dim
+# is ∝ 1/m (the backward signal into the residual stream carries the readout's α_out/m), and inside
+# a residual branch also ∝ m_L^-α. CompleteP's reference code gives embeddings, final norm and readout
+# ε/m and everything in a block ε/(m·m_L^α) since its January 2026 fix (arXiv 2512.22382).
+ADAM_EPS = Scaling(width=-1)
+# CompleteP (Dey et al., arXiv 2505.01618, Table 1) for AdamW: a block's matrices get LR η/m·m_L^(α-1)
+# and ε/(m·m_L^α), its norms and biases LR η·m_L^(α-1); hidden decay λ·m (LR·λ constant in width), no
+# depth factor; nothing outside the blocks changes with depth.
+ADAM_HIDDEN = RoleRule(
+    lr=Scaling(fan_in=-1, depth=-1, depth_alpha=1),
+    weight_decay=Scaling(fan_in=1),
+    eps=Scaling(fan_in=-1, depth_alpha=-1),
+)
 
 # (optimizer kind, role) -> rule, under µP. Missing roles of a kind take RoleRule() (no scaling).
 MUP: dict[tuple[str, Role], RoleRule] = {
-    ("adam", "embedding"): RoleRule(init_fan_in="none"),
-    ("adam", "readout"): RoleRule(init_fan_in="base_fan_in"),
+    ("adam", "embedding"): RoleRule(init_fan_in="none", eps=ADAM_EPS),
+    ("adam", "input"): RoleRule(eps=ADAM_EPS),
+    ("adam", "readout"): RoleRule(init_fan_in="base_fan_in", eps=ADAM_EPS),
     ("adam", "hidden"): ADAM_HIDDEN,
+    ("adam", "vector"): RoleRule(lr=Scaling(depth=-1, depth_alpha=1), eps=Scaling(width=-1, depth_alpha=-1)),
     ("sgd", "embedding"): RoleRule(init_fan_in="none", lr=Scaling(width=1), weight_decay=Scaling(width=-1)),
     ("sgd", "input"): SGD_VECTOR,
     ("sgd", "hidden"): RoleRule(lr=Scaling(fan_out=1, fan_in=-1), weight_decay=Scaling(fan_in=1, fan_out=-1)),
@@ -121,6 +140,9 @@ MUP[("muon", "hidden")] = RoleRule(
 )
 
 KINDS = ("adam", "sgd", "muon")  # rule kinds with a table; an optimizer maps each parameter to one of them
+# Kinds with a published depth rule (the depth columns above). SGD's depth-µP (TP6) covers residual
+# blocks of one matrix, not transformers (TP6 §10.3); Muon has none: both are refused, not guessed.
+DEPTH_KINDS = ("adam",)
 
 
 @dataclass(frozen=True)
@@ -177,6 +199,8 @@ def scaling(
             f"'{info.name}': its fan-in grows {info.fan_in_mult:g}x and its fan-out {info.fan_out_mult:g}x; "
             f"the {kind} width rule assumes a hidden matrix whose dims grow together"
         )
+    if info.depth_mult != 1.0 and kind not in DEPTH_KINDS:
+        raise ValueError(f"'{info.name}': no published depth rule for optimizer kind {kind!r}")
     decayed = len(info.shape) >= 2
     return (
         r.lr(info, depth_alpha),
@@ -199,6 +223,22 @@ def rule(
     return Rule(init=init_as, std=std, lr_mult=lr_mult, wd_mult=wd_mult, eps_mult=eps_mult)
 
 
+def assign_(p: torch.Tensor, full: torch.Tensor) -> None:
+    """Write ``full`` (the parameter's whole value, a plain tensor) into ``p``. A sharded parameter
+    (a DTensor, under FSDP2) keeps only its own shard of it, cut locally without communication, so
+    every rank that drew the same ``full`` holds the same weights as one process would."""
+    if hasattr(p, "device_mesh"):  # a DTensor; torch.distributed is imported only then
+        from torch.distributed.tensor import distribute_tensor
+
+        full = distribute_tensor(full.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
+    p.copy_(full)
+
+
+def full_value(p: torch.Tensor) -> torch.Tensor:
+    """The parameter's whole value: itself, or all of a sharded parameter's shards gathered (a copy)."""
+    return p.full_tensor() if hasattr(p, "full_tensor") else p
+
+
 def init_weights(
     model: nn.Module,
     infos: dict[str, ParamInfo],
@@ -212,6 +252,7 @@ def init_weights(
 
     Normal draws are made on the CPU in fp32 (so the same seed gives the same weights on every
     device and in every dtype) and written into the parameter where it lives, in its own dtype.
+    A sharded parameter (FSDP2's DTensor) keeps its own shard of the same draw (:func:`assign_`).
     """
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -223,7 +264,7 @@ def init_weights(
             elif kind == "normal":
                 if p.device.type == "meta":
                     continue
-                p.copy_(torch.randn(p.shape, generator=generator) * std)
+                assign_(p, torch.randn(p.shape, generator=generator) * std)
             elif kind == "zeros":
                 p.zero_()
             elif kind == "ones":

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +28,14 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from . import __version__, budget, checks, config, data, flops, ladder, models
+from . import __version__, budget, checks, config, data, flops, ladder, memory, models, trackers
 from .config import Spec, SpecError
+from .device import resolve_device
+from .errors import MutuneWarning
 from .events import SILENT, Events
 from .files import atomic_write
 from .phases import Phases
+from .rundir import claim_run_dir
 from .samplers import suggest
 from .study import (
     SearchFailed,
@@ -53,6 +58,7 @@ class SearchResult:
     best: dict  # the best.yaml document
     n_finished: int
     target: Any = None  # transfer.TransferResult when the target was launched
+    n_running: int = 0  # trials other processes were still running when this one finished
 
 
 def default_run_dir(spec: Spec, smoke: bool = False) -> Path:
@@ -75,7 +81,7 @@ def write_config(run_dir: Path, spec: Spec, argv: list[str] | None = None) -> No
 
 
 def evaluate_trial(
-    trial: optuna.Trial, spec: Spec, events: Events = SILENT
+    trial: optuna.Trial, spec: Spec, events: Events = SILENT, *, tracking: trackers.Tracking | None = None
 ) -> tuple[TrialState, float | None]:
     """Train one proxy run for ``trial``; record its cost and curve as trial attributes.
 
@@ -83,18 +89,59 @@ def evaluate_trial(
     when the pruner stopped it, FAIL when the loss diverged (with the reason as an attribute).
     A ladder trial (fixed ``width`` and ``seed``) trains at its width and seed and is never pruned:
     its losses are not comparable with the proxy's, and a rung needs every entrant's.
+    With ``tracking``, the trial is also a run in the experiment tracker.
     """
     fixed = trial.user_attrs.get("fixed_params") or {}
     rung = ladder.WIDTH in fixed
     if rung:
         spec = budget.run_spec(spec, int(fixed[ladder.WIDTH]), int(fixed[ladder.SEED]))
     hp = suggest(trial, spec.search.space, spec.hparams)
+    run = _track_trial(tracking, trial, spec, hp, "ladder-trial" if rung else "proxy-trial")
+    try:
+        state, value = _train_trial(trial, spec, hp, events, run)
+    except BaseException as e:
+        if run is not None:
+            run.finish({}, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    if run is not None:
+        keys = ("steps", "tokens", "flops", "seconds", "params")
+        summary = {k: trial.user_attrs[k] for k in keys if k in trial.user_attrs}
+        if value is not None:
+            summary["final_val_loss"] = value
+        run.finish(
+            summary, {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "PRUNED"}.get(state, "FAILED")
+        )
+    return state, value
+
+
+def _track_trial(
+    tracking: trackers.Tracking | None, trial: optuna.Trial, spec: Spec, hp: config.HParams, kind: str
+) -> trackers.TrackedRun | None:
+    if tracking is None:
+        return None
+    m = spec.model
+    provenance = {
+        "mutune.spec_name": spec.name,
+        "mutune.spec_hash": spec.hash(),
+        "mutune.study": tracking.group,
+        "mutune.trial": trial.number,
+        "mutune.model": f"{m.family} width {m.width} base {m.base_width} depth {m.depth} ({m.parametrization})",
+        "torch": torch.__version__,
+        "optuna": optuna.__version__,
+    }
+    return tracking.start(f"trial-{trial.number:04d}", kind, asdict(hp), provenance)
+
+
+def _train_trial(
+    trial: optuna.Trial, spec: Spec, hp: config.HParams, events: Events, run: trackers.TrackedRun | None
+) -> tuple[TrialState, float | None]:
+    prune = ladder.WIDTH not in (trial.user_attrs.get("fixed_params") or {})  # a rung trial runs to the end
     last_step = 0
 
     def on_eval(step: int, val_loss: float) -> None:
         nonlocal last_step
         last_step = step
-        if rung:
+        if not prune:
             return
         trial.report(val_loss, step)
         if trial.should_prune():
@@ -107,6 +154,7 @@ def evaluate_trial(
         train_curve["train_loss"].append(log.train_loss)
         events.step(trial.number, log)
 
+    on_log, on_eval = trackers.attach(run, on_log, on_eval)
     try:
         result = train(spec, hp, on_eval=on_eval, on_log=on_log)
     except optuna.TrialPruned as e:
@@ -133,25 +181,6 @@ def evaluate_trial(
 
 # ---------------------------------------------------------------------------------------------
 # Outputs
-
-
-def record_plan(study: optuna.Study, spec: Spec, plan: budget.Plan) -> None:
-    """Keep the plan (and the hash of the spec that made it) in the study, for every process that
-    writes best.yaml; a resumed search with another budget or ladder replaces it."""
-    record = {"plan": plan.to_dict(), "spec_hash": spec.hash()}
-    if study.user_attrs.get("search_plan") != record:
-        study.set_user_attr("search_plan", record)
-
-
-def recorded_plan(study: optuna.Study, spec: Spec) -> tuple[budget.Plan, str]:
-    """The plan the search recorded in the study (and the hash of the spec it ran), else one
-    without a ladder: a study written before there was a plan, or by a bare :func:`run_trials`."""
-    rec = study.user_attrs.get("search_plan")
-    if rec:
-        return budget.Plan.from_dict(rec["plan"]), rec["spec_hash"]
-    n = spec.search.n_trials or config.DEFAULT_N_TRIALS
-    plan = budget.Plan(n, 0, (), spec.model.width, spec.seed, 0.0, None, None)
-    return plan, spec.hash()
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
@@ -202,7 +231,7 @@ def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
     run, the leader of its last finished rung while it runs, and the best proxy trial before it
     starts or without one. ``trial_number`` and ``loss`` are always the winner's proxy trial and
     proxy loss; ``ladder`` records every rung."""
-    plan, spec_hash = recorded_plan(study, spec)
+    plan, spec_hash = budget.recorded_plan(study, spec)
     all_trials = study.get_trials(deepcopy=False)
     st = ladder.state(plan, list(spec.search.space), all_trials)
     win = st.winner()
@@ -221,13 +250,15 @@ def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
         "parametrization": spec.model.parametrization,
         "proxy_width": spec.model.width,
         "base_width": spec.model.base_width,
+        "base_depth": spec.model.base_depth or spec.model.depth,
+        "depth_alpha": spec.model.depth_alpha,
         "trial_number": best.number,
         "loss": float(best.value),
         "coord_check": (study.user_attrs.get("coord_check") or {}).get("verdict", "not_run"),
         "n_trials_finished": sum(is_finished(t) for t in all_trials),
         "search_flops": search_flops,
         "search_seconds": float(sum(t.user_attrs.get("seconds") or 0.0 for t in all_trials)),
-        "plan": plan_summary(plan),
+        "plan": budget.plan_summary(plan),
     }
     if plan.rungs:
         prov["ladder"] = st.to_dict()
@@ -244,20 +275,6 @@ def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
         }
     )
     return {"hparams": config.hparams_from_dict(hp).__dict__, "provenance": prov}
-
-
-def plan_summary(plan: budget.Plan) -> dict:
-    """The plan as best.yaml records it: trial counts, the ladder, FLOPs, and the budget they fit."""
-    return {
-        "budget": plan.budget,
-        "n_proxy": plan.n_proxy,
-        "finalists": plan.finalists,
-        "rungs": [{"width": r.width, "seeds": list(r.seeds), "entrants": r.entrants} for r in plan.rungs],
-        "n_trials": plan.n_trials,
-        "planned_flops": plan.total_flops,
-        "budget_flops": plan.budget_flops,
-        "target_flops": plan.target_flops,
-    }
 
 
 def write_best(study: optuna.Study, spec: Spec, run_dir: Path) -> dict | None:
@@ -340,33 +357,50 @@ def search(
     """
     if workers < 1:
         raise SpecError("--workers", f"must be >= 1, got {workers}")
+    trackers.check(spec.tracker.backend)  # a missing extra is refused before anything is written
     if smoke:
         spec = config.smoke(spec)
+    if spec.model.base_width > spec.model.width:
+        warnings.warn(
+            f"model.base_width ({spec.model.base_width}) is larger than model.width ({spec.model.width}): "
+            "the proxy is narrower than the base, so every µP multiplier is below 1; usually the proxy is "
+            "the base width or wider",
+            MutuneWarning,
+            stacklevel=2,
+        )
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec, smoke)
     data.load(spec.data, min_len=spec.model.seq_len + 1)  # a missing corpus fails here, not in trial 0
     models.validate(spec, spec.hparams, data.vocab_size(spec.data))  # so does a model µP cannot handle
+    if spec.train.memory_check:  # and a proxy that cannot fit, before the coord check allocates
+        memory.check(flops.cost(spec).memory_bytes, resolve_device(spec.train.device), what="the proxy")
     plan = budget.make_plan(spec)  # so does a budget that buys nothing
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(run_dir, spec)  # a run dir holds one study: refuse another's rather than overwrite it
     storage = open_storage(storage_url(spec, run_dir))
     study = open_study(spec, storage)  # fails fast on a spec that does not match the study
+    tracking = trackers.Tracking.from_spec(spec.tracker, run_dir, spec.name, study.study_name)
+    job = (
+        SEARCH_JOB
+        if tracking is None
+        else replace(SEARCH_JOB, evaluate=partial(evaluate_trial, tracking=tracking))
+    )
     write_config(run_dir, spec, argv)
-    record_plan(study, spec, plan)
+    budget.record_plan(study, spec, plan, run_dir)
     events.search_planned(plan)
     events.coord_checked(coord_gate(spec, study, run_dir, skip_check))
     shown = spec.edit({"search.budget": None, "search.finalists": None, "search.n_trials": plan.n_trials})
     events.search_started(shown, run_dir, count(study)[0])
     try:
-        Phases(spec, plan, run_dir, study, storage, SEARCH_JOB, workers, events).run()
+        Phases(spec, plan, run_dir, study, storage, job, workers, events).run()
     finally:
         # whatever happened, leave the table and the best-so-far on disk
         write_trials_csv(study, run_dir)
         best = write_best(study, spec, run_dir)
-    finished, _ = count(study)
+    finished, running = count(study)  # what the study holds, other processes' trials included
     if best is None:
         raise SearchFailed(
             f"none of the {finished} finished trials has a finite loss; see {run_dir / 'trials.csv'}"
         )
-    result = SearchResult(run_dir=run_dir, best=best, n_finished=finished)
+    result = SearchResult(run_dir=run_dir, best=best, n_finished=finished, n_running=running)
     if transfer and spec.target.width is not None:
         from . import transfer as transfer_mod
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -221,3 +221,45 @@ def infer_width(model: nn.Module, base: nn.Module, base_width: int) -> int:
     if len(ratios) > 1 or abs(base_width * ratio - round(base_width * ratio)) > 1e-6:
         raise ShapeError("cannot infer the model's width from its shapes; pass width=", "width")
     return round(base_width * ratio)
+
+
+def per_block(build: Callable[[int], nn.Module], depth: int) -> set[str]:
+    """The parameters that belong to a repeated block: those whose names change with depth.
+
+    ``build(depth)`` constructs the model at a depth (on the meta device, at any fixed width). Going
+    from ``depth`` to ``depth + 1`` blocks adds parameters named ``<prefix>.<depth>.<rest>``; every
+    parameter of the model at ``depth`` named ``<prefix>.<i>.<rest>`` with i < depth is per-block
+    (its LR and ε get the depth multiplier; the embeddings, final norm and readout do not).
+    """
+    with torch.device("meta"):
+        names = set(param_shapes(build(depth)))
+        deeper = set(param_shapes(build(depth + 1)))
+    new = deeper - names
+    if not new or names - deeper:
+        raise ShapeError(
+            f"the model has the same parameters at depth {depth} and {depth + 1}: it ignores its depth, "
+            "so depth scaling would silently do nothing",
+            "depth",
+        )
+    prefixes = set()
+    for name in new:
+        parts = name.split(".")
+        at = [i for i, p in enumerate(parts) if p == str(depth)]
+        if not at:
+            raise ShapeError(
+                f"'{name}' appears at depth {depth + 1} without a block index in its name", "depth"
+            )
+        prefixes.add(".".join(parts[: at[0]]))
+    blocks = set()
+    for name in names:
+        for prefix in prefixes:
+            head = f"{prefix}." if prefix else ""
+            rest = name[len(head) :].split(".", 1) if name.startswith(head) else []
+            if rest and rest[0].isdigit() and int(rest[0]) < depth:
+                blocks.add(name)
+    return blocks
+
+
+def with_depth(infos: dict[str, ParamInfo], blocks: set[str], depth_mult: float) -> dict[str, ParamInfo]:
+    """``infos`` with ``depth_mult`` set on the per-block parameters (the others keep 1)."""
+    return {n: replace(i, depth_mult=depth_mult) if n in blocks else i for n, i in infos.items()}

@@ -17,12 +17,14 @@ a width sweep another.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .config import Spec, SpecError
+from . import journal
+from .config import DEFAULT_N_TRIALS, Spec, SpecError
+from .errors import MutuneWarning
+from .errors import SearchFailed as SearchFailed  # re-exported: search and sweeps raise it
 from .events import SILENT, Events, TrialEvent
 from .samplers import make_pruner, make_sampler
 
@@ -56,24 +61,70 @@ RESUMABLE_KEYS = {
     "train.device",
     "train.compile",
     "train.checkpoint_every",
+    "train.parallel",  # a search trial runs in one process
+    "train.activation_checkpointing",  # recomputes the same numbers
+    "tracker",
+    "train.memory_check",
 }
 HEARTBEAT_SECONDS = 30  # RDB storages: a trial without a heartbeat for 4x this is failed and re-run
-
-
-class SearchFailed(RuntimeError):
-    """The search ran but produced nothing usable (every trial diverged or failed): exit code 1."""
 
 
 def storage_url(spec: Spec, run_dir: Path) -> str:
     return spec.search.storage or str(run_dir / "study.journal")
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """A journal file for plain paths, an RDB storage (with heartbeat) for URLs."""
+JOURNAL_SUFFIXES = (".journal", ".log", ".jsonl")
+
+
+def open_storage(url: str, *, repair: bool = True) -> optuna.storages.BaseStorage:
+    """A journal file for plain paths, an RDB storage (with heartbeat) for URLs.
+
+    A journal is checked before it is used (:mod:`mutune.journal`): with ``repair`` (every command
+    that writes) a torn tail is cut off after a backup, and a warning says so; without it (``mutune
+    report``) the tail is only reported. Damage in the middle is a :class:`SpecError` either way.
+    """
     if "://" not in url:
         path = Path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+        if path.suffix not in JOURNAL_SUFFIXES and not journal.looks_like_journal(path):
+            raise SpecError(
+                "search.storage",
+                f"{url!r} is neither a database URL (postgresql://..., mysql://..., sqlite:///...) nor a "
+                f"journal file path (ending in {', '.join(JOURNAL_SUFFIXES)})",
+            )
+        note = journal.repair(path) if repair else journal.check(path)
+        if note:
+            warnings.warn(note, MutuneWarning, stacklevel=2)
+        if repair:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(NamedJournalBackend(str(path)))
+    return _open_rdb(url)
+
+
+class NamedJournalBackend(optuna.storages.journal.JournalFileBackend):
+    """Optuna's journal file, whose write errors name the file: ``write()`` raises ENOSPC without a
+    file name, and a full disk must be reported as the path and the cause."""
+
+    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+        # Optuna skips a torn last line but raises UnicodeDecodeError on an undecodable one (the
+        # NUL bytes a power loss can leave); open_storage has checked that damage is only at the tail
+        with contextlib.suppress(UnicodeDecodeError):
+            yield from super().read_logs(log_number_from)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        try:
+            super().append_logs(logs)
+        except OSError as e:
+            if e.filename is None:
+                e.filename = self._file_path
+            raise
+
+
+def _open_rdb(url: str) -> optuna.storages.BaseStorage:
+    shown = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)  # never print a password
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        folder = Path(url[len("sqlite:///") :]).parent
+        if not folder.is_dir():
+            raise SpecError("search.storage", f"cannot open {shown!r}: folder {folder} does not exist")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -83,8 +134,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                 grace_period=4 * HEARTBEAT_SECONDS,
                 heartbeat_stale_trial_callback=_retry_stale,
             )
-    except Exception as e:  # a bad URL or an unreachable server is a user error
-        raise SpecError("search.storage", f"cannot open storage {url!r}: {e}") from None
+    except Exception as e:  # a bad URL or an unreachable server is a user error: one line, no links
+        cause = getattr(e, "orig", None) or e
+        lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+        text = " ".join(ln for ln in lines if not ln.startswith("(Background on this error"))
+        raise SpecError("search.storage", f"cannot open {shown!r}: {text or type(e).__name__}") from None
 
 
 def trial_relevant(spec: Spec) -> dict[str, Any]:
@@ -272,11 +326,12 @@ def enqueue_retries(study: optuna.Study, limit: int) -> int:
     return n
 
 
-def trial_event(study: optuna.Study, trial: FrozenTrial, n_trials: int) -> TrialEvent:
+def trial_event(study: optuna.Study, trial: FrozenTrial, n_trials: int, ran_here: bool = True) -> TrialEvent:
     complete = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None
     ]
     best = min(complete, key=lambda t: (t.value, t.number)) if complete else None
+    finished, running = count(study)
     return TrialEvent(
         number=trial.number,
         state=trial.state.name,
@@ -284,10 +339,13 @@ def trial_event(study: optuna.Study, trial: FrozenTrial, n_trials: int) -> Trial
         params=trial.params,
         seconds=float(trial.user_attrs.get("seconds") or 0.0),
         reason=trial.user_attrs.get("fail_reason", ""),
-        finished=count(study)[0],
+        finished=finished,
         n_trials=n_trials,
         best_value=best.value if best else None,
         best_number=best.number if best else None,
+        running=running,
+        worker=trial.user_attrs.get("worker", ""),
+        ran_here=ran_here,
     )
 
 
@@ -324,7 +382,7 @@ def run_trials(
     """
     storage = open_storage(storage_url(spec, run_dir))
     study = open_study(spec, storage, worker)
-    n_trials = spec.search.n_trials
+    n_trials = spec.search.n_trials or DEFAULT_N_TRIALS  # (a search passes its phase's count)
     while parent_pid is None or os.getppid() == parent_pid:
         with BudgetLock(run_dir / ".budget.lock"):
             reap_orphans(study, storage)

@@ -1,245 +1,51 @@
 """The wide run: the proxy's spec at a new width, with best.yaml's hyperparameters unchanged.
 
-Nothing here rescales a hyperparameter: under µP the per-parameter multipliers, derived from
-``width / base_width``, absorb the change of width. The plan (parameters, FLOPs, memory, and
-the tuning cost as a share of the target run) is computed on the meta device, so planning a
-width-8192 model allocates nothing.
+:mod:`mutune.planning` builds and costs the target (``plan``); this module trains it, in this
+process or under torchrun, and leaves the plan, config, metrics, checkpoints and result in
+``<run_dir>/target-<key>/``.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
-import re
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from . import config, data, flops
-from .config import HParams, Spec, SpecError
+from . import data, flops, memory, trackers
+from .config import SpecError
+from .device import resolve_device
 from .events import SILENT, Events
 from .files import atomic_write
-from .train import RunResult, train
-from .typed import parse_override
-
-# Keys a target may change that µTransfer carries only approximately (TP5 §6.1): say so.
-APPROXIMATE = {
-    "train.steps": "training horizon: TP5 found LR transfer across steps empirical, from ~5000 steps up",
-    "train.batch_size": "batch size: transfers roughly (TP5 Fig. 19) if both are above the critical batch",
-    "train.warmup_steps": "warmup: a ratio tuned at small width sometimes needs lengthening at large width",
-    "model.depth": "depth: µP covers width; depth transfers only empirically for pre-LN transformers",
-    "model.seq_len": "sequence length: transfers roughly (TP5 Fig. 19) from ~128 up",
-    "model.mlp_ratio": "MLP ratio: a different shape; the multipliers adapt but the optimum may move",
-    "model.factory_kwargs": "a different shape of your model; the multipliers adapt but the optimum may move",
-    "data": "a different corpus: the proxy's optimum was found on other data",
-    "hparams.weight_decay": "weight decay does not µTransfer",
-}
-# Keys that would change what the hyperparameters mean: refused.
-FIXED = {
-    "model.base_width": "it defines what the tuned hyperparameters mean",
-    "model.parametrization": "the hyperparameters were tuned under the proxy's parametrization",
-    "model.family": "the hyperparameters were tuned on the proxy's model family",
-    "model.head_dim": "the proxy's head_dim fixes the attention base; use n_head/head_dim as the proxy did",
-    "model.n_head": "the proxy's head count fixes the attention base",
-    "model.factory": "the hyperparameters were tuned on the proxy's model",
-    "model.readout": "it decides where α_out/m applies, part of what the hyperparameters mean",
-}
-SMOKE_MAX_WIDTH = 128
-# Keys that do not change what is trained: they do not name the target folder.
-UNNAMED_KEYS = {
-    "train.checkpoint_every",
-    "train.device",
-    "train.compile",
-    "train.eval_every",
-    "train.eval_batches",
-}
-
-
-@dataclass
-class Plan:
-    run_dir: Path
-    target_dir: Path
-    spec: Spec
-    hparams: HParams
-    cost: flops.Cost
-    proxy_cost: flops.Cost
-    proxy_width: int
-    search_flops: float
-    overrides: list[str]
-    warnings: list[str] = field(default_factory=list)
-    forced: list[str] = field(default_factory=list)  # provenance mismatches overridden with --force
-
-    @property
-    def tuning_cost_pct(self) -> float:
-        """Search compute as a percentage of the target run's compute."""
-        return 100.0 * self.search_flops / self.cost.total_flops
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_dir": str(self.run_dir),
-            "target_dir": str(self.target_dir),
-            "overrides": self.overrides,
-            "width": self.spec.model.width,
-            "proxy_width": self.proxy_width,
-            "hparams": asdict(self.hparams),
-            "cost": self.cost.to_dict(),
-            "search_flops": self.search_flops,
-            "tuning_cost_pct": self.tuning_cost_pct,
-            "warnings": self.warnings,
-            "forced": self.forced,
-        }
+from .planning import (  # noqa: F401 (the planning names are part of transfer's API)
+    APPROXIMATE,
+    DEFAULT_GPU_GIB,
+    FIXED,
+    PROVENANCE_TAGS,
+    SHORT_KEYS,
+    SMOKE_MAX_WIDTH,
+    UNNAMED_KEYS,
+    Plan,
+    check_provenance,
+    latest_run,
+    load_run,
+    multipliers_of,
+    plan,
+    target_key,
+    target_overrides,
+)
+from .train import RunResult, has_checkpoint, train
+from .train.checkpoint import FolderLock
 
 
 @dataclass
 class TransferResult:
     plan: Plan
     result: RunResult | None  # None for a dry run
-
-
-def latest_run(root: str | Path = "runs") -> Path:
-    """The most recently modified run directory (one holding a best.yaml) under ``root``."""
-    root = Path(root)
-    runs = [p.parent for p in root.glob("*/best.yaml")] if root.is_dir() else []
-    if not runs:
-        raise SpecError(
-            str(root), "no run directory with a best.yaml here; run `mutune search` first or name RUN_DIR"
-        )
-    return max(runs, key=lambda p: (p / "best.yaml").stat().st_mtime)
-
-
-def load_run(run_dir: str | Path) -> tuple[Spec, dict]:
-    """The proxy spec (config.yaml) and the best.yaml document of a run directory."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise SpecError(str(run_dir), "run directory not found")
-    for name in ("best.yaml", "config.yaml"):
-        if not (run_dir / name).is_file():
-            raise SpecError(
-                str(run_dir / name), "not found; is this a finished `mutune search` run directory?"
-            )
-    spec = config.spec_from_dict(config.read_yaml(run_dir / "config.yaml"))
-    best = config.read_yaml(run_dir / "best.yaml", "best.yaml")
-    if not isinstance(best.get("hparams"), dict):
-        raise SpecError(str(run_dir / "best.yaml"), "has no 'hparams' mapping")
-    return spec, best
-
-
-def target_overrides(spec: Spec) -> list[str]:
-    """The ``--to`` list that a spec's own ``target`` section means."""
-    to = [f"width={spec.target.width}"] if spec.target.width is not None else []
-    return to + [f"{k}={json.dumps(v)}" for k, v in spec.target.overrides.items()]
-
-
-def _canonical(key: str) -> str:
-    return "model.width" if key == "width" else key
-
-
-def target_key(overrides: list[str]) -> str:
-    """``['width=1024', 'train.steps=400']`` -> ``width1024-steps400`` (the target-<key> folder)."""
-    parts = []
-    for token in overrides:
-        key, value = parse_override(token)
-        if _canonical(key) in UNNAMED_KEYS:
-            continue
-        parts.append(key.rsplit(".", 1)[-1] + re.sub(r"[^A-Za-z0-9.]+", "_", str(value)))
-    return "-".join(parts) or "default"
-
-
-def check_provenance(proxy: Spec, best: dict, best_path: Path, force: bool) -> list[str]:
-    """Refuse hyperparameters tuned for another model family, base width or parametrization.
-
-    They would mean something else here (the µP multipliers are relative to the base width the
-    search used). ``force`` overrides; what was forced is returned, to be recorded in the plan.
-    """
-    prov = best.get("provenance") or {}
-    mismatches = []
-    for key, mine in (
-        ("model_family", proxy.model.family),
-        ("base_width", proxy.model.base_width),
-        ("parametrization", proxy.model.parametrization),
-    ):
-        theirs = prov.get(key)
-        if theirs is not None and theirs != mine:
-            mismatches.append(f"{key}: best.yaml has {theirs!r}, the spec has {mine!r}")
-    if mismatches and not force:
-        raise SpecError(
-            str(best_path),
-            f"was tuned for a different model ({'; '.join(mismatches)}); pass --force to apply it anyway",
-        )
-    return [f"forced: {m}" for m in mismatches]
-
-
-def plan(
-    run_dir: str | Path | None,
-    to: list[str] | tuple[str, ...] = (),
-    *,
-    smoke: bool = False,
-    force: bool = False,
-) -> Plan:
-    """Rebuild the spec for the target and cost it; allocates no weights."""
-    run_dir = latest_run() if run_dir is None else Path(run_dir)
-    proxy, best = load_run(run_dir)
-    forced = check_provenance(proxy, best, run_dir / "best.yaml", force)
-    to = list(to) or target_overrides(proxy)
-    if not to:
-        raise SpecError("--to", "give --to width=W (the spec names no target.width)")
-    warnings: list[str] = []
-    spec_dict = proxy.to_dict()
-    if smoke:
-        spec_dict = config.smoke(proxy).to_dict()
-    canonical: list[str] = []
-    for token in to:
-        key, value = parse_override(token)
-        key = _canonical(key)
-        section = key.split(".")[0]
-        if section == "hparams":
-            raise SpecError(
-                f"--to {key}", "hyperparameters come from best.yaml, unchanged; tune them in the search"
-            )
-        if key in FIXED:
-            raise SpecError(f"--to {key}", f"cannot change for a transfer: {FIXED[key]}")
-        if section in ("search", "target", "name"):
-            raise SpecError(f"--to {key}", "not used by a target run")
-        note = APPROXIMATE.get(key) or APPROXIMATE.get(section)
-        if note and value != _get(spec_dict, key):
-            warnings.append(f"{key}={value} does not µTransfer exactly ({note})")
-        canonical.append(f"{key}={json.dumps(value)}")
-    try:
-        target = config.spec_from_dict(spec_dict, canonical)
-    except SpecError as e:
-        raise SpecError(f"--to {e.key}", e.message) from None
-    if smoke and target.model.width > SMOKE_MAX_WIDTH:
-        warnings.append(f"--smoke: width {target.model.width} capped at {SMOKE_MAX_WIDTH}")
-        target = target.edit({"model.width": SMOKE_MAX_WIDTH})
-    hp = config.hparams_from_dict(best["hparams"], f"{run_dir / 'best.yaml'}: hparams")
-    prov = best.get("provenance") or {}
-    search_flops = float(prov.get("search_flops") or 0.0)
-    return Plan(
-        run_dir=run_dir,
-        target_dir=run_dir / f"target-{target_key(to)}",
-        spec=target,
-        hparams=hp,
-        cost=flops.cost(target, hp=hp),
-        proxy_cost=flops.cost(proxy, hp=hp),
-        proxy_width=proxy.model.width,
-        search_flops=search_flops,
-        overrides=list(to),
-        warnings=forced + warnings,
-        forced=forced,
-    )
-
-
-def _get(tree: dict, key: str) -> Any:
-    node: Any = tree
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def transfer(
@@ -251,29 +57,69 @@ def transfer(
     resume: bool = False,
     force: bool = False,
     events: Events = SILENT,
+    nproc: int = 1,
+    gpu_gib: float | None = None,
 ) -> TransferResult:
     """Plan the target run and, unless ``dry_run``, train it into ``<run_dir>/target-<key>/``.
 
     ``resume`` continues the target's last checkpoint (a finished target is returned as it is);
-    without it, a folder that already holds a run is refused rather than overwritten.
+    without it, a folder that already holds a run is refused rather than overwritten. ``nproc``
+    and ``gpu_gib`` size the plan's per-GPU memory (under torchrun, the launch's world size).
+    With ``tracker.backend`` set, the run is also a run in that experiment tracker.
     """
-    p = plan(run_dir, to, smoke=smoke, force=force)
+    nproc = int(os.environ.get("WORLD_SIZE", nproc))
+    p = plan(run_dir, to, smoke=smoke, force=force, nproc=nproc, gpu_gib=gpu_gib)
     world_main = int(os.environ.get("RANK", "0")) == 0
     if world_main:
         events.planned(p)
     if dry_run:
         return TransferResult(plan=p, result=None)
+    trackers.check(p.spec.tracker.backend)
     data.load(p.spec.data, min_len=p.spec.model.seq_len + 1)  # fail on missing data before writing anything
-    if world_main:
-        p.target_dir.mkdir(parents=True, exist_ok=True)
-        plan_doc = yaml.safe_dump(p.to_dict(), sort_keys=False)
-        atomic_write(p.target_dir / "plan.yaml", lambda f: f.write_text(plan_doc))
-        spec_doc = yaml.safe_dump(p.spec.to_dict(), sort_keys=False)
-        atomic_write(p.target_dir / "config.yaml", lambda f: f.write_text(spec_doc))
-    result = train(
-        p.spec, p.hparams, out_dir=p.target_dir, resume=resume, on_log=lambda log: events.step(None, log)
-    )
+    if p.spec.train.memory_check:  # the plan's own estimate for this process, before anything is allocated
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        memory.check(
+            flops.per_gpu(p.cost.memory, world, p.spec.train.parallel).total,
+            resolve_device(p.spec.train.device),
+            what=f"the width-{p.spec.model.width} target"
+            + (f" ({p.spec.train.parallel}, {world} processes)" if world > 1 else ""),
+            force="--force",
+        )
+    # one writer per target folder: a second transfer (or search) into it is refused while this one trains
+    with FolderLock(p.target_dir) if world_main else contextlib.nullcontext():
+        if world_main:
+            plan_doc = yaml.safe_dump(p.to_dict(), sort_keys=False)
+            atomic_write(p.target_dir / "plan.yaml", lambda f: f.write_text(plan_doc))
+            spec_doc = yaml.safe_dump(p.spec.to_dict(), sort_keys=False)
+            atomic_write(p.target_dir / "config.yaml", lambda f: f.write_text(spec_doc))
+        run = _track_target(p) if world_main else None
+        on_log, on_eval = trackers.attach(run, lambda log: events.step(None, log), None)
+        try:
+            result = train(
+                p.spec, p.hparams, out_dir=p.target_dir, resume=resume, on_log=on_log, on_eval=on_eval
+            )
+        except BaseException as e:
+            if run is not None:
+                run.finish({}, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            raise
+        if run is not None:
+            run.finish(result.summary(), "FAILED" if result.diverged else "FINISHED")
     return TransferResult(plan=p, result=result)
+
+
+def _track_target(p: Plan) -> trackers.TrackedRun | None:
+    """The target as a run of the experiment tracker: the hparams, its shape and the search it came from."""
+    tracking = trackers.Tracking.from_spec(p.spec.tracker, p.run_dir, p.spec.name, group=p.run_dir.name)
+    if tracking is None:
+        return None
+    t, m = p.spec.train, p.spec.model
+    params = {**asdict(p.hparams), "width": m.width, "depth": m.depth, "steps": t.steps}
+    params.update(batch_size=t.batch_size, nproc=p.nproc, parallel=t.parallel)
+    prov = {f"mutune.best.{k}": p.provenance[k] for k in PROVENANCE_TAGS if k in p.provenance}
+    prov.update(
+        {"mutune.run_dir": p.run_dir, "mutune.target": p.target_dir.name, "mutune.to": " ".join(p.overrides)}
+    )
+    return tracking.start(p.target_dir.name, "target", params, prov)
 
 
 def launch_distributed(
@@ -295,6 +141,10 @@ def launch_distributed(
     p = plan(run_dir, to, smoke=smoke, force=force)  # user errors surface here, once, not in every rank
     if p.spec.train.batch_size % nproc:
         raise SpecError("train.batch_size", f"{p.spec.train.batch_size} is not divisible by --nproc {nproc}")
+    if not resume and has_checkpoint(p.target_dir):  # say it once here, not from every rank
+        raise SpecError(
+            str(p.target_dir), "already holds a run; pass --resume to continue it, or remove the folder"
+        )
     cmd = [
         sys.executable,
         "-m",

@@ -2,17 +2,21 @@
 
 The spec (:mod:`mutune.config`) is a tree of dataclasses whose type hints are the schema: this
 module checks a parsed YAML mapping against them (unknown keys with a "did you mean", wrong types,
-values outside a ``Literal``), fills defaults, and reads ``KEY=VALUE`` overrides. It knows nothing
-of what the fields mean.
+values outside a ``Literal``, non-finite numbers, numbers outside a field's :class:`Range`), fills
+defaults, and reads ``KEY=VALUE`` overrides and YAML files (UTF-8, no duplicate keys). It knows
+nothing of what the fields mean.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -49,13 +53,13 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        for a in args:
-            if a is type(None):
-                continue
+        arms = [a for a in args if a is not type(None)]
+        for a in arms:
             try:
                 return coerce(a, value, key)
             except SpecError:
-                continue
+                if len(arms) == 1:  # `float | None`: the number's own message (e.g. not finite)
+                    raise
         raise SpecError(key, f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value in typing.get_args(tp):
@@ -74,16 +78,7 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
             return int(value)
         raise SpecError(key, f"expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, bool):
-            raise SpecError(key, f"expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise SpecError(key, f"expected a number, got {value!r}")
+        return _number(value, key)
     if tp is str:
         if isinstance(value, str):
             return value
@@ -101,6 +96,20 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return build(tp, value, key)
     raise AssertionError(f"unsupported spec type {tp!r} at {key}")
+
+
+def _number(value: Any, key: str) -> float:
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if number is None:
+        raise SpecError(key, f"expected a number, got {value!r}")
+    if not math.isfinite(number):  # .nan passes every comparison check; .inf disables max_loss
+        raise SpecError(key, f"expected a finite number, got {value!r}")
+    return number
 
 
 def build(cls: type, data: Any, key: str = "") -> Any:
@@ -161,3 +170,111 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
         key, value = parse_override(token)
         set_dotted(data, key, value)
     return data
+
+
+def leaf_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key of a spec dataclass (``model.width``, ``train.steps``...), sections walked."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        tp = field_type(cls, f)
+        here = join_key(prefix, f.name)
+        keys += leaf_keys(tp, here) if dataclasses.is_dataclass(tp) else [here]
+    return keys
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranges
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts: ``Range(0, 1, high_open=True)`` is [0, 1)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, v: float) -> bool:
+        if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
+            return False
+        return not (self.high is not None and (v > self.high or (self.high_open and v == self.high)))
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return (
+            f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        )
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1, low_open=True, high_open=True)
+BETA = Range(0, 1, high_open=True)  # torch.optim refuses 1.0 (and anything outside)
+
+
+def check_ranges(node: Any, prefix: str = "") -> None:
+    """Every numeric field against its declared :class:`Range` (see ``_f``), naming the dotted key."""
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), join_key(prefix, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, key)
+        valid = f.metadata.get("valid")
+        if valid is not None and value is not None and value not in valid:
+            raise SpecError(key, f"must be {valid}, got {value}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading YAML files
+
+
+def read_yaml(path: str | Path, what: str = "spec") -> dict[str, Any]:
+    """A YAML mapping from a file: UTF-8 text, no duplicate keys; each mistake names the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(str(path), f"{what} file not found")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is harmless
+    except UnicodeDecodeError as e:
+        bom = " (it starts with a UTF-16 byte-order mark)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        line = raw[: e.start].count(b"\n") + 1
+        raise SpecError(
+            str(path), f"is not UTF-8 text: byte 0x{raw[e.start]:02x} on line {line}{bom}; save it as UTF-8"
+        ) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _no_duplicate_keys(node, path)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(e, "problem", None)
+        raise SpecError(str(path), f"invalid YAML{where}{': ' + problem if problem else ''}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(str(path), "expected a YAML mapping at the top level")
+    return data
+
+
+def _no_duplicate_keys(node: yaml.Node | None, path: Path, prefix: str = "") -> None:
+    """PyYAML keeps the last of two equal keys without a word; a spec with one is almost always a
+    mistake (two ``lr:`` lines, the first forgotten), so it is refused, naming the key and both lines."""
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _no_duplicate_keys(item, path, f"{prefix}[{i}]")
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+        line = key_node.start_mark.line + 1
+        if key in seen and isinstance(key_node, yaml.ScalarNode) and key != "<<":
+            raise SpecError(
+                join_key(prefix, key),
+                f"duplicate key in {path} (line {line}; first on line {seen[key]}); keep one",
+            )
+        seen[key] = line
+        _no_duplicate_keys(value_node, path, join_key(prefix, key))

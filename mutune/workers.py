@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -94,11 +95,14 @@ def run_workers(
                     os.environ["CUDA_VISIBLE_DEVICES"] = saved
         procs.append(p)
 
+    mine = {f"{socket.gethostname()}:{p.pid}" for p in procs}
+
     def relay() -> None:
         for t in study.get_trials(deepcopy=False):
             if t.state.is_finished() and t.number not in seen:
                 seen.add(t.number)
-                events.trial_ended(trial_event(study, t, spec.search.n_trials))
+                here = t.user_attrs.get("worker") in mine
+                events.trial_ended(trial_event(study, t, spec.search.n_trials, ran_here=here))
 
     try:
         while any(p.is_alive() for p in procs):

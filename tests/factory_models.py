@@ -185,3 +185,10 @@ class TupleLM(ConvLM):
 
 def tuple_lm(width: int, vocab_size: int) -> TupleLM:
     return TupleLM(width, vocab_size, 1, 3)
+
+
+def no_depth(width: int, vocab_size: int, seq_len: int, alpha_attn: float = 1.0) -> nn.Module:
+    """examples/my_model.py's model with a fixed depth and no residual_mult: cannot be depth-scaled."""
+    from examples.my_model import build
+
+    return build(width, vocab_size, seq_len, alpha_attn=alpha_attn)

@@ -52,3 +52,17 @@ def test_throughput_quick(tmp_path):
     out = bench("throughput.py", cwd=tmp_path)
     assert "mutune µP / plain loop" in out and "µP time over SP" in out
     assert "search, 1 worker(s)" in out and "search, 2 worker(s)" in out
+
+
+@pytest.mark.bench
+def test_depth_transfer_quick(tmp_path):
+    out = bench("depth_transfer.py", "--run-dir", str(tmp_path / "dt"), cwd=tmp_path)
+    assert "CompleteP drift" in out and "no depth scaling: drift" in out and "target width" in out
+    assert (tmp_path / "dt" / "a1" / "checks" / "sweep-lr-depth.png").is_file()
+
+
+@pytest.mark.bench
+def test_cli_startup_quick(tmp_path):
+    out = bench("cli_startup.py", cwd=tmp_path)
+    assert "target:" in out and "mutune --help" in out and "import torch" in out
+    assert "this/ref" in out and "mutune show-config" in out

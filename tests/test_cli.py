@@ -108,7 +108,9 @@ def test_tracebacks_only_with_debug(run_cli, workdir, monkeypatch):
     def boom(run_dir):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(cli.report_mod, "report", boom)
+    import mutune.report
+
+    monkeypatch.setattr(mutune.report, "report", boom)  # the command imports it when it runs
     r = run_cli("report", "somewhere")
     assert r.code == 1 and r.err.strip().splitlines() == [
         "error: internal error: RuntimeError: kaboom (run with --debug for the traceback)"

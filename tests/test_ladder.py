@@ -8,6 +8,8 @@ wider rung re-ranks the proxy's finalists in a way the test can predict.
 from __future__ import annotations
 
 import math
+import os
+import socket
 from pathlib import Path
 
 import pandas as pd
@@ -67,7 +69,7 @@ def run(spec: config.Spec, run_dir: Path, job=SYNTHETIC) -> Phases:
     plan = budget.make_plan(spec, cost=flops_cost)
     storage = study_mod.open_storage(str(run_dir / "study.journal"))
     study = study_mod.open_study(spec, storage)
-    search.record_plan(study, spec, plan)
+    budget.record_plan(study, spec, plan)
     phases = Phases(spec, plan, run_dir, study, storage, job)
     phases.run()
     search.write_search_outputs(study, spec, run_dir)
@@ -173,7 +175,7 @@ def test_parallel_workers_run_each_ladder_run_once(tmp_path):
     plan = budget.make_plan(spec, cost=flops_cost)
     storage = study_mod.open_storage(str(tmp_path / "study.journal"))
     study = study_mod.open_study(spec, storage)
-    search.record_plan(study, spec, plan)
+    budget.record_plan(study, spec, plan)
     Phases(spec, plan, tmp_path, study, storage, SYNTHETIC, workers=2).run()
     df = pd.read_csv(tmp_path / "trials.csv")
     assert len(df) == plan.n_trials == 8 + 4 * 2 and (df["state"] == "COMPLETE").all()
@@ -191,6 +193,27 @@ def test_enqueued_proxy_configurations_are_run_not_waited_for(tmp_path):
     plan = budget.make_plan(spec, cost=flops_cost)
     Phases(spec, plan, tmp_path, study, storage, SYNTHETIC).run()
     assert sorted(t.params["lr"] for t in study.get_trials()) == [0.003, 0.03]
+
+
+def test_a_proxy_trial_running_in_another_process_is_not_waited_for(tmp_path):
+    """Another live search of the study runs the ladder once its trial ends; this one does not wait
+    (or start the ladder on a partial ranking), and running again afterwards completes the ladder."""
+    spec = config.spec_from_dict(LADDER, ["search.finalists=2", "search.rungs=[2]"])
+    plan = budget.make_plan(spec, cost=flops_cost)
+    storage = study_mod.open_storage(str(tmp_path / "study.journal"))
+    study = study_mod.open_study(spec, storage)
+    other = study.ask()  # as another search on this machine would, still running
+    other.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    phases = Phases(spec, plan, tmp_path, study, storage, SYNTHETIC)
+    assert phases.run() is False
+    states = [t.state for t in study.get_trials()]
+    assert states.count(TrialState.COMPLETE) == 7 and states.count(TrialState.RUNNING) == 1
+    assert all(ladder.WIDTH not in study_mod.trial_params(t) for t in study.get_trials())
+    state, value = synthetic_evaluate(other, spec)  # the other search finishes its trial
+    study.tell(other, value, state=state)
+    assert phases.run() is True
+    df = search.trials_table(study)
+    assert len(df) == 8 + 2 and (df["state"] == "COMPLETE").all()
 
 
 def test_a_bigger_ladder_on_resume_reuses_the_runs_it_has(tmp_path):
@@ -316,7 +339,10 @@ def test_cli_search_with_a_budget_prints_its_plan_and_stays_within_it(run_cli, w
     assert prov["search_flops"] <= plan["planned_flops"] <= plan["budget_flops"]
     assert plan["budget_flops"] == pytest.approx(0.5 * plan["target_flops"])
     assert len(pd.read_csv(run_dir / "trials.csv")) == plan["n_trials"]
-    assert "plan:" in r.err and f"{plan['n_proxy']} proxy trials" in r.err
+    written = yaml.safe_load((run_dir / "search_plan.yaml").read_text())  # the plan, before any trial ran
+    assert {k: written[k] for k in plan} == plan
+    assert written["planned_flops"] <= written["budget_flops"]
+    assert f"plan: {plan['n_proxy']} proxy trials" in r.err  # and printed (plain log lines on stderr)
 
 
 def test_configs_written_with_a_budget_load_again(tmp_path):

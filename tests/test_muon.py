@@ -45,7 +45,7 @@ def test_hidden_matrices_get_muons_width_rule_and_the_rest_adamws():
             assert g["weight_decay"] == pytest.approx(0.1 * 2)  # LR·λ constant in width
         else:
             assert g["kind"] == "adam" and g["lr"] == pytest.approx(0.01)  # AdamW's µP: η for these roles
-            assert g["eps"] == pytest.approx(1e-8)
+            assert g["eps"] == pytest.approx(1e-8 / 4)  # AdamW's ε/m
 
 
 def test_at_the_base_width_every_multiplier_is_one():

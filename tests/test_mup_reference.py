@@ -12,8 +12,9 @@ is the rules, not rounding. The loss trajectories must agree to 1e-5 relative.
 mutune differs from mup on purpose in two places, and the twin is adjusted to mutune's documented
 rule there (each adjustment is checked to matter, so the agreement is not vacuous):
 
-1. Adam ε on hidden (matrix-like) weights is ε / m_in, TP5 App. B.3 (PyTorch adds ε after the square
-   root, so it must scale like the gradient, 1/fan_in). mup leaves ε unscaled.
+1. Adam ε is ε / m on every parameter with a width dim (ε / m_in on hidden weights), TP5 App. B.3
+   (PyTorch adds ε after the square root, so it must scale like the gradient, ∝ 1/m for all of them
+   under µP). mup leaves ε unscaled.
 2. Weight decay applies to ≥2-D weights only; mup decays every parameter, biases and norm gains too.
    (mup's MuAdamW multiplies hidden weight decay by width_mult, as mutune does: pip mup 1.0.0 has no
    ``decoupled_wd``.)
@@ -166,29 +167,25 @@ def twin_optimizer(
 ) -> torch.optim.Optimizer:
     hp, t = spec.hparams, spec.train
     params = list(net.parameters())
+    # one group per parameter (Adam is elementwise, so the grouping changes nothing) so that each can
+    # take its own ε below
     if match_wd:  # deviation 2: mutune does not decay 1-D parameters (biases, norm gains)
-        groups = [
-            {"params": [p for p in params if p.ndim >= 2]},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ]
+        groups = [{"params": [p]} if p.ndim >= 2 else {"params": [p], "weight_decay": 0.0} for p in params]
     else:
-        groups = [{"params": params}]
+        groups = [{"params": [p]} for p in params]
     if t.optimizer == "sgd":
         return mup.MuSGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
     opt = mup.MuAdamW(groups, lr=hp.lr, betas=(hp.beta1, hp.beta2), eps=t.eps, weight_decay=hp.weight_decay)
-    if match_eps:  # deviation 1: Adam ε / m_in on matrix-like weights (TP5 App. B.3)
+    if match_eps:  # deviation 1: Adam ε / m on every parameter with a width dim (TP5 App. B.3)
         for g in opt.param_groups:
-            if g["params"] and g["params"][0].infshape.ninf() == 2:
+            if g["params"] and g["params"][0].infshape.ninf() >= 1:
                 g["eps"] = t.eps / g["params"][0].infshape.width_mult()
     return opt
 
 
 def mutune_model(spec: config.Spec):
     model, infos = models.create(spec, spec.hparams, VOCAB, seed=0)
-    m = spec.model
-    groups = optim.param_groups(
-        model, infos, spec.hparams, m.parametrization, spec.train.optimizer, eps=spec.train.eps
-    )
+    groups = models.param_groups(spec, model, infos, spec.hparams)
     return model, infos, optim.make_optimizer(groups, spec.hparams, spec.train.optimizer)
 
 
@@ -258,8 +255,9 @@ def test_adam_eps_rule_is_the_documented_one(name):
     for g in opt.param_groups:
         for p in g["params"]:
             info = infos[names[id(p)]]
-            expected = EPS / info.fan_in_mult if info.role == "hidden" else EPS
+            expected = EPS / info.fan_in_mult if info.role == "hidden" else EPS / info.width_mult
             assert g["eps"] == pytest.approx(expected), names[id(p)]
+            assert info.role == "scalar" or g["eps"] < EPS  # every width-dim parameter's ε shrinks
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -58,7 +58,8 @@ def test_mup_rules_on_named_parameters(name):
     assert infos[name].role == role
     assert adamw[name]["lr"] == pytest.approx(0.01 * a_lr)
     assert adamw[name]["weight_decay"] == pytest.approx(0.1 * a_wd)
-    assert adamw[name]["eps"] == pytest.approx(1e-8 * (a_lr if role == "hidden" else 1))
+    # Adam ε ∝ 1/m on every parameter with a width dim (TP5 App. B.3; CompleteP's fixed code)
+    assert adamw[name]["eps"] == pytest.approx(1e-8 / 4)
     assert sgd[name]["lr"] == pytest.approx(0.01 * s_lr)
     assert sgd[name]["weight_decay"] == pytest.approx(0.1 * s_wd)
     p = dict(model.named_parameters())[name]
@@ -185,3 +186,37 @@ def test_too_many_width_dims_is_an_error():
 
     with pytest.raises(config.SpecError, match="3 dims"):
         parametrize.classify(Cube, 8, 4)
+
+
+def test_adam_eps_follows_the_gradient_of_every_width_role():
+    """Why Adam's ε is ε/m on every parameter with a width dim, not on hidden matrices only: the
+    gradient RMS of every role shrinks like 1/m (measured here at init, widths 64 and 512), and ε is
+    compared with √v, the gradient's size (TP5 App. B.3)."""
+    import numpy as np
+
+    from mutune import data
+
+    def grad_rms_and_eps(width):
+        spec = config.spec_from_dict(
+            {
+                "model": {"width": width, "base_width": 64, "depth": 2, "head_dim": 32, "seq_len": 64},
+                "hparams": {"init_std": 0.05},
+            }
+        )
+        model, infos = models.create(spec, spec.hparams, 256, seed=0)
+        x, y = data.get_batch(data.load(spec.data, 65).train, 8, 64, np.random.default_rng(0))
+        model(x, y)[1].backward()
+        groups = optim.param_groups(model, infos, spec.hparams, "mup", "adamw", eps=1.0)
+        eps = {n: g["eps"] for g in groups for n in g["names"]}
+        by_role: dict[str, list] = {}
+        for n, p in model.named_parameters():
+            by_role.setdefault(infos[n].role, []).append((p.grad.pow(2).mean().sqrt().item(), eps[n]))
+        return {r: (math.exp(np.mean([math.log(g) for g, _ in v])), v[0][1]) for r, v in by_role.items()}
+
+    narrow, wide = grad_rms_and_eps(64), grad_rms_and_eps(512)
+    assert set(narrow) == {"embedding", "hidden", "readout", "vector"}
+    for role in narrow:
+        grad_ratio = math.log2(wide[role][0] / narrow[role][0])
+        eps_ratio = math.log2(wide[role][1] / narrow[role][1])
+        assert abs(grad_ratio - (-3)) < 0.5, (role, grad_ratio)  # the gradient shrinks like 1/m, m = 8
+        assert abs(eps_ratio - grad_ratio) < 0.5, (role, eps_ratio, grad_ratio)  # and so does ε

@@ -1,9 +1,12 @@
 """Non-computation changes give identical losses: the numbers pinned from the pre-redesign code.
 
-tests/pinned/pinned.json was written by tests/pinned/harness.py on commit e9d6408 (before the µP
-core, the model/optimizer registries, the trainer and the study machinery were reorganised). The
-same searches (AdamW µP, tied, SGD, SP, MLP, a factory model), transfers, coord checks and a sweep
-must reproduce every loss bit for bit.
+tests/pinned/pinned.json was first written by tests/pinned/harness.py on commit e9d6408 (before the
+µP core, the model/optimizer registries, the trainer and the study machinery were reorganised); the
+reorganisation reproduced it bit for bit. It was regenerated once since, for a deliberate
+computation change (Adam ε/m on every parameter with a width dim, with the depth-transfer work),
+after checking that everything else still reproduced the old file. The same searches (AdamW µP,
+tied, SGD, SP, MLP, a factory model), transfers, coord checks and a sweep must reproduce every loss
+bit for bit.
 """
 
 from __future__ import annotations

@@ -122,8 +122,8 @@ def _run(
     """Train one model ``steps - 1`` updates; the per-forward records, the layer kinds, problems."""
     device = batch[0].device
     model, infos = models.create(spec, hp, data.vocab_size(spec.data), device, seed=seed)
-    m, t = spec.model, spec.train
-    groups = optim.param_groups(model, infos, hp, m.parametrization, t.optimizer, eps=t.eps)
+    t = spec.train
+    groups = models.param_groups(spec, model, infos, hp)
     opt = optim.make_optimizer(groups, hp, t.optimizer)
     rec = Recorder(model, _readouts(model, spec))
     rows: list[dict[str, float]] = []

@@ -9,14 +9,16 @@ nothing here branches on their names.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from types import ModuleType
 
 import torch
 from torch import nn
 
-from .. import rules, shapes
+from .. import optim, rules, shapes
 from ..config import HParams, Spec, SpecError
-from ..registry import FAMILIES
+from ..registry import FAMILIES, OPTIMIZERS
 from ..shapes import ParamInfo
 
 
@@ -25,10 +27,31 @@ def family(spec: Spec) -> ModuleType:
     return FAMILIES[spec.model.family].module()
 
 
+def depth_mult(spec: Spec) -> float:
+    """m_L = depth / base_depth where depth scaling applies (α > 0, a family with residual branches, an
+    optimizer with a published depth rule), else 1. ``base_depth`` unset means the model's own depth."""
+    m = spec.model
+    base = m.base_depth or m.depth
+    if (
+        m.depth == base
+        or m.depth_alpha == 0
+        or not FAMILIES[m.family].residual
+        or not OPTIMIZERS[spec.train.optimizer].depth_rule
+    ):
+        return 1.0
+    return m.depth / base
+
+
 def build(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None) -> nn.Module:
     """The model at ``width`` (default ``spec.model.width``), on the current default device, not initialised."""
     width = spec.model.width if width is None else width
     return family(spec).build(spec, hp, vocab_size, width)
+
+
+def blocks(model: nn.Module) -> list[nn.Module]:
+    """The model's repeated units (a transformer's blocks, an MLP's hidden layers): the children of
+    every ``nn.ModuleList``. FSDP shards each one as a unit; activation checkpointing recomputes them."""
+    return [child for mod in model.modules() if isinstance(mod, nn.ModuleList) for child in mod]
 
 
 def readout_names(spec: Spec) -> tuple[str, ...]:
@@ -47,13 +70,16 @@ def classify(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None)
     """:func:`mutune.shapes.classify` of the spec's model, its errors naming the spec's keys."""
     m = spec.model
     impl = family(spec)
+    width = m.width if width is None else width
     try:
-        return shapes.classify(
-            lambda w: impl.bare(spec, hp, vocab_size, w),
-            m.width if width is None else width,
-            m.base_width,
-            readout_names(spec),
+        infos = shapes.classify(
+            lambda w: impl.bare(spec, hp, vocab_size, w), width, m.base_width, readout_names(spec)
         )
+        m_L = depth_mult(spec)
+        if m_L == 1.0:
+            return infos
+        at_depth = lambda d: impl.bare(spec.edit({"model.depth": d}), hp, vocab_size, width)  # noqa: E731
+        return shapes.with_depth(infos, shapes.per_block(at_depth, m.depth), m_L)
     except shapes.ShapeError as e:
         raise SpecError(f"model.{e.arg}" if e.arg else "model", str(e)) from None
 
@@ -66,6 +92,68 @@ def create(
     infos = classify(spec, hp, vocab_size)
     with torch.device(device):
         model = build(spec, hp, vocab_size)
+    gen = torch.Generator().manual_seed(spec.seed if seed is None else seed)
+    rules.init_weights(
+        model, infos, m.parametrization, hp.init_std, m.base_width, gen, zero_init_readout=m.zero_init_readout
+    )
+    family(spec).after_init(model, spec)
+    return model, infos
+
+
+def param_groups(spec: Spec, model: nn.Module, infos: dict[str, ParamInfo], hp: HParams) -> list[dict]:
+    """The optimizer's µP param groups for the spec's parametrization, optimizer, ε and depth α."""
+    m, t = spec.model, spec.train
+    return optim.param_groups(
+        model, infos, hp, m.parametrization, t.optimizer, eps=t.eps, depth_alpha=m.depth_alpha
+    )
+
+
+@contextlib.contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Build a model whose parameters live on the meta device (each moved there as it is registered,
+    so at most one, uninitialised, ever exists in memory) while its buffers are computed for real."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+def create_sharded(
+    spec: Spec,
+    hp: HParams,
+    vocab_size: int,
+    device: torch.device | str,
+    shard: Callable[[nn.Module], object],
+    seed: int | None = None,
+) -> tuple[nn.Module, dict[str, ParamInfo]]:
+    """:func:`create` for a model too big for one device: built on meta, ``shard``-ed (FSDP2's
+    ``fully_shard``: each rank then owns 1/N of every parameter), materialised on ``device`` shard
+    by shard, then initialised by the same rules, generator and order as :func:`create`, so the
+    weights are the same numbers as a one-process run's.
+
+    No rank holds the whole model. Each parameter is drawn whole on every rank, one at a time, and
+    each rank keeps its shard: the peak is the largest parameter, and the price is that every rank
+    draws every parameter (the CPU generator cannot skip ahead to a shard's offset, and DTensor's own
+    random ops on a CPU mesh draw each shard from the same stream, giving equal shards).
+    """
+    m = spec.model
+    infos = classify(spec, hp, vocab_size)
+    with _parameters_on_meta():
+        model = build(spec, hp, vocab_size)
+    buffers = {name: b.clone() for name, b in model.named_buffers()}  # to_empty leaves them garbage
+    shard(model)
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
     gen = torch.Generator().manual_seed(spec.seed if seed is None else seed)
     rules.init_weights(
         model, infos, m.parametrization, hp.init_std, m.base_width, gen, zero_init_readout=m.zero_init_readout

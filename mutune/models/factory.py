@@ -45,8 +45,10 @@ from ..config import HParams, Spec, SpecError
 from ..flops import Workload
 from ..multipliers import multipliers
 from ..shapes import ParamInfo
+from . import depth_mult
 
-AUTO_KWARGS = ("vocab_size", "seq_len", "alpha_attn")
+AUTO_KWARGS = ("vocab_size", "seq_len", "alpha_attn", "depth", "residual_mult")
+DEPTH_KWARGS = ("depth", "residual_mult")  # what a factory must take for depth scaling (CompleteP)
 
 
 @functools.lru_cache(maxsize=32)
@@ -63,10 +65,8 @@ def load(path: str) -> Callable[..., nn.Module]:
         raise SpecError(
             "model.factory", f"cannot import module '{module_name}' ({e}); is it installed or in this folder?"
         ) from None
-    except Exception as e:
-        raise SpecError(
-            "model.factory", f"importing '{module_name}' failed: {type(e).__name__}: {e}"
-        ) from None
+    except (Exception, SystemExit) as e:
+        raise user_code_error(f"importing '{module_name}'", e) from e
     obj: object = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -77,6 +77,13 @@ def load(path: str) -> Callable[..., nn.Module]:
     if not callable(obj):
         raise SpecError("model.factory", f"'{path}' is not callable")
     return obj  # type: ignore[return-value]
+
+
+def user_code_error(call: str, e: BaseException) -> SpecError:
+    """The user's factory or forward raised (or called ``sys.exit``): one line naming ``model.factory``
+    and their exception; ``--debug`` shows their traceback (it is chained)."""
+    what = f"called sys.exit({e.code})" if isinstance(e, SystemExit) else f"raised {type(e).__name__}: {e}"
+    return SpecError("model.factory", f"{call} {what}".splitlines()[0])
 
 
 def _parameters(fn: Callable) -> dict[str, inspect.Parameter]:
@@ -91,7 +98,14 @@ def call_kwargs(spec: Spec, hp: HParams, vocab_size: int) -> dict:
     m = spec.model
     kwargs = dict(m.factory_kwargs)
     named = _parameters(load(m.factory))
-    auto = {"vocab_size": vocab_size, "seq_len": m.seq_len, "alpha_attn": hp.alpha_attn}
+    m_L = depth_mult(spec)
+    auto = {
+        "vocab_size": vocab_size,
+        "seq_len": m.seq_len,
+        "alpha_attn": hp.alpha_attn,
+        "depth": m.depth,
+        "residual_mult": m_L**-m.depth_alpha if m_L != 1.0 else 1.0,
+    }
     for key in AUTO_KWARGS:
         if key in named and key not in kwargs:
             kwargs[key] = auto[key]
@@ -107,6 +121,8 @@ def construct(spec: Spec, hp: HParams, vocab_size: int, width: int) -> nn.Module
         raise SpecError(
             "model.factory_kwargs", f"{spec.model.factory}(width={width}, ...) rejected its arguments: {e}"
         ) from None
+    except (Exception, SystemExit) as e:  # the user's code failed: their error, named, not ours
+        raise user_code_error(f"{spec.model.factory}(width={width}, ...)", e) from e
     if not isinstance(model, nn.Module):
         raise SpecError(
             "model.factory", f"{spec.model.factory} returned {type(model).__name__}, expected an nn.Module"
@@ -123,6 +139,21 @@ def validate(spec: Spec) -> None:
             f"{spec.model.factory} has no alpha_attn parameter, so searching it would change nothing; "
             "remove it from search.space or let the factory take alpha_attn",
         )
+    m = spec.model
+    if (m.base_depth is not None and m.depth_alpha > 0) or depth_mult(spec) != 1.0:
+        missing = [k for k in DEPTH_KWARGS if k not in named]
+        if missing or "depth" in m.factory_kwargs:
+            raise SpecError(
+                "model.factory",
+                f"depth scaling (model.base_depth, model.depth_alpha) passes depth= (model.depth) and "
+                f"residual_mult= (each residual branch's multiplier) to the factory; {m.factory} "
+                + (
+                    f"does not take {', '.join(missing)}"
+                    if missing
+                    else "gets depth from model.factory_kwargs"
+                )
+                + ": take both, build `depth` blocks and compute x + residual_mult * branch(x)",
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +162,12 @@ def validate(spec: Spec) -> None:
 
 def _lm_forward(self: nn.Module, idx: torch.Tensor, targets: torch.Tensor | None = None):
     """mutune's training contract, ``(logits, loss)``, around the user's ``forward(idx) -> logits``."""
-    logits = type(self).forward(self, idx)
+    try:
+        logits = type(self).forward(self, idx)
+    except (SpecError, torch.OutOfMemoryError):
+        raise
+    except (Exception, SystemExit) as e:
+        raise user_code_error(f"{type(self).__name__}.forward(idx)", e) from e
     if not isinstance(logits, torch.Tensor) or logits.ndim not in (2, 3) or logits.shape[0] != idx.shape[0]:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise SpecError(

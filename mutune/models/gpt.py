@@ -15,6 +15,8 @@ from torch import nn
 
 from ..flops import Workload, matmul_params
 from ..multipliers import multipliers
+from ..rules import assign_, full_value
+from . import depth_mult
 
 
 @dataclass
@@ -30,6 +32,7 @@ class GPTConfig:
     input_mult: float = 1.0  # α_in on the embedding output
     output_mult: float = 1.0  # α_out / m on the logits (µP) or α_out (SP)
     attn_scale: float | None = None  # logit scale; None means SDPA's default 1/√d_head
+    residual_mult: float = 1.0  # each residual branch × this: m_L^-α under depth scaling (CompleteP)
 
     @property
     def head_dim(self) -> int:
@@ -72,10 +75,14 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg)
         self.ln_2 = nn.LayerNorm(cfg.width, bias=cfg.bias)
         self.mlp = MLPBlock(cfg)
+        self.residual_mult = cfg.residual_mult
+
+    def branch(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.residual_mult == 1.0 else y * self.residual_mult
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+        x = x + self.branch(self.attn(self.ln_1(x)))
+        return x + self.branch(self.mlp(self.ln_2(x)))
 
 
 class GPT(nn.Module):
@@ -107,8 +114,11 @@ class GPT(nn.Module):
     @torch.no_grad()
     def zero_init_query_(self) -> None:
         """TP5 App. D.2: zero the query projection so attention is uniform at init at any width."""
-        for block in self.h:
-            block.attn.c_attn.weight[: self.cfg.width].zero_()
+        for block in self.h:  # gathered and written back when sharded (slicing a DTensor copies it)
+            w = block.attn.c_attn.weight
+            full = full_value(w)
+            full[: self.cfg.width] = 0
+            assign_(w, full)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,6 +146,8 @@ def build(spec, hp, vocab_size: int, width: int) -> GPT:
         alpha_attn=hp.alpha_attn,
         head_dim=head_dim,
         base_head_dim=base_head_dim,
+        depth_mult=depth_mult(spec),
+        depth_alpha=m.depth_alpha,
     )
     return GPT(
         GPTConfig(
@@ -150,6 +162,7 @@ def build(spec, hp, vocab_size: int, width: int) -> GPT:
             input_mult=mult.input,
             output_mult=mult.output,
             attn_scale=mult.attn,
+            residual_mult=mult.residual,
         )
     )
 

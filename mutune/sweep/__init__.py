@@ -107,14 +107,15 @@ class SweepResult:
     run_dir: Path
     grid: Grid
     runs: pd.DataFrame  # one row per grid point
-    analysis: Analysis
+    analysis: Analysis  # along the grid's first size axis (width, else depth)
     files: dict[str, Path]
     n_run: int  # points trained by this call (the rest were already in the study)
     report: dict = field(default_factory=dict)
+    analyses: dict[str, Analysis] = field(default_factory=dict)  # by axis: width and/or depth
 
     @property
     def passed(self) -> bool:
-        return self.analysis.passed
+        return all(a.passed for a in (self.analyses or {"": self.analysis}).values())
 
 
 def _plain(x: Any) -> Any:
@@ -133,7 +134,22 @@ def _plain(x: Any) -> Any:
     return x
 
 
-def report(analysis: Analysis, grid: Grid, spec: Spec, files: dict[str, Path]) -> dict:
+def _findings(analysis: Analysis) -> dict:
+    return {
+        "size_axis": analysis.axis,
+        "optima": [asdict(o) for o in analysis.optima],
+        "drift": {k: asdict(v) for k, v in analysis.drift.items()},
+        "wider_is_better": {k: asdict(v) for k, v in analysis.wider.items()},
+        "max_drift": analysis.max_drift,
+        "flags": analysis.flags,
+        "passed": analysis.passed,
+    }
+
+
+def report(analyses: dict[str, Analysis], grid: Grid, spec: Spec, files: dict[str, Path]) -> dict:
+    """The sweep's YAML: the grid, and the findings along each size axis (the first one also at the
+    top level, as a width sweep always had them)."""
+    first = next(iter(analyses.values()))
     return _plain(
         {
             "param": grid.param,
@@ -141,17 +157,16 @@ def report(analysis: Analysis, grid: Grid, spec: Spec, files: dict[str, Path]) -
             "grid": {
                 "parametrizations": list(grid.parametrizations),
                 "widths": list(grid.widths),
+                "depths": list(grid.depths),
                 "values": list(grid.values),
                 "seeds": list(grid.seeds),
                 "base_width": spec.model.base_width,
+                "base_depth": grid.base_depth,
                 "steps": spec.train.steps,
             },
-            "optima": [asdict(o) for o in analysis.optima],
-            "drift": {k: asdict(v) for k, v in analysis.drift.items()},
-            "wider_is_better": {k: asdict(v) for k, v in analysis.wider.items()},
-            "max_drift": analysis.max_drift,
-            "flags": analysis.flags,
-            "passed": analysis.passed,
+            **_findings(first),
+            "passed": all(a.passed for a in analyses.values()),
+            "by_axis": {axis: _findings(a) for axis, a in analyses.items()},
             "files": {k: str(v) for k, v in files.items()},
         }
     )
@@ -169,19 +184,23 @@ def sweep(
     smoke: bool = False,
     workers: int = 1,
     max_drift: float = 1.0,
+    depths: list[int] | tuple[int, ...] | None = None,
     events: Events = SILENT,
 ) -> SweepResult:
-    """Train the (width × value × seed) grid for the spec's parametrization (and ``compare``'s),
-    then write the runs and summary CSVs, the report and the figure to ``<run_dir>/checks/``.
+    """Train the (width × depth × value × seed) grid for the spec's parametrization (and ``compare``'s),
+    then write the runs and summary CSVs, the report and the figures to ``<run_dir>/checks/``.
 
-    ``widths`` defaults to the spec's width ×1, ×2, ×4, ×8; ``values`` to the module's log2 grid.
-    ``smoke``: the spec's tiny variant, widths 32 and 64, three values (centre·2^-1…2^1), one seed.
+    ``widths`` defaults to the spec's width ×1, ×2, ×4, ×8 (to the spec's width alone when ``depths``
+    are given); ``depths`` to the spec's depth; ``values`` to the module's log2 grid. Depths are
+    relative to ``model.base_depth`` (else the spec's depth). The optimum's drift is reported along
+    each axis that varies: across width at the smallest depth, across depth at the smallest width.
+    ``smoke``: the spec's tiny variant, widths 32 and 64 (32 alone with ``depths``), three values (centre·2^-1…2^1), one seed.
     Resumable: the same call trains only what is missing. A ``KeyboardInterrupt`` keeps every
     finished point in the study and in the runs CSV.
     """
     if smoke:
         spec = config.smoke(spec)
-        widths = list(SMOKE_WIDTHS)
+        widths = [SMOKE_WIDTHS[0]] if depths else list(SMOKE_WIDTHS)
         seeds = 1
         if values is None and param in HPARAM_NAMES:
             values = default_values(param, getattr(spec.hparams, param), SMOKE_OCTAVES)
@@ -189,7 +208,7 @@ def sweep(
         raise SpecError("--workers", f"must be >= 1, got {workers}")
     if not max_drift > 0:
         raise SpecError("--max-drift", f"must be > 0, got {max_drift}")
-    grid = make_grid(spec, param, widths, values, seeds, compare)
+    grid = make_grid(spec, param, widths, values, seeds, compare, depths)
     run_dir = Path(run_dir) if run_dir is not None else search_mod.default_run_dir(spec, smoke)
     data.load(spec.data, min_len=spec.model.seq_len + 1)  # a missing corpus fails here, not in a worker
     sspec = study_spec(spec, grid)
@@ -213,39 +232,48 @@ def sweep(
             f"{len(missing)} of {len(runs)} sweep points did not finish; re-run to resume "
             f"(see {runs_path(run_dir, grid.param)})"
         )
-    analysis = analyze(runs, grid.param, max_drift=max_drift, checked="mup")
-    files, doc = write_outputs(analysis, grid, spec, run_dir)
+    analyses = {
+        axis: analyze(runs, grid.param, max_drift=max_drift, checked="mup", axis=axis)
+        for axis in grid.axes or ("width",)
+    }
+    files, doc = write_outputs(analyses, grid, spec, run_dir)
     return SweepResult(
         run_dir=run_dir,
         grid=grid,
         runs=runs,
-        analysis=analysis,
+        analysis=next(iter(analyses.values())),
         files=files,
         n_run=len(grid) - done,
         report=doc,
+        analyses=analyses,
     )
 
 
-def write_outputs(analysis: Analysis, grid: Grid, spec: Spec, run_dir: Path) -> tuple[dict[str, Path], dict]:
-    """The summary CSV, the figure and the report YAML of a finished sweep (the runs CSV is kept current
-    by the trials themselves)."""
+def write_outputs(
+    analyses: dict[str, Analysis], grid: Grid, spec: Spec, run_dir: Path
+) -> tuple[dict[str, Path], dict]:
+    """The summary CSVs, the figures (one per size axis; a width sweep's keep their names) and the
+    report YAML of a finished sweep (the runs CSV is kept current by the trials themselves)."""
     checks = run_dir / "checks"
-    files = {
-        "runs": runs_path(run_dir, grid.param),
-        "summary": checks / f"sweep-{grid.param}-summary.csv",
-        "report": checks / f"sweep-{grid.param}.yaml",
-        "figure": checks / f"sweep-{grid.param}.png",
-    }
-    summary = analysis.summary()
-    atomic_write(files["summary"], lambda p: summary.to_csv(p, index=False))
+    p = grid.param
+    files = {"runs": runs_path(run_dir, p), "report": checks / f"sweep-{p}.yaml"}
     m = spec.model
-    title = (
-        f"{spec.name}: {m.family}, depth {m.depth}, base width {m.base_width}, {spec.train.steps} steps, "
-        f"{len(grid.seeds)} seed{'s' if len(grid.seeds) > 1 else ''}"
-    )
-    plot(analysis, files["figure"], title=title)
-    doc = report(analysis, grid, spec, files)
-    atomic_write(files["report"], lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False)))
+    seeds = f"{len(grid.seeds)} seed{'s' if len(grid.seeds) > 1 else ''}"
+    for i, (axis, analysis) in enumerate(analyses.items()):
+        tag = "" if axis == "width" else f"-{axis}"
+        key = "" if i == 0 else f"_{axis}"
+        files[f"summary{key}"] = checks / f"sweep-{p}{tag}-summary.csv"
+        files[f"figure{key}"] = checks / f"sweep-{p}{tag}.png"
+        summary = analysis.summary()
+        atomic_write(files[f"summary{key}"], lambda f, s=summary: s.to_csv(f, index=False))
+        fixed = f"depth {min(grid.depths)}" if axis == "width" else f"width {min(grid.widths)}"
+        title = (
+            f"{spec.name}: {m.family}, {fixed}, base width {m.base_width}, base depth {grid.base_depth}, "
+            f"{spec.train.steps} steps, {seeds}"
+        )
+        plot(analysis, files[f"figure{key}"], title=title)
+    doc = report(analyses, grid, spec, files)
+    atomic_write(files["report"], lambda f: f.write_text(yaml.safe_dump(doc, sort_keys=False)))
     return files, doc
 
 

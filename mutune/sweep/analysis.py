@@ -1,6 +1,8 @@
-"""Where each width's curve bottoms out, how far that moves with width, and whether wider is better.
+"""Where each size's curve bottoms out, how far that moves with size, and whether bigger is better.
 
-Pure functions of the runs table, unit-tested on synthetic losses with known answers.
+The size axis is the width (TP5's µTransfer test) or the depth (CompleteP's): :func:`analyze` looks
+along one axis, at the smallest value of the other. Pure functions of the runs table, unit-tested on
+synthetic losses with known answers.
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ import pandas as pd
 
 from .grid import PARAMETRIZATIONS, from_x
 
+AXES = ("width", "depth")
+BIGGER = {"width": "wider", "depth": "deeper"}
+SMALLEST = {"width": "narrowest", "depth": "shallowest"}
+
 
 @dataclass
 class Optimum:
-    """Where one width's curve bottoms out. ``x`` is in axis units (log2 of the value)."""
+    """Where one size's curve bottoms out. ``x`` is in axis units (log2 of the value)."""
 
     parametrization: str
     width: int
@@ -28,6 +34,7 @@ class Optimum:
     loss_refined: float
     interior: bool  # the argmin has a finite neighbour on both sides
     note: str = ""
+    depth: int | None = None  # None in sweeps from before depths were swept
 
 
 def parabola_vertex(xs: tuple[float, float, float], ys: tuple[float, float, float]) -> tuple[float, float]:
@@ -74,17 +81,21 @@ def find_optimum(xs: list[float], ys: list[float]) -> tuple[int | None, float, f
 
 
 def curves(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and spread over seeds per (parametrization, width, value); a value at which any seed
+    """Mean and spread over seeds per (parametrization, width, depth, value); a value at which any seed
     diverged has an infinite mean (it is not a usable optimum). Unfinished points are left out."""
     done = runs[runs.state.isin(["COMPLETE", "FAIL"]) & (runs.loss.notna() | runs.diverged)]
+    if "depth" not in done.columns:  # a width sweep's table from before depths were swept
+        done = done.assign(depth=0)
     rows = []
-    for (par, width, value), g in done.groupby(["parametrization", "width", "value"], sort=True):
+    keys = ["parametrization", "width", "depth", "value"]
+    for (par, width, depth, value), g in done.groupby(keys, sort=True):
         n_div = int(g.diverged.sum())
         losses = g.loss.astype(float)
         rows.append(
             {
                 "parametrization": par,
                 "width": int(width),
+                "depth": int(depth),
                 "value": float(value),
                 "x": float(g.x.iloc[0]),
                 "loss": math.inf if n_div else float(losses.mean()),
@@ -93,29 +104,31 @@ def curves(runs: pd.DataFrame) -> pd.DataFrame:
                 "n_diverged": n_div,
             }
         )
-    cols = ["parametrization", "width", "value", "x", "loss", "loss_std", "n_seeds", "n_diverged"]
-    return pd.DataFrame(rows, columns=cols).sort_values(["parametrization", "width", "x"], ignore_index=True)
+    cols = ["parametrization", "width", "depth", "value", "x", "loss", "loss_std", "n_seeds", "n_diverged"]
+    order = ["parametrization", "width", "depth", "x"]
+    return pd.DataFrame(rows, columns=cols).sort_values(order, ignore_index=True)
 
 
 @dataclass
 class Drift:
-    """How far the optimum moved from the narrowest to the widest width, in log2 units (signed:
-    negative means the wide model wants a smaller value)."""
+    """How far the optimum moved from the smallest to the largest size along ``axis`` (width or depth),
+    in log2 units (signed: negative means the bigger model wants a smaller value)."""
 
     parametrization: str
-    narrow: int
-    wide: int
+    narrow: int  # the smallest size along the axis
+    wide: int  # the largest
     drift: float  # refined: x_refined(wide) - x_refined(narrow)
     drift_grid: float  # the same with grid argmins
     bound: bool  # an endpoint optimum is not interior: |drift| may be larger (or smaller)
+    axis: str = "width"
 
 
 @dataclass
 class WiderCheck:
-    """At fixed hyperparameters, does the loss fall (or stay) as width grows?
+    """At fixed hyperparameters, does the loss fall (or stay) as the size (width or depth) grows?
 
-    ``at_choice``: at the value chosen on the narrowest width (what µTransfer would copy);
-    ``at_optimum``: at each width's own best grid value.
+    ``at_choice``: at the value chosen on the smallest size (what µTransfer would copy);
+    ``at_optimum``: at each size's own best grid value.
     """
 
     parametrization: str
@@ -148,25 +161,34 @@ class Analysis:
     wider: dict[str, WiderCheck]
     flags: list[str]
     max_drift: float
+    axis: str = "width"
 
     @property
     def passed(self) -> bool:
         return not self.flags
 
-    def optimum(self, parametrization: str, width: int) -> Optimum:
-        return next(o for o in self.optima if o.parametrization == parametrization and o.width == width)
+    def optimum(self, parametrization: str, size: int) -> Optimum:
+        """The optimum of ``parametrization`` at ``size`` along the analysis axis."""
+        return next(
+            o for o in self.optima if o.parametrization == parametrization and getattr(o, self.axis) == size
+        )
 
     def summary(self) -> pd.DataFrame:
-        """One row per (parametrization, width): the sweep-<param>-summary.csv."""
+        """One row per (parametrization, size): the sweep-<param>-summary.csv."""
         rows = []
+        small = SMALLEST[self.axis]
         for o in self.optima:
-            narrow = self.optimum(o.parametrization, min(p.width for p in self.optima))
+            size = getattr(o, self.axis)
+            narrow = self.optimum(o.parametrization, min(getattr(p, self.axis) for p in self.optima))
             w = self.wider.get(o.parametrization)
-            widths = sorted({p.width for p in self.optima if p.parametrization == o.parametrization})
+            sizes = sorted(
+                {getattr(p, self.axis) for p in self.optima if p.parametrization == o.parametrization}
+            )
             rows.append(
                 {
                     "parametrization": o.parametrization,
                     "width": o.width,
+                    **({"depth": o.depth} if self.axis == "depth" else {}),
                     "param": self.param,
                     "argmin_value": o.value,
                     "argmin_x": o.x,
@@ -175,16 +197,16 @@ class Analysis:
                     "refined_value": o.value_refined,
                     "refined_loss": o.loss_refined,
                     "interior": o.interior,
-                    "shift_from_narrowest": o.x_refined - narrow.x_refined,
-                    "loss_at_narrowest_choice": w.losses_at_choice[widths.index(o.width)] if w else math.nan,
+                    f"shift_from_{small}": o.x_refined - narrow.x_refined,
+                    f"loss_at_{small}_choice": w.losses_at_choice[sizes.index(size)] if w else math.nan,
                     "note": o.note,
                 }
             )
         return pd.DataFrame(rows)
 
 
-def _optimum(par: str, width: int, c: pd.DataFrame, param: str) -> Optimum:
-    """Where one width's curve (sorted along x) bottoms out."""
+def _optimum(par: str, width: int, depth: int, c: pd.DataFrame, param: str) -> Optimum:
+    """Where one size's curve (sorted along x) bottoms out."""
     xs, ys, vs = list(c.x), list(c.loss), list(c.value)
     i, xr, yr, interior, note = find_optimum(xs, ys)
     return Optimum(
@@ -199,27 +221,29 @@ def _optimum(par: str, width: int, c: pd.DataFrame, param: str) -> Optimum:
         loss_refined=yr,
         interior=interior,
         note=note,
+        depth=depth or None,
     )
 
 
-def _drift(par: str, mine: list[Optimum]) -> Drift:
+def _drift(par: str, mine: list[Optimum], axis: str) -> Drift:
     lo, hi = mine[0], mine[-1]
     return Drift(
         parametrization=par,
-        narrow=lo.width,
-        wide=hi.width,
+        narrow=getattr(lo, axis),
+        wide=getattr(hi, axis),
         drift=hi.x_refined - lo.x_refined,
         drift_grid=hi.x - lo.x,
         bound=not (lo.interior and hi.interior),
+        axis=axis,
     )
 
 
-def _wider(par: str, sub: pd.DataFrame, widths: list[int], mine: list[Optimum]) -> WiderCheck:
-    """Losses across widths at the narrowest width's choice, and at each width's own optimum."""
+def _wider(par: str, sub: pd.DataFrame, sizes: list[int], mine: list[Optimum], axis: str) -> WiderCheck:
+    """Losses across sizes at the smallest size's choice, and at each size's own optimum."""
     choice = mine[0].value
     at_choice = []
-    for w in widths:
-        row = sub[(sub.width == w) & (sub.value == choice)]
+    for size in sizes:
+        row = sub[(sub[axis] == size) & (sub.value == choice)]
         at_choice.append(float(row.loss.iloc[0]) if len(row) else math.nan)
     at_opt = [o.loss for o in mine]
     return WiderCheck(
@@ -235,50 +259,72 @@ def _wider(par: str, sub: pd.DataFrame, widths: list[int], mine: list[Optimum]) 
 
 
 def _flags(
-    par: str, param: str, mine: list[Optimum], d: Drift | None, wc: WiderCheck | None, max_drift: float
+    par: str,
+    param: str,
+    mine: list[Optimum],
+    d: Drift | None,
+    wc: WiderCheck | None,
+    max_drift: float,
+    axis: str,
 ) -> list[str]:
-    flags = [f"{par} width {o.width}: {o.note}" for o in mine if not o.interior]
+    flags = [f"{par} {axis} {getattr(o, axis)}: {o.note}" for o in mine if not o.interior]
+    bigger, small = BIGGER[axis], SMALLEST[axis]
     if d is not None and abs(d.drift) > max_drift:
         flags.append(
-            f"{par}: the optimum drifted {d.drift:+.2f} log2 from width {d.narrow} to {d.wide} "
+            f"{par}: the optimum drifted {d.drift:+.2f} log2 from {axis} {d.narrow} to {d.wide} "
             f"(more than {max_drift:g})"
         )
     if wc is not None and not wc.ok_at_choice:
         flags.append(
-            f"{par}: wider is not better at {param}={wc.choice_value:.4g} (the narrowest width's "
-            f"choice): the loss rises by up to {wc.worst_increase_at_choice:.4f} with width"
+            f"{par}: {bigger} is not better at {param}={wc.choice_value:.4g} (the {small} {axis}'s "
+            f"choice): the loss rises by up to {wc.worst_increase_at_choice:.4f} with {axis}"
         )
     if wc is not None and not wc.ok_at_optimum:
         flags.append(
-            f"{par}: wider is not better at each width's optimum: the loss rises by up to "
-            f"{wc.worst_increase_at_optimum:.4f} with width"
+            f"{par}: {bigger} is not better at each {axis}'s optimum: the loss rises by up to "
+            f"{wc.worst_increase_at_optimum:.4f} with {axis}"
         )
     return flags
 
 
-def analyze(runs: pd.DataFrame, param: str, max_drift: float = 1.0, checked: str = "mup") -> Analysis:
-    """Optima per width, drift per parametrization, wider-is-better, and the flags.
+def analyze(
+    runs: pd.DataFrame, param: str, max_drift: float = 1.0, checked: str = "mup", axis: str = "width"
+) -> Analysis:
+    """Optima per size, drift per parametrization, bigger-is-better, and the flags, along ``axis``
+    (width, at the smallest depth; or depth, at the smallest width).
 
     Flags are raised for the ``checked`` parametrization only (µP; SP is the control): an
     optimum that is not interior, ``|drift| > max_drift`` log2 units, or a loss that rises with
-    width at the narrowest width's choice or at each width's own optimum.
+    size at the smallest size's choice or at each size's own optimum.
     """
+    other = "depth" if axis == "width" else "width"
     table = curves(runs)
+    table = table[table[other] == table[other].min()]
     optima: list[Optimum] = []
     drift: dict[str, Drift] = {}
     wider: dict[str, WiderCheck] = {}
     flags: list[str] = []
     for par in [p for p in PARAMETRIZATIONS if p in set(table.parametrization)]:
         sub = table[table.parametrization == par]
-        widths = sorted(set(sub.width))
-        mine = [_optimum(par, w, sub[sub.width == w].sort_values("x"), param) for w in widths]
+        sizes = sorted(set(sub[axis]))
+        mine = []
+        for size in sizes:
+            c = sub[sub[axis] == size].sort_values("x")
+            mine.append(_optimum(par, int(c.width.iloc[0]), int(c.depth.iloc[0]), c, param))
         optima += mine
         if len(mine) > 1:
-            drift[par] = _drift(par, mine)
+            drift[par] = _drift(par, mine, axis)
         if mine[0].index is not None:
-            wider[par] = _wider(par, sub, widths, mine)
+            wider[par] = _wider(par, sub, sizes, mine, axis)
         if par == checked:
-            flags += _flags(par, param, mine, drift.get(par), wider.get(par), max_drift)
+            flags += _flags(par, param, mine, drift.get(par), wider.get(par), max_drift, axis)
     return Analysis(
-        param=param, curves=table, optima=optima, drift=drift, wider=wider, flags=flags, max_drift=max_drift
+        param=param,
+        curves=table.reset_index(drop=True),
+        optima=optima,
+        drift=drift,
+        wider=wider,
+        flags=flags,
+        max_drift=max_drift,
+        axis=axis,
     )

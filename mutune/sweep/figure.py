@@ -1,4 +1,4 @@
-"""The sweep's figure: TP5 Figure 1, loss against the swept value, one curve per width."""
+"""The sweep's figure: TP5 Figure 1, loss against the swept value, one curve per width (or depth)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ NAMES = PARAMETRIZATION_NAMES
 
 
 def plot(analysis: Analysis, path: Path, title: str = "") -> None:
-    """TP5 Figure 1: final loss against log2(value), one curve per width, one panel per parametrization.
+    """TP5 Figure 1: final loss against log2(value), one curve per size (width or
+    depth, the analysis axis), one panel per parametrization.
 
     Diverged values are drawn as crosses on the top edge; losses above the window (which is
     sized around the optima, so a blow-up does not flatten every curve) as triangles there.
-    The parabolic optimum of each width is a star.
+    The parabolic optimum of each size is a star.
     """
     import matplotlib
 
@@ -29,7 +30,8 @@ def plot(analysis: Analysis, path: Path, title: str = "") -> None:
 
     table = analysis.curves
     pars = [p for p in PARAMETRIZATIONS if p in set(table.parametrization)]
-    widths = sorted(set(table.width))
+    axis = analysis.axis
+    widths = sorted(set(table[axis]))
     colors = dict(zip(widths, plt.cm.viridis(np.linspace(0.0, 0.85, len(widths))), strict=True))
     finite = table.loss[np.isfinite(table.loss)]
     if len(finite):
@@ -46,13 +48,13 @@ def plot(analysis: Analysis, path: Path, title: str = "") -> None:
     for ax, par in zip(axes[0], pars, strict=True):
         sub = table[table.parametrization == par]
         for w in widths:
-            c = sub[sub.width == w].sort_values("x")
+            c = sub[sub[axis] == w].sort_values("x")
             if c.empty:
                 continue
             color = colors[w]
             ok = np.isfinite(c.loss)
             y = c.loss.where(ok)
-            ax.plot(c.x, y, "-o", color=color, ms=3.5, lw=1.5, label=f"width {w}")
+            ax.plot(c.x, y, "-o", color=color, ms=3.5, lw=1.5, label=f"{axis} {w}")
             if (c.n_seeds > 1).any():
                 ax.fill_between(c.x, y - c.loss_std, y + c.loss_std, color=color, alpha=0.15, lw=0)
             # markers on the top edge, drawn unclipped but kept out of the layout computation
@@ -67,7 +69,7 @@ def plot(analysis: Analysis, path: Path, title: str = "") -> None:
         d = analysis.drift.get(par)
         head = NAMES.get(par, par)
         if d is not None:
-            head += f"\noptimum drift, width {d.narrow}→{d.wide}: {d.drift:+.2f} log2"
+            head += f"\noptimum drift, {axis} {d.narrow}→{d.wide}: {d.drift:+.2f} log2"
             if d.bound:
                 head += "\n(a bound: an optimum is at a grid edge)"
         ax.set_title(head, fontsize=10)

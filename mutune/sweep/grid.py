@@ -46,6 +46,7 @@ class Point(NamedTuple):
 
     parametrization: str
     width: int
+    depth: int
     value: float
     seed: int
 
@@ -55,21 +56,30 @@ class Grid:
     param: str
     parametrizations: tuple[str, ...]
     widths: tuple[int, ...]  # ascending
+    depths: tuple[int, ...]  # ascending
     values: tuple[float, ...]  # ascending along the x axis
     seeds: tuple[int, ...]
+    base_depth: int  # m_L = depth / base_depth at every point (the spec's, else its depth)
 
     def points(self) -> list[Point]:
-        """Narrow widths first, so that a partial sweep has complete curves to look at early."""
+        """Small models first, so that a partial sweep has complete curves to look at early."""
         return [
-            Point(p, w, v, s)
+            Point(p, w, d, v, s)
             for w in self.widths
+            for d in self.depths
             for p in self.parametrizations
             for v in self.values
             for s in self.seeds
         ]
 
     def __len__(self) -> int:
-        return len(self.parametrizations) * len(self.widths) * len(self.values) * len(self.seeds)
+        n = len(self.parametrizations) * len(self.values) * len(self.seeds)
+        return n * len(self.widths) * len(self.depths)
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The size axes this grid varies: width, depth or both."""
+        return tuple(a for a, v in (("width", self.widths), ("depth", self.depths)) if len(v) > 1)
 
 
 def make_grid(
@@ -79,9 +89,14 @@ def make_grid(
     values: list[float] | tuple[float, ...] | None = None,
     seeds: int = 1,
     compare: str | None = None,
+    depths: list[int] | tuple[int, ...] | None = None,
 ) -> Grid:
     """Validate the sweep's arguments against the spec; every point's spec is built once here,
-    so that a width the model cannot take or a value the spec rejects fails before any training."""
+    so that a width or depth the model cannot take or a value the spec rejects fails before any training.
+
+    ``widths`` defaults to the spec's width ×1, ×2, ×4, ×8 when no ``depths`` are given, else to the
+    spec's width alone; ``depths`` to the spec's depth. Depths are relative to the spec's
+    ``model.base_depth`` (else its ``model.depth``): m_L = depth / base_depth at every point."""
     if param not in HPARAM_NAMES:
         import difflib
 
@@ -89,9 +104,12 @@ def make_grid(
         suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(HPARAM_NAMES)})"
         raise SpecError("--param", f"'{param}' is not a hyperparameter{suggestion}")
     base = spec.model.width
-    widths = list(widths) if widths else [base, 2 * base, 4 * base, 8 * base]
+    widths = list(widths) if widths else ([base] if depths else [base, 2 * base, 4 * base, 8 * base])
     if any(w <= 0 for w in widths) or len(set(widths)) != len(widths):
         raise SpecError("--widths", f"need distinct positive widths, got {widths}")
+    depths = list(depths) if depths else [spec.model.depth]
+    if any(d <= 0 for d in depths) or len(set(depths)) != len(depths):
+        raise SpecError("--depths", f"need distinct positive depths, got {depths}")
     if values is None:
         values = default_values(param, getattr(spec.hparams, param))
     values = [float(v) for v in values]
@@ -115,24 +133,41 @@ def make_grid(
         param=param,
         parametrizations=tuple(parametrizations),
         widths=tuple(sorted(widths)),
+        depths=tuple(sorted(depths)),
         values=tuple(sorted(values, key=lambda v: to_x(param, v))),
         seeds=tuple(spec.seed + i for i in range(seeds)),
+        base_depth=spec.model.base_depth or spec.model.depth,
     )
     for w in grid.widths:
-        for v in grid.values:
-            try:
-                point_spec(spec, Point(grid.parametrizations[0], w, v, grid.seeds[0]), param)
-            except SpecError as e:
-                where = "--widths" if e.key.startswith("model.") else "--values"
-                raise SpecError(where, f"{w if where == '--widths' else v}: {e.key}: {e.message}") from None
+        for d in grid.depths:
+            for v in grid.values:
+                _check_point(spec, grid, Point(grid.parametrizations[0], w, d, v, grid.seeds[0]))
     return grid
 
 
-def point_spec(spec: Spec, point: Point, param: str) -> Spec:
-    """The spec one grid point trains: the sweep's spec at that width, parametrization, seed and value."""
+def _check_point(spec: Spec, grid: Grid, point: Point) -> None:
+    try:
+        point_spec(spec, point, grid.param, grid.base_depth)
+    except SpecError as e:
+        where = (
+            "--depths"
+            if e.key.endswith("depth")
+            else "--widths"
+            if e.key.startswith("model.")
+            else "--values"
+        )
+        what = {"--widths": point.width, "--depths": point.depth, "--values": point.value}[where]
+        raise SpecError(where, f"{what}: {e.key}: {e.message}") from None
+
+
+def point_spec(spec: Spec, point: Point, param: str, base_depth: int) -> Spec:
+    """The spec one grid point trains: the sweep's spec at that width, depth (relative to ``base_depth``),
+    parametrization, seed and value."""
     return spec.edit(
         {
             "model.width": point.width,
+            "model.depth": point.depth,
+            "model.base_depth": base_depth,
             "model.parametrization": point.parametrization,
             f"hparams.{param}": point.value,
             "seed": point.seed,
@@ -144,13 +179,16 @@ def point_spec(spec: Spec, point: Point, param: str) -> Spec:
 def study_spec(spec: Spec, grid: Grid) -> Spec:
     """The spec recorded with the sweep's study: what decides a point's outcome besides its params.
 
-    The keys a point overrides are set to fixed placeholders (base width, µP, seed 0, the field's
-    default value), so changing the spec's width or the centre of the default grid does not make
-    the finished points incomparable, while changing, say, ``train.steps`` is refused.
+    The keys a point overrides are set to fixed placeholders (base width, base depth, µP, seed 0, the
+    field's default value), so changing the spec's width, depth or the centre of the default grid does
+    not make the finished points incomparable, while changing, say, ``train.steps`` or the base depth
+    is refused.
     """
     return spec.edit(
         {
             "model.width": spec.model.base_width,
+            "model.depth": grid.base_depth,
+            "model.base_depth": grid.base_depth,
             "model.parametrization": "mup",
             "seed": 0,
             f"hparams.{grid.param}": getattr(HParams(), grid.param),

@@ -32,6 +32,7 @@ _SEED_RANGE = (0, (1 << 31) - 1)
 RUN_COLUMNS = [
     "parametrization",
     "width",
+    "depth",
     "param",
     "value",
     "x",
@@ -53,6 +54,7 @@ def _trial_point(trial: optuna.Trial) -> Point:
     return Point(
         trial.suggest_categorical("parametrization", PARAMETRIZATIONS),
         trial.suggest_int("width", *_WIDTH_RANGE),
+        trial.suggest_int("depth", *_WIDTH_RANGE),
         trial.suggest_float("value", *_VALUE_RANGE, log=True),
         trial.suggest_int("seed", *_SEED_RANGE),
     )
@@ -66,21 +68,22 @@ def evaluate_point(
     if point not in set(grid.points()) and "retry_of" not in trial.user_attrs:
         # the budget is exactly the enqueued points; a trial that was not enqueued samples a random point
         raise AssertionError(f"sweep trial {trial.number} is not a grid point ({point}); the budget is off")
-    return search_mod.evaluate_trial(trial, point_spec(spec, point, grid.param), events)
+    return search_mod.evaluate_trial(trial, point_spec(spec, point, grid.param, grid.base_depth), events)
 
 
-def _point_of(t: optuna.trial.FrozenTrial) -> Point | None:
+def _point_of(t: optuna.trial.FrozenTrial, grid: Grid) -> Point | None:
     p = study_mod.trial_params(t)  # a WAITING trial's point is in its fixed params
     if not {"parametrization", "width", "value", "seed"} <= p.keys():
         return None
-    return Point(p["parametrization"], int(p["width"]), float(p["value"]), int(p["seed"]))
+    depth = int(p.get("depth", grid.base_depth))  # sweeps from before depths were swept ran at the base depth
+    return Point(p["parametrization"], int(p["width"]), depth, float(p["value"]), int(p["seed"]))
 
 
 def runs_table(study: optuna.Study, grid: Grid) -> pd.DataFrame:
     """One row per grid point: its finished trial (the first, if it ran twice), or its state so far."""
     by_point: dict[Point, optuna.trial.FrozenTrial] = {}
     for t in study.get_trials(deepcopy=False):  # in trial-number order
-        point = _point_of(t)
+        point = _point_of(t, grid)
         old = by_point.get(point)
         if point is not None and (old is None or not study_mod.is_finished(old)):
             by_point[point] = t  # the first finished trial of the point, else its latest
@@ -96,6 +99,7 @@ def runs_table(study: optuna.Study, grid: Grid) -> pd.DataFrame:
             {
                 "parametrization": point.parametrization,
                 "width": point.width,
+                "depth": point.depth,
                 "param": grid.param,
                 "value": point.value,
                 "x": to_x(grid.param, point.value),
@@ -151,7 +155,7 @@ def prepare_study(spec: Spec, run_dir: Path, grid: Grid) -> tuple[Spec, int]:
         covered: set[Point] = set()
         last_fail: dict[Point, int] = {}
         for t in trials:
-            point = _point_of(t)
+            point = _point_of(t, grid)
             if point is None:
                 continue
             if study_mod.is_finished(t) or t.state == TrialState.RUNNING:
@@ -164,7 +168,7 @@ def prepare_study(spec: Spec, run_dir: Path, grid: Grid) -> tuple[Spec, int]:
             elif t.state == TrialState.FAIL and t.user_attrs.get("retry"):
                 last_fail[point] = t.number
         finished = [t for t in trials if study_mod.is_finished(t)]
-        done = len(wanted & {_point_of(t) for t in finished})
+        done = len(wanted & {_point_of(t, grid) for t in finished})
         for point in grid.points():
             if point in covered:
                 continue

@@ -8,7 +8,10 @@ the resuming run's.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
+import socket
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,11 +20,16 @@ import numpy as np
 import torch
 import yaml
 
-from ..config import HParams, Spec
-from ..files import atomic_write
+from ..config import HParams, Spec, SpecError
+from ..files import atomic_write, describe, os_error
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; a second writer is not detected there
+    fcntl = None
 
 # Spec keys that may differ between a checkpoint and the run resuming it.
-RESUME_FREE_KEYS = ("device", "compile", "checkpoint_every")
+RESUME_FREE_KEYS = ("device", "compile", "checkpoint_every", "activation_checkpointing", "memory_check")
 
 
 def resume_signature(spec: Spec, hp: HParams) -> dict:
@@ -36,7 +44,27 @@ def resume_signature(spec: Spec, hp: HParams) -> dict:
 
 
 def load(path: Path, device: torch.device) -> dict[str, Any]:
-    return torch.load(path, map_location=device, weights_only=False)
+    """The checkpoint's state; a truncated file or one that is not a mutune checkpoint is a user error
+    naming it (never an unpickling traceback)."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:
+        cause = os_error(e)
+        if cause is not None:
+            raise SpecError(str(path), describe(cause)) from e
+        raise SpecError(
+            str(path),
+            f"is not a readable checkpoint ({type(e).__name__}: {_first_sentence(e)}); "
+            "it is truncated or was not written by mutune. Move it away to start this target over",
+        ) from None
+    if not isinstance(state, dict) or not {"step", "model", "optimizer", "signature"} <= set(state):
+        raise SpecError(str(path), "is not a mutune checkpoint; move it away to start this target over")
+    return state
+
+
+def _first_sentence(e: BaseException) -> str:
+    text = (str(e).splitlines() or [""])[0]
+    return text.split(". ")[0][:160]
 
 
 def save(
@@ -64,7 +92,14 @@ def save(
         "spec": spec.to_dict(),
         "hparams": asdict(hp),
     }
-    atomic_write(path, lambda p: torch.save(state, p))
+    atomic_write(path, lambda p: _save(state, p))
+
+
+def _save(state: dict, path: Path) -> None:
+    # through a Python file, so that a full disk surfaces as the OSError (ENOSPC) it is; torch.save
+    # on a path reports it as "[enforce fail at inline_container.cc] unexpected pos"
+    with open(path, "wb") as f:
+        torch.save(state, f)
 
 
 def restore(
@@ -91,16 +126,33 @@ class Metrics:
         kept = []
         if keep_until and path.exists():
             with path.open(newline="") as f:
-                kept = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= keep_until]
-        with path.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(self.COLUMNS)
-            w.writerows([[r.get(c, "") for c in self.COLUMNS] for r in kept])
+                kept = [r for r in csv.DictReader(f) if _step(r) is not None and _step(r) <= keep_until]
+
+        def write(p: Path) -> None:
+            with p.open("w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(self.COLUMNS)
+                w.writerows([[r.get(c, "") for c in self.COLUMNS] for r in kept])
+
+        atomic_write(path, write)  # a full disk here leaves the old metrics.csv, not an empty one
 
     def row(self, **values: float | int | str) -> None:
         if self.path is not None:
-            with self.path.open("a", newline="") as f:
-                csv.writer(f).writerow([values.get(c, "") for c in self.COLUMNS])
+            try:
+                with self.path.open("a", newline="") as f:
+                    csv.writer(f).writerow([values.get(c, "") for c in self.COLUMNS])
+            except OSError as e:
+                if os_error(e) is None:
+                    raise
+                raise SpecError(str(self.path), describe(e)) from e
+
+
+def _step(row: dict) -> int | None:
+    """A row's step, or None for a row cut off by a kill or a full disk (it is dropped on resume)."""
+    try:
+        return int(row.get("step") or "") if row.get(Metrics.COLUMNS[-1]) not in (None, "") else None
+    except ValueError:
+        return None
 
 
 def write_result(path: Path, summary: dict, curve: list[dict], hp: HParams) -> None:
@@ -112,3 +164,54 @@ def read_result(path: Path) -> dict:
     doc = yaml.safe_load(path.read_text())
     doc.pop("hparams", None)
     return doc
+
+
+class FolderLock:
+    """One writer per run folder: an exclusive ``flock`` on ``<folder>/.lock`` while it trains.
+
+    A second process (two searches launching the same target, a transfer started twice) is refused
+    at once with the holder's pid, instead of interleaving metrics.csv and racing checkpoints. The
+    kernel drops the lock when its holder dies, so a killed run never leaves the folder locked.
+    Re-entrant within a process (``transfer`` holds it while writing the plan, ``train`` while
+    training).
+    """
+
+    _held: dict[str, list] = {}  # resolved lock path -> [open file, depth]
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.path = self.folder / ".lock"
+
+    def __enter__(self) -> FolderLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.key = str(self.path.resolve())
+        if self.key in self._held:
+            self._held[self.key][1] += 1
+            return self
+        f = open(self.path, "a+")  # noqa: SIM115 (held until __exit__)
+        if fcntl is not None:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                f.close()
+                raise SpecError(
+                    str(self.folder),
+                    f"is being trained by {holder}; wait for it to finish (or stop it), then run again "
+                    "(with --resume to continue from its checkpoint)",
+                ) from None
+        with contextlib.suppress(OSError):  # who holds it is for the message; a full disk may refuse it
+            os.ftruncate(f.fileno(), 0)
+            os.pwrite(f.fileno(), f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._held[self.key] = [f, 1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        entry = self._held[self.key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._held[self.key]
+            if fcntl is not None:
+                fcntl.flock(entry[0], fcntl.LOCK_UN)
+            entry[0].close()

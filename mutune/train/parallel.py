@@ -1,14 +1,16 @@
 """Where this process sits in a run, and how the model is spread over the processes.
 
 ``init_distributed`` joins a torchrun launch (NCCL and one GPU per rank on CUDA, gloo on CPU);
-``parallelize`` wraps the model for the launch through a small registry, so that a new strategy
-(FSDP) is one entry here and the training loop does not change.
+``parallelize`` wraps the model for the launch through a small registry: DDP replicates it, FSDP2
+shards it (the training loop builds a sharded run's model on meta and its optimizer after sharding,
+see :func:`mutune.train.build`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -70,20 +72,71 @@ def global_mean(loss: torch.Tensor, world: Distributed) -> float:
     return value.item()
 
 
-def ddp(model: nn.Module, world: Distributed, device: torch.device) -> nn.Module:
+def ddp(model: nn.Module, world: Distributed, device: torch.device, **_: object) -> nn.Module:
     """Replicate the model on every rank; DDP averages the gradients of the ranks' batch slices."""
     return torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None
     )
 
 
-STRATEGIES: dict[str, Callable[[nn.Module, Distributed, torch.device], nn.Module]] = {"ddp": ddp}
+def fsdp(
+    model: nn.Module,
+    world: Distributed,
+    device: torch.device,
+    *,
+    blocks: Sequence[nn.Module] = (),
+    bf16: bool = False,
+) -> nn.Module:
+    """Shard the model over the ranks (FSDP2): each block is a unit, then the root (embeddings, readout,
+    tied weights kept together). Every parameter becomes a DTensor holding 1/N of its rows; a unit's
+    parameters are gathered for its forward and backward only, and its gradients reduce-scattered
+    (averaged, as DDP does). With ``bf16``, parameters are gathered in bf16 and gradients reduced in
+    fp32. The same module is returned, sharded in place: build the optimizer after this call.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(device.type, (world.world,))
+    mp = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if bf16
+        else MixedPrecisionPolicy()
+    )
+    for block in blocks:
+        fully_shard(block, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)
+    return model
+
+
+STRATEGIES: dict[str, Callable[..., nn.Module]] = {"ddp": ddp, "fsdp": fsdp}
+
+
+def checkpoint_activations(blocks: Sequence[nn.Module]) -> None:
+    """Recompute each block's activations in the backward pass instead of keeping them (parameter
+    names are unchanged: the block's forward is wrapped, not the block)."""
+    from torch.utils.checkpoint import checkpoint
+
+    for block in blocks:
+        block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
 
 
 def parallelize(
-    model: nn.Module, world: Distributed, device: torch.device, strategy: str = "ddp"
+    model: nn.Module,
+    world: Distributed,
+    device: torch.device,
+    strategy: str = "ddp",
+    *,
+    blocks: Sequence[nn.Module] = (),
+    bf16: bool = False,
+    activation_checkpointing: bool = False,
 ) -> nn.Module:
-    """The model as this process runs it: itself on one process, wrapped by ``strategy`` under torchrun."""
+    """The model as this process runs it: itself on one process, wrapped by ``strategy`` under torchrun.
+
+    ``blocks`` are the model's repeated units (FSDP's units, activation checkpointing's recompute
+    units); ``bf16`` is FSDP's mixed precision.
+    """
+    if activation_checkpointing:
+        checkpoint_activations(blocks)
     if world.world <= 1:
         return model
-    return STRATEGIES[strategy](model, world, device)
+    return STRATEGIES[strategy](model, world, device, blocks=blocks, bf16=bf16)

@@ -2,8 +2,8 @@
 
 ``collect(workdir)`` runs a few tiny jobs through the public CLI under fixed seeds on one CPU thread
 and returns every loss (and coord-check activation size) they produced, as exact floats. The values
-in ``pinned.json`` were produced by this same harness on the code *before* the redesign (commit
-e9d6408, with ``python -m tests.pinned.harness --write``); tests/test_pinned.py re-runs it and asserts
+in ``pinned.json`` were produced by this same harness (``python -m tests.pinned.harness --write``),
+first on the code *before* the redesign (commit e9d6408); tests/test_pinned.py re-runs it and asserts
 bit-for-bit equality. Regenerate the file only for a change that is meant to change the numbers, and
 say so in the commit.
 """

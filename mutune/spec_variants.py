@@ -1,0 +1,115 @@
+"""The spec's derived forms: the ``--smoke`` variant, the spec as ``show-config`` prints it, and the
+target's spec (checked when the spec is loaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .config import (
+    DEFAULT_N_TRIALS,
+    Spec,
+    SpecError,
+    build,
+    load_spec,
+    set_dotted,
+    spec_from_dict,
+    validate,
+)
+from .registry import FAMILIES
+from .typed import parse_override
+
+# The fields of a search range that its type reads; the others are left out when a spec is shown.
+SPACE_FIELDS = {
+    "log_uniform": ("type", "low", "high"),
+    "uniform": ("type", "low", "high"),
+    "int": ("type", "low", "high", "log"),
+    "categorical": ("type", "choices"),
+}
+
+
+def shown(spec: Spec) -> dict[str, Any]:
+    """The resolved spec as a person reads it: without the keys that do not apply (``choices: null``
+    under a log-uniform range, another model family's keys). It loads back as the same spec."""
+    d = spec.to_dict()
+    d["search"]["space"] = {
+        name: {k: v for k, v in p.items() if k in SPACE_FIELDS[p["type"]]}
+        for name, p in d["search"]["space"].items()
+    }
+    for family in FAMILIES.values():
+        if family.name != spec.model.family:
+            for key in family.owns:
+                d["model"].pop(key, None)
+    if spec.tracker.backend == "none":
+        d["tracker"] = {"backend": "none"}
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Derived specs
+
+
+def smoke(spec: Spec) -> Spec:
+    """The same pipeline on tiny shapes: a few steps, a few trials, widths of 32 and 64."""
+    d = spec.to_dict()
+    m = d["model"]
+    m.update(width=32, base_width=32, depth=min(m["depth"], 2), seq_len=min(m["seq_len"], 32))
+    if m["base_depth"] is not None:  # depth scaling stays asked for, and is off at the smoke proxy
+        m["base_depth"] = m["depth"]
+    FAMILIES[m["family"]].smoke(m)
+    d["train"].update(
+        steps=min(d["train"]["steps"], 12),
+        batch_size=min(d["train"]["batch_size"], 4),
+        warmup_steps=min(d["train"]["warmup_steps"], 2),
+        eval_every=6,
+        eval_batches=2,
+    )
+    if d["search"]["budget"] is None:  # a budget derives its own (small) count from the smoke shapes
+        d["search"]["n_trials"] = min(d["search"]["n_trials"] or DEFAULT_N_TRIALS, 3)
+    if d["target"]["width"] is not None:
+        d["target"]["width"] = 64
+    d["target"]["overrides"] = {
+        k: v for k, v in d["target"]["overrides"].items() if k.split(".")[0] not in ("train", "model")
+    }
+    out = spec_from_dict(d)
+    return out
+
+
+def smoke_conflict(path: str | Path, overrides: list[str] | tuple[str, ...]) -> str | None:
+    """The first override whose explicit value :func:`smoke` would replace (for commands that apply
+    smoke themselves, so cannot keep it: they refuse the combination, naming the key), or None."""
+    if not overrides:
+        return None
+    kept = load_spec(path, overrides, smoke=True).to_dict()
+    smoked = smoke(load_spec(path, overrides)).to_dict()
+    for token in overrides:
+        key = parse_override(token)[0]
+        node_k, node_s = kept, smoked
+        for part in key.split("."):
+            node_k = node_k.get(part) if isinstance(node_k, dict) else None
+            node_s = node_s.get(part) if isinstance(node_s, dict) else None
+        if node_k != node_s:
+            return key
+    return None
+
+
+def check_target(spec: Spec) -> None:
+    """The target (``target.width``, ``target.overrides``) is a spec too: check its values now, not
+    after the search. (``mutune transfer`` checks what may change; this checks each value's range.)"""
+    tgt = spec.target
+    if tgt.width is None and not tgt.overrides:
+        return
+    d = spec.to_dict()
+    d["target"] = {}
+    d["search"]["budget"] = None  # a fraction of this very target: nothing to check at the target
+    if tgt.width is not None:
+        d["model"]["width"] = tgt.width
+    try:
+        for key, value in tgt.overrides.items():
+            if key.split(".")[0] in ("model", "data", "train", "seed"):
+                set_dotted(d, "model.width" if key == "width" else key, value)
+        validate(build(Spec, d))
+    except SpecError as e:
+        key = "target.width" if e.key == "model.width" and tgt.width is not None else e.key
+        key = f"target.overrides.{e.key}" if e.key in tgt.overrides else key
+        raise SpecError(key, e.message) from None
