@@ -187,8 +187,14 @@ def search(
     if note:
         log_line(note)
     running = f" ({res.n_running} still running in another process)" if res.n_running else ""
+    lad = prov.get("ladder") or {}
+    via = (
+        f" (ladder: {lad['winner_loss']:.4f} at width {lad['decided_at_width']})"
+        if lad.get("winner_loss")
+        else ""
+    )
     out.print(
-        f"best trial #{prov['trial_number']} loss {prov['loss']:.4f} of {res.n_finished} finished{running} -> "
+        f"best trial #{prov['trial_number']} loss {prov['loss']:.4f}{via} of {res.n_finished} finished{running} -> "
         f"{res.run_dir / 'best.yaml'}",
         highlight=False,
     )

@@ -25,6 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .cli_ladder import ladder_lines, plan_lines
 from .config import PARAMETRIZATION_NAMES as NAMES
 from .events import Events, TrialEvent
 from .units import human, human_bytes
@@ -108,6 +109,10 @@ class Display(Events):
         )
         if self.live:
             self._bars().update(self.trials, total=spec.search.n_trials, completed=finished, visible=True)
+
+    def search_planned(self, plan) -> None:
+        for line in plan_lines(plan):
+            log_line(line)
 
     def step(self, trial: int | None, log) -> None:
         info = f"loss {log.train_loss:.4f}  {human(log.tokens_per_s)} tok/s"
@@ -272,7 +277,7 @@ def print_report(rep: Any, top: int) -> None:
     m = rep.spec.model
     out.print(
         f"[bold]{rep.run_dir}[/]: {m.family} proxy width {m.width} (base {m.base_width}, {m.parametrization}); "
-        f"{c['finished']} of {rep.spec.search.n_trials} trials finished ({c['complete']} complete, "
+        f"{c['finished']} of {rep.n_trials()} trials finished ({c['complete']} complete, "
         f"{c['diverged']} diverged, {c['failed']} failed, {c['running']} running)",
         highlight=False,
     )
@@ -306,6 +311,8 @@ def print_report(rep: Any, top: int) -> None:
                 f"{imp:.2f} " + "█" * round(imp * 20) if imp is not None else "",
             )
         out.print(hp)
+    for line in ladder_lines((rep.best or {}).get("provenance", {}).get("ladder")):
+        out.print(line, highlight=False)
     out.print(f"importances: {rep.importance_note}", highlight=False)
     for line in rep.cost_lines():
         out.print(f"tuning cost: {line}", highlight=False)

@@ -199,11 +199,39 @@ DEFAULT_SPACE: dict[str, ParamSpace] = {
 }
 
 
+DEFAULT_N_TRIALS = 16  # proxy trials when neither search.n_trials nor search.budget is given
+
+
 @dataclass
 class SearchSpec:
-    n_trials: int = _f(16, "finished proxy trials to reach (a resumed study counts what it has)", POSITIVE)
-    sampler: Literal["random", "tpe"] = _f("random", "random (seeded, as in TP5) or tpe")
-    seed: int = _f(0, "sampler seed; trial k always draws the same random HPs", NON_NEGATIVE)
+    n_trials: int | None = _f(
+        None,
+        f"finished proxy trials to reach (a resumed study counts what it has); default {DEFAULT_N_TRIALS}, "
+        "or derived from search.budget",
+        POSITIVE,
+    )
+    budget: float | None = _f(
+        None,
+        "search compute as a fraction of the target run's FLOPs (0.07 = 7%, as TP5 reports it): mutune "
+        "derives the proxy trials and the ladder from it; needs target.width; not with search.n_trials",
+    )
+    finalists: int | None = _f(
+        None,
+        "configurations re-run up the ladder (search.rungs), halved at each rung; the winner is the best mean "
+        "over seeds at the last rung. Default: none, or with a budget as many (>= 2) as half of it affords",
+    )
+    rungs: list[float] = _f(
+        [2.0],
+        "the ladder's widths, as multiples of the proxy width (1 = the proxy width with more seeds), "
+        "increasing; [] = no ladder",
+    )
+    rung_seeds: int = _f(1, "seeds per configuration at each rung (seed, seed+1, ...)")
+    sampler: Literal["random", "sobol", "tpe"] = _f(
+        "random",
+        "random (seeded, as in TP5), sobol (scrambled Sobol points, quasi-random) or tpe; random and "
+        "sobol key trial k's point on (seed, k), so resumes and workers never repeat one",
+    )
+    seed: int = _f(0, "sampler seed; trial k always draws the same HPs", NON_NEGATIVE)
     storage: str | None = _f(
         None, "Optuna storage URL (postgresql://...); default: a journal file in the run dir"
     )
@@ -310,18 +338,15 @@ def spec_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] 
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, smoke: bool = False) -> Spec:  # noqa: F811 (the flag, not the function)
-    """Load, override and validate a spec file. The name defaults to the file's stem.
-
-    ``smoke``: the file's :func:`smoke` variant, with ``overrides`` applied after it (a data.path there
-    is the one :func:`offline_data` checks), so that what the user typed wins over the smoke defaults.
-    """
+    """Load, override and validate a spec file (its name defaults to the file's stem); ``smoke``: the
+    file's smoke variant with ``overrides`` applied after it (:func:`mutune.spec_variants.smoke_with`)."""
     data = read_yaml(path)
     data.setdefault("name", Path(path).stem)
     if not smoke:
         return spec_from_dict(data, overrides)
-    from .spec_variants import offline_data, tiny
+    from .spec_variants import smoke_with
 
-    return offline_data(spec_from_dict(tiny(spec_from_dict(data)).to_dict(), overrides))
+    return smoke_with(data, overrides)
 
 
 HPARAM_NAMES = tuple(f.name for f in dataclasses.fields(HParams))
@@ -343,33 +368,17 @@ def validate(spec: Spec) -> None:
         raise SpecError("data.vocab_size", "corpus 'tokens' needs data.vocab_size")
     for name, p in s.space.items():
         validate_space(name, p, f"search.space.{name}")
+    from .budget import validate_search  # budget.py builds on this module
+
+    validate_search(spec)
     for key in spec.target.overrides:
         if key.split(".")[0] == "hparams":
             raise SpecError(
                 f"target.overrides.{key}", "the target takes its hparams from the search, unchanged"
             )
-    _validate_target(spec)
+    from .spec_variants import check_target  # the target's spec is a derived form of this one
 
-
-def _validate_target(spec: Spec) -> None:
-    """The target (``target.width``, ``target.overrides``) is a spec too: check its values now, not
-    after the search. (``mutune transfer`` checks what may change; this checks each value's range.)"""
-    tgt = spec.target
-    if tgt.width is None and not tgt.overrides:
-        return
-    d = spec.to_dict()
-    d["target"] = {}
-    if tgt.width is not None:
-        d["model"]["width"] = tgt.width
-    try:
-        for key, value in tgt.overrides.items():
-            if key.split(".")[0] in ("model", "data", "train", "seed"):
-                set_dotted(d, "model.width" if key == "width" else key, value)
-        validate(build(Spec, d))
-    except SpecError as e:
-        key = "target.width" if e.key == "model.width" and tgt.width is not None else e.key
-        key = f"target.overrides.{e.key}" if e.key in tgt.overrides else key
-        raise SpecError(key, e.message) from None
+    check_target(spec)
 
 
 def validate_space(name: str, p: ParamSpace, key: str) -> None:
@@ -399,15 +408,6 @@ def validate_space(name: str, p: ParamSpace, key: str) -> None:
             raise SpecError(
                 f"{key}.{end}", f"hparams.{name} must be {valid}, so the range cannot reach {getattr(p, end)}"
             )
-
-
-# The fields of a search range that its type reads; the others are left out when a spec is shown.
-SPACE_FIELDS = {
-    "log_uniform": ("type", "low", "high"),
-    "uniform": ("type", "low", "high"),
-    "int": ("type", "low", "high", "log"),
-    "categorical": ("type", "choices"),
-}
 
 
 def hparams_from_dict(values: dict[str, Any], key: str = "hparams") -> HParams:

@@ -157,15 +157,18 @@ def load_run(run_dir: str | Path) -> tuple[Spec, dict]:
 
 def planned_run(spec_path: Path, smoke: bool = False) -> tuple[Path, Spec, dict]:
     """A spec file before its search, as a run to plan from: the run dir its search will write, the
-    spec, and a best.yaml of its own hparams with the search's planned compute: ``search.n_trials``
-    trials, each run to its last step (a pruner would stop some sooner, so this is an upper bound)."""
+    spec, and a best.yaml of its own hparams with the search's planned compute (budget.make_plan: the
+    proxy trials and any ladder, each run to its last step; a pruner would stop some sooner, so this
+    is an upper bound)."""
+    from . import budget
+
     proxy = config.load_spec(spec_path, smoke=smoke)
-    trial_flops = flops.cost(proxy).total_flops
+    search_plan = budget.make_plan(proxy)
     prov = {
-        "search_flops": proxy.search.n_trials * trial_flops,
+        "search_flops": search_plan.total_flops,
         "search_planned": True,
-        "n_trials": proxy.search.n_trials,
-        "trial_flops": trial_flops,
+        "n_trials": search_plan.n_trials,
+        "trial_flops": search_plan.proxy_flops,
     }
     run_dir = Path("runs") / (f"{proxy.name}-smoke" if smoke else proxy.name)  # search.default_run_dir
     return run_dir, proxy, {"hparams": asdict(proxy.hparams), "provenance": prov}

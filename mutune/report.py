@@ -27,8 +27,9 @@ import pandas as pd
 import yaml
 from optuna.trial import TrialState
 
-from . import config, search
-from .config import Spec, SpecError
+from . import config, ladder, search
+from .config import DEFAULT_N_TRIALS, Spec, SpecError
+from .study import trial_params
 
 REPORT_DIR = "report"  # under the run directory
 MIN_TRIALS_FOR_IMPORTANCE = 2
@@ -87,9 +88,17 @@ class Report:
         rank = {n: i for i, n in enumerate(self.importances)}
         return sorted(names, key=lambda n: (rank.get(n, len(rank)), names.index(n)))
 
+    def proxy_trials(self) -> pd.DataFrame:
+        """Rung 0: the ladder's runs are at other widths, their losses not comparable."""
+        return self.trials[self.trials["rung"] == 0] if "rung" in self.trials else self.trials
+
+    def n_trials(self) -> int:
+        plan = (self.best or {}).get("provenance", {}).get("plan") or {}  # proxy and ladder trials
+        return plan.get("n_trials") or self.spec.search.n_trials or DEFAULT_N_TRIALS
+
     def top(self, n: int = 10) -> pd.DataFrame:
-        """The ``n`` best complete trials, best first."""
-        df = self.trials
+        """The ``n`` best complete proxy trials, best first."""
+        df = self.proxy_trials()
         if not len(df):
             return df
         done = df[df["state"] == "COMPLETE"].dropna(subset=["loss"])
@@ -110,7 +119,7 @@ class Report:
                 "proxy_width": self.spec.model.width,
                 "base_width": self.spec.model.base_width,
             },
-            "trials": {**self.counts(), "n_trials": self.spec.search.n_trials},
+            "trials": {**self.counts(), "n_trials": self.n_trials()},
             "best": None
             if self.best is None
             else {
@@ -118,6 +127,7 @@ class Report:
                 "loss": prov.get("loss"),
                 "hparams": self.best["hparams"],
                 "searched": list(self.spec.search.space),
+                "ladder": prov.get("ladder"),
             },
             "top_trials": top_rows,
             "importances": self.importances,
@@ -221,15 +231,19 @@ def _read_run(run_dir: Path) -> tuple[Spec, dict | None]:
 
 
 def importances(study: optuna.Study) -> tuple[dict[str, float], str]:
-    """Optuna's parameter importances (its default evaluator, PED-ANOVA in Optuna 5) and a note."""
+    """Optuna's importances (its default evaluator, PED-ANOVA in Optuna 5) over the proxy trials
+    (the ladder's runs are at other widths and seeds), and a note."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [t for t in complete if ladder.WIDTH not in trial_params(t)]
     n = len(complete)
     if n < MIN_TRIALS_FOR_IMPORTANCE:
         return {}, f"needs at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials (have {n})"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            imp = optuna.importance.get_param_importances(study)
+            proxy = optuna.create_study(direction="minimize")
+            proxy.add_trials(complete)
+            imp = optuna.importance.get_param_importances(proxy)
     except (RuntimeError, ValueError) as e:  # e.g. no parameter varies
         return {}, f"not computed: {e}"
     note = f"Optuna's default evaluator over {n} complete trials"
@@ -359,7 +373,7 @@ def to_markdown(rep: Report, top: int = 10) -> str:
         f"## mutune report: `{rep.run_dir}`",
         "",
         f"{m.family} proxy width {m.width} (base {m.base_width}, {m.parametrization}); study `{rep.study_name}`: "
-        f"{c['finished']} of {rep.spec.search.n_trials} trials finished ({c['complete']} complete, "
+        f"{c['finished']} of {rep.n_trials()} trials finished ({c['complete']} complete, "
         f"{c['diverged']} diverged, {c['failed']} failed, {c['running']} running).",
         "",
     ]

@@ -53,7 +53,7 @@ def _failed_marks(ax, xs, label: str) -> None:
 
 
 def _history(rep: Report, plt):
-    df = rep.trials
+    df = rep.proxy_trials()
     fig, ax = plt.subplots(figsize=(7, 4))
     done = df[(df["state"] == "COMPLETE") & df["loss"].notna()] if len(df) else df
     if len(done):
@@ -91,7 +91,7 @@ def _history(rep: Report, plt):
 
 def _params(rep: Report, plt):
     names = rep.searched()
-    df = rep.trials
+    df = rep.proxy_trials()
     n = max(1, len(names))
     cols = min(3, n)
     rows = math.ceil(n / cols)

@@ -2,12 +2,21 @@
 
 Random search is the default (TP5's choice). Optuna's ``RandomSampler(seed)`` replays the same
 sequence in every process, so a resumed study or a second worker would repeat configurations;
-:class:`SeededRandomSampler` keys each draw on the trial number instead. TPE is offered too, its
-seed offset per worker and per resume so that they draw differently.
+:class:`SeededRandomSampler` keys each draw on the trial number instead. Quasi-random search
+(:class:`SeededSobolSampler`) does the same with the rows of a scrambled Sobol sequence. TPE is
+offered too, its seed offset per worker and per resume so that they draw differently.
+
+Why not Optuna's ``QMCSampler``: it needs scipy (about 113 MB, not otherwise a dependency), it is
+still experimental, its first trial is drawn by a random sampler, and its position in the sequence
+is a counter in the study's storage that is read and written without a lock, so parallel workers
+draw the same point: 4 processes x 16 trials on one journal gave 44 distinct points out of 64
+(measured with Optuna 5.0). Keying row k on trial k, as the random sampler does, needs no storage
+and no coordination, and torch (already a dependency) ships the scrambled Sobol engine.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from dataclasses import asdict
@@ -61,9 +70,72 @@ class SeededRandomSampler(optuna.samplers.BaseSampler):
         raise TypeError(f"unsupported distribution {dist!r}")
 
 
+@functools.lru_cache(maxsize=1024)
+def sobol_row(seed: int, dim: int, k: int) -> tuple[float, ...]:
+    """Row ``k`` of the scrambled Sobol sequence in ``dim`` dimensions (the same in every process)."""
+    import torch  # here, so that importing the study machinery does not load torch
+
+    engine = torch.quasirandom.SobolEngine(dim, scramble=True, seed=seed)
+    if k:
+        engine.fast_forward(k)
+    return tuple(engine.draw(1, dtype=torch.float64)[0].tolist())
+
+
+class SeededSobolSampler(optuna.samplers.BaseSampler):
+    """Quasi-random search: trial k takes row k of a scrambled Sobol sequence, one coordinate per
+    searched parameter (its place among the sorted names), so the first 2^m trials cover the space
+    more evenly than 2^m random draws. Scrambled (seeded), so row 0 is not the corner of the box.
+
+    Sobol points are balanced in prefixes of 2^m: budgets of 8, 16, 32 trials use them best. A
+    parameter outside ``names`` (none in a mutune search) is drawn like the random sampler does.
+    """
+
+    def __init__(self, names: list[str], seed: int = 0):
+        self.dims = {n: i for i, n in enumerate(sorted(names))}
+        self.seed = seed
+        self.fallback = SeededRandomSampler(seed)
+
+    def infer_relative_search_space(self, study, trial):  # noqa: D102
+        return {}
+
+    def sample_relative(self, study, trial, search_space):  # noqa: D102
+        return {}
+
+    def sample_independent(self, study, trial: FrozenTrial, param_name: str, dist) -> Any:
+        if param_name not in self.dims:
+            return self.fallback.sample_independent(study, trial, param_name, dist)
+        u = sobol_row(self.seed, len(self.dims), trial.number)[self.dims[param_name]]
+        return from_unit(u, dist)
+
+
+def from_unit(u: float, dist: Any) -> Any:
+    """The value at quantile ``u`` in [0, 1) of ``dist`` (log-uniform on a log scale), like the
+    random sampler's draws."""
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[min(int(u * len(dist.choices)), len(dist.choices) - 1)]
+    if isinstance(dist, FloatDistribution):
+        lo, hi = (math.log(dist.low), math.log(dist.high)) if dist.log else (dist.low, dist.high)
+        value = lo + u * (hi - lo)
+        value = math.exp(value) if dist.log else value
+        if dist.step is not None:
+            value = dist.low + round((value - dist.low) / dist.step) * dist.step
+        return float(min(max(value, dist.low), dist.high))
+    if isinstance(dist, IntDistribution):
+        if dist.log:  # as the random sampler: [low - 0.5, high + 0.5] on a log scale, rounded
+            lo, hi = math.log(dist.low - 0.5), math.log(dist.high + 0.5)
+            value = round(math.exp(lo + u * (hi - lo)))
+        else:
+            value = dist.low + min(int(u * (dist.high - dist.low + 1)), dist.high - dist.low)
+        value = dist.low + ((value - dist.low) // dist.step) * dist.step
+        return int(min(max(value, dist.low), dist.high))
+    raise TypeError(f"unsupported distribution {dist!r}")
+
+
 def make_sampler(spec: Spec, worker: int = 0, n_existing: int = 0) -> optuna.samplers.BaseSampler:
     if spec.search.sampler == "random":
         return SeededRandomSampler(spec.search.seed)
+    if spec.search.sampler == "sobol":
+        return SeededSobolSampler(list(spec.search.space), spec.search.seed)
     # TPE conditions on the history; offset the seed so workers and resumes draw differently.
     return optuna.samplers.TPESampler(seed=spec.search.seed + 1000 * worker + n_existing)
 

@@ -1,7 +1,10 @@
 """The proxy search: an Optuna study of short runs at the proxy width, and what it leaves behind.
 
+The search runs in steps, each a batch of trials of one study: the proxy trials (``search.n_trials``,
+or as many as ``search.budget`` affords), then the steps in :data:`POST_STEPS` (today the finalists
+ladder of :mod:`mutune.ladder`), each asked for the fixed trials it still needs until it needs none.
 Re-running the same command resumes: the study is loaded, orphaned RUNNING trials are failed,
-and trials run until ``search.n_trials`` have *finished* (complete, pruned, or diverged).
+and each step runs what has not *finished* (complete, pruned, or diverged).
 Random search draws trial k's hyperparameters from ``(seed, k)`` alone, so a resumed or
 parallel search never repeats a configuration and the set of configurations is reproducible.
 The study machinery (storage, the spec guard, workers, kill-safety) is :mod:`mutune.study`;
@@ -11,7 +14,6 @@ its trial (a proxy run), its outputs (trials.csv, best.yaml), the coord-check ga
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 import warnings
@@ -26,12 +28,13 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from . import __version__, checks, config, data, flops, laws_run, memory, models, trackers
+from . import __version__, budget, checks, config, data, flops, ladder, laws_run, memory, models, trackers
 from .config import Spec, SpecError
 from .device import resolve_device
 from .errors import MutuneWarning
 from .events import SILENT, Events
 from .files import atomic_write
+from .phases import Phases
 from .rundir import claim_run_dir
 from .samplers import suggest
 from .study import (
@@ -41,11 +44,10 @@ from .study import (
     is_finished,
     open_storage,
     open_study,
-    run_trials,
     storage_url,
+    trial_params,
 )
 from .train import train
-from .workers import run_workers
 
 __all__ = ["GateFailed", "SearchFailed", "SearchResult", "search"]
 
@@ -85,10 +87,16 @@ def evaluate_trial(
 
     Returns the state to tell and the value: COMPLETE with the final validation loss, PRUNED
     when the pruner stopped it, FAIL when the loss diverged (with the reason as an attribute).
+    A ladder trial (fixed ``width`` and ``seed``) trains at its width and seed and is never pruned:
+    its losses are not comparable with the proxy's, and a rung needs every entrant's.
     With ``tracking``, the trial is also a run in the experiment tracker.
     """
+    fixed = trial.user_attrs.get("fixed_params") or {}
+    rung = ladder.WIDTH in fixed
+    if rung:
+        spec = budget.run_spec(spec, int(fixed[ladder.WIDTH]), int(fixed[ladder.SEED]))
     hp = suggest(trial, spec.search.space, spec.hparams)
-    run = _track_trial(tracking, trial, spec, hp)
+    run = _track_trial(tracking, trial, spec, hp, "ladder-trial" if rung else "proxy-trial")
     try:
         state, value = _train_trial(trial, spec, hp, events, run)
     except BaseException as e:
@@ -107,7 +115,7 @@ def evaluate_trial(
 
 
 def _track_trial(
-    tracking: trackers.Tracking | None, trial: optuna.Trial, spec: Spec, hp: config.HParams
+    tracking: trackers.Tracking | None, trial: optuna.Trial, spec: Spec, hp: config.HParams, kind: str
 ) -> trackers.TrackedRun | None:
     if tracking is None:
         return None
@@ -121,17 +129,20 @@ def _track_trial(
         "torch": torch.__version__,
         "optuna": optuna.__version__,
     }
-    return tracking.start(f"trial-{trial.number:04d}", "proxy-trial", asdict(hp), provenance)
+    return tracking.start(f"trial-{trial.number:04d}", kind, asdict(hp), provenance)
 
 
 def _train_trial(
     trial: optuna.Trial, spec: Spec, hp: config.HParams, events: Events, run: trackers.TrackedRun | None
 ) -> tuple[TrialState, float | None]:
+    prune = ladder.WIDTH not in (trial.user_attrs.get("fixed_params") or {})  # a rung trial runs to the end
     last_step = 0
 
     def on_eval(step: int, val_loss: float) -> None:
         nonlocal last_step
         last_step = step
+        if not prune:
+            return
         trial.report(val_loss, step)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} (val loss {val_loss:.4f})")
@@ -173,15 +184,25 @@ def _train_trial(
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, state, every HP, loss, steps, tokens, FLOPs, seconds, reason."""
+    """One row per trial: number, state, rung, width, seed, loss, every HP, steps, tokens, FLOPs,
+    seconds, reason. Proxy trials are rung 0; a ladder trial's rung is its width's place in the plan."""
     rows = []
     trials = study.get_trials(deepcopy=False)
+    recorded = (study.user_attrs.get("search_plan") or {}).get("plan") or {}
+    relevant = study.user_attrs.get("spec") or {}
+    proxy_width, proxy_seed = relevant.get("model.width"), relevant.get("seed")
+    rung_of = {r["width"]: i + 1 for i, r in enumerate(recorded.get("rungs", []))}
     retried_as = {t.user_attrs["retry_of"]: t.number for t in trials if "retry_of" in t.user_attrs}
     for t in trials:
         ua = t.user_attrs
+        fixed = ua.get("fixed_params") or {}
+        width = fixed.get(ladder.WIDTH)
         row = {
             "number": t.number,
             "state": t.state.name,
+            "rung": 0 if width is None else rung_of.get(width),
+            "width": proxy_width if width is None else width,
+            "seed": proxy_seed if width is None else fixed.get(ladder.SEED),
             "loss": t.value if t.state == TrialState.COMPLETE else None,
         }
         row.update(t.params)
@@ -204,38 +225,45 @@ def write_trials_csv(study: optuna.Study, run_dir: Path) -> pd.DataFrame:
 
 
 def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
-    """best.yaml: the winning hyperparameters (all of them) and where they came from."""
-    complete = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
-    ]
-    if not complete:
-        return None
-    best = min(complete, key=lambda t: (t.value, t.number))
-    hp = asdict(spec.hparams)
-    hp.update(best.params)
+    """best.yaml: the winning hyperparameters (all of them) and where they came from.
+
+    The winner is the ladder's (the best mean over seeds at its last rung) once the ladder has
+    run, the leader of its last finished rung while it runs, and the best proxy trial before it
+    starts or without one. ``trial_number`` and ``loss`` are always the winner's proxy trial and
+    proxy loss; ``ladder`` records every rung."""
+    plan, spec_hash = budget.recorded_plan(study, spec)
     all_trials = study.get_trials(deepcopy=False)
+    st = ladder.state(plan, list(spec.search.space), all_trials)
+    win = st.winner()
+    if win is None:
+        return None
+    best = all_trials[win[0]]
+    hp = asdict(spec.hparams)
+    hp.update({k: v for k, v in trial_params(best).items() if k in spec.search.space})
     search_flops = float(sum(t.user_attrs.get("flops") or 0.0 for t in all_trials))
-    return {
-        "hparams": config.hparams_from_dict(hp).__dict__,
-        "provenance": {
-            "spec_name": spec.name,
-            "spec_hash": spec.hash(),
-            "study_name": study.study_name,
-            "storage": url,
-            "model_family": spec.model.family,
-            "parametrization": spec.model.parametrization,
-            "proxy_width": spec.model.width,
-            "base_width": spec.model.base_width,
-            "base_depth": spec.model.base_depth or spec.model.depth,
-            "depth_alpha": spec.model.depth_alpha,
-            "trial_number": best.number,
-            "loss": float(best.value),
-            "coord_check": (study.user_attrs.get("coord_check") or {}).get("verdict", "not_run"),
-            "n_trials_finished": sum(is_finished(t) for t in all_trials),
-            "search_flops": search_flops,
-            "search_seconds": float(sum(t.user_attrs.get("seconds") or 0.0 for t in all_trials)),
+    prov = {
+        "spec_name": spec.name,
+        "spec_hash": spec_hash,
+        "study_name": study.study_name,
+        "storage": url,
+        "model_family": spec.model.family,
+        "parametrization": spec.model.parametrization,
+        "proxy_width": spec.model.width,
+        "base_width": spec.model.base_width,
+        "base_depth": spec.model.base_depth or spec.model.depth,
+        "depth_alpha": spec.model.depth_alpha,
+        "trial_number": best.number,
+        "loss": float(best.value),
+        "coord_check": (study.user_attrs.get("coord_check") or {}).get("verdict", "not_run"),
+        "n_trials_finished": sum(is_finished(t) for t in all_trials),
+        "search_flops": search_flops,
+        "search_seconds": float(sum(t.user_attrs.get("seconds") or 0.0 for t in all_trials)),
+        "plan": budget.plan_summary(plan),
+    }
+    if plan.rungs:
+        prov["ladder"] = st.to_dict()
+    prov.update(
+        {
             "argv": list(sys.argv),
             "versions": {
                 "mutune": __version__,
@@ -244,8 +272,9 @@ def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
                 "python": sys.version.split()[0],
             },
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        },
-    }
+        }
+    )
+    return {"hparams": config.hparams_from_dict(hp).__dict__, "provenance": prov}
 
 
 def write_best(study: optuna.Study, spec: Spec, run_dir: Path) -> dict | None:
@@ -322,8 +351,8 @@ def search(
 
     Before the first trial a fast coord check (:func:`coord_gate`) must pass; ``skip_check``
     overrides it, and best.yaml's provenance says which (``coord_check: passed | skipped``).
-    A ``KeyboardInterrupt`` stops after marking the running trial failed; everything finished is
-    kept in the storage and in trials.csv, and the same call resumes.
+    The plan (:func:`mutune.budget.make_plan`) is made before anything runs and recorded. A
+    ``KeyboardInterrupt`` stops after marking the running trial failed; the same call resumes.
     """
     if workers < 1:
         raise SpecError("--workers", f"must be >= 1, got {workers}")
@@ -343,6 +372,7 @@ def search(
     models.validate(spec, spec.hparams, data.vocab_size(spec.data))  # so does a model µP cannot handle
     if spec.train.memory_check:  # and a proxy that cannot fit, before the coord check allocates
         memory.check(flops.cost(spec).memory_bytes, resolve_device(spec.train.device), what="the proxy")
+    plan = budget.make_plan(spec)  # so does a budget that buys nothing
     claim_run_dir(run_dir, spec)  # a run dir holds one study: refuse another's rather than overwrite it
     storage = open_storage(storage_url(spec, run_dir))
     study = open_study(spec, storage)  # fails fast on a spec that does not match the study
@@ -353,13 +383,13 @@ def search(
         else replace(SEARCH_JOB, evaluate=partial(evaluate_trial, tracking=tracking))
     )
     write_config(run_dir, spec, argv)
+    budget.record_plan(study, spec, plan, run_dir)
+    events.search_planned(plan)
     events.coord_checked(coord_gate(spec, study, run_dir, skip_check))
-    events.search_started(spec, run_dir, count(study)[0])
+    shown = spec.edit({"search.budget": None, "search.finalists": None, "search.n_trials": plan.n_trials})
+    events.search_started(shown, run_dir, count(study)[0])
     try:
-        if workers == 1:
-            run_trials(spec, run_dir, job=job, events=events)
-        else:
-            run_workers(spec, run_dir, workers, job=job, events=events)
+        Phases(spec, plan, run_dir, study, storage, job, workers, events).run()
     finally:
         # whatever happened, leave the table and the best-so-far on disk
         write_trials_csv(study, run_dir)

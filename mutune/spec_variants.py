@@ -1,4 +1,5 @@
-"""The spec's derived forms: the ``--smoke`` variant, and the spec as ``show-config`` prints it."""
+"""The spec's derived forms: the ``--smoke`` variant, the spec as ``show-config`` prints it, and the
+target's spec (checked when the spec is loaded)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,27 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .config import SPACE_FIELDS, Spec, load_spec, spec_from_dict
+from .config import (
+    DEFAULT_N_TRIALS,
+    Spec,
+    SpecError,
+    build,
+    load_spec,
+    set_dotted,
+    spec_from_dict,
+    validate,
+)
 from .errors import MutuneWarning
 from .registry import FAMILIES
 from .typed import parse_override
+
+# The fields of a search range that its type reads; the others are left out when a spec is shown.
+SPACE_FIELDS = {
+    "log_uniform": ("type", "low", "high"),
+    "uniform": ("type", "low", "high"),
+    "int": ("type", "low", "high", "log"),
+    "categorical": ("type", "choices"),
+}
 
 
 def shown(spec: Spec) -> dict[str, Any]:
@@ -37,6 +55,16 @@ def smoke(spec: Spec) -> Spec:
     """The same pipeline on tiny shapes: a few steps, a few trials, widths of 32 and 64; on the
     built-in corpus when the spec's own data is not on this machine (see :func:`offline_data`)."""
     return offline_data(tiny(spec))
+
+
+def smoke_with(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> Spec:
+    """``load_spec(smoke=True)``: the smoke variant of a spec file's ``data``, then the user's
+    overrides on it, so what they typed wins (a ``search.budget`` typed derives its own trial count)."""
+    d = tiny(spec_from_dict(data)).to_dict()
+    typed = {parse_override(o)[0] for o in overrides}
+    if "search.budget" in typed and "search.n_trials" not in typed:
+        d["search"]["n_trials"] = None
+    return offline_data(spec_from_dict(d, overrides))
 
 
 def offline_data(spec: Spec) -> Spec:
@@ -74,7 +102,8 @@ def tiny(spec: Spec) -> Spec:
         eval_every=6,
         eval_batches=2,
     )
-    d["search"]["n_trials"] = min(d["search"]["n_trials"], 3)
+    if d["search"]["budget"] is None:  # a budget derives its own (small) count from the smoke shapes
+        d["search"]["n_trials"] = min(d["search"]["n_trials"] or DEFAULT_N_TRIALS, 3)
     if d["target"]["width"] is not None:
         d["target"]["width"] = 64
     d["target"]["overrides"] = {
@@ -100,3 +129,25 @@ def smoke_conflict(path: str | Path, overrides: list[str] | tuple[str, ...]) -> 
         if node_k != node_s:
             return key
     return None
+
+
+def check_target(spec: Spec) -> None:
+    """The target (``target.width``, ``target.overrides``) is a spec too: check its values now, not
+    after the search. (``mutune transfer`` checks what may change; this checks each value's range.)"""
+    tgt = spec.target
+    if tgt.width is None and not tgt.overrides:
+        return
+    d = spec.to_dict()
+    d["target"] = {}
+    d["search"]["budget"] = None  # a fraction of this very target: nothing to check at the target
+    if tgt.width is not None:
+        d["model"]["width"] = tgt.width
+    try:
+        for key, value in tgt.overrides.items():
+            if key.split(".")[0] in ("model", "data", "train", "seed"):
+                set_dotted(d, "model.width" if key == "width" else key, value)
+        validate(build(Spec, d))
+    except SpecError as e:
+        key = "target.width" if e.key == "model.width" and tgt.width is not None else e.key
+        key = f"target.overrides.{e.key}" if e.key in tgt.overrides else key
+        raise SpecError(key, e.message) from None

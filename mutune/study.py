@@ -33,7 +33,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import journal
-from .config import Spec, SpecError
+from .config import DEFAULT_N_TRIALS, Spec, SpecError
 from .errors import MutuneWarning
 from .errors import SearchFailed as SearchFailed  # re-exported: search and sweeps raise it
 from .events import SILENT, Events, TrialEvent
@@ -46,9 +46,15 @@ except ImportError:  # Windows: no flock; parallel workers may overshoot n_trial
 
 # Keys that may change between invocations on the same study without making old trials
 # incomparable: how many trials to run, what to do afterwards, where and how fast to run.
+# (The ladder's keys only say which configurations run at which width and seed; every trial
+# records those, so a changed ladder reuses what it can.)
 RESUMABLE_KEYS = {
     "name",
     "search.n_trials",
+    "search.budget",
+    "search.finalists",
+    "search.rungs",
+    "search.rung_seeds",
     "search.storage",
     "search.pruner",
     "search.laws",  # fitted after the trials, around the winner (mutune.laws_run)
@@ -378,7 +384,7 @@ def run_trials(
     """
     storage = open_storage(storage_url(spec, run_dir))
     study = open_study(spec, storage, worker)
-    n_trials = spec.search.n_trials
+    n_trials = spec.search.n_trials or DEFAULT_N_TRIALS  # (a search passes its phase's count)
     while parent_pid is None or os.getppid() == parent_pid:
         with BudgetLock(run_dir / ".budget.lock"):
             reap_orphans(study, storage)

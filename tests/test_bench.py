@@ -37,14 +37,19 @@ def test_transfer_fidelity_quick(tmp_path):
 def test_mutransfer_vs_direct_quick(tmp_path):
     out = bench("mutransfer_vs_direct.py", "--run-dir", str(tmp_path / "mvd"), cwd=tmp_path)
     for row in (
-        "µTransfer (4 proxy trials + 1 run)",
+        "µTransfer, ladder (default)",
         "direct at 128, 1x",
         "direct at 128, 3x",
         "direct at 128, 10x",
+        "E[target loss] against the tuning budget",
+        "4 finalists, 2nd seed",
+        "samplers: realised proxy searches",
     ):
         assert row in out
     assert "matches or beats direct at 10x" in out
-    assert (tmp_path / "mvd" / "proxy" / "trials.csv").is_file()
+    assert "(the same as the estimate's realised pick" in out  # mutune.search picks what the estimate says
+    assert (tmp_path / "mvd" / "w32-s0" / "trials.csv").is_file()
+    assert (tmp_path / "mvd" / "search-b0.2" / "best.yaml").is_file()
 
 
 @pytest.mark.bench

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import subprocess
 import sys
@@ -111,3 +112,44 @@ def test_suggest_fills_unsearched_hparams_from_defaults():
     )
     hp = samplers.suggest(trial, spec.search.space, spec.hparams)
     assert hp.lr == 0.02 and hp.alpha_out == 2.0 and hp.weight_decay == 0.3
+
+
+def sobol_draws(seed: int, n: int, storage=None, name="q") -> list[dict]:
+    sampler = samplers.SeededSobolSampler(["lr", "a", "c"], seed)
+    study = optuna.create_study(sampler=sampler, storage=storage, study_name=name, load_if_exists=True)
+    out = []
+    for _ in range(n):
+        t = study.ask()
+        out.append(
+            {
+                "lr": t.suggest_float("lr", 1e-4, 1e-1, log=True),
+                "a": t.suggest_float("a", 0.0, 1.0),
+                "c": t.suggest_categorical("c", ["x", "y"]),
+            }
+        )
+        study.tell(t, 1.0)
+    return out
+
+
+def test_sobol_sampler_is_keyed_on_the_trial_number_and_balanced(tmp_path):
+    a = sobol_draws(0, 16)
+    assert a == sobol_draws(0, 16) and a != sobol_draws(1, 16)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "q.log"))
+    )
+    assert sobol_draws(0, 8, storage) + sobol_draws(0, 8, storage) == a  # a resume continues the rows
+    # 16 Sobol points: exactly one in each sixteenth of every coordinate (random draws rarely are)
+    assert sorted(int(d["a"] * 16) for d in a) == list(range(16))
+    logs = [(math.log(d["lr"]) - math.log(1e-4)) / (math.log(1e-1) - math.log(1e-4)) for d in a]
+    assert sorted(int(u * 16) for u in logs) == list(range(16))
+    assert [d["c"] for d in a].count("x") == 8
+    random = draws(0, 16)
+    assert sorted(int(d["a"] * 16) for d in random) != list(range(16))
+
+
+def test_samplers_are_chosen_by_name():
+    for name, cls in (("random", samplers.SeededRandomSampler), ("sobol", samplers.SeededSobolSampler)):
+        spec = config.spec_from_dict(TINY, [f"search.sampler={name}"])
+        assert isinstance(samplers.make_sampler(spec), cls)
+    spec = config.spec_from_dict(TINY, ["search.sampler=tpe"])
+    assert isinstance(samplers.make_sampler(spec), optuna.samplers.TPESampler)

@@ -1,0 +1,295 @@
+"""The search's budget: how many proxy trials, and which ladder, a search runs.
+
+``search.budget`` states the search's compute as a fraction of the target run's FLOPs, the way
+Tensor Programs V reports tuning cost (7% of GPT-3 6.7B's pretraining); :func:`make_plan` turns it
+into trial counts: the ladder first (``search.finalists``, or, when not given, as many finalists
+as half of the budget affords), the rest in proxy trials. Without a budget, ``search.n_trials``
+proxy trials and ``search.finalists`` (default none) make the plan.
+
+Costs are nominal: every trial is counted at its full length, so the plan is an upper bound on what
+the search spends (pruned and diverged trials stop early and cost less; the unspent rest is not
+used). Trial counts are exact with any number of workers on one machine (the study's budget lock);
+workers on several machines sharing a database may each run a trial more.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from .config import DEFAULT_N_TRIALS, Spec, SpecError
+from .files import atomic_write
+
+if TYPE_CHECKING:
+    import optuna
+
+
+@dataclass(frozen=True)
+class Rung:
+    width: int
+    seeds: tuple[int, ...]
+    entrants: int  # configurations run at this rung
+    run_flops: float  # one run at this width
+
+    def new_runs(self, proxy_width: int, proxy_seed: int) -> int:
+        """Runs this rung adds (at the proxy width, the proxy trial itself is the proxy seed's run)."""
+        reused = self.width == proxy_width and proxy_seed in self.seeds
+        return self.entrants * (len(self.seeds) - int(reused))
+
+
+@dataclass(frozen=True)
+class Plan:
+    n_proxy: int
+    finalists: int  # 0: no ladder
+    rungs: tuple[Rung, ...]
+    proxy_width: int
+    proxy_seed: int
+    proxy_flops: float  # one proxy run
+    target_flops: float | None  # one target run (None without target.width)
+    budget: float | None  # the fraction of the target run asked for
+
+    @property
+    def ladder_runs(self) -> int:
+        return sum(r.new_runs(self.proxy_width, self.proxy_seed) for r in self.rungs)
+
+    @property
+    def n_trials(self) -> int:
+        return self.n_proxy + self.ladder_runs
+
+    @property
+    def ladder_flops(self) -> float:
+        return sum(r.new_runs(self.proxy_width, self.proxy_seed) * r.run_flops for r in self.rungs)
+
+    @property
+    def total_flops(self) -> float:
+        return self.n_proxy * self.proxy_flops + self.ladder_flops
+
+    @property
+    def budget_flops(self) -> float | None:
+        return None if self.budget is None or self.target_flops is None else self.budget * self.target_flops
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rungs"] = [{**asdict(r), "seeds": list(r.seeds)} for r in self.rungs]
+        d.update(n_trials=self.n_trials, ladder_flops=self.ladder_flops, total_flops=self.total_flops)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Plan:
+        fields = {k: d[k] for k in cls.__dataclass_fields__ if k != "rungs"}
+        rungs = tuple(
+            Rung(
+                int(r["width"]), tuple(int(s) for s in r["seeds"]), int(r["entrants"]), float(r["run_flops"])
+            )
+            for r in d["rungs"]
+        )
+        return cls(rungs=rungs, **fields)
+
+
+def entrants(finalists: int, n_rungs: int) -> list[int]:
+    """Configurations at each rung: the better half (rounded up) moves on; a lone entrant stops it."""
+    out, n = [], finalists
+    for _ in range(n_rungs):
+        if n < 2:
+            break
+        out.append(n)
+        n = math.ceil(n / 2)
+    return out
+
+
+def build_rungs(spec: Spec, finalists: int, run_flops: list[float]) -> tuple[Rung, ...]:
+    seeds = tuple(spec.seed + j for j in range(spec.search.rung_seeds))
+    widths = rung_widths(spec)
+    return tuple(
+        Rung(widths[i], seeds, n, run_flops[i]) for i, n in enumerate(entrants(finalists, len(widths)))
+    )
+
+
+def run_spec(spec: Spec, width: int, seed: int | None = None) -> Spec:
+    """The spec of one run at ``width`` (and ``seed``): a rung trial's, or a rung's for its cost."""
+    changes: dict[str, Any] = {"model.width": width, "search.budget": None, "search.finalists": None}
+    if seed is not None:
+        changes["seed"] = seed
+    try:
+        return spec.edit(changes)
+    except SpecError as e:
+        raise SpecError("search.rungs", f"width {width}: {e}") from None
+
+
+def target_spec(spec: Spec) -> Spec:
+    """The spec of the target run (``target.width`` and ``target.overrides``), for its cost."""
+    changes = {"model.width": spec.target.width, **spec.target.overrides}
+    try:
+        return spec.edit({**changes, "search.budget": None, "search.finalists": None})
+    except SpecError as e:
+        raise SpecError(
+            f"target.overrides.{e.key}" if e.key in spec.target.overrides else e.key, e.message
+        ) from None
+
+
+def make_plan(spec: Spec, cost: Any = None) -> Plan:
+    """The proxy trials and the ladder: from ``search.budget`` when given, else from ``n_trials``.
+
+    ``cost(spec) -> FLOPs of one run`` defaults to :func:`mutune.flops.cost`'s total; tests pass
+    their own to check the arithmetic without building models.
+    """
+    if cost is None:
+        from . import flops
+
+        def cost(s: Spec) -> float:
+            return flops.cost(s).total_flops
+
+    s = spec.search
+    widths = rung_widths(spec)
+    if (
+        s.finalists is not None
+        and spec.target.width is not None
+        and widths
+        and widths[-1] > spec.target.width
+    ):
+        raise SpecError("search.rungs", f"width {widths[-1]} is wider than the target ({spec.target.width})")
+    c0 = cost(spec)
+    rung_costs = [cost(run_spec(spec, w)) for w in widths]
+    target = cost(target_spec(spec)) if spec.target.width is not None else None
+    base = dict(proxy_width=spec.model.width, proxy_seed=spec.seed, proxy_flops=c0, target_flops=target)
+    if s.budget is None:
+        n, k = s.n_trials or DEFAULT_N_TRIALS, s.finalists or 0
+        if k > n:
+            raise SpecError("search.finalists", f"{k} finalists, but only {n} proxy trials (search.n_trials)")
+        return Plan(n_proxy=n, finalists=k, rungs=build_rungs(spec, k, rung_costs), budget=None, **base)
+    assert target is not None  # validated: a budget needs target.width
+    budget = s.budget * target
+
+    def spent(rungs: tuple[Rung, ...]) -> float:
+        return Plan(n_proxy=0, finalists=0, rungs=rungs, budget=None, **base).ladder_flops
+
+    def proxy_trials(rungs: tuple[Rung, ...]) -> int:
+        return math.floor((budget - spent(rungs)) / c0 + 1e-9)
+
+    if s.finalists is not None:
+        k = s.finalists
+        if proxy_trials(build_rungs(spec, k, rung_costs)) < k:
+            need = (spent(build_rungs(spec, k, rung_costs)) + k * c0) / target
+            raise SpecError(
+                "search.budget",
+                f"{s.budget:g} of the target run leaves fewer proxy trials than the {k} finalists after "
+                f"their ladder; raise it to at least {need:.3g} or lower search.finalists",
+            )
+    else:  # auto: the most finalists (at least 2) whose ladder costs at most half the budget
+        k = 0
+        if widths and widths[-1] <= spec.target.width:
+            while True:
+                rungs = build_rungs(spec, k + 2 if k == 0 else k + 1, rung_costs)
+                if not rungs or not 0 < spent(rungs) <= budget / 2 or proxy_trials(rungs) < rungs[0].entrants:
+                    break
+                k = rungs[0].entrants
+    rungs = build_rungs(spec, k, rung_costs)
+    n = proxy_trials(rungs)
+    if n < 1:
+        raise SpecError(
+            "search.budget",
+            f"{s.budget:g} of the target run does not cover one proxy run ({c0 / target:.3g} of the "
+            f"target); raise it to at least {c0 / target:.3g}",
+        )
+    return Plan(n_proxy=n, finalists=k, rungs=rungs, budget=s.budget, **base)
+
+
+def validate_search(spec: Spec) -> None:
+    """The trial count, the budget and the ladder: what can be checked without costing a run."""
+    s = spec.search
+    if s.n_trials is not None and s.n_trials < 1:
+        raise SpecError("search.n_trials", f"must be > 0, got {s.n_trials}")
+    if s.budget is not None:
+        if not s.budget > 0:
+            raise SpecError(
+                "search.budget",
+                f"must be > 0 (a fraction of the target run's FLOPs, e.g. 0.07), got {s.budget}",
+            )
+        if s.n_trials is not None:
+            raise SpecError(
+                "search.budget",
+                "cannot be given with search.n_trials: the budget derives the number of trials; drop one",
+            )
+        if spec.target.width is None:
+            raise SpecError("search.budget", "is a fraction of the target run's FLOPs: set target.width too")
+    if s.finalists is not None and s.finalists < 1:
+        raise SpecError(
+            "search.finalists", f"must be >= 1, got {s.finalists} (for no ladder, set search.rungs=[])"
+        )
+    if s.rung_seeds < 1:
+        raise SpecError("search.rung_seeds", f"must be >= 1, got {s.rung_seeds}")
+    for i, mult in enumerate(s.rungs):
+        if mult < 1:
+            raise SpecError(
+                f"search.rungs[{i}]",
+                f"{mult} is narrower than the proxy: a rung is a multiple >= 1 of its width",
+            )
+        if i and mult <= s.rungs[i - 1]:
+            raise SpecError(f"search.rungs[{i}]", f"rungs must grow: {mult} after {s.rungs[i - 1]}")
+    if s.finalists is None:
+        return
+    if not s.rungs:
+        raise SpecError("search.finalists", "needs at least one rung in search.rungs")
+    if s.rungs == [1] and s.rung_seeds == 1:
+        raise SpecError("search.rung_seeds", "a rung at the proxy width adds nothing with one seed: use >= 2")
+
+
+def rung_widths(spec: Spec) -> list[int]:
+    """The ladder's widths: ``search.rungs`` (checked by :func:`validate_search`) times the proxy width.
+
+    Checked here, not in the spec's validation, that they are whole: the spec is also edited to
+    other widths (the coord check's, the target's), where the multiples need not give whole ones."""
+    widths = []
+    for i, mult in enumerate(spec.search.rungs):
+        width = mult * spec.model.width
+        if abs(width - round(width)) > 1e-9:
+            raise SpecError(
+                f"search.rungs[{i}]", f"{mult} x proxy width {spec.model.width} is not a whole width"
+            )
+        widths.append(round(width))
+    return widths
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan on record
+
+
+def record_plan(study: optuna.Study, spec: Spec, plan: Plan, run_dir: Path | None = None) -> None:
+    """Keep the plan (and the hash of the spec that made it) in the study, for every process that
+    writes best.yaml; a resumed search with another budget or ladder replaces it. With ``run_dir``,
+    also as search_plan.yaml there, before the first trial: what the search will spend, and on what."""
+    record = {"plan": plan.to_dict(), "spec_hash": spec.hash()}
+    if run_dir is not None:
+        text = yaml.safe_dump({**plan_summary(plan), "proxy_width": plan.proxy_width}, sort_keys=False)
+        atomic_write(run_dir / "search_plan.yaml", lambda p: p.write_text(text))
+    if study.user_attrs.get("search_plan") != record:
+        study.set_user_attr("search_plan", record)
+
+
+def recorded_plan(study: optuna.Study, spec: Spec) -> tuple[Plan, str]:
+    """The plan the search recorded in the study (and the hash of the spec it ran), else one
+    without a ladder: a study written before there was a plan, or by a bare :func:`run_trials`."""
+    rec = study.user_attrs.get("search_plan")
+    if rec:
+        return Plan.from_dict(rec["plan"]), rec["spec_hash"]
+    n = spec.search.n_trials or DEFAULT_N_TRIALS
+    plan = Plan(n, 0, (), spec.model.width, spec.seed, 0.0, None, None)
+    return plan, spec.hash()
+
+
+def plan_summary(plan: Plan) -> dict:
+    """The plan as best.yaml records it: trial counts, the ladder, FLOPs, and the budget they fit."""
+    return {
+        "budget": plan.budget,
+        "n_proxy": plan.n_proxy,
+        "finalists": plan.finalists,
+        "rungs": [{"width": r.width, "seeds": list(r.seeds), "entrants": r.entrants} for r in plan.rungs],
+        "n_trials": plan.n_trials,
+        "planned_flops": plan.total_flops,
+        "budget_flops": plan.budget_flops,
+        "target_flops": plan.target_flops,
+    }
