@@ -179,14 +179,8 @@ def make_plan(spec: Spec, cost: Any = None) -> Plan:
                 f"{s.budget:g} of the target run leaves fewer proxy trials than the {k} finalists after "
                 f"their ladder; raise it to at least {need:.3g} or lower search.finalists",
             )
-    else:  # auto: the most finalists (at least 2) whose ladder costs at most half the budget
-        k = 0
-        if widths and widths[-1] <= spec.target.width:
-            while True:
-                rungs = build_rungs(spec, k + 2 if k == 0 else k + 1, rung_costs)
-                if not rungs or not 0 < spent(rungs) <= budget / 2 or proxy_trials(rungs) < rungs[0].entrants:
-                    break
-                k = rungs[0].entrants
+    else:  # no ladder unless asked for: measured, it did not beat the same FLOPs spent on proxy
+        k = 0  # trials (bench/RESULTS.md §2: at 0.5 and 1.0 of a target run, widths 32 -> 256)
     rungs = build_rungs(spec, k, rung_costs)
     n = proxy_trials(rungs)
     if n < 1:

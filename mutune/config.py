@@ -218,7 +218,7 @@ class SearchSpec:
     finalists: int | None = _f(
         None,
         "configurations re-run up the ladder (search.rungs), halved at each rung; the winner is the best mean "
-        "over seeds at the last rung. Default: none, or with a budget as many (>= 2) as half of it affords",
+        "over seeds at the last rung. Default: none (measured not to pay at small scale, bench/RESULTS.md §2)",
     )
     rungs: list[float] = _f(
         [2.0],

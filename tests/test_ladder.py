@@ -238,15 +238,12 @@ def budget_spec(*overrides: str) -> config.Spec:
     )
 
 
-def test_budget_buys_proxy_trials_and_a_ladder_of_at_most_half_of_it():
+def test_budget_buys_proxy_trials_and_no_ladder_unless_asked():
     c0, target = 32**2, 256**2
     plan = budget.make_plan(budget_spec("search.budget=0.5"), cost=flops_cost)  # 32 proxy runs' worth
-    # auto: the most finalists whose ladder costs at most half (16 units): k=3 -> 3x4 + 2x16 = 44 > 16;
-    # k=2 -> 2x4 (the 128 rung would have one entrant) = 8 <= 16; k=3 would need the 128 rung
-    assert plan.finalists == 2 and [r.width for r in plan.rungs] == [64]
-    assert plan.n_proxy == (0.5 * target - 2 * 64**2) // c0 == 24
+    assert plan.finalists == 0 and plan.rungs == () and plan.ladder_flops == 0
+    assert plan.n_proxy == (0.5 * target) // c0 == 32 == plan.n_trials
     assert plan.total_flops <= plan.budget_flops == 0.5 * target
-    assert plan.n_trials == 24 + 2
 
 
 def test_budget_with_explicit_finalists_and_the_remainder_in_proxy_trials():
