@@ -94,3 +94,12 @@ def test_best_yaml_carries_the_search_flops_and_the_plan_their_share(run_cli, wo
     assert p.tuning_cost_pct == pytest.approx(plan["tuning_cost_pct"])
     r = run_cli("transfer", run, "--to", "width=64", "--dry-run")
     assert r.code == 0 and "search compute" in r.out and f"{p.tuning_cost_pct:.1f}%" in r.out
+
+
+def test_numbers_for_people_stay_readable_at_pretraining_scale():
+    from mutune.units import human, human_bytes
+
+    assert human(1_737_984) == "1.74M"
+    assert human(4.58e12, " FLOPs") == "4.58T FLOPs"
+    assert human(1.295e22) == "1.3e+22"  # not '1.3e+04E'
+    assert human_bytes(139 * 2**20) == "139 MiB"
