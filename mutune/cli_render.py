@@ -224,7 +224,7 @@ def print_plan(p: Any) -> None:
         table.add_row("law applied", adj["description"])
     if p.search_flops:
         planned = (
-            f"planned: {p.provenance['n_trials']} trials x {human(p.provenance['trial_flops'])}FLOPs; "
+            f"planned: {p.provenance['n_trials']} trials x {human(p.provenance['trial_flops'], ' FLOPs')} each; "
             if p.search_planned
             else ""
         )
