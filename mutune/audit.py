@@ -17,7 +17,6 @@ import torch
 
 from . import config, data, hooks, models, rules
 from .config import Spec, SpecError
-from .multipliers import multipliers
 from .shapes import ParamInfo
 from .typed import parse_override
 
@@ -71,22 +70,7 @@ def _per_width(spec: Spec, vocab: int) -> tuple[dict[str, ParamInfo], dict[str, 
 
 
 def _forward_multipliers(spec: Spec, model: torch.nn.Module) -> dict[str, Any]:
-    hp, m = spec.hparams, spec.model
-    fam = models.family(spec)
-    heads = {}
-    if hasattr(fam, "head_dims"):  # a family that applies the attention multiplier itself
-        _, d = fam.head_dims(spec, m.width)
-        _, d_base = fam.head_dims(spec, m.base_width)
-        heads = {"head_dim": d, "base_head_dim": d_base}
-    mult = multipliers(
-        m.parametrization,
-        m.width,
-        m.base_width,
-        alpha_in=hp.alpha_in,
-        alpha_out=hp.alpha_out,
-        alpha_attn=hp.alpha_attn,
-        **heads,
-    )
+    mult = models.forward_multipliers(spec)
     out: dict[str, Any] = {"input": mult.input, "output": mult.output, "attention": mult.attn}
     if hasattr(model, "_mutune_readouts"):  # a factory model: where mutune's hooks sit
         out["input_modules"] = list(model._mutune_inputs)

@@ -100,13 +100,9 @@ def _not_a_journal(path: Path, data: bytes, s: Scan) -> SpecError | None:
     return None
 
 
-def check(path: str | Path) -> str | None:
-    """Read-only: None when the journal is whole; a one-line note when its tail is damaged (Optuna
-    reads past it, the next search repairs it); :class:`SpecError` when the middle is damaged."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    data = path.read_bytes()
+def _damaged_tail(path: Path, data: bytes) -> Scan | None:
+    """The scan of a journal whose tail alone is damaged (cut back by :func:`repair`); None when it is
+    whole. Damage in the middle, or a file that is not a journal, is refused (:class:`SpecError`)."""
     s = scan(data)
     if s.bad_line is None:
         return None
@@ -115,6 +111,19 @@ def check(path: str | Path) -> str | None:
     foreign = _not_a_journal(path, data, s)
     if foreign is not None:
         raise foreign
+    return s
+
+
+def check(path: str | Path) -> str | None:
+    """Read-only: None when the journal is whole; a one-line note when its tail is damaged (Optuna
+    reads past it, the next search repairs it); :class:`SpecError` when the middle is damaged."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    s = _damaged_tail(path, data)
+    if s is None:
+        return None
     return (
         f"{path}: the last {len(data) - s.good_end} bytes are not a complete record (a write was cut "
         "off); they are ignored, and the next `mutune search` in this run dir repairs the file"
@@ -133,14 +142,9 @@ def repair(path: str | Path) -> str | None:
     lock.acquire()
     try:
         data = path.read_bytes()
-        s = scan(data)
-        if s.bad_line is None:
+        s = _damaged_tail(path, data)
+        if s is None:
             return None
-        if s.valid_after_bad:
-            raise _refuse(path, data, s)
-        foreign = _not_a_journal(path, data, s)
-        if foreign is not None:
-            raise foreign
         backup = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.{os.getpid()}.bak")
         f = open(backup, "xb")  # noqa: SIM115 (closed below; the file is ours only once created)
         try:

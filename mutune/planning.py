@@ -20,7 +20,6 @@ from typing import Any
 
 from . import config, flops, laws, models
 from .config import HParams, Spec, SpecError
-from .multipliers import multipliers
 from .registry import FAMILIES, OPTIMIZERS
 from .typed import leaf_keys, parse_override
 
@@ -383,16 +382,7 @@ def multipliers_of(spec: Spec, hp: HParams) -> dict[str, Any]:
     """The width and depth multipliers a target run applies (recorded in its plan.yaml)."""
     m = spec.model
     m_L = models.depth_mult(spec)
-    mult = multipliers(
-        m.parametrization,
-        m.width,
-        m.base_width,
-        alpha_in=hp.alpha_in,
-        alpha_out=hp.alpha_out,
-        alpha_attn=hp.alpha_attn,
-        depth_mult=m_L,
-        depth_alpha=m.depth_alpha,
-    )
+    mult = models.forward_multipliers(spec, hp)
     return {
         "width_mult": m.width / m.base_width,
         "depth_mult": m_L,

@@ -18,6 +18,7 @@ from torch import nn
 
 from .. import optim, rules, shapes
 from ..config import HParams, Spec, SpecError
+from ..multipliers import Multipliers, multipliers
 from ..registry import FAMILIES, OPTIMIZERS
 from ..shapes import ParamInfo
 
@@ -40,6 +41,31 @@ def depth_mult(spec: Spec) -> float:
     ):
         return 1.0
     return m.depth / base
+
+
+def forward_multipliers(spec: Spec, hp: HParams | None = None, width: int | None = None) -> Multipliers:
+    """The forward multipliers a model of ``spec`` applies at ``width`` (α_in, α_out/m, attention,
+    residual): one computation for the model itself, its plan.yaml and ``mutune inspect``."""
+    hp, m = hp or spec.hparams, spec.model
+    width = m.width if width is None else width
+    fam = family(spec)
+    heads = {}
+    if hasattr(fam, "head_dims"):  # a family that applies the attention multiplier itself
+        heads = {
+            "head_dim": fam.head_dims(spec, width)[1],
+            "base_head_dim": fam.head_dims(spec, m.base_width)[1],
+        }
+    return multipliers(
+        m.parametrization,
+        width,
+        m.base_width,
+        alpha_in=hp.alpha_in,
+        alpha_out=hp.alpha_out,
+        alpha_attn=hp.alpha_attn,
+        depth_mult=depth_mult(spec),
+        depth_alpha=m.depth_alpha,
+        **heads,
+    )
 
 
 def build(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None) -> nn.Module:

@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..flops import Workload, matmul_params
-from ..multipliers import multipliers
 from ..rules import assign_, full_value
-from . import depth_mult
+from . import forward_multipliers
 
 
 @dataclass
@@ -135,20 +134,8 @@ def head_dims(spec, width: int) -> tuple[int, int]:
 
 def build(spec, hp, vocab_size: int, width: int) -> GPT:
     m = spec.model
-    n_head, head_dim = head_dims(spec, width)
-    _, base_head_dim = head_dims(spec, m.base_width)
-    mult = multipliers(
-        m.parametrization,
-        width,
-        m.base_width,
-        alpha_in=hp.alpha_in,
-        alpha_out=hp.alpha_out,
-        alpha_attn=hp.alpha_attn,
-        head_dim=head_dim,
-        base_head_dim=base_head_dim,
-        depth_mult=depth_mult(spec),
-        depth_alpha=m.depth_alpha,
-    )
+    n_head, _ = head_dims(spec, width)
+    mult = forward_multipliers(spec, hp, width)
     return GPT(
         GPTConfig(
             vocab_size=vocab_size,
