@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
-from mutune import rules
-from mutune.models import factory, gpt, mlp
+from mutune import models, rules
+from mutune.models import factory, mlp
 from mutune.multipliers import multipliers as real_multipliers
 
 LR_CLASSES = ("embedding", "hidden", "readout", "vector")
@@ -55,7 +55,7 @@ def broken_multipliers(no_readout: bool = False, sqrt_attention: bool = False):
             changes["attn"] = kw.get("alpha_attn", 1.0) / kw["head_dim"] ** 0.5
         return dataclasses.replace(m, **changes)
 
-    modules = (gpt, mlp, factory)
+    modules = (models, mlp, factory)  # models.forward_multipliers is the GPT's
     old = [mod.multipliers for mod in modules]
     for mod in modules:
         mod.multipliers = fake
