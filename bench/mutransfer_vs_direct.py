@@ -466,20 +466,12 @@ def print_samplers(cfg: dict, comp: dict, c_proxy: float, c_target: float) -> No
     print(
         f"\nsamplers: realised proxy searches, seeds {list(cfg['sampler_seeds'])} (mean, min..max over seeds)"
     )
-    print(f"{'trials':>6} {'budget':>7} " + " ".join(f"{s + ' proxy':>24}" for s in comp))
-    for n in cfg["sampler_prefixes"]:
-        cells = [
-            f"{mean(comp[s]['proxy'][n]):.4f} ({min(comp[s]['proxy'][n]):.3f}..{max(comp[s]['proxy'][n]):.3f})"
-            for s in comp
-        ]
-        print(f"{n:>6} {n * c_proxy / c_target:>7.1%} " + " ".join(f"{c:>24}" for c in cells))
-    print(f"{'trials':>6} {'budget':>7} " + " ".join(f"{s + ' target':>24}" for s in comp))
-    for n in cfg["sampler_targets"]:
-        cells = [
-            f"{mean(comp[s]['target'][n]):.4f} ({min(comp[s]['target'][n]):.3f}..{max(comp[s]['target'][n]):.3f})"
-            for s in comp
-        ]
-        print(f"{n:>6} {n * c_proxy / c_target:>7.1%} " + " ".join(f"{c:>24}" for c in cells))
+    for what, prefixes in (("proxy", cfg["sampler_prefixes"]), ("target", cfg["sampler_targets"])):
+        print(f"{'trials':>6} {'budget':>7} " + " ".join(f"{s + ' ' + what:>24}" for s in comp))
+        for n in prefixes:
+            losses = [comp[s][what][n] for s in comp]
+            cells = [f"{mean(x):.4f} ({min(x):.3f}..{max(x):.3f})" for x in losses]
+            print(f"{n:>6} {n * c_proxy / c_target:>7.1%} " + " ".join(f"{c:>24}" for c in cells))
 
 
 def print_pool(pool: Pool, n: int = 12) -> None:

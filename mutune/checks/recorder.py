@@ -354,15 +354,19 @@ class Recorder:
         originals = {n: getattr(F, n) for n in names if hasattr(F, n)}
         rec = self
 
+        def guarded(name: str, fn, args, kwargs):
+            """One recorded call at a time: what ``handle`` itself calls runs unrecorded."""
+            if rec.busy:
+                return fn(*args, **kwargs)
+            rec.busy = True
+            try:
+                return rec.handle(name, fn, args, kwargs)
+            finally:
+                rec.busy = False
+
         def patched(name: str, original):
             def call(*args, **kwargs):
-                if rec.busy:
-                    return original(*args, **kwargs)
-                rec.busy = True
-                try:
-                    return rec.handle(name, original, args, kwargs)
-                finally:
-                    rec.busy = False
+                return guarded(name, original, args, kwargs)
 
             return call
 
@@ -370,13 +374,9 @@ class Recorder:
             def __torch_function__(self, func, types, args=(), kwargs=None):
                 kwargs = kwargs or {}
                 name = getattr(func, "__name__", "")
-                if rec.busy or name not in originals and name not in SOFTMAX | LOG_SOFTMAX:
+                if name not in originals and name not in SOFTMAX | LOG_SOFTMAX:
                     return func(*args, **kwargs)
-                rec.busy = True
-                try:
-                    return rec.handle(name, func, args, kwargs)
-                finally:
-                    rec.busy = False
+                return guarded(name, func, args, kwargs)
 
         for n, fn in originals.items():
             setattr(F, n, patched(n, fn))
