@@ -117,15 +117,14 @@ def grad_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
         grads = [p.grad for p in g["params"] if p.grad is not None]
         by_scale.setdefault(g.get("clip_scale", 1.0), []).extend(grads)
     norms = [
-        torch.linalg.vector_norm(torch.stack([_full(torch.linalg.vector_norm(x)) for x in grads])) * scale
-        for scale, grads in by_scale.items()
-        if grads
+        _full(torch.nn.utils.get_total_norm(grads)) * scale for scale, grads in by_scale.items() if grads
     ]
     return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
 
 
 def _full(norm: torch.Tensor) -> torch.Tensor:
-    """A sharded (FSDP2) gradient's norm is a DTensor holding this rank's part: the whole norm."""
+    """Sharded (FSDP2) gradients' norm is a DTensor holding this rank's part: the whole norm, one
+    reduction per scale group."""
     return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
 
@@ -141,10 +140,11 @@ def clip_grad_norm_(model: nn.Module, optimizer: torch.optim.Optimizer, max_norm
         return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     total = grad_norm(optimizer)
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    for g in optimizer.param_groups:
-        for p in g["params"]:
-            if p.grad is not None:  # a plain tensor times a DTensor is refused: the factor as a number
-                p.grad.mul_(coef.to(p.grad.device) if not hasattr(p.grad, "full_tensor") else coef.item())
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if any(hasattr(x, "full_tensor") for x in grads):  # a DTensor times a plain tensor is refused
+        coef = coef.item()  # so the factor as a number: one sync per step, not one per parameter
+    for x in grads:
+        x.mul_(coef if isinstance(coef, float) else coef.to(x.device))
     return total
 
 
