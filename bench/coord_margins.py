@@ -6,7 +6,7 @@ came closest to its limit (µP: how much room is left; a violation: by how much 
 signal clears the limit). The violations are injected in-process:
 
 - each AdamW LR class (embedding and input weights, hidden, readout, vector = norm gains and
-  biases) divided by m and multiplied by m, by editing the rule table (``mutune.rules.MUP``);
+  biases) divided by m and multiplied by m, by editing the rule table (the registered µP parametrization's, ``tests/violations.py``);
 - the readout multiplier left out (α_out instead of α_out/m);
 - 1/√d_head attention with a fixed number of heads (the head dim grows with width).
 

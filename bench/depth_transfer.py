@@ -83,7 +83,7 @@ def two_axis(
     res = search.search(
         spec.edit({"model.base_depth": 2}), run_dir=run_dir / "proxy", transfer=False, workers=workers
     )
-    hp = config.hparams_from_dict(res.best["hparams"])
+    hp = res.best.hparams
     losses: dict[str, list[float]] = {}
     for label, alpha in ALPHAS.items():
         losses[label] = []
@@ -91,7 +91,7 @@ def two_axis(
             t = spec.edit({**target, "model.base_depth": 2, "model.depth_alpha": alpha, "seed": seed})
             r = train(t, hp)
             losses[label].append(math.inf if r.diverged else r.final_val_loss)
-    return res.best, losses
+    return res.best.to_dict(), losses
 
 
 def main(argv: list[str] | None = None) -> int:

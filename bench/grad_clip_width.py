@@ -28,7 +28,8 @@ import time
 import numpy as np
 import torch
 
-from mutune import config, optim
+from mutune import config
+from mutune.mup import optim
 from mutune.train import build, lr_factor  # noqa: F401  (the trainer's own build)
 from mutune.train.parallel import Distributed
 

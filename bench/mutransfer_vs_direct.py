@@ -497,8 +497,8 @@ def end_to_end(pool: Pool, plan: budget.Plan, expected_winner: int | None) -> No
     )  # fmt: skip
     run_dir = pool.root / f"search-b{plan.budget:g}"
     res = search.search(spec, run_dir=run_dir, transfer=False, workers=pool.workers)
-    prov = res.best["provenance"]
-    winner = pool.index.get(key(res.best["hparams"], pool.names))
+    prov = res.best.provenance
+    winner = pool.index.get(key(vars(res.best.hparams), pool.names))
     print(
         f"\nend to end: mutune.search(search.budget={plan.budget:g}) -> {run_dir}: {prov['n_trials_finished']} trials, "
         f"search {flops.human(prov['search_flops'])}FLOPs (plan {flops.human(prov['plan']['planned_flops'])}, "

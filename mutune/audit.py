@@ -4,7 +4,7 @@ For every parameter: its shape, the role mutune gave it and which dims grow with
 the rules make of it at the proxy width and at a target width: init, LR, weight decay and Adam ε
 (multipliers and the values the optimizer holds; the LR is the peak, before the schedule's factor). Then the forward multipliers, and the things
 that silently change what µP means (warnings). Everything comes from the functions the trainer
-calls (:func:`mutune.models.classify`, :func:`mutune.rules.init`, :func:`mutune.models.param_groups`)
+calls (:func:`mutune.models.classify`, the parametrization's ``init``, :func:`mutune.models.param_groups`)
 on models built on the meta device: nothing is allocated, and what this reports is what the
 optimizer's param groups hold (a test checks it against a real optimizer).
 """
@@ -15,33 +15,24 @@ from typing import Any
 
 import torch
 
-from . import config, data, hooks, models, rules
-from .config import Spec, SpecError
-from .shapes import ParamInfo
-from .typed import parse_override
+from . import config, data, models
+from .config import Spec
+from .mup import hooks
+from .mup.shapes import ParamInfo
 
 
 def _target(spec: Spec, to: list[str]) -> Spec | None:
-    """The spec at the target: ``--to`` overrides (``width`` means ``model.width``), else the spec's
-    own ``target`` section, else none."""
-    if not to:
-        if spec.target.width is None and not spec.target.overrides:
-            return None
-        to = [f"width={spec.target.width}"] if spec.target.width is not None else []
-        to += [f"{k}={v}" for k, v in spec.target.overrides.items()]
-    tokens = []
-    for token in to:
-        key, _ = parse_override(token)
-        tokens.append(("model." + token) if key == "width" else token)
-    try:
-        return config.spec_from_dict(spec.to_dict(), tokens)
-    except SpecError as e:
-        raise SpecError(f"--to {e.key}", e.message) from None
+    """The spec at the target: ``--to`` changes, else the spec's own ``target`` section, else none;
+    derived as the transfer derives it (:func:`mutune.config.derive`)."""
+    if to:
+        return config.derive(spec, to).spec
+    changes = config.target.own_changes(spec)
+    return config.derive(spec, changes, source="target").spec if changes else None
 
 
 def _per_width(spec: Spec, vocab: int) -> tuple[dict[str, ParamInfo], dict[str, dict], torch.nn.Module]:
     """Classification, each parameter's treatment (the optimizer's group values) and the meta model."""
-    hp, m = spec.hparams, spec.model
+    hp, m, rules = spec.hparams, spec.model, models.parametrization(spec)
     infos = models.classify(spec, hp, vocab)
     with torch.device("meta"):
         model = models.build(spec, hp, vocab)
@@ -50,10 +41,10 @@ def _per_width(spec: Spec, vocab: int) -> tuple[dict[str, ParamInfo], dict[str, 
     for g in groups:
         for name in g["names"]:
             info = infos[name]
-            init, std = rules.init(info, m.parametrization, hp.init_std, m.base_width)
+            init, std = rules.init(info, hp.init_std, m.base_width)
             if info.role == "readout" and m.zero_init_readout:
                 init, std = "zeros", 0.0
-            _, wd_mult, eps_mult = rules.scaling(info, m.parametrization, g["kind"], m.depth_alpha)
+            _, wd_mult, eps_mult = rules.scaling(info, g["kind"], m.depth_alpha)
             rows[name] = {
                 "shape": list(info.shape),
                 "init": init,
@@ -81,12 +72,10 @@ def _forward_multipliers(spec: Spec, model: torch.nn.Module) -> dict[str, Any]:
 
 def _warnings(spec: Spec, infos: dict[str, ParamInfo], model: torch.nn.Module) -> list[str]:
     """The things that silently change what µP means for this model."""
-    m, t = spec.model, spec.train
+    m, t, rules = spec.model, spec.train, models.parametrization(spec)
     out = []
-    if m.parametrization == "sp":
-        out.append(
-            "parametrization sp: no width scaling at all (the control); hyperparameters will not transfer"
-        )
+    if rules.coord_check == "control":
+        out.append(f"parametrization {rules.name}: {rules.doc}")
     for name, info in infos.items():
         if info.tied_readout:
             readers = [
@@ -96,7 +85,7 @@ def _warnings(spec: Spec, infos: dict[str, ParamInfo], model: torch.nn.Module) -
                 f"'{name}' is tied: an embedding (constant init σ, the embedding's LR) and, through "
                 f"{', '.join(repr(o) for o in readers if o) or 'a Linear'}, the readout (α_out/m on its input)"
             )
-        if rules.init(info, m.parametrization, spec.hparams.init_std, m.base_width)[0] == "keep":
+        if rules.init(info, spec.hparams.init_std, m.base_width)[0] == "keep":
             out.append(
                 f"'{name}' keeps the model's own init (a 1-D parameter that is neither a bias nor a norm)"
             )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from . import config
 from .config import DEFAULT_N_TRIALS, Spec, SpecError
 from .files import atomic_write
 
@@ -120,17 +121,6 @@ def run_spec(spec: Spec, width: int, seed: int | None = None) -> Spec:
         raise SpecError("search.rungs", f"width {width}: {e}") from None
 
 
-def target_spec(spec: Spec) -> Spec:
-    """The spec of the target run (``target.width`` and ``target.overrides``), for its cost."""
-    changes = {"model.width": spec.target.width, **spec.target.overrides}
-    try:
-        return spec.edit({**changes, "search.budget": None, "search.finalists": None})
-    except SpecError as e:
-        raise SpecError(
-            f"target.overrides.{e.key}" if e.key in spec.target.overrides else e.key, e.message
-        ) from None
-
-
 def make_plan(spec: Spec, cost: Any = None) -> Plan:
     """The proxy trials and the ladder: from ``search.budget`` when given, else from ``n_trials``.
 
@@ -154,7 +144,8 @@ def make_plan(spec: Spec, cost: Any = None) -> Plan:
         raise SpecError("search.rungs", f"width {widths[-1]} is wider than the target ({spec.target.width})")
     c0 = cost(spec)
     rung_costs = [cost(run_spec(spec, w)) for w in widths]
-    target = cost(target_spec(spec)) if spec.target.width is not None else None
+    own = config.target.own_changes(spec)  # the target run, derived as the transfer will derive it
+    target = cost(config.derive(spec, own, source="target").spec) if spec.target.width is not None else None
     base = dict(proxy_width=spec.model.width, proxy_seed=spec.seed, proxy_flops=c0, target_flops=target)
     if s.budget is None:
         n, k = s.n_trials or DEFAULT_N_TRIALS, s.finalists or 0
@@ -192,48 +183,8 @@ def make_plan(spec: Spec, cost: Any = None) -> Plan:
     return Plan(n_proxy=n, finalists=k, rungs=rungs, budget=s.budget, **base)
 
 
-def validate_search(spec: Spec) -> None:
-    """The trial count, the budget and the ladder: what can be checked without costing a run."""
-    s = spec.search
-    if s.n_trials is not None and s.n_trials < 1:
-        raise SpecError("search.n_trials", f"must be > 0, got {s.n_trials}")
-    if s.budget is not None:
-        if not s.budget > 0:
-            raise SpecError(
-                "search.budget",
-                f"must be > 0 (a fraction of the target run's FLOPs, e.g. 0.07), got {s.budget}",
-            )
-        if s.n_trials is not None:
-            raise SpecError(
-                "search.budget",
-                "cannot be given with search.n_trials: the budget derives the number of trials; drop one",
-            )
-        if spec.target.width is None:
-            raise SpecError("search.budget", "is a fraction of the target run's FLOPs: set target.width too")
-    if s.finalists is not None and s.finalists < 1:
-        raise SpecError(
-            "search.finalists", f"must be >= 1, got {s.finalists} (for no ladder, set search.rungs=[])"
-        )
-    if s.rung_seeds < 1:
-        raise SpecError("search.rung_seeds", f"must be >= 1, got {s.rung_seeds}")
-    for i, mult in enumerate(s.rungs):
-        if mult < 1:
-            raise SpecError(
-                f"search.rungs[{i}]",
-                f"{mult} is narrower than the proxy: a rung is a multiple >= 1 of its width",
-            )
-        if i and mult <= s.rungs[i - 1]:
-            raise SpecError(f"search.rungs[{i}]", f"rungs must grow: {mult} after {s.rungs[i - 1]}")
-    if s.finalists is None:
-        return
-    if not s.rungs:
-        raise SpecError("search.finalists", "needs at least one rung in search.rungs")
-    if s.rungs == [1] and s.rung_seeds == 1:
-        raise SpecError("search.rung_seeds", "a rung at the proxy width adds nothing with one seed: use >= 2")
-
-
 def rung_widths(spec: Spec) -> list[int]:
-    """The ladder's widths: ``search.rungs`` (checked by :func:`validate_search`) times the proxy width.
+    """The ladder's widths: ``search.rungs`` (checked with the spec) times the proxy width.
 
     Checked here, not in the spec's validation, that they are whole: the spec is also edited to
     other widths (the coord check's, the target's), where the multiples need not give whole ones."""

@@ -182,7 +182,7 @@ def search(
             skip_check=skip_check,
             events=display,
         )
-    prov = res.best["provenance"]
+    prov = res.best.provenance
     note = display.summary(res.n_finished)
     if note:
         log_line(note)

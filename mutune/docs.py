@@ -20,12 +20,11 @@ from typing import Any, Literal
 import yaml
 
 from . import config
-from .config import HParams, ParamSpace, Spec, SpecError
+from .config import FAMILIES, HParams, ParamSpace, Spec, SpecError
+from .config.meaning import Meaning
 
 CONFIG_MD = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 COMMENT_COLUMN = 34
-# `mutune init --model factory` points at this example (see docs/recipes.md, "Your own model").
-FACTORY_EXAMPLE = "examples.my_model:build"
 
 
 def type_label(tp: Any) -> str:
@@ -66,8 +65,24 @@ def _doc(f: dataclasses.Field) -> str:
 
 
 def families() -> tuple[str, ...]:
-    """The model families this mutune accepts in ``model.family``."""
-    return typing.get_args(typing.get_type_hints(config.ModelSpec)["family"])
+    """The model families this mutune accepts in ``model.family`` (the registry's)."""
+    return tuple(FAMILIES)
+
+
+ACROSS = {  # the "across a transfer" column: what the target may do with the key
+    "tuned": "tuned",
+    "fixed": "fixed",
+    "axis": "axis",
+    "law": "law",
+    "approximate": "approx.",
+    "free": "free",
+    "search": "search",
+}
+
+
+def _across(f: dataclasses.Field) -> str:
+    m: Meaning | None = f.metadata.get("meaning")
+    return ACROSS[m.across] if m is not None else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,11 +94,19 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _row(key: str, tp: str, default: str, doc: str) -> str:
-    return f"| {key} | {_md(tp)} | {default} | {_md(doc)} |"
+def _row(key: str, tp: str, default: str, doc: str, across: str = "") -> str:
+    return f"| {key} | {_md(tp)} | {default} | {across} | {_md(doc)} |"
 
 
-TABLE_HEAD = ["| key | type | default | description |", "|---|---|---|---|"]
+TABLE_HEAD = ["| key | type | default | across a transfer | description |", "|---|---|---|---|---|"]
+MEANINGS = [
+    "The *across a transfer* column says what a target (`mutune transfer --to KEY=VALUE`, or the spec's",
+    "`target:` section) may do with the key: **tuned**, a hyperparameter, taken from best.yaml unchanged;",
+    "**fixed**, it defines what the hyperparameters mean, so the target keeps the proxy's value; **axis**,",
+    "a scaling axis (width, depth) the rules absorb; **law**, the optimum moves with it by a law fitted on",
+    "the proxy (docs/laws.md); **approx.**, it may change but µTransfer then holds only roughly (the plan",
+    "says so); **free**, how to run, nothing the hyperparameters depend on; **search**, the search's own.",
+]
 
 
 def config_reference() -> str:
@@ -99,6 +122,8 @@ def config_reference() -> str:
         "`mutune show-config spec.yaml` prints the spec with every default filled in, and",
         "`mutune init` writes a commented starter spec listing every key.",
         "",
+        *MEANINGS,
+        "",
         "## Top level",
         "",
         *TABLE_HEAD,
@@ -109,26 +134,58 @@ def config_reference() -> str:
             sections.append((f, tp))
             lines.append(_row(f"[`{f.name}`](#{f.name})", "section", "", _doc(f)))
         else:
-            lines.append(_row(f"`{f.name}`", type_label(tp), f"`{scalar(_default(f))}`", _doc(f)))
+            lines.append(_row(f"`{f.name}`", type_label(tp), f"`{scalar(_default(f))}`", _doc(f), _across(f)))
     for f, cls in sections:
         lines += ["", f"## {f.name}", "", _md(_doc(f)[:1].upper() + _doc(f)[1:]) + ".", ""]
         if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):
             lines += [cls.__doc__.strip(), ""]
-        lines += TABLE_HEAD
-        for g, tp in _fields(cls):
-            key = f"`{f.name}.{g.name}`"
-            if g.name == "space" and cls is config.SearchSpec:
-                default = ", ".join(config.DEFAULT_SPACE)
-                lines.append(_row(key, "mapping", default, _doc(g) + "; see [search.space](#searchspace)"))
-            elif dataclasses.is_dataclass(tp):  # a nested section (search.laws): its keys, dotted
-                for h, tp2 in _fields(tp):
-                    sub = f"`{f.name}.{g.name}.{h.name}`"
-                    lines.append(_row(sub, type_label(tp2), f"`{scalar(_default(h))}`", _doc(h)))
-            else:
-                lines.append(_row(key, type_label(tp), f"`{scalar(_default(g))}`", _doc(g)))
+        lines += TABLE_HEAD + _section_rows(f.name, cls)
+        if cls is config.ModelSpec:
+            lines += _family_reference()
         if cls is config.SearchSpec:
             lines += _space_reference()
     return "\n".join(lines) + "\n"
+
+
+def _section_rows(name: str, cls: type, only: set[str] | None = None) -> list[str]:
+    rows = []
+    for g, tp in _fields(cls):
+        if only is not None and g.name not in only:
+            continue
+        key = f"`{name}.{g.name}`"
+        if g.name == "family" and cls is config.ModelSpec:
+            rows.append(_row(key, "|".join(FAMILIES), f"`{scalar(_default(g))}`", _doc(g), _across(g)))
+        elif g.name == "space" and cls is config.SearchSpec:
+            default = "lr, init_std and the family's multipliers"
+            rows.append(
+                _row(key, "mapping", default, _doc(g) + "; see [search.space](#searchspace)", _across(g))
+            )
+        elif dataclasses.is_dataclass(tp):  # a nested section (search.laws): its keys, dotted
+            for h, tp2 in _fields(tp):
+                sub = f"`{name}.{g.name}.{h.name}`"
+                rows.append(_row(sub, type_label(tp2), f"`{scalar(_default(h))}`", _doc(h), _across(h)))
+        else:
+            rows.append(_row(key, type_label(tp), f"`{scalar(_default(g))}`", _doc(g), _across(g)))
+    return rows
+
+
+def _family_reference() -> list[str]:
+    """Each family's own keys of the model section, and the multipliers its default space searches."""
+    shared = {f.name for f in dataclasses.fields(config.ModelSpec)}
+    lines = []
+    for fam in FAMILIES.values():
+        own = {f.name for f in dataclasses.fields(fam.spec)} - shared
+        lines += ["", f"### model: family {fam.name}", "", f"{fam.doc[:1].upper() + fam.doc[1:]}. ", ""]
+        lines[-2] += (
+            f"It applies {', '.join(fam.multipliers)}; its default search space is "
+            + ", ".join(config.default_space(fam.name))
+            + "."
+        )
+        if own:
+            lines += TABLE_HEAD + _section_rows("model", fam.spec, own)
+        else:
+            lines += ["No keys of its own."]
+    return lines
 
 
 def _space_reference() -> list[str]:
@@ -142,7 +199,14 @@ def _space_reference() -> list[str]:
     ]
     for g, tp in _fields(ParamSpace):
         lines.append(_row(f"`{g.name}`", type_label(tp), f"`{scalar(_default(g))}`", _doc(g)))
-    lines += ["", "The default space:", "", "```yaml", "search:", "  space:"]
+    lines += [
+        "",
+        "The default space (a family searches the multipliers it applies):",
+        "",
+        "```yaml",
+        "search:",
+        "  space:",
+    ]
     for name, p in config.DEFAULT_SPACE.items():
         lines.append(f"    {name}: {_space_entry(p)}")
     lines += ["```"]
@@ -159,32 +223,20 @@ def _space_entry(p: ParamSpace) -> str:
 
 
 def starter_dict(model: str = "gpt", name: str = "mutune") -> dict[str, Any]:
-    """The values of the starter spec for ``model`` (gpt, mlp or factory), defaults elsewhere."""
+    """The values of the starter spec for family ``model`` (its registered starter values), defaults
+    elsewhere; it validates as written."""
     if model not in families():
         raise SpecError(
             "--model",
             f"model family {model!r} is not available in this mutune (model.family accepts "
             f"{', '.join(families())})",
         )
-    d = Spec().to_dict()
-    d["name"] = name
-    d["target"]["width"] = 256
-    if model == "mlp":
-        d["model"].update(family="mlp", width=128, base_width=128, depth=2, seq_len=16)
-        d["train"].update(steps=300, batch_size=64, eval_every=100)
-        d["hparams"].update(lr=0.003, init_std=0.1)
-        d["search"]["space"].pop("alpha_attn")  # an MLP has no attention
-        d["target"]["width"] = 1024
-    elif model == "factory":
-        # the example in examples/my_model.py (run from the repository root, or put your own here)
-        d["model"].update(
-            family="factory",
-            factory=FACTORY_EXAMPLE,
-            factory_kwargs={"depth": 2, "head_dim": 16},
-            readout=["unembed"],
-        )
-    config.spec_from_dict(d)  # the starter must validate as written
-    return d
+    starter = FAMILIES[model].starter or {}
+    data: dict[str, Any] = {"name": name, "target": {"width": 256}}
+    for section, values in starter.items():
+        data[section] = {**data.get(section, {}), **values}
+    data["model"] = {**data.get("model", {}), "family": model}
+    return config.spec_from_dict(data).to_dict()
 
 
 def _line(indent: int, key: str, value: str | None, comment: str) -> str:
@@ -194,6 +246,8 @@ def _line(indent: int, key: str, value: str | None, comment: str) -> str:
 
 
 def _emit(cls: type, values: dict[str, Any], indent: int, out: list[str]) -> None:
+    if hasattr(cls, "variant"):  # the model section: its family's keys
+        cls = cls.variant(values)
     for f, tp in _fields(cls):
         value = values[f.name]
         if dataclasses.is_dataclass(tp):

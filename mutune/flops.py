@@ -28,7 +28,7 @@ from torch import nn
 
 from . import data, models
 from .config import HParams, Spec
-from .registry import OPTIMIZERS
+from .mup.optimizers import OPTIMIZERS
 from .units import human as human  # re-exported for callers of flops.human
 from .units import human_bytes as human_bytes
 

@@ -25,49 +25,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import SpecError
-from .typed import POSITIVE, Range
-
-AXES = {"steps": "train.steps", "batch_size": "train.batch_size"}
+AXES = {"steps": "train.steps", "batch_size": "train.batch_size"}  # the keys a law governs
 EXTRAPOLATION_WARN = 8.0  # a target this far past the fitted multiples is warned about
 # two-sided 95% quantiles of Student's t by degrees of freedom (then the normal's)
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 _T975.update({10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042})
-
-
-def _f(default: Any, doc: str, valid: Range | None = None) -> Any:
-    """A spec field with its doc and range, as config's (which imports this module)."""
-    meta = {"doc": doc, "valid": valid}
-    if isinstance(default, list):
-        return field(default_factory=list, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-@dataclass
-class LawsSpec:
-    """``search.laws``: where to fit the LR laws (validated by config with the rest of the spec)."""
-
-    steps: list[float] = _f(
-        [], "fit LR* at these multiples of train.steps after the search, e.g. [0.25, 0.5, 1]"
-    )
-    batch_size: list[float] = _f([], "the same at these multiples of train.batch_size, e.g. [0.5, 1, 2]")
-    lr_step: float = _f(0.5, "octaves between the LRs of each line search", POSITIVE)
-    lr_points: int = _f(5, "LRs per line search, centred on the winner's (more at an edge)", Range(3, None))
-    seeds: int = _f(1, "seeds per line-search point (the loss is their mean)", POSITIVE)
-
-    def __post_init__(self) -> None:  # built from YAML, overrides or Spec.edit: checked each time
-        check_multiples(self)
-
-
-def check_multiples(laws: Any) -> None:
-    """``search.laws``: positive multiples, two or more distinct ones per axis (a line needs two)."""
-    for axis in AXES:
-        ms = getattr(laws, axis)
-        for i, m in enumerate(ms):
-            if not m > 0:
-                raise SpecError(f"search.laws.{axis}[{i}]", f"multiples must be > 0, got {m}")
-        if ms and len(set(ms)) < 2:
-            raise SpecError(f"search.laws.{axis}", f"a law needs two or more distinct multiples, got {ms}")
 
 
 def t975(df: int) -> float:

@@ -24,7 +24,8 @@ from typing import Any
 import yaml
 
 from . import config
-from .config import HParams, Spec, SpecError
+from .config import HParams, RunDir, Spec, SpecError
+from .config.meaning import LAW_POINT_EFFECTS, keys_where, select
 from .events import SILENT, Events
 from .files import atomic_write
 from .laws import AXES, Law, fit_law, lr_optimum, timescale_decay
@@ -51,17 +52,9 @@ def axis_spec(spec: Spec, axis: str, multiple: float) -> Spec:
 
 
 def point_key(spec: Spec, hp: HParams, seed: int) -> str:
-    d = spec.to_dict()
+    """A line-search run's cache key: what decides its loss (:data:`mutune.config.meaning.LAW_POINT_EFFECTS`)."""
+    d = select(spec.to_dict(), keys_where(Spec, LAW_POINT_EFFECTS))
     what = {k: d[k] for k in ("model", "data", "train")} | {"seed": seed, "hparams": asdict(hp)}
-    for k in (
-        "device",
-        "compile",
-        "checkpoint_every",
-        "parallel",
-        "activation_checkpointing",
-        "memory_check",
-    ):
-        what["train"].pop(k, None)
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -241,9 +234,8 @@ def extend(
 ) -> dict:
     """``mutune laws``: fit (or extend) the laws of an existing run dir. The multiples asked are added
     to those laws/laws.yaml already holds; runs in laws/runs.csv are reused, so only new points train."""
-    from .planning import load_run
-
-    spec, best = load_run(run_dir)
+    spec, best = RunDir(Path(run_dir)).load()
+    best = best.to_dict()
     path = run_dir / "laws" / "laws.yaml"
     had = (yaml.safe_load(path.read_text()) or {}).get("laws", {}) if path.is_file() else {}
     changes: dict[str, Any] = {}

@@ -1,8 +1,8 @@
 """µP for your own model and training loop: ``mutune.parametrize(model, base_width=..., factory=...)``.
 
-The µP core lives in small modules, one concept each: :mod:`mutune.shapes` (which dims of each
-parameter grow with width), :mod:`mutune.rules` (the rule table, as data), :mod:`mutune.multipliers`
-(the forward multipliers) and :mod:`mutune.optim` (param groups, optimizers, the LR-ratio guard).
+The µP core lives in small modules, one concept each (:mod:`mutune.mup`): ``shapes`` (which dims of
+each parameter grow with width), ``parametrizations`` (µP and SP: the rule tables, the forward
+multipliers), ``init`` and ``optim`` (param groups, optimizers, the LR-ratio guard).
 This module puts them behind one call for people who keep their own training loop, and names the
 argument at fault when something is wrong (a :class:`~mutune.config.SpecError`).
 """
@@ -14,12 +14,11 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from . import hooks, optim, rules, shapes
 from .config import HParams, SpecError
-from .multipliers import Multipliers, multipliers
-from .optim import MuPError, check_param_groups
-from .rules import Parametrization
-from .shapes import ParamInfo, ShapeError
+from .mup import hooks, init, optim, parametrizations, shapes
+from .mup.optim import MuPError, check_param_groups
+from .mup.parametrizations import Multipliers, Parametrization, multipliers
+from .mup.shapes import ParamInfo, ShapeError
 
 __all__ = [
     "MuPError",
@@ -39,7 +38,7 @@ def classify(
     readout: Iterable[str] = (),
     out_features: int | None = None,
 ) -> dict[str, ParamInfo]:
-    """:func:`mutune.shapes.classify`, with its errors naming this API's arguments."""
+    """:func:`mutune.mup.shapes.classify`, with its errors naming this API's arguments."""
     try:
         return shapes.classify(build, width, base_width, readout, out_features)
     except ShapeError as e:
@@ -63,7 +62,7 @@ def parametrize(
     scale_readout: bool = True,
     readout: Iterable[str] = (),
     out_features: int | None = None,
-    parametrization: Parametrization = "mup",
+    parametrization: Parametrization | str = "mup",
     seed: int = 0,
 ) -> list[dict]:
     """µP for your own model and training loop: returns optimizer param groups.
@@ -100,12 +99,14 @@ def parametrize(
     """
     if optimizer == "adam":
         optimizer = "adamw"  # the same rules: Adam's update, with or without decoupled decay
-    if optimizer not in optim.OPTIMIZERS:
+    if optimizer not in optim.OPTIMIZERS:  # (the registry: mutune.mup.optimizers)
         raise SpecError(
             "optimizer", f"expected one of {', '.join(optim.OPTIMIZERS)} or adam, got {optimizer!r}"
         )
-    if parametrization not in ("mup", "sp"):
-        raise SpecError("parametrization", f"expected mup or sp, got {parametrization!r}")
+    try:
+        parametrization = parametrizations.resolve(parametrization)
+    except ValueError as e:
+        raise SpecError("parametrization", str(e)) from None
     if factory is not None:
         with torch.device("meta"):
             base, delta = factory(base_width), factory(2 * base_width)
@@ -137,11 +138,11 @@ def parametrize(
 
     infos = classify(build, width, base_width, readout, out_features)
     if init_std is not None:
-        rules.init_weights(
+        init.init_weights(
             model, infos, parametrization, init_std, base_width, torch.Generator().manual_seed(seed)
         )
     if scale_readout:
-        mult = multipliers(parametrization, width, base_width, alpha_out=alpha_out).output
+        mult = parametrization.multipliers(width, base_width, alpha_out=alpha_out).output
         _hook_readouts(model, infos, tuple(readout), mult)
     hp = HParams(lr=lr, weight_decay=weight_decay)
     return optim.param_groups(model, infos, hp, parametrization, optimizer, eps=eps)

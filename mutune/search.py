@@ -29,13 +29,12 @@ import yaml
 from optuna.trial import TrialState
 
 from . import __version__, budget, checks, config, data, flops, ladder, laws_run, memory, models, trackers
-from .config import Spec, SpecError
+from .config import Best, RunDir, Spec, SpecError
 from .device import resolve_device
 from .errors import MutuneWarning
 from .events import SILENT, Events
 from .files import atomic_write
 from .phases import Phases
-from .rundir import claim_run_dir
 from .samplers import suggest
 from .study import (
     SearchFailed,
@@ -55,7 +54,7 @@ __all__ = ["GateFailed", "SearchFailed", "SearchResult", "search"]
 @dataclass
 class SearchResult:
     run_dir: Path
-    best: dict  # the best.yaml document
+    best: Best  # best.yaml
     n_finished: int
     target: Any = None  # transfer.TransferResult when the target was launched
     n_running: int = 0  # trials other processes were still running when this one finished
@@ -305,8 +304,12 @@ def coord_gate(spec: Spec, study: optuna.Study, run_dir: Path, skip: bool = Fals
     done = study.user_attrs.get("coord_check") or {}
     if done.get("verdict") == "passed":
         return done
-    if spec.model.parametrization != "mup":
-        record = {"verdict": "not_applicable", "reason": "SP is the control; the check verifies µP"}
+    rules = models.parametrization(spec)
+    if rules.coord_check != "verify":
+        record = {
+            "verdict": "not_applicable",
+            "reason": f"{rules.label} is the control; the check verifies what it controls for",
+        }
     elif skip:
         record = {"verdict": "skipped", "reason": "--skip-check"}
     else:
@@ -373,7 +376,7 @@ def search(
     if spec.train.memory_check:  # and a proxy that cannot fit, before the coord check allocates
         memory.check(flops.cost(spec).memory_bytes, resolve_device(spec.train.device), what="the proxy")
     plan = budget.make_plan(spec)  # so does a budget that buys nothing
-    claim_run_dir(run_dir, spec)  # a run dir holds one study: refuse another's rather than overwrite it
+    RunDir(run_dir).claim(spec)  # a run dir holds one study: refuse another's rather than overwrite it
     storage = open_storage(storage_url(spec, run_dir))
     study = open_study(spec, storage)  # fails fast on a spec that does not match the study
     tracking = trackers.Tracking.from_spec(spec.tracker, run_dir, spec.name, study.study_name)
@@ -401,12 +404,13 @@ def search(
         )
     if spec.search.laws.steps or spec.search.laws.batch_size:
         best = laws_run.fit_laws(spec, run_dir, best, events)  # LR* across horizon / batch size
-    result = SearchResult(run_dir=run_dir, best=best, n_finished=finished, n_running=running)
+    won = Best.from_dict(best, str(run_dir / "best.yaml"))
+    result = SearchResult(run_dir=run_dir, best=won, n_finished=finished, n_running=running)
     if transfer and spec.target.width is not None:
         from . import transfer as transfer_mod
 
         result.target = transfer_mod.transfer(
-            run_dir, transfer_mod.target_overrides(spec), resume=True, events=events
+            RunDir(run_dir), resume=True, events=events, proxy=spec, best=won
         )
     return result
 

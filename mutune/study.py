@@ -34,6 +34,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import journal
 from .config import DEFAULT_N_TRIALS, Spec, SpecError
+from .config.meaning import STUDY_EFFECTS, flatten, keys_where
 from .errors import MutuneWarning
 from .errors import SearchFailed as SearchFailed  # re-exported: search and sweeps raise it
 from .events import SILENT, Events, TrialEvent
@@ -44,30 +45,6 @@ try:
 except ImportError:  # Windows: no flock; parallel workers may overshoot n_trials by a trial
     fcntl = None
 
-# Keys that may change between invocations on the same study without making old trials
-# incomparable: how many trials to run, what to do afterwards, where and how fast to run.
-# (The ladder's keys only say which configurations run at which width and seed; every trial
-# records those, so a changed ladder reuses what it can.)
-RESUMABLE_KEYS = {
-    "name",
-    "search.n_trials",
-    "search.budget",
-    "search.finalists",
-    "search.rungs",
-    "search.rung_seeds",
-    "search.storage",
-    "search.pruner",
-    "search.laws",  # fitted after the trials, around the winner (mutune.laws_run)
-    "train.weight_decay_timescale",  # read at transfer and by the laws' line searches, not by a trial
-    "target",
-    "train.device",
-    "train.compile",
-    "train.checkpoint_every",
-    "train.parallel",  # a search trial runs in one process
-    "train.activation_checkpointing",  # recomputes the same numbers
-    "tracker",
-    "train.memory_check",
-}
 HEARTBEAT_SECONDS = 30  # RDB storages: a trial without a heartbeat for 4x this is failed and re-run
 
 
@@ -144,20 +121,11 @@ def _open_rdb(url: str) -> optuna.storages.BaseStorage:
 
 
 def trial_relevant(spec: Spec) -> dict[str, Any]:
-    """The part of the spec that determines a trial's outcome, flattened to dotted keys."""
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if prefix in RESUMABLE_KEYS:
-            return
-        if isinstance(node, dict) and prefix != "search.space":
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            flat[prefix] = node
-
-    walk("", spec.to_dict())
-    return flat
+    """The part of the spec that determines a trial's outcome, by dotted key: what trials train and
+    measure, and which configurations the search tries (:data:`mutune.config.meaning.STUDY_EFFECTS`).
+    Trial counts, the ladder, the laws, the target, the storage and how to run may change between
+    invocations on one study without making its finished trials incomparable."""
+    return flatten(spec.to_dict(), keys_where(Spec, STUDY_EFFECTS))
 
 
 def open_study(spec: Spec, storage: optuna.storages.BaseStorage, worker: int = 0) -> optuna.Study:

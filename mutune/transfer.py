@@ -17,27 +17,11 @@ from pathlib import Path
 import yaml
 
 from . import data, flops, memory, trackers
-from .config import SpecError
+from .config import PROVENANCE_TAGS, Best, RunDir, Spec, SpecError
 from .device import resolve_device
 from .events import SILENT, Events
 from .files import atomic_write
-from .planning import (  # noqa: F401 (the planning names are part of transfer's API)
-    APPROXIMATE,
-    DEFAULT_GPU_GIB,
-    FIXED,
-    PROVENANCE_TAGS,
-    SHORT_KEYS,
-    SMOKE_MAX_WIDTH,
-    UNNAMED_KEYS,
-    Plan,
-    check_provenance,
-    latest_run,
-    load_run,
-    multipliers_of,
-    plan,
-    target_key,
-    target_overrides,
-)
+from .planning import DEFAULT_GPU_GIB, Plan, multipliers_of, plan  # noqa: F401 (part of transfer's API)
 from .train import RunResult, has_checkpoint, train
 from .train.checkpoint import FolderLock
 
@@ -48,8 +32,13 @@ class TransferResult:
     result: RunResult | None  # None for a dry run
 
 
+def latest_run(root: str | Path = "runs") -> Path:
+    """The most recently modified run directory (one holding a best.yaml) under ``root``."""
+    return RunDir.latest(root).path
+
+
 def transfer(
-    run_dir: str | Path | None,
+    run_dir: str | Path | RunDir | None,
     to: list[str] | tuple[str, ...] = (),
     *,
     dry_run: bool = False,
@@ -60,6 +49,8 @@ def transfer(
     nproc: int = 1,
     gpu_gib: float | None = None,
     no_laws: bool = False,
+    proxy: Spec | None = None,
+    best: Best | None = None,
 ) -> TransferResult:
     """Plan the target run and, unless ``dry_run``, train it into ``<run_dir>/target-<key>/``.
     With ``dry_run``, ``run_dir`` may be a spec file not searched yet (its search's cost is planned).
@@ -67,11 +58,21 @@ def transfer(
     ``resume`` continues the target's last checkpoint (a finished target is returned as it is);
     without it, a folder that already holds a run is refused rather than overwritten. ``nproc``
     and ``gpu_gib`` size the plan's per-GPU memory (under torchrun, the launch's world size).
-    With ``tracker.backend`` set, the run is also a run in that experiment tracker.
+    With ``tracker.backend`` set, the run is also a run in that experiment tracker. ``proxy`` and
+    ``best``: the search's own spec and winner, handed over in-process (nothing is read back).
     """
     nproc = int(os.environ.get("WORLD_SIZE", nproc))
     p = plan(
-        run_dir, to, smoke=smoke, force=force, nproc=nproc, gpu_gib=gpu_gib, dry_run=dry_run, no_laws=no_laws
+        run_dir,
+        to,
+        smoke=smoke,
+        force=force,
+        nproc=nproc,
+        gpu_gib=gpu_gib,
+        dry_run=dry_run,
+        no_laws=no_laws,
+        proxy=proxy,
+        best=best,
     )
     world_main = int(os.environ.get("RANK", "0")) == 0
     if world_main:

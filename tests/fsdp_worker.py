@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from torch.distributed.tensor import DTensor
 
-from mutune import config, data, models, optim
+from mutune import config, data, models
+from mutune.mup import optim
 from mutune.train import build, init_distributed, teardown, train_step
 
 SPEC = {

@@ -285,10 +285,12 @@ def bad_forward(width, vocab_size, alpha_attn=1.0):
         ("bad_forward", ["forward", "ValueError", "my forward is broken"], ValueError),
     ],
 )
-def test_the_users_factory_failing_is_their_error(run_cli, tiny_spec, workdir, function, words, theirs):
+def test_the_users_factory_failing_is_their_error(run_cli, workdir, function, words, theirs):
     (workdir / "adv_factory_mod.py").write_text(FACTORY)
     sys.modules.pop("adv_factory_mod", None)
-    args = ["model.family=factory", f"model.factory=adv_factory_mod:{function}", "--no-transfer"]
+    model = {k: v for k, v in TINY["model"].items() if k != "head_dim"}  # (a key of the gpt family)
+    tiny_spec = write_spec(workdir / "tiny.yaml", {**TINY, "model": {**model, "family": "factory"}})
+    args = [f"model.factory=adv_factory_mod:{function}", "--no-transfer"]
     r = run_cli("search", tiny_spec, *args)
     assert r.code == 2, r
     line = error_line(r)

@@ -15,8 +15,9 @@ import yaml
 from torch import nn
 
 import mutune
-from mutune import config, models, optim
+from mutune import config, models
 from mutune.config import SpecError
+from mutune.mup import optim
 
 from .conftest import ROOT, TINY, write_spec
 
@@ -43,7 +44,7 @@ def test_search_transfer_report_from_python(workdir):
     spec = mutune.load_spec(write_spec(workdir / "t.yaml", TINY), ["search.n_trials=2"])
     res = mutune.search(spec, transfer=False)
     best = yaml.safe_load((res.run_dir / "best.yaml").read_text())
-    assert res.best == best and res.n_finished == 2
+    assert res.best.to_dict() == best and res.n_finished == 2
     plan = mutune.transfer(res.run_dir, ["width=64"], dry_run=True).plan
     assert vars(plan.hparams) == best["hparams"] and plan.spec.model.width == 64
     rep = mutune.report(res.run_dir)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mutune import config, models, optim, parametrize, rules
+from mutune import config, models, parametrize
 from mutune.config import SpecError
+from mutune.mup import optim
+from mutune.mup import parametrizations as pz
 from mutune.parametrize import MuPError
 from mutune.train import lr_factor
 
@@ -80,7 +82,7 @@ def test_optimizers_without_rules_are_refused():
             optim.param_groups(model, infos, spec.hparams, "mup", name)
     for kind in ("lion", "shampoo"):
         with pytest.raises(ValueError, match="no µP rules for optimizer kind"):
-            rules.rule(info, "mup", kind, spec.hparams.init_std, 32)
+            pz.get("mup").rule(info, kind, spec.hparams.init_std, 32)
     with pytest.raises(ValueError):
         optim.make_optimizer([], spec.hparams, "lion")
     groups = optim.param_groups(model, infos, spec.hparams, "mup", "adamw")

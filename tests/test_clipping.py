@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from mutune import config, data, optim
+from mutune import config, data
+from mutune.mup import optim
 from mutune.train import build, train_step
 from mutune.train.parallel import Distributed
 

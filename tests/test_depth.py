@@ -10,7 +10,9 @@ import pytest
 import torch
 import yaml
 
-from mutune import config, models, optim, rules
+from mutune import config, models
+from mutune.mup import optim, rules
+from mutune.mup import parametrizations as pz
 from mutune.train import train
 
 from .conftest import CONFIGS, TINY, write_spec
@@ -65,9 +67,9 @@ def test_completep_rules_on_named_parameters(alpha):
         assert g[name]["lr"] == pytest.approx(lr), name
         assert g[name]["weight_decay"] == pytest.approx(wd), name
         assert g[name]["eps"] == pytest.approx(eps), name
-    blocks = {n for n, i in infos.items() if i.depth_mult != 1.0}
+    blocks = {n for n, i in infos.items() if i.mult("depth") != 1.0}
     assert blocks == {n for n in infos if n.startswith("h.")}
-    assert all(i.depth_mult == m_L for n, i in infos.items() if n in blocks)
+    assert all(i.mult("depth") == m_L for n, i in infos.items() if n in blocks)
 
 
 def test_the_branch_multiplier_is_m_L_to_the_minus_alpha():
@@ -80,7 +82,7 @@ def test_the_branch_multiplier_is_m_L_to_the_minus_alpha():
 
 def test_depth_alpha_zero_switches_depth_scaling_off():
     infos, g = groups(spec_at(alpha=0.0))
-    assert all(i.depth_mult == 1.0 for i in infos.values())
+    assert all(i.mult("depth") == 1.0 for i in infos.values())
     assert g["h.3.attn.c_attn.weight"]["lr"] == pytest.approx(LR / 4)  # width rule only
 
 
@@ -119,11 +121,11 @@ def test_depth_scaling_without_a_rule_is_refused_in_the_core_too():
     info = next(i for i in groups(spec_at())[0].values() if i.role == "hidden")
     for kind in ("sgd", "muon"):
         with pytest.raises(ValueError, match="no published depth rule"):
-            rules.scaling(info, "mup", kind)
+            pz.get("mup").scaling(info, kind)
     # the registry's flag and the rule table agree
     for name, entry in optim.OPTIMIZERS.items():
         kinds = {entry.kind(role, 2) for role in rules.ROLES}
-        assert entry.depth_rule == (kinds <= set(rules.DEPTH_KINDS)), name
+        assert entry.depth_rule == (kinds <= set(pz.DEPTH_KINDS)), name
 
 
 def test_a_family_without_residual_branches_is_refused(run_cli, workdir):
@@ -193,7 +195,7 @@ def test_a_factory_must_take_depth_to_scale_it(run_cli, workdir):
 
 
 def test_per_block_detection_refuses_a_model_that_ignores_depth():
-    from mutune import shapes
+    from mutune.mup import shapes
 
     with pytest.raises(shapes.ShapeError, match="ignores its depth"):
         shapes.per_block(lambda d: torch.nn.Linear(4, 4), 2)

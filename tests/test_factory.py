@@ -8,8 +8,10 @@ import torch
 import yaml
 
 import mutune
-from mutune import config, data, flops, models, optim, rules
+from mutune import config, data, flops, models
 from mutune.config import SpecError
+from mutune.mup import optim
+from mutune.mup import parametrizations as pz
 from mutune.train import train
 
 from .conftest import CONFIGS, write_spec
@@ -263,7 +265,7 @@ def test_conv1d_weights_stored_in_out_get_the_init_of_a_linear():
             b.fan_in_mult,
             b.fan_out_mult,
         )
-        assert rules.init(a, "mup", 0.05, 32) == rules.init(b, "mup", 0.05, 32)
+        assert pz.get("mup").init(a, 0.05, 32) == pz.get("mup").init(b, 0.05, 32)
     model, _ = models.create(conv, conv.hparams, VOCAB)
     assert model.c_proj.weight.std().item() == pytest.approx(
         0.05 * (32 / 512) ** 0.5, rel=0.05

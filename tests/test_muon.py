@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from mutune import checks, config, models, optim, rules
-from mutune.optim import MuonWithAdamW, MuPError
-from mutune.shapes import ParamInfo
+from mutune import checks, config, models
+from mutune.mup import optim, rules
+from mutune.mup import parametrizations as pz
+from mutune.mup.optim import MuonWithAdamW, MuPError
+from mutune.mup.shapes import ParamInfo
 from mutune.train import train
 
 from .conftest import CONFIGS, TINY
@@ -62,8 +64,8 @@ def test_sp_has_no_width_rule():
 def test_a_matrix_whose_dims_grow_apart_is_refused():
     info = ParamInfo("w", "hidden", (64, 256), (32, 64), (0, 1), 4.0, 2.0, 256, 64, "linear")
     with pytest.raises(ValueError, match="grow together"):
-        rules.scaling(info, "mup", "muon")
-    assert rules.scaling(info, "mup", "adam")[0] == 0.25  # AdamW's rule does not assume it
+        pz.get("mup").scaling(info, "muon")
+    assert pz.get("mup").scaling(info, "adam")[0] == 0.25  # AdamW's rule does not assume it
 
 
 def test_one_schedule_drives_both_optimizers_and_the_guard_covers_both():
@@ -115,7 +117,7 @@ def test_search_and_coord_check_through_the_cli(run_cli, workdir):
 def test_coord_check_catches_muon_without_its_width_rule(monkeypatch):
     spec = config.smoke(config.load_spec(CONFIGS / "quickstart.yaml", ["train.optimizer=muon"]))
     assert checks.coord_check(spec, seeds=2).passed
-    monkeypatch.setitem(rules.MUP, ("muon", "hidden"), rules.RoleRule())  # Muon's LR left flat in width
+    monkeypatch.setitem(pz.MUP.table, ("muon", "hidden"), rules.RoleRule())  # Muon's LR left flat in width
     broken = checks.coord_check(spec, seeds=2)
     assert not broken.passed
     assert broken.largest_slope > checks.THRESHOLD and not math.isnan(broken.largest_slope)

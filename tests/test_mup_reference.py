@@ -34,9 +34,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mutune import config, data, models, optim, rules
+from mutune import config, data, models
 from mutune.models.gpt import GPT, GPTConfig
 from mutune.models.mlp import MLP, MLPConfig
+from mutune.mup import optim
+from mutune.mup import parametrizations as pz
 
 mup = pytest.importorskip(
     "mup", reason="the reference package `mup` is not installed (pip install --no-deps mup); skipping"
@@ -274,15 +276,15 @@ def test_init_stds_are_mups(name):
     params = dict(net.named_parameters())
     checked = 0
     for n, info in infos.items():
-        r = rules.rule(info, "mup", "adam", hp.init_std, BASE)
+        r = pz.get("mup").rule(info, "adam", hp.init_std, BASE)
         if r.init != "normal":
             continue
         p = params[n]
         if info.role == "readout":
-            sp_std = rules.rule(models.classify(sp, hp, VOCAB)[n], "sp", "adam", hp.init_std, BASE).std
+            sp_std = pz.get("sp").rule(models.classify(sp, hp, VOCAB)[n], "adam", hp.init_std, BASE).std
             assert r.std == pytest.approx(sp_std * math.sqrt(p.infshape.width_mult())), n
         else:
-            base_std = rules.rule(base_infos[n], "mup", "adam", hp.init_std, BASE).std
+            base_std = pz.get("mup").rule(base_infos[n], "adam", hp.init_std, BASE).std
             torch.manual_seed(0)
             mup.init.normal_(p, std=base_std)
             theirs = p.detach().clone()

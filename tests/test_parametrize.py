@@ -7,16 +7,19 @@ import math
 import pytest
 import torch
 
-from mutune import config, models, optim, parametrize, rules
+from mutune import config, models, parametrize
+from mutune.mup import optim
+from mutune.mup import parametrizations as pz
 from mutune.train import train
 
 SIGMA = 0.05
 
 
 def gpt_spec(width=256, base=64, **model):
+    heads = {"head_dim": 32} if model.get("family", "gpt") == "gpt" else {}  # a key of the gpt family
     return config.spec_from_dict(
         {
-            "model": {"width": width, "base_width": base, "depth": 1, "head_dim": 32, "seq_len": 16, **model},
+            "model": {"width": width, "base_width": base, "depth": 1, "seq_len": 16, **heads, **model},
             "hparams": {
                 "init_std": SIGMA,
                 "lr": 0.01,
@@ -67,7 +70,7 @@ def test_mup_rules_on_named_parameters(name):
         assert torch.all(p == 1.0)  # LayerNorm gains start at one
     else:
         assert p.std().item() == pytest.approx(std, rel=0.05)
-        assert rules.rule(infos[name], "mup", "adam", spec.hparams.init_std, 64).std == pytest.approx(std)
+        assert pz.get("mup").rule(infos[name], "adam", spec.hparams.init_std, 64).std == pytest.approx(std)
 
 
 def test_sp_rules_are_flat_except_fan_in_init():

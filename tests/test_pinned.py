@@ -18,12 +18,13 @@ bit-for-bit test, saying which environment it is; ``python -m tests.pinned.harne
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
 import pytest
 
-from mutune import multipliers as mp
+from mutune.mup import parametrizations as pz
 
 from .pinned import harness
 
@@ -86,16 +87,15 @@ def test_the_comparison_itself():
 def test_a_small_computation_change_fails_the_tolerance(tmp_path_factory, monkeypatch):
     """The logits multiplier 0.1% off (α_out/m × 1.001), one search and its transfer: the tolerant
     comparison must see it, or it would not guard the refactors on machines with no set of their own."""
-    real = mp.multipliers
 
-    def off(*args, **kwargs):
-        m = real(*args, **kwargs)
-        return mp.Multipliers(m.input, m.output * 1.001, m.attn, m.residual)
+    class Off(pz.Parametrization):
+        def multipliers(self, *args, **kwargs):
+            m = super().multipliers(*args, **kwargs)
+            return dataclasses.replace(m, output=m.output * 1.001)
 
-    monkeypatch.setattr(mp, "multipliers", off)
-    import mutune.models as models
-
-    monkeypatch.setattr(models, "multipliers", off)
+    mup = pz.PARAMETRIZATIONS["mup"]
+    fields = {f.name: getattr(mup, f.name) for f in dataclasses.fields(mup)}
+    monkeypatch.setitem(pz.PARAMETRIZATIONS, "mup", Off(**fields))
     changed = _collect(tmp_path_factory, only="quickstart")
     diff = harness.differences(changed, {k: SETS[0]["values"][k] for k in changed}, rtol=harness.RTOL)
     assert len(diff) >= 5, diff

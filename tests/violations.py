@@ -1,6 +1,8 @@
 """Deliberate µP violations, injected in-process, for the coord check's tests and bench/coord_margins.py.
 
-Each is a context manager: while it is open, building a model gives the violation.
+Each is a context manager: while it is open, the registered "mup" parametrization is a broken copy of
+itself (another rule table, or forward multipliers without one of their factors), so building any
+model under µP gives the violation — through the same seam a new parametrization would use.
 """
 
 from __future__ import annotations
@@ -8,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
-from mutune import models, rules
-from mutune.models import factory, mlp
-from mutune.multipliers import multipliers as real_multipliers
+from mutune.mup import parametrizations as pz
 
 LR_CLASSES = ("embedding", "hidden", "readout", "vector")
 ROLES = {
@@ -22,48 +22,49 @@ ROLES = {
 
 
 @contextlib.contextmanager
-def lr_class(name: str, exponent: int):
-    """The AdamW LR of a class of roles times m^exponent (hidden: m_in^exponent) on top of µP's."""
-    saved = {}
-    for role in ROLES[name]:
-        key = ("adam", role)
-        saved[key] = rules.MUP.get(key)
-        base = saved[key] or rules.RoleRule()
-        field = "fan_in" if role == "hidden" else "width"
-        lr = dataclasses.replace(base.lr, **{field: getattr(base.lr, field) + exponent})
-        rules.MUP[key] = dataclasses.replace(base, lr=lr)
+def registered(broken: pz.Parametrization):
+    """``broken`` registered as "mup" while the block runs."""
+    real = pz.PARAMETRIZATIONS["mup"]
+    pz.PARAMETRIZATIONS["mup"] = broken
     try:
         yield
     finally:
-        for key, old in saved.items():
-            if old is None:
-                del rules.MUP[key]
-            else:
-                rules.MUP[key] = old
+        pz.PARAMETRIZATIONS["mup"] = real
 
 
-@contextlib.contextmanager
-def broken_multipliers(no_readout: bool = False, sqrt_attention: bool = False):
-    """The families' forward multipliers without the readout's 1/m, or with 1/√d attention."""
+def lr_class(name: str, exponent: int):
+    """The AdamW LR of a class of roles times m^exponent (hidden: m_in^exponent) on top of µP's."""
+    mup = pz.PARAMETRIZATIONS["mup"]
+    table = dict(mup.table)
+    for role in ROLES[name]:
+        base = mup.role_rule("adam", role)
+        field = "fan_in" if role == "hidden" else "width"
+        table[("adam", role)] = dataclasses.replace(base, lr=base.lr.plus(**{field: exponent}))
+    return registered(dataclasses.replace(mup, table=table))
 
-    def fake(parametrization, width, base_width, **kw):
-        m = real_multipliers(parametrization, width, base_width, **kw)
+
+@dataclasses.dataclass(frozen=True)
+class BrokenMultipliers(pz.Parametrization):
+    """µP whose forward multipliers lack the readout's 1/m, or use 1/√d attention."""
+
+    no_readout: bool = False
+    sqrt_attention: bool = False
+
+    def multipliers(self, width: int, base_width: int, **kw) -> pz.Multipliers:
+        m = super().multipliers(width, base_width, **kw)
         changes = {}
-        if no_readout:
+        if self.no_readout:
             changes["output"] = m.output * width / base_width
-        if sqrt_attention and m.attn is not None:
+        if self.sqrt_attention and m.attn is not None:
             changes["attn"] = kw.get("alpha_attn", 1.0) / kw["head_dim"] ** 0.5
         return dataclasses.replace(m, **changes)
 
-    modules = (models, mlp, factory)  # models.forward_multipliers is the GPT's
-    old = [mod.multipliers for mod in modules]
-    for mod in modules:
-        mod.multipliers = fake
-    try:
-        yield
-    finally:
-        for mod, fn in zip(modules, old, strict=True):
-            mod.multipliers = fn
+
+def broken_multipliers(no_readout: bool = False, sqrt_attention: bool = False):
+    """The families' forward multipliers without the readout's 1/m, or with 1/√d attention."""
+    mup = pz.PARAMETRIZATIONS["mup"]
+    fields = {f.name: getattr(mup, f.name) for f in dataclasses.fields(pz.Parametrization)}
+    return registered(BrokenMultipliers(**fields, no_readout=no_readout, sqrt_attention=sqrt_attention))
 
 
 def violation(name: str):

@@ -35,12 +35,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import data, models, optim
+from .. import data, models
 from ..config import HParams, Spec, SpecError
 from ..device import resolve_device
 from ..files import atomic_write
 from ..models import factory
-from ..registry import OPTIMIZERS
+from ..mup import optim
+from ..mup.optimizers import OPTIMIZERS
+from ..mup.parametrizations import controls_of
+from ..mup.parametrizations import get as get_parametrization
 from . import verdict
 from .axes import DEPTH_SEEDS as DEPTH_SEEDS
 from .axes import at_point as _at_width
@@ -72,7 +75,7 @@ class CoordCheckResult:
     warnings: list[str] = field(default_factory=list)  # what the check could not see
     limits: dict[str, float] = field(default_factory=lambda: dict(verdict.LIMITS))
     files: dict[str, Path] = field(default_factory=dict)
-    control: CoordCheckResult | None = None  # the SP twin, with --compare sp
+    control: CoordCheckResult | None = None  # the negative control's check (--compare sp)
     depths: list[int] = field(default_factory=list)  # the depth axis (--depths), at one width
 
     @property
@@ -103,7 +106,7 @@ class CoordCheckResult:
 
     def message(self) -> str:
         """One line: the verdict and, for a failure, the offending layer(s); then any warnings."""
-        name = "µP" if self.parametrization == "mup" else self.parametrization.upper()
+        name = get_parametrization(self.parametrization).label
         warn = "".join(f"; warning: {w}" for w in self.warnings)
         if self.passed:
             return (
@@ -324,7 +327,7 @@ def coord_check(
     log depth, with depth scaling relative to the spec's base depth (its own depth when unset) —
     CompleteP (``model.depth_alpha = 1``) keeps every slope flat, no depth scaling does not.
 
-    ``widths`` defaults to ``base_width × mults``; ``compare="sp"`` also checks the SP twin (the
+    ``widths`` defaults to ``base_width × mults``; ``compare="sp"`` also checks the SP twin (a
     negative control, expected to fail) and attaches it as ``result.control``. ``threshold`` and
     ``own_threshold`` replace the limits on |x|, |x - x0| and on own-update slopes
     (:data:`verdict.LIMITS`).
@@ -340,10 +343,17 @@ def coord_check(
         raise SpecError("--steps", "needs at least 2 steps (t = 0 is the model at init)")
     if seeds < 1:
         raise SpecError("--seeds", f"must be >= 1, got {seeds}")
-    if compare not in (None, "sp"):
-        raise SpecError("--compare", f"only 'sp' is supported, got {compare!r}")
-    if compare == "sp" and spec.model.parametrization == "sp":
-        raise SpecError("--compare", "the spec is already SP; compare a µP spec with its SP twin")
+    if compare is not None:
+        mine = models.parametrization(spec)
+        controls = [p.name for p in controls_of(mine)]
+        if mine.coord_check == "control":
+            raise SpecError(
+                "--compare", f"the spec is already {mine.label}, a control; compare a spec it controls for"
+            )
+        if compare not in controls:
+            raise SpecError(
+                "--compare", f"expected one of {', '.join(controls)} (a negative control), got {compare!r}"
+            )
     # a shorter context is the same model for a GPT (position rows and attention length are finite
     # dims); for the MLP it is the input size, so each family says which context the check may use
     seq_len = models.family(spec).coord_seq_len(spec, seq_len)
@@ -363,9 +373,8 @@ def coord_check(
         depths=depths,
     )
     result = _check_one(spec, hp, **args)
-    if compare == "sp":
-        sp = spec.edit({"model.parametrization": "sp"})
-        result.control = _check_one(sp, hp, **args)
+    if compare is not None:
+        result.control = _check_one(spec.edit({"model.parametrization": compare}), hp, **args)
     if out_dir is not None:
         write(result, Path(out_dir), prefix, plot)
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..mup import parametrizations
 from .verdict import TRANSIENT_STEPS
 
 ROWS = (("x", "l1", "mean |x_t|"), ("dx", "dl1", "mean |x_t - x_0|"))
@@ -49,7 +50,7 @@ def plot_png(runs: list[Any], path: Path) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import NullFormatter
 
-    runs = sorted(runs, key=lambda r: r.parametrization != "sp")
+    runs = sorted(runs, key=lambda r: parametrizations.get(r.parametrization).coord_check != "control")
     steps = runs[0].steps
     layers = list(dict.fromkeys(x.layer for r in runs for x in r.records.itertuples() if x.kind != "leaf"))
     cmap = plt.get_cmap("tab10" if len(layers) <= 10 else "tab20")
@@ -60,7 +61,7 @@ def plot_png(runs: list[Any], path: Path) -> None:
         n_rows, steps, figsize=(2.7 * steps + legend_w, 2.5 * n_rows + 0.7), squeeze=False, sharex=True
     )
     for i, r in enumerate(runs):
-        name = "µP" if r.parametrization == "mup" else r.parametrization.upper()
+        name = parametrizations.label(r.parametrization)
         for j, (metric, col, label) in enumerate(ROWS):
             row = i * len(ROWS) + j
             for t in range(steps):
@@ -95,10 +96,7 @@ def plot_png(runs: list[Any], path: Path) -> None:
         title_fontsize=8,
         bbox_to_anchor=(1.0, 0.5),
     )
-    verdicts = ", ".join(
-        f"{'µP' if r.parametrization == 'mup' else r.parametrization.upper()} {r.verdict.upper()}"
-        for r in runs
-    )
+    verdicts = ", ".join(f"{parametrizations.label(r.parametrization)} {r.verdict.upper()}" for r in runs)
     r0 = runs[0]
     fig.suptitle(
         f"coord check: {verdicts}    lr {r0.lr:g}, {r0.seeds} seeds; pass: |slope against log {r0.axis}| <= "

@@ -3,8 +3,9 @@
 ``build`` makes an uninitialised model at any width (it is also what µP classification and FLOP
 planning call on the meta device); ``create`` makes the real thing: built on the device,
 initialised from the seed by the µP/SP rules, with the family's own touches (a zero query).
-The families themselves (``gpt``, ``mlp``, ``factory``) are registered in :mod:`mutune.registry`;
-nothing here branches on their names.
+The families themselves (``gpt``, ``mlp``, ``factory``) are registered in
+:mod:`mutune.config.families`; nothing here branches on their names, nor on a parametrization's or
+an axis's.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from .. import optim, rules, shapes
-from ..config import HParams, Spec, SpecError
-from ..multipliers import Multipliers, multipliers
-from ..registry import FAMILIES, OPTIMIZERS
-from ..shapes import ParamInfo
+from ..config import FAMILIES, HParams, Spec, SpecError, axes
+from ..mup import init, optim, shapes
+from ..mup.axes import AXES
+from ..mup.parametrizations import Multipliers, Parametrization
+from ..mup.parametrizations import get as get_parametrization
+from ..mup.shapes import ParamInfo
 
 
 def family(spec: Spec) -> ModuleType:
@@ -28,19 +30,14 @@ def family(spec: Spec) -> ModuleType:
     return FAMILIES[spec.model.family].module()
 
 
+def parametrization(spec: Spec) -> Parametrization:
+    """The spec's parametrization object (its rule table, multipliers, clipping rule)."""
+    return get_parametrization(spec.model.parametrization)
+
+
 def depth_mult(spec: Spec) -> float:
-    """m_L = depth / base_depth where depth scaling applies (α > 0, a family with residual branches, an
-    optimizer with a published depth rule), else 1. ``base_depth`` unset means the model's own depth."""
-    m = spec.model
-    base = m.base_depth or m.depth
-    if (
-        m.depth == base
-        or m.depth_alpha == 0
-        or not FAMILIES[m.family].residual
-        or not OPTIMIZERS[spec.train.optimizer].depth_rule
-    ):
-        return 1.0
-    return m.depth / base
+    """m_L = depth / base_depth where depth scaling applies (:func:`mutune.config.axes.mult`), else 1."""
+    return axes.mult(spec, "depth")
 
 
 def forward_multipliers(spec: Spec, hp: HParams | None = None, width: int | None = None) -> Multipliers:
@@ -55,8 +52,7 @@ def forward_multipliers(spec: Spec, hp: HParams | None = None, width: int | None
             "head_dim": fam.head_dims(spec, width)[1],
             "base_head_dim": fam.head_dims(spec, m.base_width)[1],
         }
-    return multipliers(
-        m.parametrization,
+    return parametrization(spec).multipliers(
         width,
         m.base_width,
         alpha_in=hp.alpha_in,
@@ -105,11 +101,12 @@ def classify(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None)
             readout_names(spec),
             out_features=vocab_size,  # every family predicts a token: its output size is the vocabulary
         )
-        m_L = depth_mult(spec)
-        if m_L == 1.0:
-            return infos
-        at_depth = lambda d: impl.bare(spec.edit({"model.depth": d}), hp, vocab_size, width)  # noqa: E731
-        return shapes.with_depth(infos, shapes.per_block(at_depth, m.depth), m_L)
+        for axis in AXES.values():  # the axes found by something other than shape (depth: by block)
+            mult = axes.mult(spec, axis)
+            if axis.found_by == "blocks" and mult != 1.0:
+                at = lambda d, key=axis.key: impl.bare(spec.edit({key: d}), hp, vocab_size, width)  # noqa: E731
+                infos = shapes.along(infos, axis.name, shapes.per_block(at, axes.value(spec, axis)), mult)
+        return infos
     except shapes.ShapeError as e:
         raise SpecError(f"model.{e.arg}" if e.arg else "model", str(e)) from None
 
@@ -123,8 +120,14 @@ def create(
     with torch.device(device):
         model = build(spec, hp, vocab_size)
     gen = torch.Generator().manual_seed(spec.seed if seed is None else seed)
-    rules.init_weights(
-        model, infos, m.parametrization, hp.init_std, m.base_width, gen, zero_init_readout=m.zero_init_readout
+    init.init_weights(
+        model,
+        infos,
+        parametrization(spec),
+        hp.init_std,
+        m.base_width,
+        gen,
+        zero_init_readout=m.zero_init_readout,
     )
     family(spec).after_init(model, spec)
     return model, infos
@@ -134,7 +137,7 @@ def param_groups(spec: Spec, model: nn.Module, infos: dict[str, ParamInfo], hp: 
     """The optimizer's µP param groups for the spec's parametrization, optimizer, ε and depth α."""
     m, t = spec.model, spec.train
     return optim.param_groups(
-        model, infos, hp, m.parametrization, t.optimizer, eps=t.eps, depth_alpha=m.depth_alpha
+        model, infos, hp, parametrization(spec), t.optimizer, eps=t.eps, depth_alpha=m.depth_alpha
     )
 
 
@@ -185,8 +188,14 @@ def create_sharded(
         for name, b in model.named_buffers():
             b.copy_(buffers[name])
     gen = torch.Generator().manual_seed(spec.seed if seed is None else seed)
-    rules.init_weights(
-        model, infos, m.parametrization, hp.init_std, m.base_width, gen, zero_init_readout=m.zero_init_readout
+    init.init_weights(
+        model,
+        infos,
+        parametrization(spec),
+        hp.init_std,
+        m.base_width,
+        gen,
+        zero_init_readout=m.zero_init_readout,
     )
     family(spec).after_init(model, spec)
     return model, infos

@@ -16,11 +16,11 @@ The contract (docs/mup.md §4 has the long form, docs/recipes.md nanoGPT and Hug
 What mutune does to the model, so that it is µP without edits to the user's code:
 
 - it builds it at ``base_width`` and ``2 * base_width`` on the meta device and classifies every
-  parameter from the shape difference (:func:`mutune.shapes.classify`);
+  parameter from the shape difference (:func:`mutune.mup.shapes.classify`);
 - it re-initialises every parameter by its µP rule (the factory's own init is overwritten, except
   for 1-D parameters that are neither norms nor biases) and builds the per-group optimizer;
 - it multiplies the output of every module that holds an embedding / input weight by α_in and the
-  *input* of every readout module by α_out/m (:mod:`mutune.hooks`; a readout bias is not divided
+  *input* of every readout module by α_out/m (:mod:`mutune.mup.hooks`; a readout bias is not divided
   by m, and a readout tied to the embedding is hooked where a Linear uses it);
 - attention scaling stays the model's business (µP wants 1/d_head when the head dim grows with
   width; pass ``alpha_attn`` through if you want it searched). The coord check catches a wrong one.
@@ -46,12 +46,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import hooks
 from ..config import HParams, Spec, SpecError
 from ..flops import Workload
-from ..multipliers import multipliers
-from ..shapes import ParamInfo, ShapeError
-from . import depth_mult
+from ..mup import hooks
+from ..mup.shapes import ParamInfo, ShapeError
+from . import depth_mult, forward_multipliers
 
 AUTO_KWARGS = ("vocab_size", "seq_len", "alpha_attn", "depth", "residual_mult")
 DEPTH_KWARGS = ("depth", "residual_mult")  # what a factory must take for depth scaling (CompleteP)
@@ -227,7 +226,7 @@ def instrument(
 ) -> nn.Module:
     """Give a factory model mutune's forward contract and the α_in, α_out/m multipliers (in place)."""
     m = spec.model
-    mult = multipliers(m.parametrization, width, m.base_width, alpha_in=hp.alpha_in, alpha_out=hp.alpha_out)
+    mult = forward_multipliers(spec, hp, width)
     if m.zero_init_readout:
         tied = [n for n, i in infos.items() if i.tied_readout]
         if tied:
@@ -254,7 +253,7 @@ def uncalled_readouts(model: nn.Module) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The family's registry interface (see mutune.registry)
+# The family's registry interface (see mutune.config.families)
 
 bare = construct
 

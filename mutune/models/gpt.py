@@ -2,7 +2,7 @@
 
 Pre-norm blocks, causal attention through ``scaled_dot_product_attention`` with an explicit
 logit scale, GELU MLP, learned position embeddings, optional tied embeddings. Init and learning
-rates are not set here: :mod:`mutune.rules` does that from the width rules.
+rates are not set here: the parametrization's rules do that (:mod:`mutune.mup`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..flops import Workload, matmul_params
-from ..rules import assign_, full_value
+from ..mup.init import assign_, full_value
 from . import forward_multipliers
 
 
@@ -121,7 +121,7 @@ class GPT(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# The family's registry interface (see mutune.registry)
+# The family's registry interface (see mutune.config.families)
 
 
 def head_dims(spec, width: int) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..flops import Workload, matmul_params
-from ..multipliers import multipliers
+from . import forward_multipliers
 
 
 @dataclass
@@ -59,12 +59,12 @@ class MLP(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# The family's registry interface (see mutune.registry)
+# The family's registry interface (see mutune.config.families)
 
 
 def build(spec, hp, vocab_size: int, width: int) -> MLP:
     m = spec.model
-    mult = multipliers(m.parametrization, width, m.base_width, alpha_in=hp.alpha_in, alpha_out=hp.alpha_out)
+    mult = forward_multipliers(spec, hp, width)
     return MLP(
         MLPConfig(
             vocab_size=vocab_size,

@@ -45,6 +45,7 @@ from .. import workers as workers_mod
 from ..config import HPARAM_NAMES, Spec, SpecError
 from ..events import SILENT, Events
 from ..files import atomic_write
+from ..mup.parametrizations import PARAMETRIZATIONS as REGISTERED
 from .analysis import Analysis, Drift, Optimum, WiderCheck, analyze, curves, find_optimum, parabola_vertex
 from .figure import NAMES, plot
 from .grid import (
@@ -233,7 +234,7 @@ def sweep(
             f"(see {runs_path(run_dir, grid.param)})"
         )
     analyses = {
-        axis: analyze(runs, grid.param, max_drift=max_drift, checked="mup", axis=axis)
+        axis: analyze(runs, grid.param, max_drift=max_drift, checked=checked_of(spec), axis=axis)
         for axis in grid.axes or ("width",)
     }
     files, doc = write_outputs(analyses, grid, spec, run_dir)
@@ -247,6 +248,13 @@ def sweep(
         report=doc,
         analyses=analyses,
     )
+
+
+def checked_of(spec: Spec) -> str | None:
+    """The parametrization whose optimum the sweep flags when it moves: the spec's own, unless it is a
+    control (SP's optimum is expected to move)."""
+    p = spec.model.parametrization
+    return None if REGISTERED[p].coord_check == "control" else p
 
 
 def write_outputs(

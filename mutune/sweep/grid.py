@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..config import HPARAM_NAMES, HParams, Spec, SpecError
+from ..mup.parametrizations import PARAMETRIZATIONS as REGISTERED
 
-PARAMETRIZATIONS = ("mup", "sp")
+PARAMETRIZATIONS = tuple(REGISTERED)  # registration order: the trial's categorical choices
 ONE_MINUS = ("beta1", "beta2", "momentum")  # HPs in [0, 1) whose scale is 1 - value
 DEFAULT_OCTAVES = 4  # default grid: value * 2^k, k = -4..4
 
@@ -60,6 +61,7 @@ class Grid:
     values: tuple[float, ...]  # ascending along the x axis
     seeds: tuple[int, ...]
     base_depth: int  # m_L = depth / base_depth at every point (the spec's, else its depth)
+    depth_scaled: bool = False  # depth scaling asked for (depths swept, or the spec's base_depth set)
 
     def points(self) -> list[Point]:
         """Small models first, so that a partial sweep has complete curves to look at early."""
@@ -128,7 +130,8 @@ def make_grid(
             raise SpecError("--compare", f"expected one of {', '.join(PARAMETRIZATIONS)}, got {compare!r}")
         if compare != spec.model.parametrization:
             parametrizations.append(compare)
-    parametrizations.sort(key=PARAMETRIZATIONS.index)  # µP first, SP second, whatever the spec says
+    # the verified parametrizations first, the controls after, whatever the spec says
+    parametrizations.sort(key=lambda p: (REGISTERED[p].coord_check == "control", PARAMETRIZATIONS.index(p)))
     grid = Grid(
         param=param,
         parametrizations=tuple(parametrizations),
@@ -137,6 +140,7 @@ def make_grid(
         values=tuple(sorted(values, key=lambda v: to_x(param, v))),
         seeds=tuple(spec.seed + i for i in range(seeds)),
         base_depth=spec.model.base_depth or spec.model.depth,
+        depth_scaled=spec.model.base_depth is not None or depths != [spec.model.depth],
     )
     for w in grid.widths:
         for d in grid.depths:
@@ -145,9 +149,15 @@ def make_grid(
     return grid
 
 
+def _depth_keys(grid: Grid) -> dict:
+    """The base depth is pinned only where depth scaling is asked for: a spec that does not ask for
+    it (an optimizer without a depth rule, say) must not be refused one at every point."""
+    return {"model.base_depth": grid.base_depth} if grid.depth_scaled else {}
+
+
 def _check_point(spec: Spec, grid: Grid, point: Point) -> None:
     try:
-        point_spec(spec, point, grid.param, grid.base_depth)
+        point_spec(spec, point, grid)
     except SpecError as e:
         where = (
             "--depths"
@@ -160,16 +170,16 @@ def _check_point(spec: Spec, grid: Grid, point: Point) -> None:
         raise SpecError(where, f"{what}: {e.key}: {e.message}") from None
 
 
-def point_spec(spec: Spec, point: Point, param: str, base_depth: int) -> Spec:
-    """The spec one grid point trains: the sweep's spec at that width, depth (relative to ``base_depth``),
-    parametrization, seed and value."""
+def point_spec(spec: Spec, point: Point, grid: Grid) -> Spec:
+    """The spec one grid point trains: the sweep's spec at that width, depth (relative to the grid's
+    base depth where depth scaling is asked for), parametrization, seed and value."""
     return spec.edit(
         {
             "model.width": point.width,
             "model.depth": point.depth,
-            "model.base_depth": base_depth,
+            **_depth_keys(grid),
             "model.parametrization": point.parametrization,
-            f"hparams.{param}": point.value,
+            f"hparams.{grid.param}": point.value,
             "seed": point.seed,
             "search.space": {},  # search.evaluate_trial then trains exactly these hparams
         }
@@ -179,17 +189,17 @@ def point_spec(spec: Spec, point: Point, param: str, base_depth: int) -> Spec:
 def study_spec(spec: Spec, grid: Grid) -> Spec:
     """The spec recorded with the sweep's study: what decides a point's outcome besides its params.
 
-    The keys a point overrides are set to fixed placeholders (base width, base depth, µP, seed 0, the
-    field's default value), so changing the spec's width, depth or the centre of the default grid does
-    not make the finished points incomparable, while changing, say, ``train.steps`` or the base depth
-    is refused.
+    The keys a point overrides are set to fixed placeholders (base width, base depth, the first
+    registered parametrization, seed 0, the field's default value), so changing the spec's width,
+    depth or the centre of the default grid does not make the finished points incomparable, while
+    changing, say, ``train.steps`` or the base depth is refused.
     """
     return spec.edit(
         {
             "model.width": spec.model.base_width,
             "model.depth": grid.base_depth,
-            "model.base_depth": grid.base_depth,
-            "model.parametrization": "mup",
+            **_depth_keys(grid),
+            "model.parametrization": PARAMETRIZATIONS[0],
             "seed": 0,
             f"hparams.{grid.param}": getattr(HParams(), grid.param),
             "search.space": {},

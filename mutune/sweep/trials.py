@@ -68,7 +68,7 @@ def evaluate_point(
     if point not in set(grid.points()) and "retry_of" not in trial.user_attrs:
         # the budget is exactly the enqueued points; a trial that was not enqueued samples a random point
         raise AssertionError(f"sweep trial {trial.number} is not a grid point ({point}); the budget is off")
-    return search_mod.evaluate_trial(trial, point_spec(spec, point, grid.param, grid.base_depth), events)
+    return search_mod.evaluate_trial(trial, point_spec(spec, point, grid), events)
 
 
 def _point_of(t: optuna.trial.FrozenTrial, grid: Grid) -> Point | None:

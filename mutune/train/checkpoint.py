@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from ..config import HParams, Spec, SpecError
+from ..config.meaning import RESUME_EFFECTS, keys_where, select
 from ..files import atomic_write, describe, os_error
 
 try:
@@ -28,19 +29,13 @@ try:
 except ImportError:  # Windows: no flock; a second writer is not detected there
     fcntl = None
 
-# Spec keys that may differ between a checkpoint and the run resuming it.
-RESUME_FREE_KEYS = ("device", "compile", "checkpoint_every", "activation_checkpointing", "memory_check")
-
 
 def resume_signature(spec: Spec, hp: HParams) -> dict:
-    d = spec.to_dict()
-    return {
-        "model": d["model"],
-        "data": d["data"],
-        "train": {k: v for k, v in d["train"].items() if k not in RESUME_FREE_KEYS},
-        "seed": d["seed"],
-        "hparams": asdict(hp),
-    }
+    """What a checkpoint must share with the run resuming it (:data:`mutune.config.meaning.RESUME_EFFECTS`:
+    what decides its numbers, what it records, how its state is laid out), with the hyperparameters
+    it trains with; how to run (device, compile, checkpoint cadence) may differ."""
+    d = select(spec.to_dict(), keys_where(Spec, RESUME_EFFECTS))
+    return {k: d[k] for k in ("model", "data", "train", "seed")} | {"hparams": asdict(hp)}
 
 
 def load(path: Path, device: torch.device) -> dict[str, Any]:

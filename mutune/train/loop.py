@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .. import optim
+from ..mup import optim
 from . import checkpoint, signals
 from . import sharded as sharded_ckpt
 from .checkpoint import Metrics

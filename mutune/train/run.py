@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import data, flops, models, optim
+from .. import data, flops, models
 from ..config import HParams, Spec, TrainSpec
 from ..device import autocast, uses_bf16
+from ..mup import optim
 from .parallel import Distributed, parallelize
 
 LOG_EVERY = 10  # steps between loss reads (each is a device sync) and progress callbacks

@@ -1,5 +1,4 @@
-"""The spec's derived forms: the ``--smoke`` variant, the spec as ``show-config`` prints it, and the
-target's spec (checked when the spec is loaded)."""
+"""The spec's derived forms: the ``--smoke`` variant and the spec as ``show-config`` prints it."""
 
 from __future__ import annotations
 
@@ -7,19 +6,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .config import (
-    DEFAULT_N_TRIALS,
-    Spec,
-    SpecError,
-    build,
-    load_spec,
-    set_dotted,
-    spec_from_dict,
-    validate,
-)
-from .errors import MutuneWarning
-from .registry import FAMILIES
-from .typed import parse_override
+from ..errors import MutuneWarning
+from .families import FAMILIES
+from .schema import DEFAULT_N_TRIALS, Spec, from_dict
 
 # The fields of a search range that its type reads; the others are left out when a spec is shown.
 SPACE_FIELDS = {
@@ -32,16 +21,12 @@ SPACE_FIELDS = {
 
 def shown(spec: Spec) -> dict[str, Any]:
     """The resolved spec as a person reads it: without the keys that do not apply (``choices: null``
-    under a log-uniform range, another model family's keys). It loads back as the same spec."""
+    under a log-uniform range). It loads back as the same spec."""
     d = spec.to_dict()
     d["search"]["space"] = {
         name: {k: v for k, v in p.items() if k in SPACE_FIELDS[p["type"]]}
         for name, p in d["search"]["space"].items()
     }
-    for family in FAMILIES.values():
-        if family.name != spec.model.family:
-            for key in family.owns:
-                d["model"].pop(key, None)
     if spec.tracker.backend == "none":
         d["tracker"] = {"backend": "none"}
     return d
@@ -55,16 +40,6 @@ def smoke(spec: Spec) -> Spec:
     """The same pipeline on tiny shapes: a few steps, a few trials, widths of 32 and 64; on the
     built-in corpus when the spec's own data is not on this machine (see :func:`offline_data`)."""
     return offline_data(tiny(spec))
-
-
-def smoke_with(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> Spec:
-    """``load_spec(smoke=True)``: the smoke variant of a spec file's ``data``, then the user's
-    overrides on it, so what they typed wins (a ``search.budget`` typed derives its own trial count)."""
-    d = tiny(spec_from_dict(data)).to_dict()
-    typed = {parse_override(o)[0] for o in overrides}
-    if "search.budget" in typed and "search.n_trials" not in typed:
-        d["search"]["n_trials"] = None
-    return offline_data(spec_from_dict(d, overrides))
 
 
 def offline_data(spec: Spec) -> Spec:
@@ -109,45 +84,5 @@ def tiny(spec: Spec) -> Spec:
     d["target"]["overrides"] = {
         k: v for k, v in d["target"]["overrides"].items() if k.split(".")[0] not in ("train", "model")
     }
-    out = spec_from_dict(d)
+    out = from_dict(d)
     return out
-
-
-def smoke_conflict(path: str | Path, overrides: list[str] | tuple[str, ...]) -> str | None:
-    """The first override whose explicit value :func:`smoke` would replace (for commands that apply
-    smoke themselves, so cannot keep it: they refuse the combination, naming the key), or None."""
-    if not overrides:
-        return None
-    kept = load_spec(path, overrides, smoke=True).to_dict()
-    smoked = smoke(load_spec(path, overrides)).to_dict()
-    for token in overrides:
-        key = parse_override(token)[0]
-        node_k, node_s = kept, smoked
-        for part in key.split("."):
-            node_k = node_k.get(part) if isinstance(node_k, dict) else None
-            node_s = node_s.get(part) if isinstance(node_s, dict) else None
-        if node_k != node_s:
-            return key
-    return None
-
-
-def check_target(spec: Spec) -> None:
-    """The target (``target.width``, ``target.overrides``) is a spec too: check its values now, not
-    after the search. (``mutune transfer`` checks what may change; this checks each value's range.)"""
-    tgt = spec.target
-    if tgt.width is None and not tgt.overrides:
-        return
-    d = spec.to_dict()
-    d["target"] = {}
-    d["search"]["budget"] = None  # a fraction of this very target: nothing to check at the target
-    if tgt.width is not None:
-        d["model"]["width"] = tgt.width
-    try:
-        for key, value in tgt.overrides.items():
-            if key.split(".")[0] in ("model", "data", "train", "seed"):
-                set_dotted(d, "model.width" if key == "width" else key, value)
-        validate(build(Spec, d))
-    except SpecError as e:
-        key = "target.width" if e.key == "model.width" and tgt.width is not None else e.key
-        key = f"target.overrides.{e.key}" if e.key in tgt.overrides else key
-        raise SpecError(key, e.message) from None

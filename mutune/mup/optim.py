@@ -1,6 +1,6 @@
 """Optimizers under µP: param groups from the rule table, the torch constructors, the LR-ratio guard.
 
-Every parameter gets the rule of the kind its optimizer maps it to (:mod:`mutune.registry`:
+Every parameter gets the rule of the kind its optimizer maps it to (:mod:`mutune.mup.optimizers`:
 AdamW -> ``adam`` for all, SGD -> ``sgd``); parameters with the same (kind, LR, weight decay, ε)
 multipliers share a group, and each group carries ``lr_mult`` so that a schedule scaling every
 group's LR *relatively* keeps µP (``LambdaLR`` does), and :func:`check_param_groups` can prove it.
@@ -12,14 +12,14 @@ imports nothing of the spec; an unknown optimizer is a plain ``ValueError``.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from .registry import OPTIMIZERS, OptimizerEntry
-from .rules import Parametrization, scaling
+from .optimizers import OPTIMIZERS, OptimizerEntry
+from .optimizers import get as entry
+from .parametrizations import Parametrization, resolve
 from .shapes import ParamInfo
 
 
@@ -35,21 +35,14 @@ class MuPError(RuntimeError):
     """µP was defeated at run time (e.g. a scheduler overwrote the per-group learning rates)."""
 
 
-def entry(optimizer: str) -> OptimizerEntry:
-    """The registered optimizer; anything else would silently get another optimizer's width rules."""
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(
-            f"µP rules are implemented for {', '.join(OPTIMIZERS)} only, got {optimizer!r} "
-            "(Lion, Shampoo... need other width rules, TP5 App. B)"
-        )
-    return OPTIMIZERS[optimizer]
+__all__ = ["OPTIMIZERS", "OptimizerEntry", "entry"]
 
 
 def param_groups(
     model: nn.Module,
     infos: dict[str, ParamInfo],
     hp: OptimizerHParams,
-    parametrization: Parametrization,
+    parametrization: Parametrization | str,
     optimizer: str,
     *,
     eps: float = 1e-8,
@@ -62,13 +55,13 @@ def param_groups(
     which rule (and, for a combined optimizer, which torch optimizer) the group belongs to;
     ``clip_scale`` how its gradient norm counts towards clipping (:func:`clip_grad_norm_`).
     """
-    opt = entry(optimizer)
+    opt, rules = entry(optimizer), resolve(parametrization)
     params = dict(model.named_parameters())
     groups: dict[tuple[str, float, float, float, float], dict] = {}
     for name, info in infos.items():
         kind = opt.kind(info.role, len(info.shape))
-        lr_mult, wd_mult, eps_mult = scaling(info, parametrization, kind, depth_alpha)
-        clip = clip_scale(info) if parametrization == "mup" else 1.0
+        lr_mult, wd_mult, eps_mult = rules.scaling(info, kind, depth_alpha)
+        clip = rules.clip_scale(info)
         key = (kind, lr_mult, wd_mult, eps_mult, clip)
         g = groups.get(key)
         if g is None:
@@ -94,23 +87,9 @@ def param_groups(
     return out
 
 
-def clip_scale(info: ParamInfo) -> float:
-    """The factor that takes this parameter's gradient norm back to what it is at the base width.
-
-    Under µP every gradient entry shrinks like 1/m (the logits' α_out/m multiplier scales the whole
-    backward pass; measured for every role, issue 13), so a parameter with n entries (n_base at the
-    base width) has a gradient norm ∝ √n / m: m·√(n_base/n) undoes it. A hidden matrix (n grows
-    like m²) gets 1; a vector, an embedding or a readout (one width dim) gets √m; a parameter with
-    no width dim 1. At the base width every factor is 1.
-    """
-    if not info.inf_dims:
-        return 1.0
-    n, n_base = math.prod(info.shape), math.prod(info.base_shape)
-    return info.width_mult * math.sqrt(n_base / n)
-
-
 def grad_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
-    """The global gradient norm with every group's norm rescaled to the base width (``clip_scale``):
+    """The global gradient norm with every group's norm rescaled to the base width (each group's
+    ``clip_scale``, :meth:`~mutune.mup.parametrizations.Parametrization.clip_scale`):
     the same number at every width for the same training state under µP (bench/grad_clip_width.py)."""
     by_scale: dict[float, list[torch.Tensor]] = {}
     for g in optimizer.param_groups:

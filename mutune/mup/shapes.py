@@ -8,7 +8,8 @@ the builds happen on the meta device, so nothing is allocated, and the result is
 (DDP, FSDP) and ``torch.save``.
 
 Roles (TP5 App. B, "Table 8"): ``embedding`` (an ``nn.Embedding`` table: fan-in is the finite
-vocabulary), ``input`` (finite -> width), ``hidden`` (width -> width), ``readout`` (width -> finite),
+vocabulary), ``input`` (finite -> width), ``hidden`` (width -> width), ``readout`` (width -> finite: the output),
+``router`` (width -> finite inside the network: a mixture's gate, named by the model),
 ``vector`` (one width dim and no other dim above 1: biases, norm gains, ``MultiheadAttention``'s
 (1, 1, E) ``bias_k``) and ``scalar`` (no width dim at all).
 
@@ -36,7 +37,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-Role = Literal["embedding", "input", "hidden", "readout", "vector", "scalar"]
+Role = Literal["embedding", "input", "hidden", "readout", "router", "vector", "scalar"]
 ModuleKind = Literal["linear", "embedding", "norm", "other"]
 
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d) + (
@@ -70,7 +71,18 @@ class ParamInfo:
     is_bias: bool = False
     tied_readout: bool = False
     owners: tuple[str, ...] = ()  # names of the modules holding it (more than one when tied)
-    depth_mult: float = 1.0  # depth / base depth for a per-block parameter; 1 for the rest
+    along: tuple[tuple[str, float], ...] = ()  # (axis, its multiplier) for the other axes it scales along
+
+    def mult(self, axis: str) -> float:
+        """Its multiplier along a non-width axis (``depth``: m_L for a per-block parameter), else 1."""
+        return dict(self.along).get(axis, 1.0)
+
+    def factor(self, name: str) -> float:
+        """A multiplier by the name a rule's exponent uses (:data:`mutune.mup.axes.FACTORS`)."""
+        width = {"fan_in": self.fan_in_mult, "fan_out": self.fan_out_mult}
+        if name in width:
+            return width[name]
+        return self.width_mult if name == "width" else self.mult(name)
 
     @property
     def is_matrix(self) -> bool:
@@ -198,6 +210,7 @@ def _info(
     mods: list[tuple[nn.Module, str]],
     readout: tuple[str, ...],
     out_features: int | None,
+    routers: tuple[str, ...] = (),
 ) -> ParamInfo:
     """One parameter's classification (see :func:`classify`)."""
     if not (len(shape) == len(base_shape) == len(delta_shape)):
@@ -224,6 +237,8 @@ def _info(
     # a raw parameter: "by_output" when its finite side is the output size, else a table
     role = {"by_output": "readout", "table": "readout" if is_readout_module else "embedding"}.get(role, role)
     fan_in_mult, fan_out_mult, fan_in, base_fan_in = fans
+    if role == "readout" and any(n == r or n.startswith(r + ".") for _, n in mods for r in routers):
+        role = "router"  # maps the width to a fixed size inside the network, not to the output
     if role == "readout" and not is_readout_module and readout:
         raise ShapeError(
             f"'{name}' maps the width to a fixed size (a readout) but "
@@ -253,6 +268,7 @@ def classify(
     base_width: int,
     readout: Iterable[str] = (),
     out_features: int | None = None,
+    routers: Iterable[str] = (),
 ) -> dict[str, ParamInfo]:
     """Classify every parameter of ``build(width)``.
 
@@ -262,20 +278,21 @@ def classify(
     readouts even if the shape rule would not find them; a name covers the modules under it.
     ``out_features`` (the model's output size, e.g. the vocabulary) tells a raw-parameter readout
     from a raw-parameter table (module doc); without it a raw parameter is classified by its layout
-    as if it were a Linear weight.
+    as if it were a Linear weight. ``routers`` names modules whose width -> fixed-size weight is
+    used inside the network (a mixture's gate) rather than as the output: role ``router``.
     """
     with torch.device("meta"):
         model, base, delta = build(width), build(base_width), build(2 * base_width)
     shapes, base_shapes, delta_shapes = param_shapes(model), param_shapes(base), param_shapes(delta)
     if not (shapes.keys() == base_shapes.keys() == delta_shapes.keys()):
         raise ShapeError("the model has different parameters at different widths")
-    readout = tuple(readout)
+    readout, routers = tuple(readout), tuple(routers)
     _check_readout_names(readout, dict(model.named_modules()), shapes)
     holders = owners(model)
     infos: dict[str, ParamInfo] = {}
     for name, shape in shapes.items():
         infos[name] = _info(
-            name, shape, base_shapes[name], delta_shapes[name], holders[name], readout, out_features
+            name, shape, base_shapes[name], delta_shapes[name], holders[name], readout, out_features, routers
         )
     if not any(i.inf_dims for i in infos.values()):
         raise ShapeError(
@@ -342,6 +359,6 @@ def per_block(build: Callable[[int], nn.Module], depth: int) -> set[str]:
     return blocks
 
 
-def with_depth(infos: dict[str, ParamInfo], blocks: set[str], depth_mult: float) -> dict[str, ParamInfo]:
-    """``infos`` with ``depth_mult`` set on the per-block parameters (the others keep 1)."""
-    return {n: replace(i, depth_mult=depth_mult) if n in blocks else i for n, i in infos.items()}
+def along(infos: dict[str, ParamInfo], axis: str, members: set[str], mult: float) -> dict[str, ParamInfo]:
+    """``infos`` with multiplier ``mult`` along ``axis`` on ``members`` (the others keep 1)."""
+    return {n: replace(i, along=(*i.along, (axis, mult))) if n in members else i for n, i in infos.items()}

@@ -1,10 +1,11 @@
 """Plain YAML data into typed dataclasses, naming the dotted key of every mistake.
 
-The spec (:mod:`mutune.config`) is a tree of dataclasses whose type hints are the schema: this
+The spec (:mod:`mutune.config.schema`) is a tree of dataclasses whose type hints are the schema: this
 module checks a parsed YAML mapping against them (unknown keys with a "did you mean", wrong types,
 values outside a ``Literal``, non-finite numbers, numbers outside a field's :class:`Range`), fills
 defaults, and reads ``KEY=VALUE`` overrides and YAML files (UTF-8, no duplicate keys). It knows
-nothing of what the fields mean.
+nothing of what the fields mean. A section whose keys depend on one of its values (the model
+section, whose keys are its family's) names its variant with a ``variant(data)`` classmethod.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import SpecError
+from ..errors import SpecError
 
 
 def field_type(cls: type, f: dataclasses.Field) -> Any:
@@ -118,17 +119,26 @@ def build(cls: type, data: Any, key: str = "") -> Any:
         data = {}
     if not isinstance(data, dict):
         raise SpecError(key or "spec", f"expected a mapping, got {data!r}")
+    if hasattr(cls, "variant"):  # e.g. the model section of data's family
+        cls = cls.variant(data, key)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for k in data:
         if k not in fields:
-            hint = difflib.get_close_matches(str(k), fields, n=1)
-            suggestion = f" (did you mean '{join_key(key, hint[0])}'?)" if hint else ""
-            raise SpecError(join_key(key, str(k)), f"unknown key{suggestion}")
+            raise SpecError(join_key(key, str(k)), unknown_key(cls, str(k), fields, key))
     kwargs = {}
     for name, f in fields.items():
         if name in data:
             kwargs[name] = coerce(field_type(cls, f), data[name], join_key(key, name))
     return cls(**kwargs)
+
+
+def unknown_key(cls: type, name: str, fields: Any, prefix: str) -> str:
+    """The message for a key ``cls`` does not have: a "did you mean", or where the key belongs."""
+    elsewhere = cls.elsewhere(name) if hasattr(cls, "elsewhere") else ""
+    if elsewhere:
+        return elsewhere
+    hint = difflib.get_close_matches(name, list(fields), n=1)
+    return f"unknown key{f' (did you mean {join_key(prefix, hint[0])!r}?)' if hint else ''}"
 
 
 def join_key(prefix: str, name: str) -> str:
@@ -174,11 +184,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
 
 def leaf_keys(cls: type, prefix: str = "") -> list[str]:
     """Every dotted key of a spec dataclass (``model.width``, ``train.steps``...), sections walked."""
-    keys = []
-    for f in dataclasses.fields(cls):
-        tp = field_type(cls, f)
-        here = join_key(prefix, f.name)
-        keys += leaf_keys(tp, here) if dataclasses.is_dataclass(tp) else [here]
+    keys: list[str] = []
+    for klass in [cls, *getattr(cls, "variants", lambda: [])()]:  # a section's variants' keys too
+        for f in dataclasses.fields(klass):
+            tp = field_type(klass, f)
+            here = join_key(prefix, f.name)
+            for k in leaf_keys(tp, here) if dataclasses.is_dataclass(tp) else [here]:
+                if k not in keys:
+                    keys.append(k)
     return keys
 
 

@@ -1,0 +1,318 @@
+"""The model section of the spec, and the model families: each registers its own keys.
+
+``model:`` holds the keys every family shares (:class:`ModelSpec`: family, width, depth, base
+shapes, parametrization...) and the keys of its family, one dataclass per family that extends it
+(:class:`GPTModel`: heads, MLP ratio, tied embeddings...). The YAML stays flat (``model.head_dim``);
+the family picks the class, so another family's key is refused by name, and code reads
+``spec.model.head_dim`` only where the family has one.
+
+A family is registered once (:data:`FAMILIES`) with what the spec must know of it, torch-free: its
+keys, its checks, its smoke shape, the forward multipliers it applies (so its default search space
+and what may be searched), whether its blocks are residual branches (depth scaling), the starter
+values of ``mutune init``, and the module that implements it with torch (imported only when a
+model is built):
+
+- ``build(spec, hp, vocab_size, width)``: the model at a width, on the current default device,
+  with its forward multipliers; ``bare`` the same before any instrumentation;
+- ``readout_names(spec)``, ``validate(spec)`` (checks that need its code), ``after_init(model, spec)``,
+  ``coord_seq_len(spec, seq_len)``, ``workload(spec, model, width, vocab_size)`` (FLOPs, tokens,
+  activation sizes: a :class:`mutune.flops.Workload`).
+
+Adding a family is its dataclass and entry here and its module in :mod:`mutune.models`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from types import ModuleType
+from typing import Any, ClassVar, Literal
+
+from ..errors import SpecError
+from ..mup.parametrizations import PARAMETRIZATIONS
+from .meaning import key
+from .typed import POSITIVE, Range
+
+PARAMETRIZATION_NAMES = {p.name: p.label for p in PARAMETRIZATIONS.values()}  # how tables name them
+_PARAMETRIZATIONS = tuple(PARAMETRIZATIONS)
+
+
+@dataclass
+class ModelSpec:
+    """The keys every family shares. The family's own keys are in its subclass."""
+
+    variant_key: ClassVar[str] = "family"  # the key whose value picks the subclass
+
+    family: str = key(
+        "gpt",
+        "model family, one of the registered ones (`mutune init --help` lists them)",
+        across="fixed",
+        note="the hyperparameters were tuned on the proxy's model family",
+    )
+    width: int = key(
+        64,
+        "width of the model being built: the proxy width in a search (d_model for gpt)",
+        POSITIVE,
+        across="axis",
+    )
+    base_width: int = key(
+        64,
+        "width at which µP equals SP; all µP multipliers are relative to it",
+        POSITIVE,
+        across="fixed",
+        note="it defines what the tuned hyperparameters mean",
+    )
+    depth: int = key(2, "gpt: transformer blocks; mlp: hidden layers", POSITIVE, across="axis")
+    base_depth: int | None = key(
+        None,
+        "depth at which depth scaling is off (m_L = depth / base_depth); default: the proxy's own depth, so "
+        "a target at another depth gets CompleteP's rules relative to the proxy",
+        POSITIVE,
+        across="fixed",
+        note="it defines what the tuned hyperparameters mean along depth (m_L = depth / base_depth)",
+    )
+    depth_alpha: float = key(
+        1.0,
+        "CompleteP's α: each residual branch × m_L^-α, with LRs to match; 1 = CompleteP, 0.5 = depth-µP, "
+        "0 = no depth scaling",
+        Range(0, 1),
+        across="fixed",
+        note="the hyperparameters were tuned under the proxy's depth parametrization",
+    )
+    seq_len: int = key(
+        128,
+        "gpt: context length; mlp: number of previous tokens fed as input",
+        POSITIVE,
+        across="approximate",
+        note="sequence length: transfers roughly (TP5 Fig. 19) from ~128 up",
+    )
+    bias: bool = key(
+        False,
+        "use biases in Linear and LayerNorm layers",
+        across="approximate",
+        note="biases are parameters the proxy's search did not train with",
+    )
+    parametrization: Literal[_PARAMETRIZATIONS] = key(
+        "mup",
+        ", ".join(f"{p.name} ({p.doc})" for p in PARAMETRIZATIONS.values()),
+        across="fixed",
+        note="the hyperparameters were tuned under the proxy's parametrization",
+    )
+    zero_init_readout: bool = key(
+        False,
+        "µP option: initialise the readout to zero (TP5 App. D.2)",
+        across="fixed",
+        note="the readout's init is part of what the hyperparameters were tuned with",
+    )
+
+    @classmethod
+    def variant(cls, data: dict[str, Any], where: str = "model") -> type[ModelSpec]:
+        """The class of ``data``'s family (its own keys), for :func:`mutune.config.typed.build`."""
+        name = data.get("family", "gpt")
+        if name not in FAMILIES:
+            choices = " | ".join(repr(n) for n in FAMILIES)
+            raise SpecError(
+                f"{where}.family" if where else "family", f"expected one of {choices}, got {name!r}"
+            )
+        return FAMILIES[name].spec
+
+    @classmethod
+    def default(cls) -> ModelSpec:
+        """The model section of a spec that gives none: the default family's, with its defaults."""
+        return cls.variant({})()
+
+    @classmethod
+    def variants(cls) -> list[type[ModelSpec]]:
+        return [f.spec for f in FAMILIES.values()]
+
+    @classmethod
+    def elsewhere(cls, name: str) -> str:
+        """For a key this family does not have: which families do."""
+        owners = [f.name for f in FAMILIES.values() if name in {g.name for g in fields(f.spec)}]
+        family = next((f.name for f in FAMILIES.values() if f.spec is cls), None)
+        if not owners or family is None:
+            return ""
+        return f"not a key of the {family} family (only of {', '.join(owners)})"
+
+
+@dataclass
+class GPTModel(ModelSpec):
+    head_dim: int | None = key(
+        32,
+        "gpt: fixed head dim, heads = width / head_dim (width grows through heads)",
+        POSITIVE,
+        across="fixed",
+        note="the proxy's head_dim fixes the attention base; use n_head/head_dim as the proxy did",
+    )
+    n_head: int | None = key(
+        None,
+        "gpt: fixed head count instead of head_dim (width grows through head_dim)",
+        POSITIVE,
+        across="fixed",
+        note="the proxy's head count fixes the attention base",
+    )
+    mlp_ratio: int = key(
+        4,
+        "gpt: MLP hidden size = mlp_ratio * width",
+        POSITIVE,
+        across="approximate",
+        note="MLP ratio: a different shape; the multipliers adapt but the optimum may move",
+    )
+    tie_embeddings: bool = key(
+        False,
+        "gpt: share the token embedding with the readout",
+        across="fixed",
+        note="a tied readout takes the embedding's init and LR: another model than the one tuned",
+    )
+    zero_init_query: bool = key(
+        False,
+        "µP option: initialise the attention query projection to zero",
+        across="fixed",
+        note="the query's init is part of what the hyperparameters were tuned with",
+    )
+
+
+@dataclass
+class MLPModel(ModelSpec):
+    pass
+
+
+@dataclass
+class FactoryModel(ModelSpec):
+    factory: str | None = key(
+        None,
+        "factory: 'package.module:function', called as function(width, **factory_kwargs) -> nn.Module "
+        "whose forward(idx) returns logits (imported, never evaluated; see docs/mup.md)",
+        across="fixed",
+        note="the hyperparameters were tuned on the proxy's model",
+    )
+    factory_kwargs: dict[str, Any] = key(
+        {},
+        "factory: keyword arguments for the factory function",
+        across="approximate",
+        note="a different shape of your model; the multipliers adapt but the optimum may move",
+    )
+    readout: list[str] = key(
+        [],
+        "factory: readout module names, e.g. [lm_head] (default: inferred from the shapes)",
+        across="fixed",
+        note="it decides where α_out/m applies, part of what the hyperparameters mean",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+
+
+def _no_checks(m: Any) -> None:
+    return None
+
+
+def _no_smoke(m: dict[str, Any]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class FamilyEntry:
+    name: str
+    doc: str
+    spec: type[ModelSpec]  # its model section: the shared keys and its own
+    impl: str  # the module implementing it (imports torch)
+    multipliers: tuple[str, ...]  # the forward multipliers (hparams) it applies: searchable
+    check: Callable[[Any], None] = _no_checks  # torch-free checks of its model section
+    smoke: Callable[[dict[str, Any]], None] = _no_smoke  # its shapes under --smoke
+    residual: bool = True  # its blocks are residual branches, so depth scaling (CompleteP) applies
+    starter: dict[str, dict[str, Any]] | None = None  # `mutune init --model NAME`: values by section
+
+    def module(self) -> ModuleType:
+        return importlib.import_module(self.impl)
+
+
+def _check_gpt(m: GPTModel) -> None:
+    if (m.head_dim is None) == (m.n_head is None):
+        raise SpecError("model.head_dim", "set exactly one of model.head_dim and model.n_head")
+    for k in ("width", "base_width"):
+        w, div = getattr(m, k), m.head_dim or m.n_head
+        if w % div:
+            what = "model.head_dim" if m.head_dim else "model.n_head"
+            raise SpecError(f"model.{k}", f"{w} is not divisible by {what}={div}")
+    if m.zero_init_readout and m.tie_embeddings:
+        raise SpecError("model.zero_init_readout", "cannot zero-init a readout tied to the embedding")
+
+
+def _smoke_gpt(m: dict[str, Any]) -> None:
+    if m["head_dim"] is not None:
+        m["head_dim"] = 16
+    else:
+        m["n_head"] = 2
+
+
+FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+def _check_factory(m: FactoryModel) -> None:
+    if not m.factory:
+        raise SpecError("model.factory", "family 'factory' needs model.factory: 'package.module:function'")
+    if not FACTORY_PATTERN.match(m.factory):
+        raise SpecError(
+            "model.factory",
+            f"expected 'package.module:function' (an import path, no code), got {m.factory!r}",
+        )
+    if "width" in m.factory_kwargs:
+        raise SpecError("model.factory_kwargs.width", "mutune passes the width itself (model.width)")
+    for i, name in enumerate(m.readout):
+        if not name or name.startswith(".") or name.endswith("."):
+            raise SpecError(f"model.readout[{i}]", f"expected a module name such as 'lm_head', got {name!r}")
+
+
+FAMILIES: dict[str, FamilyEntry] = {
+    f.name: f
+    for f in (
+        FamilyEntry(
+            "gpt",
+            "decoder-only LM",
+            GPTModel,
+            "mutune.models.gpt",
+            ("alpha_in", "alpha_out", "alpha_attn"),
+            check=_check_gpt,
+            smoke=_smoke_gpt,
+        ),
+        FamilyEntry(
+            "mlp",
+            "the paper's MLP demo",
+            MLPModel,
+            "mutune.models.mlp",
+            ("alpha_in", "alpha_out"),
+            residual=False,
+            starter={
+                "model": {"width": 128, "base_width": 128, "depth": 2, "seq_len": 16},
+                "train": {"steps": 300, "batch_size": 64, "eval_every": 100},
+                "hparams": {"lr": 0.003, "init_std": 0.1},
+                "target": {"width": 1024},
+            },
+        ),
+        FamilyEntry(
+            "factory",
+            "your own, see model.factory",
+            FactoryModel,
+            "mutune.models.factory",
+            ("alpha_in", "alpha_out", "alpha_attn"),
+            check=_check_factory,
+            # the example in examples/my_model.py (run from the repository root, or put your own here)
+            starter={
+                "model": {
+                    "factory": "examples.my_model:build",
+                    "factory_kwargs": {"depth": 2, "head_dim": 16},
+                    "readout": ["unembed"],
+                }
+            },
+        ),
+    )
+}
+FAMILY_NAMES = tuple(FAMILIES)
+
+
+def family(name: str) -> FamilyEntry:
+    return FAMILIES[name]

@@ -1,0 +1,184 @@
+"""The one target derivation: the proxy's spec at the target's shape, and what the change means.
+
+A target is the proxy's spec with some keys changed: ``--to KEY=VALUE`` on the command line, or
+the spec's own ``target:`` section (``target.width`` and ``target.overrides``). Each key is read by
+its meaning (:mod:`.meaning`): a hyperparameter comes from best.yaml, unchanged (refused); a key
+that defines what the hyperparameters mean must keep the proxy's value (refused, saying why); a
+key of the search is not a run's (refused); an axis (width, depth) changes freely; a key the
+optimum moves with, or that transfers only roughly, changes with a warning saying so.
+A target at another depth gets CompleteP's rules relative to the proxy's base depth (pinned in the
+target spec) where they apply (:mod:`.axes`), and a warning why not where they do not.
+
+The same function serves every caller, so they cannot disagree: the spec's validation at load (a
+target the transfer would refuse is refused before any trial, naming ``target.…``), the budget's
+plan, ``mutune transfer`` and ``mutune inspect`` (naming ``--to …``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import SpecError
+from ..mup.axes import AXES
+from ..mup.axes import by_key as axis_by_key
+from . import axes
+from .meaning import NAMING_EFFECTS, meaning_of
+from .schema import Spec, from_dict
+from .typed import leaf_keys, parse_override
+from .variants import smoke
+
+SMOKE_MAX_WIDTH = 128
+
+
+@dataclass
+class Target:
+    """A derived target: its spec, the canonical changes (``model.width`` -> 1024) and the warnings."""
+
+    spec: Spec
+    changes: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    def key(self) -> str:
+        """The target folder's name: ``width1024-steps400``. Keys that do not change what is trained
+        (the device, the evaluation cadence, a tracker) do not name it."""
+        parts = [
+            k.rsplit(".", 1)[-1] + re.sub(r"[^A-Za-z0-9.]+", "_", str(value))
+            for k, value in self.changes.items()
+            if meaning_of(Spec, k).effect in NAMING_EFFECTS
+        ]
+        return "-".join(parts) or "default"
+
+
+def canonical(k: str) -> str:
+    """``width`` -> ``model.width``: an axis's short key as the spec key it sets."""
+    axis = axis_by_key(k)
+    return axis.key if axis is not None else k
+
+
+def own_changes(spec: Spec) -> dict[str, Any]:
+    """The changes a spec's own ``target`` section asks for."""
+    t = spec.target
+    out: dict[str, Any] = {"model.width": t.width} if t.width is not None else {}
+    return out | {canonical(k): v for k, v in t.overrides.items()}
+
+
+def parse_changes(tokens: Sequence[str], source: str = "--to") -> dict[str, Any]:
+    """``["width=1024", "train.steps=400"]`` as canonical changes; a key given twice is refused."""
+    out: dict[str, Any] = {}
+    for token in tokens:
+        k, value = parse_override(token)
+        k = canonical(k)
+        if k in out and out[k] != value:
+            raise SpecError(f"{source} {k}", f"given twice ({out[k]!r} and {value!r}); give it once")
+        out[k] = value
+    return out
+
+
+def _check_key(k: str, where: str) -> None:
+    """A short key the schema does not have is refused with the closest one (``widht`` -> ``width``)."""
+    if "." in k:
+        return  # a dotted key is checked, part by part with its suggestions, when the spec is built
+    leaves = {a.short: a.short for a in AXES.values()}
+    for dotted in leaf_keys(Spec):
+        leaves.setdefault(dotted.rsplit(".", 1)[-1], dotted)
+    hint = difflib.get_close_matches(k, list(leaves), n=1)
+    suggestion = f" (did you mean '{leaves[hint[0]]}'?)" if hint else ""
+    raise SpecError(where, f"unknown key{suggestion}")
+
+
+def _value(tree: dict, dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def derive(
+    proxy: Spec,
+    changes: Mapping[str, Any] | Sequence[str],
+    *,
+    source: str = "--to",
+    smoke_run: bool = False,
+    force: bool = False,
+) -> Target:
+    """The target of ``proxy`` with ``changes`` (canonical or short keys, or ``KEY=VALUE`` tokens).
+
+    ``source`` names where the changes came from in errors: ``--to`` (``--to model.base_width: …``)
+    or ``target`` (the spec's own section: ``target.overrides.model.base_width: …``). ``smoke_run``
+    derives from the proxy's smoke variant and caps the width; ``force`` also lets a target above the
+    device's free memory try (``train.memory_check: false``).
+    """
+    if not isinstance(changes, Mapping):
+        changes = parse_changes(changes, source)
+    changes = {canonical(k): v for k, v in changes.items()}
+    base = smoke(proxy) if smoke_run else proxy
+
+    def where(k: str) -> str:
+        if source != "target":
+            return f"{source} {k}"
+        if k == "model.width" and proxy.target.width is not None:
+            return "target.width"
+        return f"target.overrides.{k}" if k in changes else k
+
+    d = base.to_dict()
+    warnings: list[str] = []
+    for k, value in changes.items():
+        meaning = meaning_of(Spec, k)
+        if meaning is None:  # unknown: a short key gets the closest one here, a dotted one when it is built
+            _check_key(k, where(k))
+            continue
+        if meaning.across == "tuned":
+            raise SpecError(
+                where(k), "hyperparameters come from best.yaml, unchanged; tune them in the search"
+            )
+        if meaning.across == "search":
+            raise SpecError(where(k), "not used by a target run")
+        if meaning.across == "fixed" and value != _value(d, k):
+            raise SpecError(where(k), f"cannot change for a transfer: {meaning.note}")
+        if meaning.across in ("law", "approximate") and value != _value(d, k):
+            warnings.append(f"{k}={value} does not µTransfer exactly ({meaning.note})")
+    # a target is a run, not a search: no budget relative to itself, no target of its own
+    d["search"].update(budget=None, finalists=None)
+    d["target"] = {"width": None, "overrides": {}}
+    try:
+        target = from_dict(d, [f"{k}={json.dumps(v)}" for k, v in changes.items()])
+        target, note = _at_depth(target, base)
+    except SpecError as e:
+        raise SpecError(where(e.key), e.message) from None
+    if note:
+        warnings.append(note)
+    if smoke_run and target.model.width > SMOKE_MAX_WIDTH:
+        warnings.append(f"--smoke: width {target.model.width} capped at {SMOKE_MAX_WIDTH}")
+        target = target.edit({"model.width": SMOKE_MAX_WIDTH})
+    if force:  # --force also tries a target above the device's free memory (mutune.memory)
+        target = target.edit({"train.memory_check": False})
+    return Target(target, dict(changes), warnings)
+
+
+def _at_depth(target: Spec, proxy: Spec) -> tuple[Spec, str]:
+    """A target at another depth than the proxy: CompleteP's rules relative to the proxy's base depth
+    (pinned in the target spec) where they apply; otherwise the target as asked and a warning why."""
+    if target.model.depth == proxy.model.depth:
+        return target, ""
+    why = axes.why_not(target, "depth")
+    if why:
+        return target, (
+            f"model.depth={target.model.depth} does not µTransfer exactly (depth scaling is off: {why}; "
+            "CompleteP applies with model.depth_alpha > 0, a residual family and adamw)"
+        )
+    return target.edit({"model.base_depth": axes.base(proxy, "depth")}), ""
+
+
+def check(spec: Spec) -> None:
+    """The spec's own target (``target.width``, ``target.overrides``) derived now, so that a target
+    the transfer would refuse is refused when the spec loads, before any trial, naming the key."""
+    if spec.target.width is None and not spec.target.overrides:
+        return
+    derive(spec, own_changes(spec), source="target")

@@ -1,0 +1,144 @@
+"""Every check of one spec that its types cannot express, in one place, each naming its key.
+
+Types, unknown keys and ranges come first (:mod:`.typed`, from each field's declaration); then the
+run name, the scaling axes that apply (:mod:`.axes`), the family's own checks (:mod:`.families`),
+the data, the search space (each searched name a hyperparameter that this family and optimizer
+read, each range inside the hyperparameter's own), the trial count, budget and ladder, and the
+laws. The spec's *target* is checked where a spec is loaded (:mod:`.load`), by deriving it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SpecError
+from ..mup.optimizers import OPTIMIZERS
+from . import axes
+from .families import FAMILIES
+from .typed import check_ranges, coerce
+
+if TYPE_CHECKING:
+    from .schema import ParamSpace, Spec
+
+
+def validate(spec: Spec) -> None:
+    """Cross-field checks that types alone cannot express."""
+    m, d = spec.model, spec.data
+    if not spec.name or "/" in spec.name:
+        raise SpecError("name", f"must be a non-empty name without '/', got {spec.name!r}")
+    check_ranges(spec)
+    axes.check(spec)
+    FAMILIES[m.family].check(m)
+    if d.corpus in ("text", "tokens") and not d.path:
+        raise SpecError("data.path", f"corpus '{d.corpus}' needs data.path")
+    if d.corpus == "tokens" and not d.vocab_size:
+        raise SpecError("data.vocab_size", "corpus 'tokens' needs data.vocab_size")
+    for name, p in spec.search.space.items():
+        check_space(spec, name, p, f"search.space.{name}")
+    check_search(spec)
+    check_laws(spec.search.laws)
+
+
+def _hparam_fields(spec: Spec) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(spec.hparams)}
+
+
+def check_space(spec: Spec, name: str, p: ParamSpace, key: str) -> None:
+    """One search range: a hyperparameter this run reads, with bounds its values may all take."""
+    fields = _hparam_fields(spec)
+    if name not in fields:
+        hint = difflib.get_close_matches(name, list(fields), n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(fields)})"
+        raise SpecError(key, f"not a hyperparameter{suggestion}")
+    family, opt = FAMILIES[spec.model.family], OPTIMIZERS[spec.train.optimizer]
+    if name.startswith("alpha_") and name not in family.multipliers:
+        raise SpecError(
+            key,
+            f"the {family.name} family applies no {name} ({', '.join(family.multipliers)} only), so searching "
+            "it would change nothing; remove it from search.space",
+        )
+    users = [o.name for o in OPTIMIZERS.values() if name in o.hparams]
+    if users and name not in opt.hparams:
+        raise SpecError(
+            key,
+            f"train.optimizer={opt.name} does not read {name} (only {', '.join(users)} do), so searching it "
+            "would change nothing; remove it from search.space",
+        )
+    valid = fields[name].metadata.get("valid")
+    if p.type == "categorical":
+        if not p.choices:
+            raise SpecError(f"{key}.choices", "categorical needs a non-empty list of choices")
+        for i, c in enumerate(p.choices):
+            c = coerce(float, c, f"{key}.choices[{i}]")
+            if valid is not None and c not in valid:
+                raise SpecError(f"{key}.choices[{i}]", f"hparams.{name} must be {valid}, got {c}")
+        return
+    if p.low is None or p.high is None:
+        raise SpecError(f"{key}.{'low' if p.low is None else 'high'}", f"{p.type} needs low and high")
+    if p.low >= p.high:
+        raise SpecError(f"{key}.low", f"low ({p.low}) must be below high ({p.high})")
+    if (p.type == "log_uniform" or (p.type == "int" and p.log)) and p.low <= 0:
+        raise SpecError(f"{key}.low", f"a log-uniform range needs low > 0, got {p.low}")
+    if p.type == "int" and (p.low != int(p.low) or p.high != int(p.high)):
+        raise SpecError(key, "int ranges need integer bounds")
+    for end in ("low", "high"):  # every value the sampler may draw must be valid (a beta of 1.0 is not)
+        if valid is not None and getattr(p, end) not in valid:
+            raise SpecError(
+                f"{key}.{end}", f"hparams.{name} must be {valid}, so the range cannot reach {getattr(p, end)}"
+            )
+
+
+def check_search(spec: Spec) -> None:
+    """The trial count, the budget and the ladder: what can be checked without costing a run."""
+    s = spec.search
+    if s.n_trials is not None and s.n_trials < 1:
+        raise SpecError("search.n_trials", f"must be > 0, got {s.n_trials}")
+    if s.budget is not None:
+        if not s.budget > 0:
+            raise SpecError(
+                "search.budget",
+                f"must be > 0 (a fraction of the target run's FLOPs, e.g. 0.07), got {s.budget}",
+            )
+        if s.n_trials is not None:
+            raise SpecError(
+                "search.budget",
+                "cannot be given with search.n_trials: the budget derives the number of trials; drop one",
+            )
+        if spec.target.width is None:
+            raise SpecError("search.budget", "is a fraction of the target run's FLOPs: set target.width too")
+    if s.finalists is not None and s.finalists < 1:
+        raise SpecError(
+            "search.finalists", f"must be >= 1, got {s.finalists} (for no ladder, set search.rungs=[])"
+        )
+    if s.rung_seeds < 1:
+        raise SpecError("search.rung_seeds", f"must be >= 1, got {s.rung_seeds}")
+    for i, mult in enumerate(s.rungs):
+        if mult < 1:
+            raise SpecError(
+                f"search.rungs[{i}]",
+                f"{mult} is narrower than the proxy: a rung is a multiple >= 1 of its width",
+            )
+        if i and mult <= s.rungs[i - 1]:
+            raise SpecError(f"search.rungs[{i}]", f"rungs must grow: {mult} after {s.rungs[i - 1]}")
+    if s.finalists is None:
+        return
+    if not s.rungs:
+        raise SpecError("search.finalists", "needs at least one rung in search.rungs")
+    if s.rungs == [1] and s.rung_seeds == 1:
+        raise SpecError("search.rung_seeds", "a rung at the proxy width adds nothing with one seed: use >= 2")
+
+
+LAW_AXES = ("steps", "batch_size")
+
+
+def check_laws(laws: Any) -> None:
+    """``search.laws``: positive multiples, two or more distinct ones per axis (a line needs two)."""
+    for axis in LAW_AXES:
+        ms = getattr(laws, axis)
+        for i, m in enumerate(ms):
+            if not m > 0:
+                raise SpecError(f"search.laws.{axis}[{i}]", f"multiples must be > 0, got {m}")
+        if ms and len(set(ms)) < 2:
+            raise SpecError(f"search.laws.{axis}", f"a law needs two or more distinct multiples, got {ms}")

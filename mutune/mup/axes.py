@@ -1,0 +1,71 @@
+"""The scaling axes: the sizes a model grows along from proxy to target, each one object.
+
+An axis names the spec key it sets (``model.width``), the key of its base (``model.base_width``: the
+size at which its multiplier is 1), the short key ``--to`` accepts (``width=1024``), how a parameter
+is found to scale along it, and the multipliers it contributes to a parameter's rules (the names the
+exponents of :class:`mutune.mup.rules.Scaling` use):
+
+- **width**: found by shape (the dims that differ between models built at two widths); a parameter
+  gets m_in (``fan_in``), m_out (``fan_out``) and, for a vector-like one, m of its one width dim
+  (``width``), each relative to the base width (TP5 App. B).
+- **depth**: found by name (the parameters of a repeated block, :func:`mutune.mup.shapes.per_block`);
+  a per-block parameter gets m_L = depth / base_depth (``depth``), raised to exponents that may
+  involve CompleteP's α (Dey et al., arXiv 2505.01618).
+
+Adding an axis (the experts of a mixture, say) is one more :class:`Axis` here, its detection in
+:mod:`mutune.mup.shapes` where it is found by something new, and the rows of the rule tables that
+use its multiplier. Whether an axis *applies* to a given spec (depth needs residual branches and an
+optimizer with a published rule) is the spec's decision (:mod:`mutune.spec.axes`).
+This module is plain data: no torch, no spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str
+    key: str  # the spec key the axis sets
+    base_key: str  # the spec key of its base: the multiplier is key / base_key
+    doc: str
+    found_by: Literal["shape", "blocks"]  # how a parameter is found to scale along it
+    factors: tuple[str, ...]  # its multipliers, as the rule table's exponents name them
+
+    @property
+    def short(self) -> str:
+        """What ``--to`` accepts for it: ``width=1024``, ``depth=8``."""
+        return self.name
+
+    def mult(self, value: float, base: float) -> float:
+        """The axis's multiplier at ``value`` against ``base``: m = value / base."""
+        return value / base
+
+
+WIDTH = Axis(
+    "width",
+    "model.width",
+    "model.base_width",
+    "µP: hidden sizes grow; LR, init and multipliers follow m = width / base_width",
+    "shape",
+    ("fan_out", "fan_in", "width"),
+)
+DEPTH = Axis(
+    "depth",
+    "model.depth",
+    "model.base_depth",
+    "CompleteP: blocks are added; per-block LR, ε and the residual branches follow m_L = depth / base_depth",
+    "blocks",
+    ("depth",),
+)
+
+AXES: dict[str, Axis] = {a.name: a for a in (WIDTH, DEPTH)}
+# every multiplier name a rule's exponent may use, in the order they are multiplied
+FACTORS: tuple[str, ...] = tuple(f for a in AXES.values() for f in a.factors)
+
+
+def by_key(key: str) -> Axis | None:
+    """The axis that sets spec key ``key`` (``model.depth``), or whose short key it is (``depth``)."""
+    return next((a for a in AXES.values() if key in (a.key, a.short)), None)
