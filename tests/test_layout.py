@@ -15,7 +15,7 @@ SPEC_AND_CLI = (
     "mutune.config",
     "mutune.typed",
     "mutune.cli",
-    "mutune.cli_render",
+    "mutune.cli.console",
     "mutune.models",
     "mutune.search",
     "mutune.transfer",
@@ -51,7 +51,7 @@ def _python_files():
 
 
 # Modules allowed past ~400 lines, and why (see docs/layout.md).
-LONG_MODULES = {"cli.py": "the Typer signatures of every command are the CLI's schema, kept together"}
+LONG_MODULES: dict[str, str] = {}
 # Functions allowed past ~60 lines of code (docstring excluded), and why: straight-line figure code.
 LONG_FUNCTIONS = {"plot_png", "plot"}
 
