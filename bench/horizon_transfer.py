@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -162,9 +162,8 @@ def main() -> None:
         f"fitting the steps law at {[int(m * spec.train.steps) for m in ms]} steps, width {spec.model.width}"
     )
 
-    best = {"hparams": asdict(spec.hparams), "provenance": {"trial_number": None}}
-    best = laws_run.fit_laws(spec, run_dir, best, Printer())
-    law = laws.Law.from_dict("steps", best["laws"]["steps"])
+    best = laws_run.fit_laws(spec, run_dir, config.Best(spec.hparams, {"trial_number": None}), Printer())
+    law = laws.Law.from_dict("steps", best.laws["steps"])
     lr_short = next(p["lr"] for p in law.points if p["multiple"] == max(ms))  # the proxy's own LR*
     long_steps = int(spec.train.steps * long_mult)
     lr_pred = law.lr_at(long_mult)
@@ -214,7 +213,7 @@ def main() -> None:
         f"width {target_width}, {long_steps} steps: loss with the law {loss_law:.4f} (lr {lr_pred:.5f}) vs copied "
         f"{loss_copy:.4f} (lr {lr_short:.5f}): {verdict}"
     )
-    fit_flops = sum(float(best["laws"][a]["flops"]) for a in best["laws"])
+    fit_flops = sum(float(law["flops"]) for law in best.laws.values())
     print(f"law fit compute: {fit_flops:.3g} FLOPs; literature: {LITERATURE}")
     if args.decay:
         decay(spec, run_dir, lr_short, long_mult, args.decay_width or target_width)

@@ -62,7 +62,12 @@ def _per_width(spec: Spec, vocab: int) -> tuple[dict[str, ParamInfo], dict[str, 
 
 def _forward_multipliers(spec: Spec, model: torch.nn.Module) -> dict[str, Any]:
     mult = models.forward_multipliers(spec)
-    out: dict[str, Any] = {"input": mult.input, "output": mult.output, "attention": mult.attn}
+    out: dict[str, Any] = {
+        "input": mult.input,
+        "output": mult.output,
+        "attention": mult.attn,
+        "residual": mult.residual,
+    }
     if hasattr(model, "_mutune_readouts"):  # a factory model: where mutune's hooks sit
         out["input_modules"] = list(model._mutune_inputs)
         out["readout_modules"] = list(model._mutune_readouts)

@@ -268,7 +268,8 @@ def _emit(cls: type, values: dict[str, Any], indent: int, out: list[str]) -> Non
                     _line(indent + 2, name, _space_entry(config.build(ParamSpace, p)), hp_docs.get(name, ""))
                 )
         else:
-            comment = f"{type_label(tp)}, default {scalar(_default(f))}: {_doc(f)}"
+            label = "|".join(FAMILIES) if f.name == getattr(cls, "variant_key", None) else type_label(tp)
+            comment = f"{label}, default {scalar(_default(f))}: {_doc(f)}"
             out.append(_line(indent, f.name, scalar(value), comment))
 
 

@@ -23,13 +23,12 @@ from typing import Any
 
 import yaml
 
-from . import config
-from .config import HParams, RunDir, Spec, SpecError
+from .config import Best, HParams, RunDir, Spec, SpecError
 from .config.meaning import LAW_POINT_EFFECTS, keys_where, select
+from .errors import SearchFailed
 from .events import SILENT, Events
 from .files import atomic_write
 from .laws import AXES, Law, fit_law, lr_optimum, timescale_decay
-from .study import SearchFailed
 
 COLUMNS = ("key", "axis", "multiple", "steps", "batch_size", "lr", "weight_decay", "seed", "loss")
 COLUMNS += ("flops", "seconds")
@@ -180,26 +179,28 @@ def fit_axis(spec: Spec, hp: HParams, axis: str, multiples: list[float], runs: R
 def fit_laws(
     spec: Spec,
     run_dir: Path,
-    best: dict,
+    best: Best,
     events: Events = SILENT,
     multiples: dict[str, list[float]] | None = None,
-) -> dict:
+) -> Best:
     """Fit the laws ``multiples`` asks for (default: ``spec.search.laws``) around best.yaml's winner;
-    write laws/laws.yaml and best.yaml with them; return the new best.yaml document."""
-    hp = config.hparams_from_dict(best["hparams"], "best.yaml: hparams")
+    write laws/laws.yaml and best.yaml with them; return the new best.yaml."""
+    hp = best.hparams
     runs = Runs(run_dir / "laws" / "runs.csv")
     asked = multiples or {a: getattr(spec.search.laws, a) for a in AXES}
     laws = {}
     for axis, ms in asked.items():
         if ms:
             laws[axis] = fit_axis(spec, hp, axis, sorted(set(ms)), runs, events).to_dict()
-    prov = best.get("provenance") or {}
-    doc = {"around": {"trial_number": prov.get("trial_number"), "hparams": asdict(hp)}, "laws": laws}
+    doc = {
+        "around": {"trial_number": best.provenance.get("trial_number"), "hparams": asdict(hp)},
+        "laws": laws,
+    }
     text = yaml.safe_dump(doc, sort_keys=False)
     atomic_write(run_dir / "laws" / "laws.yaml", lambda p: p.write_text(text))
-    best = merge(best, run_dir)
-    atomic_write(run_dir / "best.yaml", lambda p: p.write_text(yaml.safe_dump(best, sort_keys=False)))
-    return best
+    merged = merge(best.to_dict(), run_dir)
+    atomic_write(run_dir / "best.yaml", lambda p: p.write_text(yaml.safe_dump(merged, sort_keys=False)))
+    return Best.from_dict(merged, str(run_dir / "best.yaml"))
 
 
 def merge(best: dict, run_dir: Path) -> dict:
@@ -231,11 +232,10 @@ def extend(
     lr_step: float | None = None,
     lr_points: int | None = None,
     events: Events = SILENT,
-) -> dict:
+) -> Best:
     """``mutune laws``: fit (or extend) the laws of an existing run dir. The multiples asked are added
     to those laws/laws.yaml already holds; runs in laws/runs.csv are reused, so only new points train."""
     spec, best = RunDir(Path(run_dir)).load()
-    best = best.to_dict()
     path = run_dir / "laws" / "laws.yaml"
     had = (yaml.safe_load(path.read_text()) or {}).get("laws", {}) if path.is_file() else {}
     changes: dict[str, Any] = {}

@@ -21,7 +21,7 @@ from . import budget, ladder
 from .config import Spec
 from .events import SILENT, Events
 from .study import BudgetLock, TrialJob, count, enqueue, is_finished, reap_orphans, run_trials, trial_params
-from .workers import run_workers
+from .study.workers import run_workers
 
 # A step after the proxy trials: given the plan, the spec and the study's trials, the parameter
 # sets of the fixed trials it still needs ([] when it is done). The search enqueues and runs them

@@ -18,7 +18,7 @@ import io
 import json
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,10 @@ import pandas as pd
 import yaml
 from optuna.trial import TrialState
 
-from . import config, ladder, search
-from .config import DEFAULT_N_TRIALS, Spec, SpecError
-from .study import trial_params
+from . import config, ladder, trials
+from .config import DEFAULT_N_TRIALS, Best, RunDir, Spec, SpecError
+from .study.storage import open_storage
+from .study.trials import trial_params
 
 REPORT_DIR = "report"  # under the run directory
 MIN_TRIALS_FOR_IMPORTANCE = 2
@@ -57,7 +58,7 @@ class Report:
     spec: Spec
     study_name: str
     storage: str
-    best: dict | None  # the best.yaml document, as written (None before a trial completed)
+    best: Best | None  # best.yaml (None before a trial completed)
     trials: pd.DataFrame  # one row per trial, as trials.csv
     importances: dict[str, float]  # Optuna's importances of the searched HPs, highest first
     importance_note: str  # which evaluator, or why there are none
@@ -93,7 +94,7 @@ class Report:
         return self.trials[self.trials["rung"] == 0] if "rung" in self.trials else self.trials
 
     def n_trials(self) -> int:
-        plan = (self.best or {}).get("provenance", {}).get("plan") or {}  # proxy and ladder trials
+        plan = self.provenance.get("plan") or {}  # proxy and ladder trials
         return plan.get("n_trials") or self.spec.search.n_trials or DEFAULT_N_TRIALS
 
     def top(self, n: int = 10) -> pd.DataFrame:
@@ -104,9 +105,13 @@ class Report:
         done = df[df["state"] == "COMPLETE"].dropna(subset=["loss"])
         return done.sort_values(["loss", "number"]).head(n)
 
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return self.best.provenance if self.best is not None else {}
+
     def to_dict(self, top: int = 10) -> dict[str, Any]:
         """Everything the report says, as plain JSON-able types (NaN becomes None)."""
-        prov = (self.best or {}).get("provenance", {})
+        prov = self.provenance
         cols = ["number", "state", "loss", *self.searched(), "steps", "seconds", "flops"]
         top_rows = [{c: _plain(row.get(c)) for c in cols} for row in self.top(top).to_dict("records")]
         return {
@@ -125,7 +130,7 @@ class Report:
             else {
                 "trial_number": prov.get("trial_number"),
                 "loss": prov.get("loss"),
-                "hparams": self.best["hparams"],
+                "hparams": asdict(self.best.hparams),
                 "searched": list(self.spec.search.space),
                 "ladder": prov.get("ladder"),
             },
@@ -187,11 +192,11 @@ def _rel(p: Path, root: Path) -> Path:
 # Reading a run directory
 
 
-def _study_location(run_dir: Path, spec: Spec, best: dict | None) -> tuple[str, str]:
+def _study_location(run_dir: Path, spec: Spec, best: Best | None) -> tuple[str, str]:
     """(storage URL or journal path, study name). A database URL comes from the spec or, failing
     that, from best.yaml's provenance; a journal is looked for in the run dir itself, so a run
     directory that was moved or copied still reports."""
-    prov = (best or {}).get("provenance", {})
+    prov = best.provenance if best is not None else {}
     name = prov.get("study_name") or spec.search.study_name or spec.name
     recorded = str(prov.get("storage") or "")
     url = spec.search.storage or (recorded if "://" in recorded else str(run_dir / "study.journal"))
@@ -200,34 +205,21 @@ def _study_location(run_dir: Path, spec: Spec, best: dict | None) -> tuple[str, 
 
 def load_study(run_dir: str | Path) -> optuna.Study:
     """The Optuna study of a run directory, read-only in spirit (what ``optuna-dashboard`` shows)."""
-    run_dir = Path(run_dir)
-    spec, best = _read_run(run_dir)
-    return _open(run_dir, spec, best)[0]
+    run = RunDir(Path(run_dir))
+    return _open(run.path, run.spec(), run.best())[0]
 
 
-def _open(run_dir: Path, spec: Spec, best: dict | None) -> tuple[optuna.Study, str, str]:
+def _open(run_dir: Path, spec: Spec, best: Best | None) -> tuple[optuna.Study, str, str]:
     url, name = _study_location(run_dir, spec, best)
     if "://" not in url and not Path(url).is_file():
         raise SpecError(str(url), "study storage not found; is this a `mutune search` run directory?")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = search.open_storage(url, repair=False)  # reads only: a torn tail is reported, not cut
+    storage = open_storage(url, repair=False)  # reads only: a torn tail is reported, not cut
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         raise SpecError(str(url), f"holds no study named {name!r}") from None
     return study, url, name
-
-
-def _read_run(run_dir: Path) -> tuple[Spec, dict | None]:
-    if not run_dir.is_dir():
-        raise SpecError(str(run_dir), "run directory not found")
-    if not (run_dir / "config.yaml").is_file():
-        raise SpecError(str(run_dir / "config.yaml"), "not found; is this a `mutune search` run directory?")
-    spec = config.spec_from_dict(config.read_yaml(run_dir / "config.yaml"))
-    best = None
-    if (run_dir / "best.yaml").is_file():
-        best = config.read_yaml(run_dir / "best.yaml", "best.yaml")
-    return spec, best
 
 
 def importances(study: optuna.Study) -> tuple[dict[str, float], str]:
@@ -252,7 +244,7 @@ def importances(study: optuna.Study) -> tuple[dict[str, float], str]:
     return {k: float(v) for k, v in imp.items()}, note
 
 
-def _targets(run_dir: Path, spec: Spec, best: dict | None) -> list[TargetRun]:
+def _targets(run_dir: Path, spec: Spec, best: Best | None) -> list[TargetRun]:
     out = []
     for plan_path in sorted(run_dir.glob("target-*/plan.yaml")):
         plan = yaml.safe_load(plan_path.read_text()) or {}
@@ -273,18 +265,17 @@ def _targets(run_dir: Path, spec: Spec, best: dict | None) -> list[TargetRun]:
                 path=tdir,
             )
         )
-    if not out and best is not None and spec.target.width is not None:
-        from . import transfer
-
-        try:
-            p = transfer.plan(run_dir)  # the spec's own target, costed on the meta device
+    planned_flops = (best.provenance.get("plan") or {}).get("target_flops") if best is not None else None
+    if not out and planned_flops and spec.target.width is not None:
+        try:  # the spec's own target, as the transfer derives it; its cost is the search plan's
+            target = config.derive(spec, config.target.own_changes(spec), source="target")
         except SpecError:
             return out
         out.append(
             TargetRun(
-                key=p.target_dir.name.removeprefix("target-"),
-                width=p.spec.model.width,
-                planned_flops=p.cost.total_flops,
+                key=target.key(),
+                width=target.spec.model.width,
+                planned_flops=float(planned_flops),
                 status="planned",
             )
         )
@@ -293,15 +284,15 @@ def _targets(run_dir: Path, spec: Spec, best: dict | None) -> list[TargetRun]:
 
 def report(run_dir: str | Path) -> Report:
     """Read a run directory (and its study) into a :class:`Report`; writes nothing."""
-    run_dir = Path(run_dir)
-    spec, best = _read_run(run_dir)
+    run = RunDir(Path(run_dir))
+    run_dir, spec, best = run.path, run.spec(), run.best()
     study, url, name = _open(run_dir, spec, best)
-    trials = search.trials_table(study)
+    table = trials.trials_table(study)
     imp, note = importances(study)
-    prov = (best or {}).get("provenance", {})
+    prov = best.provenance if best is not None else {}
     search_flops = prov.get("search_flops")
     if search_flops is None:
-        search_flops = float(trials["flops"].fillna(0).sum()) if len(trials) else 0.0
+        search_flops = float(table["flops"].fillna(0).sum()) if len(table) else 0.0
     curve: dict[str, Any] = {}
     if best is not None:
         t = next((t for t in study.get_trials(deepcopy=False) if t.number == prov.get("trial_number")), None)
@@ -317,7 +308,7 @@ def report(run_dir: str | Path) -> Report:
         study_name=name,
         storage=url,
         best=best,
-        trials=trials,
+        trials=table,
         importances=imp,
         importance_note=note,
         search_flops=float(search_flops),
@@ -378,14 +369,14 @@ def to_markdown(rep: Report, top: int = 10) -> str:
         "",
     ]
     if rep.best is not None:
-        prov = rep.best["provenance"]
+        prov = rep.best.provenance
         searched = set(rep.spec.search.space)
         parts += [
             f"### Winning hyperparameters (trial #{prov['trial_number']}, loss {prov['loss']:.4f})",
             "",
             _md_table(
                 ["hparam", "value", "searched"],
-                [[k, v, "yes" if k in searched else ""] for k, v in rep.best["hparams"].items()],
+                [[k, v, "yes" if k in searched else ""] for k, v in asdict(rep.best.hparams).items()],
             ),
             "",
         ]

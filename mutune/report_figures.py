@@ -98,7 +98,7 @@ def _params(rep: Report, plt):
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), sharey=True, squeeze=False)
     done = df[(df["state"] == "COMPLETE") & df["loss"].notna()] if len(df) else df
     bad = df[df["state"] == "FAIL"] if len(df) else df
-    best_number = (rep.best or {}).get("provenance", {}).get("trial_number")
+    best_number = rep.provenance.get("trial_number")
     for i, ax in enumerate(axes.flat):
         if i >= len(names):
             ax.set_visible(False)

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import pandas as pd
 import torch
 import yaml
 from optuna.trial import TrialState
@@ -35,7 +34,6 @@ from .errors import MutuneWarning
 from .events import SILENT, Events
 from .files import atomic_write
 from .phases import Phases
-from .samplers import suggest
 from .study import (
     SearchFailed,
     TrialJob,
@@ -46,7 +44,9 @@ from .study import (
     storage_url,
     trial_params,
 )
+from .study.samplers import suggest
 from .train import train
+from .trials import write_trials_csv
 
 __all__ = ["GateFailed", "SearchFailed", "SearchResult", "search"]
 
@@ -180,47 +180,6 @@ def _train_trial(
 
 # ---------------------------------------------------------------------------------------------
 # Outputs
-
-
-def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, state, rung, width, seed, loss, every HP, steps, tokens, FLOPs,
-    seconds, reason. Proxy trials are rung 0; a ladder trial's rung is its width's place in the plan."""
-    rows = []
-    trials = study.get_trials(deepcopy=False)
-    recorded = (study.user_attrs.get("search_plan") or {}).get("plan") or {}
-    relevant = study.user_attrs.get("spec") or {}
-    proxy_width, proxy_seed = relevant.get("model.width"), relevant.get("seed")
-    rung_of = {r["width"]: i + 1 for i, r in enumerate(recorded.get("rungs", []))}
-    retried_as = {t.user_attrs["retry_of"]: t.number for t in trials if "retry_of" in t.user_attrs}
-    for t in trials:
-        ua = t.user_attrs
-        fixed = ua.get("fixed_params") or {}
-        width = fixed.get(ladder.WIDTH)
-        row = {
-            "number": t.number,
-            "state": t.state.name,
-            "rung": 0 if width is None else rung_of.get(width),
-            "width": proxy_width if width is None else width,
-            "seed": proxy_seed if width is None else fixed.get(ladder.SEED),
-            "loss": t.value if t.state == TrialState.COMPLETE else None,
-        }
-        row.update(t.params)
-        for key in ("steps", "tokens", "flops", "seconds", "params"):
-            row[key] = ua.get(key)
-        row["fail_reason"] = ua.get("fail_reason", "")
-        if t.number in retried_as:
-            reason = row["fail_reason"] or "worker gone (heartbeat stopped)"
-            row["fail_reason"] = f"{reason}; retried as #{retried_as[t.number]}"
-        row["worker"] = ua.get("worker", "")
-        row["datetime_start"] = t.datetime_start.isoformat() if t.datetime_start else ""
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def write_trials_csv(study: optuna.Study, run_dir: Path) -> pd.DataFrame:
-    df = trials_table(study)
-    atomic_write(run_dir / "trials.csv", lambda p: df.to_csv(p, index=False))
-    return df
 
 
 def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
@@ -402,9 +361,9 @@ def search(
         raise SearchFailed(
             f"none of the {finished} finished trials has a finite loss; see {run_dir / 'trials.csv'}"
         )
-    if spec.search.laws.steps or spec.search.laws.batch_size:
-        best = laws_run.fit_laws(spec, run_dir, best, events)  # LR* across horizon / batch size
     won = Best.from_dict(best, str(run_dir / "best.yaml"))
+    if spec.search.laws.steps or spec.search.laws.batch_size:
+        won = laws_run.fit_laws(spec, run_dir, won, events)  # LR* across horizon / batch size
     result = SearchResult(run_dir=run_dir, best=won, n_finished=finished, n_running=running)
     if transfer and spec.target.width is not None:
         from . import transfer as transfer_mod

@@ -48,7 +48,7 @@ def test_search_transfer_report_from_python(workdir):
     plan = mutune.transfer(res.run_dir, ["width=64"], dry_run=True).plan
     assert vars(plan.hparams) == best["hparams"] and plan.spec.model.width == 64
     rep = mutune.report(res.run_dir)
-    assert rep.best == best and rep.counts()["complete"] == 2
+    assert rep.best.to_dict() == best and rep.counts()["complete"] == 2
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import pytest
 import typer
 from rich.console import Console
 
-from mutune import cli, cli_render
+from mutune import cli
+from mutune.cli import console
 
 from .conftest import ROOT, TINY, write_spec
 
@@ -61,7 +62,7 @@ def spec2(workdir):
 def test_plain_logs_one_line_per_event(run_cli, spec2, monkeypatch):
     monkeypatch.delenv("CI")  # not a terminal (captured) is enough for plain logs
     monkeypatch.setattr(cli.state, "quiet", False)
-    assert not cli_render.live_display()
+    assert not console.live_display()
     r = run_cli("search", spec2)
     assert r.code == 0, r
     lines = r.err.splitlines()
@@ -89,19 +90,19 @@ def test_verbose_logs_every_step_and_quiet_logs_nothing(run_cli, spec2):
 
 def test_live_bars_on_a_terminal(run_cli, spec2, monkeypatch):
     buf = io.StringIO()
-    monkeypatch.setattr(cli_render, "err", Console(file=buf, force_terminal=True, width=100))
+    monkeypatch.setattr(console, "err", Console(file=buf, force_terminal=True, width=100))
     monkeypatch.setattr(cli.state, "quiet", False)  # the CLI state of an earlier in-process call
     monkeypatch.delenv("CI")
-    assert cli_render.live_display()
+    assert console.live_display()
     r = run_cli("search", spec2)
     assert r.code == 0, r
     text = buf.getvalue()
     assert "\x1b[" in text and "trials" in text and "tok/s" in text  # bars were drawn
     monkeypatch.setenv("CI", "true")
-    assert not cli_render.live_display()  # CI=true: plain logs even on a terminal
+    assert not console.live_display()  # CI=true: plain logs even on a terminal
     monkeypatch.delenv("CI")
     monkeypatch.setattr(cli.state, "quiet", True)
-    assert not cli_render.live_display()  # --quiet: no bars
+    assert not console.live_display()  # --quiet: no bars
 
 
 def test_tracebacks_only_with_debug(run_cli, workdir, monkeypatch):

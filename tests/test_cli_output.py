@@ -22,7 +22,7 @@ import typer
 import yaml
 
 from mutune import cli, config, search
-from mutune.cli_render import Display
+from mutune.cli.progress import Display
 from mutune.events import TrialEvent
 
 from .conftest import CONFIGS, ROOT, TINY, write_spec

@@ -17,10 +17,12 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from mutune import budget, config, ladder, phases, samplers, search
+from mutune import budget, config, ladder, phases, search
 from mutune import study as study_mod
+from mutune import trials as trials_mod
 from mutune.config import SpecError
 from mutune.phases import Phases
+from mutune.study import samplers
 
 from .conftest import CONFIGS, TINY, write_spec
 
@@ -179,7 +181,7 @@ def test_parallel_workers_run_each_ladder_run_once(tmp_path):
     assert Phases(spec, plan, tmp_path, study, storage, SYNTHETIC, workers=2).run()
     # (as search() does once its workers are done: two workers' last rewrites of trials.csv may land
     # in either order, so the last one is not a snapshot of the finished study)
-    df = search.write_trials_csv(study, tmp_path)
+    df = trials_mod.write_trials_csv(study, tmp_path)
     assert len(df) == plan.n_trials == 8 + 4 * 2 and (df["state"] == "COMPLETE").all()
     assert not df.duplicated(["lr", "width", "seed"]).any()
 
@@ -214,7 +216,7 @@ def test_a_proxy_trial_running_in_another_process_is_not_waited_for(tmp_path):
     state, value = synthetic_evaluate(other, spec)  # the other search finishes its trial
     study.tell(other, value, state=state)
     assert phases.run() is True
-    df = search.trials_table(study)
+    df = trials_mod.trials_table(study)
     assert len(df) == 8 + 2 and (df["state"] == "COMPLETE").all()
 
 

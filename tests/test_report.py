@@ -116,7 +116,7 @@ def test_report_counts_diverged_trials_and_draws_them(tiny_run):
     assert json.loads(json.dumps(d, allow_nan=False)) == d  # strict JSON: no NaN anywhere
     (t,) = rep.targets
     assert t.width == 64 and t.status == "finished" and math.isfinite(t.final_val_loss)
-    assert rep.proxy_curve["trial"] == rep.best["provenance"]["trial_number"]
+    assert rep.proxy_curve["trial"] == rep.best.provenance["trial_number"]
     paths = report.write_figures(rep, tiny_run / "figs")
     assert [p.name for p in paths] == ["history.png", "params.png", "curves.png"]
 

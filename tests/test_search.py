@@ -11,9 +11,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from mutune import config, samplers
+from mutune import config
 from mutune import study as study_mod
 from mutune.config import SpecError
+from mutune.study import samplers
 
 from .conftest import TINY
 
@@ -83,7 +84,7 @@ def test_reap_orphans_fails_only_dead_workers(tmp_path):
     host = socket.gethostname()
     orphan, alive, elsewhere = study.ask(), study.ask(), study.ask()
     orphan.set_user_attr("worker", f"{host}:{dead_pid()}")
-    alive.set_user_attr("worker", study_mod._worker_id())
+    alive.set_user_attr("worker", study_mod.loop._worker_id())
     elsewhere.set_user_attr("worker", "some-other-host:1")
     assert study_mod.reap_orphans(study, storage) == [orphan.number]
     states = {t.number: t.state for t in study.get_trials()}

@@ -73,13 +73,31 @@ class RunDir:
 
     def load(self) -> tuple[Spec, Best]:
         """The proxy spec (config.yaml) and best.yaml of a finished search."""
+        self._exists()
+        if not self.best_path.is_file():
+            raise SpecError(
+                str(self.best_path), "not found; is this a finished `mutune search` run directory?"
+            )
+        spec, best = self.spec(), self.best()
+        assert best is not None
+        return spec, best
+
+    def spec(self) -> Spec:
+        """The resolved spec the search ran (config.yaml)."""
+        self._exists()
+        if not self.config_path.is_file():
+            raise SpecError(str(self.config_path), "not found; is this a `mutune search` run directory?")
+        return spec_from_dict(read_yaml(self.config_path))
+
+    def best(self) -> Best | None:
+        """best.yaml, or None before a trial has completed."""
+        if not self.best_path.is_file():
+            return None
+        return Best.from_dict(read_yaml(self.best_path, "best.yaml"), str(self.best_path))
+
+    def _exists(self) -> None:
         if not self.path.is_dir():
             raise SpecError(str(self.path), "run directory not found")
-        for p in (self.best_path, self.config_path):
-            if not p.is_file():
-                raise SpecError(str(p), "not found; is this a finished `mutune search` run directory?")
-        spec = spec_from_dict(read_yaml(self.config_path))
-        return spec, Best.from_dict(read_yaml(self.best_path, "best.yaml"), str(self.best_path))
 
     @staticmethod
     def latest(root: str | Path = "runs") -> RunDir:

@@ -41,11 +41,11 @@ import yaml
 from .. import config, data
 from .. import search as search_mod
 from .. import study as study_mod
-from .. import workers as workers_mod
 from ..config import HPARAM_NAMES, Spec, SpecError
 from ..events import SILENT, Events
 from ..files import atomic_write
 from ..mup.parametrizations import PARAMETRIZATIONS as REGISTERED
+from ..study import workers as workers_mod
 from .analysis import Analysis, Drift, Optimum, WiderCheck, analyze, curves, find_optimum, parabola_vertex
 from .figure import NAMES, plot
 from .grid import (

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SpecError
+from ..errors import SpecError
 
 RECORD_START = b'{"op_code":'  # how Optuna writes every record
 

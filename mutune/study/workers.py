@@ -17,10 +17,14 @@ from pathlib import Path
 
 import torch
 
-from . import config
-from .config import Spec, SpecError
-from .events import SILENT, Events
-from .study import SearchFailed, TrialJob, open_storage, open_study, run_trials, storage_url, trial_event
+from .. import config
+from ..config import Spec, SpecError
+from ..errors import SearchFailed
+from ..events import SILENT, Events
+from .guard import open_study
+from .loop import TrialJob, run_trials
+from .storage import open_storage, storage_url
+from .trials import trial_event
 
 
 def _worker_main(

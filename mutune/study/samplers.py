@@ -27,8 +27,8 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial
 
-from . import config
-from .config import HParams, ParamSpace, Spec
+from .. import config
+from ..config import HParams, ParamSpace, Spec
 
 
 class SeededRandomSampler(optuna.samplers.BaseSampler):

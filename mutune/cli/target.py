@@ -1,0 +1,73 @@
+"""A target run for people: its plan (shape, parameters, FLOPs, memory, hparams, tuning cost) before
+it trains, and its outcome line after. ``mutune transfer`` and the search's own target print both."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from ..units import human, human_bytes
+from .console import err, fmt_secs, out
+
+if TYPE_CHECKING:
+    from ..transfer import TransferResult
+
+
+def print_plan(p: Any) -> None:
+    """A ``transfer.Plan`` as a table: shape, parameters, FLOPs, memory, hparams, tuning cost."""
+    c = p.cost
+    table = Table(title=f"target plan: {p.target_dir}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("width", f"{p.spec.model.width} (proxy {p.proxy_width}, base {p.spec.model.base_width})")
+    table.add_row("parameters", f"{human(c.params)} ({c.params:,})")
+    table.add_row("FLOPs / step", human(c.flops_per_step))
+    table.add_row("FLOPs total", f"{human(c.total_flops)} over {c.steps} steps")
+    one = "fits" if c.memory_bytes <= p.gpu_gib * (1 << 30) else "does not fit"
+    table.add_row(
+        "memory (est.)", f"{human_bytes(c.memory_bytes)} in one process ({one} in {p.gpu_gib:g} GiB)"
+    )
+    if p.nproc > 1:
+        table.add_row(
+            "parallel", f"{p.spec.train.parallel} over {p.nproc} GPUs (train.parallel: ddp or fsdp)"
+        )
+        for strategy, g in p.per_gpu.items():
+            fit = "fits" if g.fits(p.gpu_gib) else "does not fit"
+            table.add_row(f"per GPU, {strategy}", f"{human_bytes(g.total)}: {fit} in {p.gpu_gib:g} GiB")
+    table.add_row(
+        "hparams (the spec's; not searched yet)" if p.search_planned else "hparams",
+        ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in vars(p.hparams).items()),
+    )
+    for adj in p.adjustments:
+        table.add_row("law applied", adj["description"])
+    if p.search_flops:
+        planned = (
+            f"planned: {p.provenance['n_trials']} trials x {human(p.provenance['trial_flops'], ' FLOPs')} each; "
+            if p.search_planned
+            else ""
+        )
+        table.add_row(
+            "tuning cost",
+            f"search compute = {p.tuning_cost_pct:.1f}% of the target run "
+            f"({planned}{human(p.search_flops)} / {human(c.total_flops)} FLOPs)",
+        )
+    out.print(table)
+    for w in p.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def print_target(res: TransferResult) -> int:
+    """The target's outcome on one line; its exit code (1 when it diverged)."""
+    r = res.result
+    if r is None:
+        return 0
+    if r.diverged:
+        err.print(f"[red]target diverged:[/] {r.reason} (see {res.plan.target_dir})", highlight=False)
+        return 1
+    out.print(
+        f"target val loss {r.final_val_loss:.4f} after {r.steps} steps ({fmt_secs(r.seconds)}) "
+        f"-> {res.plan.target_dir}",
+        highlight=False,
+    )
+    return 0
