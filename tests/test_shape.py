@@ -174,6 +174,7 @@ def test_an_axis_is_an_object_and_its_factors_name_the_exponents():
     )
     s = rules.Scaling.of(fan_in=-1, depth=-1, depth_alpha=1)
     assert s(info, alpha=1.0) == 0.25 and s(info, alpha=0.0) == 0.125
+    assert rules.Scaling.of(size_in=-0.5, blocks=-0.5)(info) == (128 * 8) ** -0.5  # sizes, for u-µP
     with pytest.raises(ValueError, match="no scaling axis has the factor"):
         rules.Scaling.of(experts=-1)
 

@@ -1,6 +1,6 @@
 """Deliberate µP violations, injected in-process, for the coord check's tests and bench/coord_margins.py.
 
-Each is a context manager: while it is open, the registered "mup" parametrization is a broken copy of
+Each is a context manager: while it is open, a registered parametrization ("mup" here) is a broken copy of
 itself (another rule table, or forward multipliers without one of their factors), so building any
 model under µP gives the violation — through the same seam a new parametrization would use.
 """
@@ -23,13 +23,13 @@ ROLES = {
 
 @contextlib.contextmanager
 def registered(broken: pz.Parametrization):
-    """``broken`` registered as "mup" while the block runs."""
-    real = pz.PARAMETRIZATIONS["mup"]
-    pz.PARAMETRIZATIONS["mup"] = broken
+    """``broken`` registered under its name (in place of the real one) while the block runs."""
+    real = pz.PARAMETRIZATIONS[broken.name]
+    pz.PARAMETRIZATIONS[broken.name] = broken
     try:
         yield
     finally:
-        pz.PARAMETRIZATIONS["mup"] = real
+        pz.PARAMETRIZATIONS[broken.name] = real
 
 
 def lr_class(name: str, exponent: int):

@@ -44,7 +44,7 @@ from ..mup import optim
 from ..mup.optimizers import OPTIMIZERS
 from ..mup.parametrizations import controls_of
 from ..mup.parametrizations import get as get_parametrization
-from . import verdict
+from . import unit, verdict
 from .axes import DEPTH_SEEDS as DEPTH_SEEDS
 from .axes import at_point as _at_width
 from .axes import check_depths, depth_relative
@@ -77,6 +77,7 @@ class CoordCheckResult:
     files: dict[str, Path] = field(default_factory=dict)
     control: CoordCheckResult | None = None  # the negative control's check (--compare sp)
     depths: list[int] = field(default_factory=list)  # the depth axis (--depths), at one width
+    unit_scales: pd.DataFrame | None = None  # u-µP: RMS of every activation and gradient at init
 
     @property
     def axis(self) -> str:
@@ -95,24 +96,33 @@ class CoordCheckResult:
     def largest_slope(self) -> float:
         """The largest |slope| the limits alone decided: not exempt rows, nor shrinking ones that
         would be exempt anyway."""
-        g = verdict.gated(self.slopes).slope.abs().dropna()
+        g = verdict.gated(self.slopes)
+        g = verdict.deviation(g).abs().dropna()
         return float(g.max()) if len(g) else float("nan")
 
     @property
     def margin(self) -> float:
         """The largest |slope| / limit among the gated rows: below 1 passes; how close it came."""
         g = verdict.gated(self.slopes).dropna(subset=["slope"])
-        return float((g.slope.abs() / g.limit).max()) if len(g) else float("nan")
+        return float((verdict.deviation(g).abs() / g.limit).max()) if len(g) else float("nan")
 
     def message(self) -> str:
         """One line: the verdict and, for a failure, the offending layer(s); then any warnings."""
         name = get_parametrization(self.parametrization).label
         warn = "".join(f"; warning: {w}" for w in self.warnings)
         if self.passed:
+            unit_note = ""
+            if self.unit_scales is not None and len(self.unit_scales):
+                u = self.unit_scales
+                unit_note = (
+                    f"; unit scale at init: activations {u.x_rms.min():.2g}..{u.x_rms.max():.2g}, gradients "
+                    f"{u.grad_rms.min():.2g}..{u.grad_rms.max():.2g} RMS (within ×{get_parametrization(self.parametrization).unit_rms:g} "
+                    "of 1; the logits exempt)"
+                )
             return (
                 f"coord check {name}: pass (every slope within its limit, |x| and |x-x0| ±{self.limits['x']:g}, "
                 f"own updates ±{self.limits['own']:g}; the closest at {self.margin:.0%} of its limit; "
-                f"{self.axis}s {self.points[0]}..{self.points[-1]}){warn}"
+                f"{self.axis}s {self.points[0]}..{self.points[-1]}{unit_note}){warn}"
             )
         reasons = self.problems + self.failures[:3]
         more = f" (+{len(self.failures) - 3} more)" if len(self.failures) > 3 else ""
@@ -176,6 +186,34 @@ def _run(
     return rows, dict(rec.kinds), problems, rec.missing_attention()
 
 
+def _batches(
+    spec: Spec, seeds: int, seq_len: int, batch_size: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One fixed batch per seed, the same at every width."""
+    device = resolve_device(spec.train.device)
+    corpus = data.load(spec.data, min_len=seq_len + 1)
+    out = []
+    for seed in range(seeds):
+        rng = np.random.default_rng([spec.seed, seed])
+        out.append(data.get_batch(corpus.train, batch_size, seq_len, rng, device))
+    return out
+
+
+def unit_records(
+    spec: Spec, hp: HParams, widths: list[int], seeds: int, seq_len: int, batch_size: int
+) -> pd.DataFrame:
+    """The unit-scale check's rows (:mod:`.unit`): RMS of every activation and its gradient at init."""
+    batches = _batches(spec, seeds, seq_len, batch_size)
+    rows = []
+    for width in widths:
+        wspec = _at_width(spec, width, seq_len, batch_size)
+        for seed in range(seeds):
+            rows += unit.unit_scales(wspec, hp, width, spec.seed * 1000 + seed, batches[seed])
+    df = pd.DataFrame(rows)
+    df.insert(0, "parametrization", spec.model.parametrization)
+    return df
+
+
 def records(
     spec: Spec,
     hp: HParams,
@@ -190,12 +228,7 @@ def records(
     """One row per width (and depth, with ``depths``), seed, step and layer: mean |x_t| (``l1``) and
     mean |x_t - x_0| (``dl1``); with the structural problems and the attention modules whose logits
     were not found. Across depths, block layers are named by :func:`depth_relative`."""
-    device = resolve_device(spec.train.device)
-    corpus = data.load(spec.data, min_len=seq_len + 1)
-    batches = []
-    for seed in range(seeds):
-        rng = np.random.default_rng([spec.seed, seed])
-        batches.append(data.get_batch(corpus.train, batch_size, seq_len, rng, device))
+    batches = _batches(spec, seeds, seq_len, batch_size)
     rows, problems, missing = [], [], []
     for width, depth in [(w, d) for w in widths for d in depths or [None]]:
         wspec = _at_width(spec, width, seq_len, batch_size, depth)
@@ -240,7 +273,8 @@ def _check_one(
 ) -> CoordCheckResult:
     hp = dataclasses.replace(hp, lr=float(lr))
     df, problems, missing = records(spec, hp, widths, seeds, steps, seq_len, batch_size, depths=depths)
-    slopes = verdict.slopes(df, limits, axis="depth" if depths else "width")
+    expected = models.parametrization(spec).expected_slopes
+    slopes = verdict.slopes(df, limits, axis="depth" if depths else "width", expected=expected)
     warnings = [
         f"attention logits of '{a}' not found (no softmax over the keys and no "
         "scaled_dot_product_attention call inside it), so its scaling is not checked"
@@ -262,6 +296,10 @@ def _check_one(
         ]
         slopes = pd.concat([slopes, pd.DataFrame(rows)], ignore_index=True)
     failures = verdict.failures(slopes)
+    scales, tolerance = None, models.parametrization(spec).unit_rms
+    if tolerance is not None and not depths:  # the parametrization promises unit scale at init (u-µP)
+        scales = unit_records(spec, hp, widths, seeds, seq_len, batch_size)
+        failures += unit.verdict(scales, tolerance)
     passed = not failures and not problems
     slopes.insert(0, "parametrization", spec.model.parametrization)
     slopes["verdict"] = "pass" if passed else "fail"
@@ -280,6 +318,7 @@ def _check_one(
         warnings=warnings,
         limits=dict(limits),
         depths=list(depths or []),
+        unit_scales=scales,
     )
 
 
@@ -293,7 +332,8 @@ def default_lr(spec: Spec) -> float:
     32..128, Adam at 0.003 leaves the init part of the logits (∝ width^-1/2) dominant until t = 3,
     at 0.03 or 0.1 the blocks already drift by slopes of 0.3-0.4 from finite-width effects alone.
     """
-    fixed = OPTIMIZERS[spec.train.optimizer].check_lr
+    own = models.parametrization(spec).check_lr  # a parametrization whose LR scale is its own (u-µP)
+    fixed = own if own is not None else OPTIMIZERS[spec.train.optimizer].check_lr
     if fixed is not None:
         return fixed
     space = spec.search.space.get("lr")
@@ -393,6 +433,11 @@ def write(result: CoordCheckResult, out_dir: Path, prefix: str = "coord_check", 
     slopes = pd.concat([r.slopes for r in runs], ignore_index=True)
     paths = {"records": out_dir / f"{prefix}.csv", "slopes": out_dir / f"{prefix}_slopes.csv"}
     atomic_write(paths["records"], lambda p: records.to_csv(p, index=False))
+    scales = [r.unit_scales for r in runs if r.unit_scales is not None]
+    if scales:  # u-µP: RMS of every activation and gradient at init
+        paths["unit"] = out_dir / f"{prefix}_unit.csv"
+        table = pd.concat(scales, ignore_index=True)
+        atomic_write(paths["unit"], lambda p: table.to_csv(p, index=False, float_format="%.4f"))
     atomic_write(paths["slopes"], lambda p: slopes.to_csv(p, index=False, float_format="%.4f"))
     if plot:
         paths["png"] = out_dir / f"{prefix}.png"

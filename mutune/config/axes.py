@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ..errors import SpecError
 from ..mup.axes import AXES, Axis
 from ..mup.optimizers import OPTIMIZERS
+from ..mup.parametrizations import PARAMETRIZATIONS
 from .families import FAMILIES
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ def why_not(spec: Spec, axis: Axis | str) -> str:
     if axis.name != "depth":
         return ""
     m, opt = spec.model, spec.train.optimizer
+    par = PARAMETRIZATIONS[m.parametrization]
+    if own_rule(spec, axis):
+        return f"{par.label} scales depth by its own rule, in the number of blocks"
     if m.depth_alpha == 0:
         return "model.depth_alpha is 0"
     if not FAMILIES[m.family].residual:
@@ -32,6 +36,14 @@ def why_not(spec: Spec, axis: Axis | str) -> str:
     if not OPTIMIZERS[opt].depth_rule:
         return f"train.optimizer={opt} has no published depth rule"
     return ""
+
+
+def own_rule(spec: Spec, axis: Axis | str) -> bool:
+    """Whether the spec's parametrization states its rules along ``axis`` in absolute sizes (u-µP's
+    depth^-1/2), so the relative rules (CompleteP's m_L) do not apply: a target at another size along
+    it transfers by that rule."""
+    axis = AXES[axis] if isinstance(axis, str) else axis
+    return PARAMETRIZATIONS[spec.model.parametrization].uses(axis.size)
 
 
 def base(spec: Spec, axis: Axis | str) -> int:
@@ -64,6 +76,12 @@ def check(spec: Spec) -> None:
     m = spec.model
     if m.base_depth is None or m.depth_alpha == 0:
         return
+    if own_rule(spec, "depth"):
+        raise SpecError(
+            "model.base_depth",
+            f"{PARAMETRIZATIONS[m.parametrization].label} scales depth by its own rule (in the number of blocks), "
+            "so CompleteP's base depth does not apply; remove model.base_depth",
+        )
     if not FAMILIES[m.family].residual:
         raise SpecError(
             "model.base_depth",

@@ -225,6 +225,8 @@ class FamilyEntry:
     smoke: Callable[[dict[str, Any]], None] = _no_smoke  # its shapes under --smoke
     residual: bool = True  # its blocks are residual branches, so depth scaling (CompleteP) applies
     starter: dict[str, dict[str, Any]] | None = None  # `mutune init --model NAME`: values by section
+    # the parametrizations its model can compute (u-µP needs every op of the forward unit-scaled)
+    parametrizations: tuple[str, ...] = ("mup", "sp")
 
     def module(self) -> ModuleType:
         return importlib.import_module(self.impl)
@@ -275,9 +277,10 @@ FAMILIES: dict[str, FamilyEntry] = {
             "decoder-only LM",
             GPTModel,
             "mutune.models.gpt",
-            ("alpha_in", "alpha_out", "alpha_attn"),
+            ("alpha_in", "alpha_out", "alpha_attn", "alpha_res", "alpha_res_attn_ratio", "alpha_ffn_act"),
             check=_check_gpt,
             smoke=_smoke_gpt,
+            parametrizations=("mup", "sp", "umup"),
         ),
         FamilyEntry(
             "mlp",

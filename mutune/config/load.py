@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from . import target
-from .schema import HParams, Spec, from_dict
-from .typed import build, check_ranges, parse_override, read_yaml
+from .schema import HParams, Spec, deciding, from_dict
+from .typed import apply_overrides, build, check_ranges, parse_override, read_yaml
 from .variants import offline_data, smoke, tiny
 
 
@@ -38,7 +38,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, 
 def smoke_with(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> Spec:
     """``load_spec(smoke=True)``: the smoke variant of a spec file's ``data``, then the user's
     overrides on it, so what they typed wins (a ``search.budget`` typed derives its own trial count)."""
-    d = tiny(spec_from_dict(data)).to_dict()
+    d = tiny(spec_from_dict(apply_overrides(data, deciding(overrides)))).to_dict()
     typed = {parse_override(o)[0] for o in overrides}
     if "search.budget" in typed and "search.n_trials" not in typed:
         d["search"]["n_trials"] = None

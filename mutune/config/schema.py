@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from ..errors import SpecError
 from ..mup.optimizers import OPTIMIZER_NAMES, OPTIMIZERS
+from ..mup.parametrizations import PARAMETRIZATIONS
 from .families import FAMILIES, ModelSpec
 from .meaning import key, section
 from .typed import (
@@ -202,6 +203,21 @@ class HParams:
     alpha_in: float = key(1.0, "embedding output multiplier α_in", POSITIVE, across="tuned")
     alpha_out: float = key(1.0, "readout multiplier α_out (µP applies α_out / m)", POSITIVE, across="tuned")
     alpha_attn: float = key(1.0, "attention logit multiplier α_attn", POSITIVE, across="tuned")
+    alpha_res: float = key(
+        1.0,
+        "u-µP: the residual branches' contribution relative to the embedding's (α_res)",
+        POSITIVE,
+        across="tuned",
+    )
+    alpha_res_attn_ratio: float = key(
+        1.0,
+        "u-µP: attention branches' contribution relative to the MLP's (α_res-attn-ratio)",
+        POSITIVE,
+        across="tuned",
+    )
+    alpha_ffn_act: float = key(
+        1.0, "u-µP: the MLP nonlinearity's input multiplier (α_ffn-act)", POSITIVE, across="tuned"
+    )
     weight_decay: float = key(
         0.0, "weight decay λ on weight matrices (does not µTransfer)", NON_NEGATIVE, across="tuned"
     )
@@ -215,14 +231,15 @@ MULTIPLIER_HPARAMS = tuple(n for n in HPARAM_NAMES if n.startswith("alpha_"))  #
 OPTIMIZER_HPARAMS = tuple(sorted({h for o in OPTIMIZERS.values() for h in o.hparams}))
 
 
-def hparams_used(family: str, optimizer: str) -> tuple[str, ...]:
-    """The hyperparameters a run of this family and optimizer reads: the rest change nothing."""
-    fam, opt = FAMILIES[family], OPTIMIZERS[optimizer]
+def hparams_used(family: str, optimizer: str, parametrization: str) -> tuple[str, ...]:
+    """The hyperparameters a run of this family, optimizer and parametrization reads: the rest change
+    nothing (a family applies its multipliers, an optimizer reads its own, a parametrization the rest)."""
+    fam, opt, par = FAMILIES[family], OPTIMIZERS[optimizer], PARAMETRIZATIONS[parametrization]
     return tuple(
         n
         for n in HPARAM_NAMES
-        if (n not in MULTIPLIER_HPARAMS or n in fam.multipliers)
-        and (n not in OPTIMIZER_HPARAMS or n in opt.hparams)
+        if (n in opt.hparams if n in OPTIMIZER_HPARAMS else n in par.hparams)
+        and (n not in MULTIPLIER_HPARAMS or n in fam.multipliers)
     )
 
 
@@ -243,13 +260,22 @@ DEFAULT_SPACE: dict[str, ParamSpace] = {
     "alpha_in": ParamSpace("log_uniform", 0.3, 10.0),
     "alpha_out": ParamSpace("log_uniform", 0.1, 10.0),
     "alpha_attn": ParamSpace("log_uniform", 0.3, 3.0),
+    "alpha_res": ParamSpace("log_uniform", 0.25, 4.0),
+    "alpha_res_attn_ratio": ParamSpace("log_uniform", 0.25, 4.0),
+    "alpha_ffn_act": ParamSpace("log_uniform", 0.25, 4.0),
 }
 
 
-def default_space(family: str) -> dict[str, ParamSpace]:
-    """The default search space of a family: the LR, the init scale and the multipliers it applies."""
-    used = FAMILIES[family].multipliers
-    return {n: copy.deepcopy(p) for n, p in DEFAULT_SPACE.items() if n not in MULTIPLIER_HPARAMS or n in used}
+def default_space(family: str, parametrization: str = "mup") -> dict[str, ParamSpace]:
+    """The default search space: the LR, the init scale and the multipliers, each where the family,
+    the parametrization (and its own ranges) read it."""
+    par = PARAMETRIZATIONS[parametrization]
+    used = hparams_used(family, OPTIMIZER_NAMES[0], parametrization)  # (the space holds no optimizer's)
+    space = {n: copy.deepcopy(p) for n, p in DEFAULT_SPACE.items() if n in used}
+    for n, (low, high) in par.space.items():
+        if n in space:
+            space[n] = ParamSpace("log_uniform", low, high)
+    return space
 
 
 DEFAULT_N_TRIALS = 16  # proxy trials when neither search.n_trials nor search.budget is given
@@ -445,17 +471,25 @@ def _filled(data: dict[str, Any]) -> Spec:
     """``data`` typed, with every default filled in; the default search space is the family's."""
     spec = build(Spec, data)
     if "space" not in (data.get("search") or {}):
-        spec.search.space = default_space(spec.model.family)
+        spec.search.space = default_space(spec.model.family, spec.model.parametrization)
     return spec
+
+
+DECIDING_KEYS = ("model.family", "model.parametrization")  # the keys other keys' defaults depend on
+
+
+def deciding(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """The overrides of :data:`DECIDING_KEYS`, to apply before any default is filled."""
+    return [o for o in overrides if parse_override(o)[0] in DECIDING_KEYS]
 
 
 def from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """Types are checked, defaults filled, then overrides land on the filled spec (so
     ``search.space.lr.low=1e-4`` edits the default space instead of replacing it), then validation.
-    An override of ``model.family`` is applied first, so the defaults filled are that family's."""
+    Overrides of the keys that decide defaults (the model's family and parametrization) are applied
+    first, so the defaults filled are theirs."""
     if overrides:
-        family = [o for o in overrides if parse_override(o)[0] == "model.family"]
-        data = apply_overrides(_filled(apply_overrides(data, family)).to_dict(), overrides)
+        data = apply_overrides(_filled(apply_overrides(data, deciding(overrides))).to_dict(), overrides)
     spec = _filled(data)
     validate(spec)
     return spec

@@ -165,7 +165,7 @@ def derive(
 def _at_depth(target: Spec, proxy: Spec) -> tuple[Spec, str]:
     """A target at another depth than the proxy: CompleteP's rules relative to the proxy's base depth
     (pinned in the target spec) where they apply; otherwise the target as asked and a warning why."""
-    if target.model.depth == proxy.model.depth:
+    if target.model.depth == proxy.model.depth or axes.own_rule(target, "depth"):
         return target, ""
     why = axes.why_not(target, "depth")
     if why:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError
 from ..mup.optimizers import OPTIMIZERS
+from ..mup.parametrizations import PARAMETRIZATIONS
+from ..mup.rules import ROLES
 from . import axes
 from .families import FAMILIES
 from .typed import check_ranges, coerce
@@ -29,6 +31,7 @@ def validate(spec: Spec) -> None:
     if not spec.name or "/" in spec.name:
         raise SpecError("name", f"must be a non-empty name without '/', got {spec.name!r}")
     check_ranges(spec)
+    check_parametrization(spec)
     axes.check(spec)
     FAMILIES[m.family].check(m)
     if d.corpus in ("text", "tokens") and not d.path:
@@ -39,6 +42,27 @@ def validate(spec: Spec) -> None:
         check_space(spec, name, p, f"search.space.{name}")
     check_search(spec)
     check_laws(spec.search.laws)
+
+
+def check_parametrization(spec: Spec) -> None:
+    """The family computes the parametrization's forward, and its table has rules for the optimizer."""
+    fam, par = FAMILIES[spec.model.family], PARAMETRIZATIONS[spec.model.parametrization]
+    if par.name not in fam.parametrizations:
+        raise SpecError(
+            "model.parametrization",
+            f"the {fam.name} family computes {', '.join(fam.parametrizations)} only; {par.label} needs a forward "
+            f"written for it: use a family that has one ({', '.join(f.name for f in FAMILIES.values() if par.name in f.parametrizations)})",
+        )
+    opt = OPTIMIZERS[spec.train.optimizer]
+    missing = sorted({opt.kind(role, 2) for role in ROLES} - set(par.kinds))
+    if missing:
+        raise SpecError(
+            "train.optimizer",
+            f"{par.label} has no rule for {opt.name}'s updates ({', '.join(missing)}); use "
+            + " or ".join(
+                o.name for o in OPTIMIZERS.values() if {o.kind(r, 2) for r in ROLES} <= set(par.kinds)
+            ),
+        )
 
 
 def _hparam_fields(spec: Spec) -> dict[str, dataclasses.Field]:
@@ -53,13 +77,20 @@ def check_space(spec: Spec, name: str, p: ParamSpace, key: str) -> None:
         suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(fields)})"
         raise SpecError(key, f"not a hyperparameter{suggestion}")
     family, opt = FAMILIES[spec.model.family], OPTIMIZERS[spec.train.optimizer]
+    par = PARAMETRIZATIONS[spec.model.parametrization]
+    users = [o.name for o in OPTIMIZERS.values() if name in o.hparams]
+    if not users and name not in par.hparams:
+        raise SpecError(
+            key,
+            f"{par.label} does not read {name} (it reads {', '.join(par.hparams)}), so searching it would "
+            "change nothing; remove it from search.space",
+        )
     if name.startswith("alpha_") and name not in family.multipliers:
         raise SpecError(
             key,
             f"the {family.name} family applies no {name} ({', '.join(family.multipliers)} only), so searching "
             "it would change nothing; remove it from search.space",
         )
-    users = [o.name for o in OPTIMIZERS.values() if name in o.hparams]
     if users and name not in opt.hparams:
         raise SpecError(
             key,

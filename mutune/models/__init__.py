@@ -58,6 +58,9 @@ def forward_multipliers(spec: Spec, hp: HParams | None = None, width: int | None
         alpha_in=hp.alpha_in,
         alpha_out=hp.alpha_out,
         alpha_attn=hp.alpha_attn,
+        alpha_res=hp.alpha_res,
+        alpha_res_attn_ratio=hp.alpha_res_attn_ratio,
+        alpha_ffn_act=hp.alpha_ffn_act,
         depth_mult=depth_mult(spec),
         depth_alpha=m.depth_alpha,
         **heads,
@@ -101,11 +104,12 @@ def classify(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None)
             readout_names(spec),
             out_features=vocab_size,  # every family predicts a token: its output size is the vocabulary
         )
+        rules = parametrization(spec)
         for axis in AXES.values():  # the axes found by something other than shape (depth: by block)
-            mult = axes.mult(spec, axis)
-            if axis.found_by == "blocks" and mult != 1.0:
+            mult, size = axes.mult(spec, axis), axes.value(spec, axis)
+            if axis.found_by == "blocks" and (mult != 1.0 or rules.uses(axis.size)):
                 at = lambda d, key=axis.key: impl.bare(spec.edit({key: d}), hp, vocab_size, width)  # noqa: E731
-                infos = shapes.along(infos, axis.name, shapes.per_block(at, axes.value(spec, axis)), mult)
+                infos = shapes.along(infos, axis.name, shapes.per_block(at, size), mult, size)
         return infos
     except shapes.ShapeError as e:
         raise SpecError(f"model.{e.arg}" if e.arg else "model", str(e)) from None

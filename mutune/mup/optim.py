@@ -72,7 +72,7 @@ def param_groups(
                 "kind": kind,
                 "lr": hp.lr * lr_mult,
                 "lr_mult": lr_mult,
-                "weight_decay": hp.weight_decay * wd_mult,
+                "weight_decay": _decay(hp, lr_mult, wd_mult, rules.independent_weight_decay),
                 "clip_scale": clip,
             }
             if kind == "adam":
@@ -85,6 +85,14 @@ def param_groups(
         g["roles"] = sorted(g["roles"])
         out.append(g)
     return out
+
+
+def _decay(hp: OptimizerHParams, lr_mult: float, wd_mult: float, independent: bool) -> float:
+    """A group's weight decay: λ·(its multiplier); independent of the LR (u-µP, unit_scaling's
+    ``independent_weight_decay``): λ / (its peak LR), so that PyTorch's per-step decay lr·λ is λ."""
+    if independent and wd_mult:
+        return hp.weight_decay * wd_mult / (hp.lr * lr_mult)
+    return hp.weight_decay * wd_mult
 
 
 def grad_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:

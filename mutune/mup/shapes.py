@@ -37,6 +37,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .axes import AXES
+
 Role = Literal["embedding", "input", "hidden", "readout", "router", "vector", "scalar"]
 ModuleKind = Literal["linear", "embedding", "norm", "other"]
 
@@ -71,18 +73,33 @@ class ParamInfo:
     is_bias: bool = False
     tied_readout: bool = False
     owners: tuple[str, ...] = ()  # names of the modules holding it (more than one when tied)
-    along: tuple[tuple[str, float], ...] = ()  # (axis, its multiplier) for the other axes it scales along
+    # (axis, its multiplier, its size) for the other axes it scales along: ("depth", m_L, L) for a
+    # per-block parameter where depth scaling or a rule stated in blocks needs it
+    along: tuple[tuple[str, float, int], ...] = ()
 
     def mult(self, axis: str) -> float:
         """Its multiplier along a non-width axis (``depth``: m_L for a per-block parameter), else 1."""
-        return dict(self.along).get(axis, 1.0)
+        return next((m for a, m, _ in self.along if a == axis), 1.0)
+
+    @property
+    def size_in(self) -> int:
+        """Its fan-in as unit scaling counts it: the second dim of a matrix (an embedding table's
+        width, a Linear's input size), the product of the rest for a convolution, a vector's length."""
+        return self.shape[0] if len(self.shape) == 1 else math.prod(self.shape[1:])
 
     def factor(self, name: str) -> float:
-        """A multiplier by the name a rule's exponent uses (:data:`mutune.mup.axes.FACTORS`)."""
-        width = {"fan_in": self.fan_in_mult, "fan_out": self.fan_out_mult}
+        """A multiplier or a size by the name a rule's exponent uses (:data:`mutune.mup.axes.FACTORS`)."""
+        width = {"fan_in": self.fan_in_mult, "fan_out": self.fan_out_mult, "width": self.width_mult}
         if name in width:
             return width[name]
-        return self.width_mult if name == "width" else self.mult(name)
+        for axis in AXES.values():  # an absolute size: the width's is the parameter's own fan-in
+            if name == axis.size:
+                return float(self.size_in if axis.found_by == "shape" else self.size(axis.name))
+        return self.mult(name)
+
+    def size(self, axis: str) -> int:
+        """Its size along a non-width axis (``depth``: the number of blocks of a per-block parameter), else 1."""
+        return next((n for a, _, n in self.along if a == axis), 1)
 
     @property
     def is_matrix(self) -> bool:
@@ -359,6 +376,11 @@ def per_block(build: Callable[[int], nn.Module], depth: int) -> set[str]:
     return blocks
 
 
-def along(infos: dict[str, ParamInfo], axis: str, members: set[str], mult: float) -> dict[str, ParamInfo]:
-    """``infos`` with multiplier ``mult`` along ``axis`` on ``members`` (the others keep 1)."""
-    return {n: replace(i, along=(*i.along, (axis, mult))) if n in members else i for n, i in infos.items()}
+def along(
+    infos: dict[str, ParamInfo], axis: str, members: set[str], mult: float, size: int
+) -> dict[str, ParamInfo]:
+    """``infos`` with multiplier ``mult`` and size ``size`` along ``axis`` on ``members`` (the others
+    keep 1)."""
+    return {
+        n: replace(i, along=(*i.along, (axis, mult, size))) if n in members else i for n, i in infos.items()
+    }

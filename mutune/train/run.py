@@ -149,8 +149,8 @@ def train_step(run: Run) -> torch.Tensor:
     with autocast(run.device, t.precision):
         _, loss = run.fwd(x, y)
     loss.backward()
-    if t.grad_clip > 0:  # the norm as at the base width: the same steps clipped at any width
-        optim.clip_grad_norm_(run.model, run.opt, t.grad_clip)
+    if t.grad_clip > 0 and models.parametrization(run.spec).clip != "none":
+        optim.clip_grad_norm_(run.model, run.opt, t.grad_clip)  # as at the base width (µP): any width alike
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
     run.sched.step()
