@@ -93,3 +93,10 @@ def test_horizon_transfer_quick(tmp_path):
     assert "loss with the law" in out and "(timescale kept)" in out
     best = (tmp_path / "ht" / "best.yaml").read_text()
     assert "laws:" in best and (tmp_path / "ht" / "laws" / "runs.csv").is_file()
+
+
+@pytest.mark.bench
+def test_umup_quick(tmp_path):
+    out = bench("umup.py", "--run-dir", str(tmp_path / "umup"), cwd=tmp_path)
+    assert "targets: (a)" in out and "target (a):" in out and "target (b):" in out
+    assert "umup width" in out and "LR only" in out and "full space" in out
