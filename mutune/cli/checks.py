@@ -53,6 +53,8 @@ def coord_check(
 
     Example: mutune coord-check configs/quickstart.yaml --compare sp
     """
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise SpecError("--lr", f"must be a finite number > 0, got {lr}")
     spec = config.load_spec(config_path, overrides or [], smoke=smoke)
     depth_list = comma_list(depths, "--depths", int)
     from .. import checks as checks_mod

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import config
-from .app import OverridesArg, app
+from .app import OverridesArg, RunDirOption, app, run_dir_path
 from .console import log_line, out
 from .progress import Display
 from .signals import interruptible
@@ -19,9 +19,7 @@ from .target import print_target
 def search(
     config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="the YAML spec")],
     overrides: OverridesArg = None,
-    run_dir: Annotated[
-        Path | None, typer.Option("--run-dir", metavar="DIR", help="default: runs/<name>")
-    ] = None,
+    run_dir: RunDirOption = None,
     smoke: Annotated[bool, typer.Option("--smoke", help="tiny widths, few steps and trials (CI)")] = False,
     no_transfer: Annotated[
         bool, typer.Option("--no-transfer", help="do not train the target afterwards")
@@ -53,12 +51,13 @@ def search(
 
     Example: mutune search configs/quickstart.yaml search.n_trials=8
     """
+    where = run_dir_path(run_dir)
     extra = [f"search.storage={storage}"] if storage else []
     extra += [f"tracker.backend={tracker}"] if tracker else []
     spec = config.load_spec(config_path, [*(overrides or []), *extra], smoke=smoke)
     from .. import search as search_mod  # the training stack, once the spec is known to be good
 
-    where = run_dir or search_mod.default_run_dir(spec, smoke)
+    where = where or search_mod.default_run_dir(spec, smoke)
     display = Display()
     with interruptible(display, where):
         res = search_mod.search(

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from .. import config
+from .. import config, files
 from ..errors import SpecError
 from .app import OverridesArg, app
 from .console import log_line
@@ -45,7 +45,7 @@ def init(
     name = path.stem if path.suffix in (".yaml", ".yml") else path.name
     text = docs_mod.starter_spec(model.value, name=name, filename=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    files.atomic_write(path, lambda p: p.write_text(text))  # a full disk leaves no truncated spec
     log_line(f"wrote {path}; next: mutune search {shlex.quote(str(path))} --smoke")
 
 
