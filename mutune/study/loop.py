@@ -25,7 +25,7 @@ from ..config import DEFAULT_N_TRIALS, Spec
 from ..events import SILENT, Events
 from .guard import open_study
 from .storage import open_storage, storage_url
-from .trials import count, enqueue_retries, trial_event
+from .trials import count, enqueue_retries, next_draw, trial_event
 
 try:
     import fcntl
@@ -47,11 +47,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def reap_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
+def reap_orphans(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, *, locked: bool = False
+) -> list[int]:
     """Fail RUNNING trials whose worker process is gone (killed, crashed, pre-empted).
 
     RDB storages do this through Optuna's heartbeat; the journal file has none, so mutune
     records ``host:pid`` on each trial and, for trials of this machine, checks the pid here.
+    A trial with no worker yet was killed between its creation and its tagging, which the study
+    loop does under the budget lock: when the caller holds that lock (``locked``), such a trial is
+    an orphan now (else only once it is two minutes old), so a resumed search does not count it as
+    running in another process and stop one trial short.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -65,7 +71,8 @@ def reap_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> l
         worker = t.user_attrs.get("worker")
         if worker is None:
             # killed between creating the trial and tagging it: reap only when clearly stale
-            if t.datetime_start is None or time.time() - t.datetime_start.timestamp() < 120:
+            fresh = t.datetime_start is None or time.time() - t.datetime_start.timestamp() < 120
+            if fresh and not locked:
                 continue
         else:
             w_host, _, w_pid = worker.rpartition(":")
@@ -128,6 +135,16 @@ class Heartbeat:
             self.thread.join()
 
 
+def _record_draw(trial: optuna.Trial, study: optuna.Study, spec: Spec) -> None:
+    """A trial that samples takes the next draw index (:func:`mutune.study.samplers.draw_index`); a
+    retry keeps the one it carries, and a trial whose every searched parameter is fixed (a ladder
+    rung, a sweep point) takes none. Under the budget lock, so two workers never take the same one."""
+    fixed = trial.user_attrs.get("fixed_params")
+    if "draw" in trial.user_attrs or (fixed is not None and set(spec.search.space) <= set(fixed)):
+        return
+    trial.set_user_attr("draw", next_draw(study.get_trials(deepcopy=False), exclude=trial.number))
+
+
 @dataclass(frozen=True)
 class TrialJob:
     """What each trial of a study runs, and what is written after it.
@@ -160,7 +177,7 @@ def run_trials(
     n_trials = spec.search.n_trials or DEFAULT_N_TRIALS  # (a search passes its phase's count)
     while parent_pid is None or os.getppid() == parent_pid:
         with BudgetLock(run_dir / ".budget.lock"):
-            reap_orphans(study, storage)
+            reap_orphans(study, storage, locked=True)
             finished, running = count(study)
             if finished + running >= n_trials:
                 break
@@ -171,6 +188,7 @@ def run_trials(
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
                 trial = study.ask()
             trial.set_user_attr("worker", _worker_id())
+            _record_draw(trial, study, spec)
         heartbeat = Heartbeat(storage, study, trial.number)
         try:
             state, value = job.evaluate(trial, spec, events)
