@@ -18,7 +18,7 @@ from typing import Any
 from . import config, flops, laws, models
 from .config import Best, HParams, RunDir, Spec, SpecError
 from .config import axes as spec_axes
-from .config.meaning import NAMING_EFFECTS, meaning_of
+from .config.meaning import NAMING_EFFECTS, flatten, meaning_of
 from .mup.axes import AXES
 
 STRATEGIES = ("ddp", "fsdp")
@@ -43,6 +43,7 @@ class Plan:
     provenance: dict[str, Any] = field(default_factory=dict)  # best.yaml's
     transferred_hparams: HParams | None = None  # best.yaml's, before the laws adjusted them
     adjustments: list[dict[str, Any]] = field(default_factory=list)  # the laws applied (mutune.laws)
+    gpus: int | None = None  # GPUs the layout is planned for (--gpus, --nproc, or those detected)
 
     @property
     def search_planned(self) -> bool:
@@ -53,6 +54,26 @@ class Plan:
     def tuning_cost_pct(self) -> float:
         """Search compute as a percentage of the target run's compute."""
         return 100.0 * self.search_flops / self.cost.total_flops
+
+    @property
+    def gpu_memory(self) -> flops.Memory:
+        """The run's memory as it trains on GPUs: in bf16 where ``train.precision`` lets it (``auto``
+        autocasts on CUDA), whatever device this plan is made on."""
+        t = self.spec.train
+        bf16 = t.precision == "bf16" or (t.precision == "auto" and t.device in ("auto", "cuda"))
+        assert self.cost.memory is not None
+        return self.cost.memory.in_precision(bf16)
+
+    @property
+    def layout(self) -> flops.Layout | None:
+        """The layout that fits ``gpus`` GPUs of ``gpu_gib`` (:func:`mutune.flops.plan_layout`), or
+        None (no GPU count known, or nothing fits there: see :attr:`needs`)."""
+        return flops.plan_layout(self.gpu_memory, self.gpu_gib, self.gpus) if self.gpus else None
+
+    @property
+    def needs(self) -> flops.Layout | None:
+        """The layout on the fewest GPUs of ``gpu_gib`` that hold the run; None when none does."""
+        return flops.plan_layout(self.gpu_memory, self.gpu_gib)
 
     @property
     def per_gpu(self) -> dict[str, flops.PerGPU]:
@@ -80,6 +101,9 @@ class Plan:
             "parallel": self.spec.train.parallel,
             "gpu_gib": self.gpu_gib,
             "per_gpu": {s: g.to_dict() for s, g in self.per_gpu.items()},
+            "gpus": self.gpus,
+            "layout": None if self.layout is None else self.layout.to_dict(),
+            "gpus_needed": None if self.needs is None else self.needs.to_dict(),
         }
 
 
@@ -119,6 +143,18 @@ def check_provenance(proxy: Spec, best: Best, best_path: Path, force: bool) -> l
         theirs = best.provenance.get(key)
         if theirs is not None and theirs != mine:
             mismatches.append(f"{key}: best.yaml has {theirs!r}, the spec has {mine!r}")
+    covered = {
+        "model.family",
+        "model.base_width",
+        "model.parametrization",
+        "model.base_depth",
+        "model.depth_alpha",
+    }
+    recorded = best.provenance.get("proxy") or {}  # every other fixed key (the optimizer, tied embeddings...)
+    mine_all = flatten(proxy.to_dict(), frozenset(recorded))
+    for key, theirs in recorded.items():
+        if key in mine_all and mine_all[key] != theirs and key not in covered:
+            mismatches.append(f"{key}: best.yaml has {theirs!r}, the spec has {mine_all[key]!r}")
     if mismatches and not force:
         raise SpecError(
             str(best_path),
@@ -145,8 +181,11 @@ def plan(
     no_laws: bool = False,
     proxy: Spec | None = None,
     best: Best | None = None,
+    gpus: int | None = None,
 ) -> Plan:
-    """Derive the target and cost it, in total and per GPU at ``nproc`` GPUs of ``gpu_gib`` GiB;
+    """Derive the target and cost it, in total and per GPU at ``nproc`` GPUs of ``gpu_gib`` GiB, and
+    the layout that fits ``gpus`` GPUs (default: ``nproc`` above 1, else the GPUs this machine has)
+    and the fewest GPUs that hold it;
     allocates no weights. ``run_dir`` may be a spec file when ``dry_run``: the plan of its target, with
     its own hparams and its search's planned cost (:func:`planned_run`). ``proxy`` and ``best``: the
     search's own objects (a search launching its target), so nothing is read back from disk.
@@ -193,10 +232,18 @@ def plan(
         provenance=best.provenance,
         transferred_hparams=best.hparams,
         adjustments=lp.adjustments,
+        gpus=gpus or (nproc if nproc > 1 else _detected_gpus()),
     )
     if nproc > 1:
         p.warnings += flops.fit_warnings(p.per_gpu, p.spec.train.parallel, p.gpu_gib)
     return p
+
+
+def _detected_gpus() -> int | None:
+    """The CUDA devices this process sees, or None (a plan made on a machine without GPUs)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else None
 
 
 def _apply_laws(
@@ -223,4 +270,6 @@ def multipliers_of(spec: Spec, hp: HParams) -> dict[str, Any]:
         output_mult=mult.output,
         input_mult=mult.input,
     )
+    if mult.attn is not None:
+        out["attn_mult"] = mult.attn
     return out
