@@ -32,11 +32,6 @@ class TransferResult:
     result: RunResult | None  # None for a dry run
 
 
-def latest_run(root: str | Path = "runs") -> Path:
-    """The most recently modified run directory (one holding a best.yaml) under ``root``."""
-    return RunDir.latest(root).path
-
-
 def transfer(
     run_dir: str | Path | RunDir | None,
     to: list[str] | tuple[str, ...] = (),
@@ -159,7 +154,7 @@ def launch_distributed(
     gloo on CPU). For several machines, call torchrun yourself (see docs/recipes.md):
     ``torchrun --nnodes N --node-rank R --rdzv-endpoint HOST:29500 --nproc-per-node G -m mutune transfer ...``
     """
-    run_dir = latest_run() if run_dir is None else Path(run_dir)
+    run_dir = RunDir.latest().path if run_dir is None else Path(run_dir)
     p = plan(
         run_dir, to, smoke=smoke, force=force, no_laws=no_laws
     )  # user errors surface here, once, not in every rank

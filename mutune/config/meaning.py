@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -79,9 +80,11 @@ def _variants(cls: type) -> list[type]:
     return [cls, *getattr(cls, "variants", lambda: [])()]
 
 
+@functools.cache
 def meanings(cls: type, prefix: str = "") -> dict[str, Meaning]:
     """Every dotted key of ``cls`` with its meaning. A section field whose own meaning is not one of
-    its keys' (``search.laws``: plan) is one key; otherwise its keys are listed, for every variant."""
+    its keys' (``search.laws``: plan) is one key; otherwise its keys are listed, for every variant.
+    (Cached: the schema does not change while mutune runs; do not modify the result.)"""
     out: dict[str, Meaning] = {}
     for klass in _variants(cls):
         hints = typing.get_type_hints(klass)
