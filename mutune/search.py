@@ -165,6 +165,8 @@ def _train_trial(
         return TrialState.PRUNED, None
     for key in ("flops", "tokens", "seconds", "steps", "params"):
         trial.set_user_attr(key, getattr(result, key))
+    if result.branches:  # a WSD run's cooldown branches: the loss at each shorter horizon
+        trial.set_user_attr("branches", result.branches)
     # the loss curves, so `mutune report` can draw the proxy next to the target (not in trials.csv)
     trial.set_user_attr("train_curve", train_curve)
     trial.set_user_attr(

@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from .app import app, comma_list
-from .console import out
 from .progress import Display
 from .signals import interruptible
+from .target import print_laws
 
 
 @app.command()
@@ -48,12 +48,5 @@ def laws(
     display = Display()
     with interruptible(display, run_dir):
         best = laws_run.extend(run_dir, multiples, seeds=seeds, lr_step=lr_step, events=display)
-    for axis, law in (best.laws or {}).items():
-        iv = law["interval"]
-        interval = f"[{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "none (2 points)"
-        out.print(
-            f"{law['key']}: LR* ∝ {axis}^{law['exponent']:.3f}, 95% interval {interval}, "
-            f"{len(law['points'])} points -> {run_dir / 'best.yaml'}",
-            highlight=False,
-        )
+    print_laws(best.laws, run_dir / "best.yaml")
     raise typer.Exit(0)

@@ -12,7 +12,7 @@ from .app import OverridesArg, app
 from .console import log_line, out
 from .progress import Display
 from .signals import interruptible
-from .target import print_target
+from .target import print_laws, print_target
 
 
 @app.command()
@@ -86,5 +86,6 @@ def search(
         f"{res.run_dir / 'best.yaml'}",
         highlight=False,
     )
+    print_laws(res.best.laws, res.run_dir / "best.yaml")
     if res.target is not None:
         raise typer.Exit(print_target(res.target))

@@ -3,6 +3,7 @@ it trains, and its outcome line after. ``mutune transfer`` and the search's own 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
@@ -71,3 +72,20 @@ def print_target(res: TransferResult) -> int:
         highlight=False,
     )
     return 0
+
+
+def print_laws(laws: dict | None, path: Path) -> None:
+    """One line per fitted law: its exponent and interval, its points, and what it cost (against
+    separate runs, where WSD branches gave each LR's horizons from one run)."""
+    for axis, law in (laws or {}).items():
+        iv = law["interval"]
+        interval = f"[{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "none (2 points)"
+        cost = f"{human(law['flops'])}FLOPs"
+        separate = law.get("separate_flops") or law["flops"]
+        if law.get("branched") and separate:
+            cost += f" from WSD branches, {law['flops'] / separate:.2f}x separate runs' {human(separate)}"
+        out.print(
+            f"{law['key']}: LR* ∝ {axis}^{law['exponent']:.3f}, 95% interval {interval}, "
+            f"{len(law['points'])} points, {law.get('seeds', 1)} seed(s), {cost} -> {path}",
+            highlight=False,
+        )

@@ -101,9 +101,10 @@ class TrainSpec:
         across="fixed",
         note="the hyperparameters were tuned for the proxy's optimizer, under its width rules",
     )
-    schedule: Literal["cosine", "linear", "constant"] = key(
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = key(
         "cosine",
-        "LR shape after warmup",
+        "LR shape after warmup: cosine, linear or constant over the run, or wsd (warmup-stable-decay: "
+        "constant, then a cooldown over the last train.decay_fraction of the steps)",
         across="approximate",
         note="the LR schedule's shape was tuned with the rest",
     )
@@ -120,6 +121,28 @@ class TrainSpec:
         Range(0, 1),
         across="approximate",
         note="the LR schedule's shape was tuned with the rest",
+    )
+    decay_fraction: float = key(
+        0.2,
+        "wsd: the cooldown's share of the steps (20%, with the 1-sqrt shape, matched cosine in Hägele et "
+        "al. 2024, arXiv 2405.18392)",
+        Range(0, 1, low_open=True, high_open=True),
+        across="approximate",
+        note="the LR schedule's shape was tuned with the rest",
+    )
+    decay_shape: Literal["1-sqrt", "linear"] = key(
+        "1-sqrt",
+        "wsd: the cooldown's shape, from 1 to train.min_lr_ratio: 1-sqrt (Hägele et al. 2024) or linear",
+        across="approximate",
+        note="the LR schedule's shape was tuned with the rest",
+    )
+    branches: list[float] = key(
+        [],
+        "wsd: cooldown branches at these fractions of the steps (increasing, in (0, 1]): the run saves its "
+        "stable state there, trains that horizon's cooldown, records its loss and goes on, so one run "
+        "gives the loss of a run of each length",
+        across="free",
+        effect="measure",
     )
     grad_clip: float = key(
         1.0,
@@ -307,8 +330,14 @@ class LawsSpec:
         across="search",
         effect="plan",
     )
-    seeds: int = key(
-        1, "seeds per line-search point (the loss is their mean)", POSITIVE, across="search", effect="plan"
+    seeds: int | None = key(
+        None,
+        "seeds per line-search point (the loss is their mean); default 2 with train.schedule=wsd (each LR's "
+        "horizons come from one run's cooldown branches, so two seeds cost less than one seed of separate "
+        "runs), else 1",
+        POSITIVE,
+        across="search",
+        effect="plan",
     )
 
 

@@ -40,6 +40,7 @@ def validate(spec: Spec) -> None:
         raise SpecError("data.vocab_size", "corpus 'tokens' needs data.vocab_size")
     for name, p in spec.search.space.items():
         check_space(spec, name, p, f"search.space.{name}")
+    check_schedule(spec.train)
     check_search(spec)
     check_laws(spec.search.laws)
 
@@ -118,6 +119,51 @@ def check_space(spec: Spec, name: str, p: ParamSpace, key: str) -> None:
         if valid is not None and getattr(p, end) not in valid:
             raise SpecError(
                 f"{key}.{end}", f"hparams.{name} must be {valid}, so the range cannot reach {getattr(p, end)}"
+            )
+
+
+def cooldown(steps: int, decay_fraction: float) -> int:
+    """A WSD run's cooldown steps: ``decay_fraction`` of ``steps``, at least one."""
+    return max(1, round(decay_fraction * steps))
+
+
+def branch_steps(train: Any) -> list[int]:
+    """The horizons (in steps) of ``train.branches``."""
+    return [round(f * train.steps) for f in train.branches]
+
+
+def check_schedule(t: Any) -> None:
+    """A WSD run's cooldown starts after its warmup; its branches are increasing horizons inside it,
+    each with a cooldown that starts after the warmup too (else it is not the run of that length)."""
+    if t.branches and t.schedule != "wsd":
+        raise SpecError(
+            "train.branches",
+            f"cooldown branches need train.schedule=wsd (a {t.schedule} schedule's shape depends on the "
+            "run's length, so a branch would not be the run of its length)",
+        )
+    if t.schedule != "wsd":
+        return
+    if t.steps - cooldown(t.steps, t.decay_fraction) < t.warmup_steps:
+        raise SpecError(
+            "train.decay_fraction",
+            f"the cooldown ({cooldown(t.steps, t.decay_fraction)} of {t.steps} steps) would start before "
+            f"the warmup ({t.warmup_steps} steps) ends",
+        )
+    for i, f in enumerate(t.branches):
+        if not 0 < f <= 1:
+            raise SpecError(f"train.branches[{i}]", f"a branch is a fraction of the steps in (0, 1], got {f}")
+        if i and f <= t.branches[i - 1]:
+            raise SpecError(f"train.branches[{i}]", f"branches must grow: {f} after {t.branches[i - 1]}")
+    for i, b in enumerate(branch_steps(t)):
+        if i and b <= branch_steps(t)[i - 1]:
+            raise SpecError(
+                f"train.branches[{i}]",
+                f"{t.branches[i]} x {t.steps} steps is the horizon of the branch before it",
+            )
+        if b - cooldown(b, t.decay_fraction) < t.warmup_steps:
+            raise SpecError(
+                f"train.branches[{i}]",
+                f"a {b}-step branch's cooldown would start before the warmup ({t.warmup_steps} steps) ends",
             )
 
 

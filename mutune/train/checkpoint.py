@@ -112,7 +112,7 @@ class Metrics:
     """metrics.csv, appended row by row so a killed run keeps what it logged. On resume, rows
     after the checkpoint's step are dropped (they are about to be recomputed)."""
 
-    COLUMNS = ("step", "train_loss", "val_loss", "lr", "tokens", "seconds")
+    COLUMNS = ("step", "train_loss", "val_loss", "lr", "tokens", "branch", "seconds")
 
     def __init__(self, path: Path | None, keep_until: int = 0):
         self.path = path
@@ -143,9 +143,11 @@ class Metrics:
 
 
 def _step(row: dict) -> int | None:
-    """A row's step, or None for a row cut off by a kill or a full disk (it is dropped on resume)."""
+    """A row's step, or None for a row cut off by a kill or a full disk (it is dropped on resume). A
+    branch's row (its horizon's loss) is kept while the checkpoint is past the branch's start."""
+    complete = row.get(Metrics.COLUMNS[-1]) not in (None, "") or row.get("branch") not in (None, "")
     try:
-        return int(row.get("step") or "") if row.get(Metrics.COLUMNS[-1]) not in (None, "") else None
+        return int(row.get("step") or "") if complete else None
     except ValueError:
         return None
 

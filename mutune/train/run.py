@@ -12,6 +12,7 @@ import torch
 
 from .. import data, flops, models
 from ..config import HParams, Spec, TrainSpec
+from ..config.validate import cooldown
 from ..device import autocast, uses_bf16
 from ..mup import optim
 from .parallel import Distributed, parallelize
@@ -44,20 +45,31 @@ class RunResult:
     params: int
     reason: str = ""
     curve: list[dict] = field(default_factory=list)  # one row per evaluation
+    branches: list[dict] = field(default_factory=list)  # WSD cooldown branches: fraction, steps, val_loss
 
     def summary(self) -> dict:
         """The result without the curve, as plain types (for YAML and trial attributes)."""
         d = asdict(self)
         d.pop("curve")
+        if not d["branches"]:
+            d.pop("branches")
         return d
 
 
 def lr_factor(step: int, t: TrainSpec) -> float:
-    """Multiplier on every group's LR before step ``step + 1`` (``LambdaLR`` convention)."""
+    """Multiplier on every group's LR before step ``step + 1`` (``LambdaLR`` convention). Under µP
+    every group's LR is scaled by it relatively, whatever the shape (WSD included)."""
     if step < t.warmup_steps:
         return (step + 1) / t.warmup_steps
     if t.schedule == "constant":
         return 1.0
+    if t.schedule == "wsd":  # warmup, stable at 1, then the cooldown to min_lr_ratio at the last step
+        decay = cooldown(t.steps, t.decay_fraction)
+        stable = t.steps - decay
+        if step < stable:
+            return 1.0
+        p = min(1.0, (step - stable + 1) / decay)
+        return 1.0 - (1 - t.min_lr_ratio) * (math.sqrt(p) if t.decay_shape == "1-sqrt" else p)
     progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
     if t.schedule == "cosine":
         return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
