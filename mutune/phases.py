@@ -31,9 +31,14 @@ PostStep = Callable[[budget.Plan, Spec, list[FrozenTrial]], list[dict[str, Any]]
 
 
 def ladder_step(plan: budget.Plan, spec: Spec, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
-    """The runs the ladder's first unfinished rung still needs: its configurations at its width and seeds."""
+    """The runs the ladder's first unfinished rung still needs: its configurations at its width and
+    seeds (and, along training length, its horizon)."""
     st = ladder.state(plan, list(spec.search.space), trials)
-    return [{**e.params, ladder.WIDTH: width, ladder.SEED: seed} for e, width, seed in st.pending()]
+    return [
+        {**e.params, ladder.WIDTH: rung.width, ladder.SEED: seed}
+        | ({ladder.STEPS: rung.steps} if rung.steps is not None else {})
+        for e, rung, seed in st.pending()
+    ]
 
 
 POST_STEPS: list[PostStep] = [ladder_step]

@@ -14,6 +14,8 @@ its trial (a proxy run), its outputs (trials.csv, best.yaml), the coord-check ga
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
 import warnings
@@ -29,6 +31,7 @@ from optuna.trial import TrialState
 
 from . import __version__, budget, checks, config, data, flops, ladder, laws_run, memory, models, trackers
 from .config import Best, RunDir, Spec, SpecError
+from .config.validate import fidelity_steps
 from .device import resolve_device
 from .errors import MutuneWarning
 from .events import SILENT, Events
@@ -45,7 +48,8 @@ from .study import (
     trial_params,
 )
 from .study.samplers import suggest
-from .train import train
+from .train import Stable, train
+from .train import stable as stable_mod
 from .trials import write_trials_csv
 
 __all__ = ["GateFailed", "SearchFailed", "SearchResult", "search"]
@@ -80,7 +84,12 @@ def write_config(run_dir: Path, spec: Spec, argv: list[str] | None = None) -> No
 
 
 def evaluate_trial(
-    trial: optuna.Trial, spec: Spec, events: Events = SILENT, *, tracking: trackers.Tracking | None = None
+    trial: optuna.Trial,
+    spec: Spec,
+    events: Events = SILENT,
+    *,
+    tracking: trackers.Tracking | None = None,
+    states: Path | None = None,
 ) -> tuple[TrialState, float | None]:
     """Train one proxy run for ``trial``; record its cost and curve as trial attributes.
 
@@ -88,16 +97,29 @@ def evaluate_trial(
     when the pruner stopped it, FAIL when the loss diverged (with the reason as an attribute).
     A ladder trial (fixed ``width`` and ``seed``) trains at its width and seed and is never pruned:
     its losses are not comparable with the proxy's, and a rung needs every entrant's.
-    With ``tracking``, the trial is also a run in the experiment tracker.
+    With ``tracking``, the trial is also a run in the experiment tracker. Under successive halving
+    along training length (``search.fidelity``), a proxy trial runs the first rung's horizon and
+    saves its stable state under ``states``; a rung trial continues its configuration's from there.
     """
     fixed = trial.user_attrs.get("fixed_params") or {}
     rung = ladder.WIDTH in fixed
+    horizons = fidelity_steps(spec)
     if rung:
-        spec = budget.run_spec(spec, int(fixed[ladder.WIDTH]), int(fixed[ladder.SEED]))
+        steps = int(fixed[ladder.STEPS]) if ladder.STEPS in fixed else None
+        spec = budget.run_spec(spec, int(fixed[ladder.WIDTH]), int(fixed[ladder.SEED]), steps)
+    elif horizons:
+        spec = budget.run_spec(spec, spec.model.width, steps=horizons[0])
     hp = suggest(trial, spec.search.space, spec.hparams)
+    stable = None
+    if horizons and states is not None:  # this configuration's stable states, one folder per (config, seed)
+        folder = states / _config_key(trial, spec)
+        stable = Stable(
+            save_dir=folder,
+            start_from=stable_mod.latest(folder, stable_mod.stable_end(spec)) if rung else None,
+        )
     run = _track_trial(tracking, trial, spec, hp, "ladder-trial" if rung else "proxy-trial")
     try:
-        state, value = _train_trial(trial, spec, hp, events, run)
+        state, value = _train_trial(trial, spec, hp, events, run, stable)
     except BaseException as e:
         if run is not None:
             run.finish({}, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
@@ -131,8 +153,20 @@ def _track_trial(
     return tracking.start(f"trial-{trial.number:04d}", kind, asdict(hp), provenance)
 
 
+def _config_key(trial: optuna.Trial, spec: Spec) -> str:
+    """A configuration's folder name: its searched hyperparameters, width and seed, hashed."""
+    params = {n: trial.params[n] for n in spec.search.space if n in trial.params}
+    what = json.dumps({"params": params, "width": spec.model.width, "seed": spec.seed}, sort_keys=True)
+    return hashlib.sha256(what.encode()).hexdigest()[:16]
+
+
 def _train_trial(
-    trial: optuna.Trial, spec: Spec, hp: config.HParams, events: Events, run: trackers.TrackedRun | None
+    trial: optuna.Trial,
+    spec: Spec,
+    hp: config.HParams,
+    events: Events,
+    run: trackers.TrackedRun | None,
+    stable: Stable | None = None,
 ) -> tuple[TrialState, float | None]:
     prune = ladder.WIDTH not in (trial.user_attrs.get("fixed_params") or {})  # a rung trial runs to the end
     last_step = 0
@@ -155,7 +189,7 @@ def _train_trial(
 
     on_log, on_eval = trackers.attach(run, on_log, on_eval)
     try:
-        result = train(spec, hp, on_eval=on_eval, on_log=on_log)
+        result = train(spec, hp, on_eval=on_eval, on_log=on_log, stable=stable)
     except optuna.TrialPruned as e:
         cost = flops.cost(spec, hp=hp)
         trial.set_user_attr("steps", last_step)
@@ -165,6 +199,8 @@ def _train_trial(
         return TrialState.PRUNED, None
     for key in ("flops", "tokens", "seconds", "steps", "params"):
         trial.set_user_attr(key, getattr(result, key))
+    if result.flops_before:  # continued from a shorter rung: its own compute only (search_flops sums them)
+        trial.set_user_attr("flops", result.flops - result.flops_before)
     if result.branches:  # a WSD run's cooldown branches: the loss at each shorter horizon
         trial.set_user_attr("branches", result.branches)
     # the loss curves, so `mutune report` can draw the proxy next to the target (not in trials.csv)
@@ -193,7 +229,8 @@ def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
     proxy loss; ``ladder`` records every rung."""
     plan, spec_hash = budget.recorded_plan(study, spec)
     all_trials = study.get_trials(deepcopy=False)
-    st = ladder.state(plan, list(spec.search.space), all_trials)
+    keep = spec.search.fidelity.keep if spec.search.fidelity.rungs else 0.5
+    st = ladder.state(plan, list(spec.search.space), all_trials, keep)
     win = st.winner()
     if win is None:
         return None
@@ -341,11 +378,10 @@ def search(
     storage = open_storage(storage_url(spec, run_dir))
     study = open_study(spec, storage)  # fails fast on a spec that does not match the study
     tracking = trackers.Tracking.from_spec(spec.tracker, run_dir, spec.name, study.study_name)
-    job = (
-        SEARCH_JOB
-        if tracking is None
-        else replace(SEARCH_JOB, evaluate=partial(evaluate_trial, tracking=tracking))
-    )
+    extra = {"tracking": tracking} if tracking is not None else {}
+    if spec.search.fidelity.rungs:  # successive halving: the configurations' stable states live here
+        extra["states"] = run_dir / "fidelity"
+    job = replace(SEARCH_JOB, evaluate=partial(evaluate_trial, **extra)) if extra else SEARCH_JOB
     write_config(run_dir, spec, argv)
     budget.record_plan(study, spec, plan, run_dir)
     events.search_planned(plan)

@@ -23,7 +23,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     recorded = (study.user_attrs.get("search_plan") or {}).get("plan") or {}
     relevant = study.user_attrs.get("spec") or {}
     proxy_width, proxy_seed = relevant.get("model.width"), relevant.get("seed")
-    rung_of = {r["width"]: i + 1 for i, r in enumerate(recorded.get("rungs", []))}
+    rung_of = {(r["width"], r.get("steps")): i + 1 for i, r in enumerate(recorded.get("rungs", []))}
     retried_as = {t.user_attrs["retry_of"]: t.number for t in trials if "retry_of" in t.user_attrs}
     for t in trials:
         ua = t.user_attrs
@@ -32,7 +32,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         row = {
             "number": t.number,
             "state": t.state.name,
-            "rung": 0 if width is None else rung_of.get(width),
+            "rung": 0 if width is None else rung_of.get((width, fixed.get(ladder.STEPS))),
             "width": proxy_width if width is None else width,
             "seed": proxy_seed if width is None else fixed.get(ladder.SEED),
             "loss": t.value if t.state == TrialState.COMPLETE else None,

@@ -31,8 +31,15 @@ def plan_lines(plan: Any) -> list[str]:
     if plan.budget is None and not plan.rungs:
         return []
     proxy = plan.n_proxy * plan.proxy_flops
-    lines = [f"plan: {plan.n_proxy} proxy trials at width {plan.proxy_width} ({human(proxy)}FLOPs)"]
-    if plan.rungs:
+    horizon = f", {plan.proxy_steps} steps" if getattr(plan, "proxy_steps", None) else ""
+    lines = [f"plan: {plan.n_proxy} proxy trials at width {plan.proxy_width}{horizon} ({human(proxy)}FLOPs)"]
+    if plan.rungs and plan.rungs[0].steps is not None:  # successive halving along training length
+        rungs = ", then ".join(f"{r.entrants} to {r.steps} steps" for r in plan.rungs)
+        lines.append(
+            f"  + successive halving: the best continued from their stable state: {rungs} "
+            f"({plan.ladder_runs} runs, {human(plan.ladder_flops)}FLOPs)"
+        )
+    elif plan.rungs:
         rungs = ", then ".join(
             f"{r.entrants} at width {r.width} x {len(r.seeds)} seed{'s' if len(r.seeds) > 1 else ''}"
             for r in plan.rungs

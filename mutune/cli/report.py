@@ -16,6 +16,7 @@ from rich.table import Table
 from .. import config
 from .app import app
 from .console import fmt_secs, log_line, out
+from .target import decided
 
 
 class ReportFormat(str, Enum):
@@ -148,8 +149,9 @@ def ladder_lines(ladder: dict | None) -> list[str]:
             for e in r["entrants"]
         )
         kept = f"; kept {', '.join(f'#{t}' for t in r['kept'])}" if r["kept"] else ""
-        lines.append(f"ladder: width {r['width']} x {len(r['seeds'])} seed(s): {cells}{kept}")
+        where = f"{r['steps']} steps" if r.get("steps") else f"width {r['width']} x {len(r['seeds'])} seed(s)"
+        lines.append(f"ladder: {where}: {cells}{kept}")
     if ladder.get("winner") is not None:
         state = "winner" if ladder["done"] else "leader so far"
-        lines.append(f"ladder: {state} #{ladder['winner']} (decided at width {ladder['decided_at_width']})")
+        lines.append(f"ladder: {state} #{ladder['winner']} (decided at {decided(ladder)})")
     return lines

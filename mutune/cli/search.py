@@ -12,7 +12,7 @@ from .app import OverridesArg, app
 from .console import log_line, out
 from .progress import Display
 from .signals import interruptible
-from .target import print_laws, print_target
+from .target import decided, print_laws, print_target
 
 
 @app.command()
@@ -76,11 +76,7 @@ def search(
         log_line(note)
     running = f" ({res.n_running} still running in another process)" if res.n_running else ""
     lad = prov.get("ladder") or {}
-    via = (
-        f" (ladder: {lad['winner_loss']:.4f} at width {lad['decided_at_width']})"
-        if lad.get("winner_loss")
-        else ""
-    )
+    via = f" (ladder: {lad['winner_loss']:.4f} at {decided(lad)})" if lad.get("winner_loss") else ""
     out.print(
         f"best trial #{prov['trial_number']} loss {prov['loss']:.4f}{via} of {res.n_finished} finished{running} -> "
         f"{res.run_dir / 'best.yaml'}",

@@ -89,3 +89,9 @@ def print_laws(laws: dict | None, path: Path) -> None:
             f"{len(law['points'])} points, {law.get('seeds', 1)} seed(s), {cost} -> {path}",
             highlight=False,
         )
+
+
+def decided(ladder: dict) -> str:
+    """Where the ladder's winner was decided: ``width 128``, or ``200 steps`` along training length."""
+    steps = ladder.get("decided_at_steps")
+    return f"{steps} steps" if steps else f"width {ladder['decided_at_width']}"

@@ -341,6 +341,26 @@ class LawsSpec:
     )
 
 
+@dataclass
+class FidelitySpec:
+    """``search.fidelity``: successive halving along training length (WSD runs, docs/cli.md)."""
+
+    rungs: list[float] = key(
+        [],
+        "fractions of train.steps, increasing, the last 1: every configuration runs to the first (evaluated "
+        "after its cooldown), the best go on to the next, continued from their stable state",
+        across="search",
+        effect="trials",
+    )
+    keep: float = key(
+        1 / 3,
+        "the share of a rung's configurations that go on to the next (at least one); 1/3 as in Hyperband",
+        Range(0, 1, low_open=True, high_open=True),
+        across="search",
+        effect="trials",
+    )
+
+
 def _search(default: Any, doc: str, valid: Range | None = None, effect: str = "plan") -> Any:
     return key(default, doc, valid, across="search", effect=effect)
 
@@ -394,6 +414,13 @@ class SearchSpec:
         "LR laws across training length and batch size (docs/laws.md)",
         across="search",
         effect="plan",
+    )
+    fidelity: FidelitySpec = section(
+        FidelitySpec,
+        "successive halving along training length: many configurations at a short horizon, the best "
+        "continued (needs train.schedule=wsd); default: none, every trial runs train.steps",
+        across="search",
+        effect="trials",
     )
 
 

@@ -42,6 +42,7 @@ def validate(spec: Spec) -> None:
         check_space(spec, name, p, f"search.space.{name}")
     check_schedule(spec.train)
     check_search(spec)
+    check_fidelity(spec)
     check_laws(spec.search.laws)
 
 
@@ -205,6 +206,52 @@ def check_search(spec: Spec) -> None:
         raise SpecError("search.finalists", "needs at least one rung in search.rungs")
     if s.rungs == [1] and s.rung_seeds == 1:
         raise SpecError("search.rung_seeds", "a rung at the proxy width adds nothing with one seed: use >= 2")
+
+
+def fidelity_steps(spec: Spec) -> list[int]:
+    """The horizons (in steps) of ``search.fidelity.rungs``; [] without successive halving."""
+    return [round(f * spec.train.steps) for f in spec.search.fidelity.rungs]
+
+
+def check_fidelity(spec: Spec) -> None:
+    """Successive halving along training length: WSD runs (a rung's loss after its cooldown, the next
+    rung continued from the stable state), increasing rungs ending at the full length, each rung's
+    cooldown after the warmup, and not beside the width ladder."""
+    f, t = spec.search.fidelity, spec.train
+    if not f.rungs:
+        return
+    if t.schedule != "wsd":
+        raise SpecError(
+            "search.fidelity",
+            "needs train.schedule=wsd: each rung is evaluated after its cooldown and the next continues from "
+            f"the stable state, which a {t.schedule} schedule (its shape set by the run's length) does not have",
+        )
+    if spec.search.finalists is not None:
+        raise SpecError(
+            "search.fidelity", "cannot run beside the width ladder (search.finalists): choose one ladder"
+        )
+    for i, r in enumerate(f.rungs):
+        if not 0 < r <= 1:
+            raise SpecError(
+                f"search.fidelity.rungs[{i}]", f"a rung is a fraction of train.steps in (0, 1], got {r}"
+            )
+        if i and r <= f.rungs[i - 1]:
+            raise SpecError(f"search.fidelity.rungs[{i}]", f"rungs must grow: {r} after {f.rungs[i - 1]}")
+    if f.rungs[-1] != 1:
+        raise SpecError(
+            f"search.fidelity.rungs[{len(f.rungs) - 1}]",
+            "the last rung is the full run (1): the winner is decided there",
+        )
+    for i, b in enumerate(fidelity_steps(spec)):
+        if i and b <= fidelity_steps(spec)[i - 1]:
+            raise SpecError(
+                f"search.fidelity.rungs[{i}]", f"{f.rungs[i]} x {t.steps} steps is the rung before it"
+            )
+        if b - cooldown(b, t.decay_fraction) < t.warmup_steps:
+            raise SpecError(
+                f"search.fidelity.rungs[{i}]",
+                f"a {b}-step rung's cooldown would start before the warmup ({t.warmup_steps} steps) ends",
+            )
 
 
 LAW_AXES = ("steps", "batch_size")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import SpecError
 from ..mup import optim
-from . import branches, checkpoint, signals
+from . import branches, checkpoint, signals, stable
 from . import sharded as sharded_ckpt
 from .checkpoint import Metrics
 from .parallel import global_mean
@@ -44,6 +45,8 @@ def _loop(
                 metrics.row(step=step - 1, val_loss=f"{row['val_loss']:.6g}", branch=row["branch"])
             loss = train_step(run)
             elapsed = seconds_before + time.perf_counter() - t0
+            if run.stable_dir is not None and step == stable.stable_end(run.spec):
+                _save_stable(run, step, curve, elapsed)
             reason = _log_and_eval(
                 run, step, start, t0, elapsed, loss, curve, metrics, max_loss, on_log, on_eval
             )
@@ -119,6 +122,27 @@ def _log_and_eval(
     return ""
 
 
+def _save_stable(run: Run, step: int, curve: list[dict], elapsed: float) -> None:
+    """The state at the end of a WSD run's stable phase, for a longer run to continue from
+    (:mod:`.stable`); one process writes it (every rank holds the same state under DDP)."""
+    if run.spec.train.parallel == "fsdp" and run.world.world > 1:
+        raise SpecError("search.fidelity", "a sharded (FSDP) run's stable state is not saved yet: use ddp")
+    if run.world.main:
+        run.stable_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.save(
+            stable.path(run.stable_dir, step),
+            run.model,
+            run.opt,
+            run.sched,
+            run.rng,
+            step,
+            curve,
+            elapsed,
+            run.spec,
+            run.hp,
+        )
+
+
 def _checkpoint(run: Run, out: Path | None, step: int, curve: list[dict], elapsed: float) -> None:
     """Called on every rank: a sharded run's ranks each write their shards; otherwise rank 0 writes all."""
     if out is not None and run.spec.train.parallel == "fsdp":
@@ -159,6 +183,7 @@ def _finish(
         reason=reason,
         curve=evals,
         branches=side,
+        flops_before=run.flops_before,
     )
     _checkpoint(run, out, step, curve, seconds)
     if out is not None and run.world.main:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,13 +47,15 @@ class RunResult:
     reason: str = ""
     curve: list[dict] = field(default_factory=list)  # one row per evaluation
     branches: list[dict] = field(default_factory=list)  # WSD cooldown branches: fraction, steps, val_loss
+    flops_before: float = 0.0  # of ``flops``, what a shorter run trained before this one continued it
 
     def summary(self) -> dict:
         """The result without the curve, as plain types (for YAML and trial attributes)."""
         d = asdict(self)
         d.pop("curve")
-        if not d["branches"]:
-            d.pop("branches")
+        for key in ("branches", "flops_before"):  # (only where they say something)
+            if not d[key]:
+                d.pop(key)
         return d
 
 
@@ -108,6 +111,8 @@ class Run:
     rng: np.random.Generator  # the data order
     fwd: torch.nn.Module | None = None
     cost: flops.Cost | None = None
+    flops_before: float = 0.0  # compute of the steps a continued run did not train itself (stable state)
+    stable_dir: Path | None = None  # where to save the state at the end of the stable phase (WSD)
 
 
 def sharded(spec: Spec, world: Distributed) -> bool:
