@@ -25,11 +25,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .budget import Plan
 from .study import is_finished, trial_params
+from .study.trials import FIDELITY_PREFIX
 
 # The fixed params that make a trial a ladder run, beside its hyperparameters (named apart from
 # a sweep point's "width" and "seed", which go through the same trial function); a rung along
 # training length (search.fidelity) adds its horizon.
-WIDTH, SEED, STEPS = "ladder_width", "ladder_seed", "ladder_steps"
+WIDTH, SEED, STEPS = (FIDELITY_PREFIX + k for k in ("width", "seed", "steps"))
 
 
 @dataclass

@@ -144,3 +144,35 @@ def test_bad_fidelity_is_one_line_naming_the_key(run_cli, workdir, over, key):
     r = run_cli("search", CONFIGS / "quickstart.yaml", "--smoke", *over)
     assert r.code == 2 and r.err.startswith(f"error: {key}:") and len(r.err.splitlines()) == 1, r
     assert not (workdir / "runs").exists()
+
+
+def test_best_so_far_compares_only_trials_run_at_the_same_rung():
+    """A 12-step rung's loss is lower for its length, not its hyperparameters: the progress line's
+    best for a rung trial is among that rung's trials, and a proxy trial's among the proxy's."""
+    import optuna
+
+    from mutune.ladder import SEED, STEPS
+    from mutune.study import enqueue, trial_event
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    for loss in (3.5, 3.3):  # proxy trials
+        study.add_trial(optuna.trial.create_trial(params={"lr": 0.01}, distributions=_dist(), value=loss))
+    enqueue(study, {"lr": 0.01, STEPS: 12, SEED: 0})
+    t = study.ask()
+    study.tell(t, 2.9)
+    enqueue(study, {"lr": 0.02, STEPS: 12, SEED: 0})
+    t = study.ask()
+    study.tell(t, 3.0)
+    trials = study.get_trials()
+    rung_ev = trial_event(study, trials[3], n_trials=4)
+    proxy_ev = trial_event(study, trials[1], n_trials=4)
+    assert (rung_ev.best_value, rung_ev.best_number) == (2.9, 2)
+    assert (proxy_ev.best_value, proxy_ev.best_number) == (3.3, 1)  # not the rung's 2.9
+    assert rung_ev.fidelity == {STEPS: 12, SEED: 0} and proxy_ev.fidelity == {}
+
+
+def _dist():
+    import optuna
+
+    return {"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}

@@ -61,6 +61,20 @@ def plan_lines(plan: Any) -> list[str]:
     return [*lines, total]
 
 
+def _place(fidelity: dict) -> str:
+    """A ladder trial's rung as people say it: 'width 64, seed 1' or '400 steps'."""
+    from ..ladder import SEED, STEPS, WIDTH  # here: --help and config errors load no optuna
+
+    parts = []
+    if WIDTH in fidelity:
+        parts.append(f"width {fidelity[WIDTH]}")
+    if STEPS in fidelity:
+        parts.append(f"{fidelity[STEPS]} steps")
+    if SEED in fidelity:
+        parts.append(f"seed {fidelity[SEED]}")
+    return "rung: " + ", ".join(parts) if parts else ""
+
+
 class Display(Events):
     """Renders the core's events: trials done, best so far and ETA for a search; step, loss,
     tokens/s and ETA for each run. Live bars on a terminal, one line per event elsewhere."""
@@ -129,6 +143,10 @@ class Display(Events):
         best = f"best {ev.best_value:.4f} (#{ev.best_number})" if ev.best_value is not None else "best -"
         value = f"loss {ev.value:.4f}" if ev.value is not None else ev.reason or ""
         where = "" if ev.ran_here else f" (ran by {ev.worker or 'another process'})"
+        at = _place(ev.fidelity)
+        if at:
+            best = best.replace("best", "best there", 1)
+            where = f" ({at}){where}"
         if self.live:
             bars = self._bars()
             bars.update(self.trials, completed=ev.finished, info=best)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from ..config import hparams_used
 from ..units import human, human_bytes
 from .console import err, fmt_secs, out
 
@@ -36,12 +37,18 @@ def print_plan(p: Any) -> None:
         for strategy, g in p.per_gpu.items():
             fit = "fits" if g.fits(p.gpu_gib) else "does not fit"
             table.add_row(f"per GPU, {strategy}", f"{human_bytes(g.total)}: {fit} in {p.gpu_gib:g} GiB")
+    m = p.spec.model
+    used = hparams_used(m.family, p.spec.train.optimizer, m.parametrization)
     table.add_row(
         "hparams (the spec's; not searched yet)" if p.search_planned else "hparams",
-        ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in vars(p.hparams).items()),
+        ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in vars(p.hparams).items()
+            if k in used  # the rest change nothing in this run: listing them reads as if they did
+        ),
     )
     for adj in p.adjustments:
-        table.add_row("law applied", adj["description"])
+        table.add_row("law applied" if adj.get("applied", True) else "law not applied", adj["description"])
     if p.search_flops:
         planned = (
             f"planned: {p.provenance['n_trials']} trials x {human(p.provenance['trial_flops'], ' FLOPs')} each; "
