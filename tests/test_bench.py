@@ -53,6 +53,17 @@ def test_mutransfer_vs_direct_quick(tmp_path):
 
 
 @pytest.mark.bench
+def test_mutransfer_vs_direct_wsd_quick(tmp_path):
+    """Under WSD the pool's cooldown branches stand in for successive halving's rung runs: the
+    estimate's realised pick must be the winner a real ``mutune.search`` with search.fidelity picks."""
+    out = bench("mutransfer_vs_direct.py", "--wsd", "--run-dir", str(tmp_path / "mvd"), cwd=tmp_path)
+    assert "µTransfer, successive halving (Monte Carlo s.e." in out
+    assert "4@5st+2@10st" in out  # the plan: 4 configurations at 5 steps, the best 2 continued to 10
+    assert "(the same as the estimate's realised pick" in out
+    assert "samplers" not in out
+
+
+@pytest.mark.bench
 def test_throughput_quick(tmp_path):
     out = bench("throughput.py", cwd=tmp_path)
     assert "mutune µP / plain loop" in out and "µP time over SP" in out
