@@ -107,6 +107,15 @@ def test_horizon_transfer_quick(tmp_path):
 
 
 @pytest.mark.bench
+def test_horizon_transfer_wsd_quick(tmp_path):
+    out = bench("horizon_transfer.py", "--wsd", "--run-dir", str(tmp_path / "ht"), cwd=tmp_path)
+    assert "wsd schedule, 2 seed(s) per point, horizons from cooldown branches" in out
+    assert "what mutune transfers:" in out and "separate runs of each horizon" in out
+    best = (tmp_path / "ht" / "best.yaml").read_text()
+    assert "branched: true" in best
+
+
+@pytest.mark.bench
 def test_umup_quick(tmp_path):
     out = bench("umup.py", "--run-dir", str(tmp_path / "umup"), cwd=tmp_path)
     assert "targets: (a)" in out and "target (a):" in out and "target (b):" in out
