@@ -333,8 +333,8 @@ class LawsSpec:
     seeds: int | None = key(
         None,
         "seeds per line-search point (the loss is their mean); default 2 with train.schedule=wsd (each LR's "
-        "horizons come from one run's cooldown branches, so two seeds cost less than one seed of separate "
-        "runs), else 1",
+        "horizons come from one run's cooldown branches, so a seed costs 0.66x separate runs at multiples "
+        "0.25/0.5/1: two cost 1.3x one seed of separate runs), else 1",
         POSITIVE,
         across="search",
         effect="plan",
