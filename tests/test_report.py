@@ -251,7 +251,9 @@ def test_show_config_applies_overrides_and_smoke(run_cli, tiny_spec):
     d = yaml.safe_load(r.out)
     assert d["train"]["steps"] == 7 and d["search"]["space"]["lr"]["high"] == 0.2
     assert d["train"]["eval_batches"] == TINY["train"]["eval_batches"] and d["data"]["corpus"] == "stdlib"
-    assert set(d["search"]["space"]) == set(config.DEFAULT_SPACE)
+    assert set(d["search"]["space"]) == set(
+        config.default_space(d["model"]["family"], d["model"]["parametrization"])
+    )
     r = run_cli("show-config", tiny_spec, "--smoke")
     assert r.code == 0 and yaml.safe_load(r.out)["search"]["n_trials"] == 3
     r = run_cli("show-config", tiny_spec, "train.stepz=3")
