@@ -14,7 +14,7 @@ from .console import err, live_display, log_line, out
 
 data_app = typer.Typer(
     help="Prepare training data: tokenize text files for data.corpus: tokens.\n\n"
-    "Example: mutune data prepare corpus/ --tokenizer bpe --vocab-size 8192 --out data/bpe",
+    "Example: mutune data prepare my.txt --tokenizer tokenizer.json --out data/tok",
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
@@ -51,7 +51,7 @@ def prepare(
 
     Then point a spec at it: data: {corpus: tokens, path: DIR} (the vocabulary size is read from it).
 
-    Example: mutune data prepare corpus/ --tokenizer bpe --vocab-size 8192 --out data/bpe
+    Example: mutune data prepare my.txt --tokenizer tokenizer.json --out data/tok
     """
     if vocab_size is not None and vocab_size < 1:
         raise SpecError("--vocab-size", f"must be >= 1, got {vocab_size}")

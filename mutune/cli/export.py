@@ -52,7 +52,7 @@ def export(
     What a format cannot express (NeMo's one Adam ε for every group, u-µP's unit-scaled forward, a
     model Granite does not compute) is refused, naming what is missing.
 
-    Example: mutune export runs/quickstart --to width=4096 --format torchtitan -o mup_optimizer.py
+    Example: mutune export runs/quickstart --to width=4096 --format torchtitan
     """
     if fmt not in FORMATS:
         raise SpecError("--format", f"expected one of {', '.join(FORMATS)}, got {fmt!r}")
