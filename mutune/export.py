@@ -504,6 +504,7 @@ def hf(r: Recipe) -> str:
     f = r.forward
     doc = cfg.to_dict()
     doc.update(
+        architectures=[type(model).__name__],
         embedding_multiplier=cfg.embedding_multiplier * f["input_mult"],
         logits_scaling=cfg.logits_scaling / f["output_mult"],
         vocab_size=r.vocab_size,

@@ -195,6 +195,8 @@ def test_configs_bpe_smoke_runs_on_a_prepared_sample(run_cli, workdir):
     corpus(workdir / "sample", files=2, lines=400)
     r = run_cli("data", "prepare", "sample", "--tokenizer", "bpe", "--vocab-size", "384", "--out", "data/bpe")
     assert r.code == 0 and "data/bpe" in r.out, r
+    progress = [ln for ln in r.err.splitlines() if ln.startswith(("training the tokenizer:", "tokenizing:"))]
+    assert progress[-1].startswith("tokenizing: 100% of") and len(progress) >= 10  # the bar, as log lines
     r = run_cli("data", "prepare", "sample", "--tokenizer", "bpe", "--vocab-size", "384", "--out", "data/bpe")
     assert r.code == 0 and "up to date" in r.err, r
     r = run_cli("search", CONFIGS / "bpe.yaml", "--smoke", "--no-transfer", "search.n_trials=2")

@@ -29,6 +29,8 @@ def launch_slurm(
     """``--launcher slurm``: submit the workers as an array, say how to follow them, or wait for them."""
     from .. import slurm
 
+    if launcher not in ("local", "slurm"):
+        raise SpecError("--launcher", f"expected local or slurm, got {launcher!r}")
     if launcher != "slurm":
         raise SpecError(
             "--launcher", f"--slurm and --wait go with --launcher slurm (got --launcher {launcher})"
