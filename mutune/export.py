@@ -209,7 +209,11 @@ def recipe(
             )
         )
     check_patterns(names, [g.pattern for g in groups])
-    return Recipe(p, vocab, groups, forward_of(spec, hp), _notes(spec))
+    forward = forward_of(spec, hp)
+    if not any(i.role == "router" for i in infos.values()):  # no mixture's gate: no router multiplier
+        forward.pop("router_mult")
+        forward["applies_to"].pop("router_mult")
+    return Recipe(p, vocab, groups, forward, _notes(spec))
 
 
 def forward_of(spec: Any, hp: Any) -> dict[str, Any]:

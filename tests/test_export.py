@@ -348,3 +348,21 @@ def test_export_does_not_write_a_spec_file_run(run_cli, workdir):
     spec = write_spec(workdir / "s.yaml", TINY)
     r = run_cli("export", spec, "--to", "width=64")
     assert r.code == 2 and "search it first" in r.err, r
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["export", "--help"],
+        ["data", "prepare", "--help"],
+        ["export", "runs/x", "--format", "onnx"],
+        ["data", "prepare", "no-such-dir", "--tokenizer", "bpe", "--vocab-size", "300", "--out", "o"],
+        ["search", str(ROOT / "configs" / "quickstart.yaml"), "--launcher", "slurm", "--slurm", "partition"],
+    ],
+    ids=lambda a: " ".join(a)[:40],
+)
+def test_the_new_commands_answer_help_and_argument_errors_without_torch(args, workdir):
+    from .test_cli_output import _probe
+
+    r = _probe(args, workdir)
+    assert r["heavy"] == [], f"mutune {' '.join(args)} imported {r['heavy']}"

@@ -55,6 +55,9 @@ def prepare(
     """
     if vocab_size is not None and vocab_size < 1:
         raise SpecError("--vocab-size", f"must be >= 1, got {vocab_size}")
+    for path in text_files:  # said before anything heavy loads
+        if not path.exists():
+            raise SpecError("TEXT_FILES", f"{path} not found")
     from .. import prepare as prepare_mod
 
     bar = _Bar()
