@@ -256,18 +256,34 @@ def _notes(spec: Any) -> list[str]:
 # Patterns
 
 
-def _template(name: str) -> str:
-    """A name's regex with every block index (a purely numeric dotted part) generalised to ``\\d+``."""
+# Activation checkpointing (torch's checkpoint_wrapper, as torchtitan and NeMo apply it per block)
+# renames a block's parameters ``h.3._checkpoint_wrapped_module.attn...``: allowed after a block index
+WRAPPED = r"(?:_checkpoint_wrapped_module\.)?"
+
+
+def _regex(name: str, generalise: bool) -> str:
+    """A name's regex: each block index (a purely numeric dotted part) generalised to ``\\d+`` when
+    ``generalise``, and a checkpoint wrapper allowed after it."""
     parts = name.split(".")
-    return r"\.".join(r"\d+" if p.isdigit() else re.escape(p) for p in parts)
+    out = ""
+    for i, part in enumerate(parts):
+        if i:  # the dot before this part, and the wrapper where the part before was a block index
+            out += r"\." + (WRAPPED if parts[i - 1].isdigit() else "")
+        out += r"\d+" if part.isdigit() and generalise else re.escape(part)
+    return out
+
+
+def _template(name: str) -> str:
+    return _regex(name, generalise=True)
 
 
 def _patterns(names: list[str], members: list[list[str]]) -> dict[int, str]:
     """One regex per group of names: a name's block indices generalised where every name of that
     shape is in the same group (``h\\.\\d+\\.attn\\.c_proj\\.weight``), the exact name otherwise.
     Anchored at the end and at a dotted boundary at the start, so a framework's wrapper prefix
-    (``_orig_mod.``, ``_checkpoint_wrapped_module.``) still matches; :func:`check_patterns` proves
-    each parameter is matched exactly once."""
+    (``torch.compile``'s ``_orig_mod.``) still matches, as does a block wrapped for activation
+    checkpointing (:data:`WRAPPED`); :func:`check_patterns` proves each parameter is matched exactly
+    once."""
     owner = {n: i for i, group in enumerate(members) for n in group}
     by_template: dict[str, set[int]] = defaultdict(set)
     for n in names:
@@ -277,13 +293,13 @@ def _patterns(names: list[str], members: list[list[str]]) -> dict[int, str]:
         alts: list[str] = []
         for n in group:
             t = _template(n)
-            alt = t if by_template[t] == {i} else re.escape(n)
+            alt = t if by_template[t] == {i} else _regex(n, generalise=False)
             if alt not in alts:
                 alts.append(alt)
         body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
         out[id(group)] = rf"(?:^|\.){body}$"
     if _ambiguous(names, [out[id(g)] for g in members]):  # a name that is another's dotted suffix
-        out = {id(g): "^(?:" + "|".join(re.escape(n) for n in g) + ")$" for g in members}
+        out = {id(g): "^(?:" + "|".join(_regex(n, generalise=False) for n in g) + ")$" for g in members}
     return out
 
 

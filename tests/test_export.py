@@ -138,6 +138,10 @@ def test_every_parameter_is_matched_by_exactly_one_pattern(gpt_run):
         # a framework's wrapper prefix (FSDP, activation checkpointing, torch.compile) still matches once
         wrapped = f"_orig_mod.{n}"
         assert sum(bool(re.search(p, wrapped)) for p in patterns) == 1, wrapped
+        # checkpoint_wrapper renames a block's parameters after the block index
+        ckpt = re.sub(r"^h\.(\d+)\.", r"h.\1._checkpoint_wrapped_module.", n)
+        assert sum(bool(re.search(p, ckpt)) for p in patterns) == 1, ckpt
+    assert sum(n.startswith("h.") for n in names) == 3 * 6  # (the blocks' names the rename above exercised)
     # the check itself fails on a pattern that misses a parameter, or two that overlap
     with pytest.raises(RuntimeError, match="matched by 0"):
         export.check_patterns(names, patterns[1:])
@@ -148,7 +152,10 @@ def test_every_parameter_is_matched_by_exactly_one_pattern(gpt_run):
 def test_block_indices_are_generalised_only_where_every_block_agrees():
     names = ["h.0.w", "h.1.w", "h.10.w", "h.0.b", "h.1.b"]
     pats = export._patterns(names, [["h.0.w", "h.1.w", "h.10.w"], ["h.0.b"], ["h.1.b"]])
-    assert sorted(pats.values()) == sorted([r"(?:^|\.)h\.\d+\.w$", r"(?:^|\.)h\.0\.b$", r"(?:^|\.)h\.1\.b$"])
+    w = export.WRAPPED
+    assert sorted(pats.values()) == sorted(
+        [rf"(?:^|\.)h\.\d+\.{w}w$", rf"(?:^|\.)h\.0\.{w}b$", rf"(?:^|\.)h\.1\.{w}b$"]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
