@@ -7,7 +7,8 @@ Three sources, all loaded once per process (trials in a search reuse the same ar
   no download. About 12 MB on Python 3.11; byte-level, vocab 256.
 - ``text``: a user's file, or every file under a folder (sorted), as bytes.
 - ``tokens``: a nanoGPT-style ``uint16`` token file, memory-mapped: either one ``.bin`` (the last
-  ``val_fraction`` is validation) or a folder holding ``train.bin`` and ``val.bin``.
+  ``val_fraction`` is validation) or a folder holding ``train.bin`` and ``val.bin`` (``mutune data
+  prepare`` writes one, uint32 where the vocabulary needs it, its meta.yaml saying which).
 
 Byte corpora are split deterministically in interleaved 64 KiB chunks, so validation samples
 every part of the corpus rather than only the files that sort last.
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from .config import DataSpec, SpecError
+from .config.corpus import read_meta
 
 SPLIT_CHUNK = 64 * 1024
 SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
@@ -42,7 +44,14 @@ class Corpus:
 
 def vocab_size(spec: DataSpec) -> int:
     """Known without loading anything, so plans can be made for data that is not here."""
-    return spec.vocab_size if spec.corpus == "tokens" else 256
+    if spec.corpus != "tokens":
+        return 256
+    if spec.vocab_size is None:  # a prepared folder not here: its meta.yaml would have said
+        raise SpecError(
+            "data.path",
+            f"{spec.path} not found (the vocabulary size comes from its meta.yaml; or set data.vocab_size)",
+        )
+    return spec.vocab_size
 
 
 def stdlib_files() -> list[Path]:
@@ -72,16 +81,17 @@ def split_interleaved(data: np.ndarray, val_fraction: float) -> tuple[np.ndarray
     return train, val
 
 
-def _token_file(path: Path) -> np.ndarray:
-    """A uint16 token file, memory-mapped; a size that is not whole tokens is a user error naming it."""
-    size = path.stat().st_size
-    if size % 2 or size == 0:
+def _token_file(path: Path, dtype: str = "uint16") -> np.ndarray:
+    """A token file (uint16, or the dtype a prepared folder's meta.yaml names), memory-mapped; a size
+    that is not whole tokens is a user error naming it."""
+    size, width = path.stat().st_size, np.dtype(dtype).itemsize
+    if size % width or size == 0:
         raise SpecError(
             "data.path",
-            f"{path} has {size} bytes, {'none' if size == 0 else 'an odd number'}: a tokens .bin holds uint16 "
-            "token ids, 2 bytes each (is it a text file? use data.corpus: text)",
+            f"{path} has {size} bytes, {'none' if size == 0 else f'not a multiple of {width}'}: a tokens .bin holds "
+            f"{dtype} token ids, {width} bytes each (is it a text file? use data.corpus: text)",
         )
-    return np.memmap(path, dtype=np.uint16, mode="r")
+    return np.memmap(path, dtype=dtype, mode="r")
 
 
 def _tokens(path: Path, vocab: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray, str]:
@@ -90,8 +100,9 @@ def _tokens(path: Path, vocab: int, val_fraction: float) -> tuple[np.ndarray, np
         for p in (train_path, val_path):
             if not p.is_file():
                 raise SpecError("data.path", f"token folder {path} has no {p.name}")
-        train = _token_file(train_path)
-        val = _token_file(val_path)
+        dtype = (read_meta(path) or {}).get("dtype", "uint16")  # `mutune data prepare` records it
+        train = _token_file(train_path, dtype)
+        val = _token_file(val_path, dtype)
     else:
         data = _token_file(path)
         cut = int(len(data) * (1 - val_fraction))

@@ -65,6 +65,14 @@ def print_plan(p: Any) -> None:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 
+def submitted(sub: Any, what: str) -> None:
+    """Jobs handed to Slurm (``--launcher slurm``): their ids and how to follow them."""
+    ids = ", ".join(sub.ids)
+    out.print(f"submitted {what} as {sub.cluster} job(s) {ids}; logs in {sub.folder}", highlight=False)
+    for line in sub.follow():
+        out.print(f"  {line}", highlight=False)
+
+
 def print_target(res: TransferResult) -> int:
     """The target's outcome on one line; its exit code (1 when it diverged)."""
     r = res.result

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from ..errors import SpecError
 from ..mup.optimizers import OPTIMIZER_NAMES, OPTIMIZERS
 from ..mup.parametrizations import PARAMETRIZATIONS
+from .corpus import read_meta
 from .families import FAMILIES, ModelSpec
 from .meaning import key, section
 from .typed import (
@@ -57,13 +58,15 @@ class DataSpec:
     )
     path: str | None = key(
         None,
-        "text: a file or folder; tokens: a uint16 .bin file or a folder with train.bin/val.bin",
+        "text: a file or folder; tokens: a uint16 .bin file or a folder with train.bin/val.bin (`mutune data "
+        "prepare` writes one)",
         across="approximate",
         note=APPROX_DATA,
     )
     vocab_size: int | None = key(
         None,
-        "tokens: vocabulary size (byte corpora use 256)",
+        "tokens: vocabulary size (byte corpora use 256); default: the tokenizer's, from a folder `mutune data "
+        "prepare` wrote",
         POSITIVE,
         across="approximate",
         note=APPROX_DATA,
@@ -526,6 +529,8 @@ def _replaced(node: Any, path: list[str], value: Any, dotted: str, prefix: str =
 def _filled(data: dict[str, Any]) -> Spec:
     """``data`` typed, with every default filled in; the default search space is the family's."""
     spec = build(Spec, data)
+    if spec.data.corpus == "tokens" and spec.data.vocab_size is None:  # a prepared folder records its own
+        spec.data.vocab_size = (read_meta(spec.data.path) or {}).get("vocab_size")
     if "space" not in (data.get("search") or {}):
         spec.search.space = default_space(spec.model.family, spec.model.parametrization)
     return spec

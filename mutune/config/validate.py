@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError
@@ -18,6 +19,7 @@ from ..mup.optimizers import OPTIMIZERS
 from ..mup.parametrizations import PARAMETRIZATIONS
 from ..mup.rules import ROLES
 from . import axes
+from .corpus import read_meta
 from .families import FAMILIES
 from .typed import check_ranges, coerce
 
@@ -36,14 +38,31 @@ def validate(spec: Spec) -> None:
     FAMILIES[m.family].check(m)
     if d.corpus in ("text", "tokens") and not d.path:
         raise SpecError("data.path", f"corpus '{d.corpus}' needs data.path")
-    if d.corpus == "tokens" and not d.vocab_size:
-        raise SpecError("data.vocab_size", "corpus 'tokens' needs data.vocab_size")
+    if d.corpus == "tokens" and not d.vocab_size and not _prepared_elsewhere(d.path):
+        raise SpecError(
+            "data.vocab_size",
+            "corpus 'tokens' needs data.vocab_size (or a folder `mutune data prepare` wrote)",
+        )
+    meta = read_meta(d.path) if d.corpus == "tokens" else None
+    if meta is not None and d.vocab_size < meta["vocab_size"]:  # larger (padded to a multiple of 64) is fine
+        raise SpecError(
+            "data.vocab_size",
+            f"{d.vocab_size} is smaller than the {meta['vocab_size']} tokens of {meta.get('tokenizer')}, which "
+            f"tokenized {d.path} (its meta.yaml); leave data.vocab_size out to take the tokenizer's",
+        )
     for name, p in spec.search.space.items():
         check_space(spec, name, p, f"search.space.{name}")
     check_schedule(spec.train)
     check_search(spec)
     check_fidelity(spec)
     check_laws(spec.search.laws)
+
+
+def _prepared_elsewhere(path: str | None) -> bool:
+    """A token folder that is not on this machine (yet): its meta.yaml will give the vocabulary size
+    when it is (a plan needs it then, :func:`mutune.data.vocab_size`); a single .bin never has one."""
+    p = Path(path or "").expanduser()
+    return bool(path) and not p.exists() and p.suffix != ".bin"
 
 
 def check_parametrization(spec: Spec) -> None:

@@ -51,7 +51,9 @@ def reap_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> l
     """Fail RUNNING trials whose worker process is gone (killed, crashed, pre-empted).
 
     RDB storages do this through Optuna's heartbeat; the journal file has none, so mutune
-    records ``host:pid`` on each trial and, for trials of this machine, checks the pid here.
+    records ``host:pid`` on each trial and, for trials of this machine, checks the pid here; a trial
+    of another machine (workers sharing the journal on a shared file system, as Slurm array tasks
+    do) is failed once its heartbeat has been silent for 4 intervals (:class:`Heartbeat`).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -69,7 +71,9 @@ def reap_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> l
                 continue
         else:
             w_host, _, w_pid = worker.rpartition(":")
-            if w_host != host or _pid_alive(int(w_pid)):
+            if w_host != host and not _silent(t):  # another machine's (a Slurm node's): by its heartbeat
+                continue
+            if w_host == host and _pid_alive(int(w_pid)):
                 continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_user_attr(trial_id, "fail_reason", f"orphaned: worker {worker} is gone")
@@ -80,6 +84,20 @@ def reap_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> l
             continue  # another process got there first
         reaped.append(t.number)
     return reaped
+
+
+JOURNAL_HEARTBEAT_SECONDS = (
+    30  # a journal trial's heartbeat; another machine fails it after 4x this of silence
+)
+
+
+def _silent(t: optuna.trial.FrozenTrial) -> bool:
+    """A trial of another machine whose worker stopped beating (:class:`Heartbeat`): its last beat,
+    or its start if it never beat (a live one beats within the interval), is older than 4 intervals."""
+    last = t.user_attrs.get("heartbeat")
+    if last is None:
+        last = t.datetime_start.timestamp() if t.datetime_start is not None else time.time()
+    return time.time() - float(last) > 4 * JOURNAL_HEARTBEAT_SECONDS
 
 
 class BudgetLock:
@@ -111,12 +129,26 @@ class Heartbeat:
         interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
         self.stop = threading.Event()
         self.thread = None
-        if interval:
+        if isinstance(storage, optuna.storages.JournalStorage):
+            # the journal has no heartbeat of its own; a worker on another machine (a Slurm array task)
+            # can't be checked by its pid, so the trial records a beat (module doc, reap_orphans)
+            study_id = storage.get_study_id_from_name(study.study_name)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+            self.thread = threading.Thread(target=self._journal_beat, args=(storage, trial_id), daemon=True)
+            self.thread.start()
+        elif interval:
             study_id = storage.get_study_id_from_name(study.study_name)
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
             storage.record_heartbeat(trial_id)
             self.thread = threading.Thread(target=self._beat, args=(storage, trial_id, interval), daemon=True)
             self.thread.start()
+
+    def _journal_beat(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+        while not self.stop.wait(JOURNAL_HEARTBEAT_SECONDS):
+            try:
+                storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+            except optuna.exceptions.UpdateFinishedTrialError:
+                return
 
     def _beat(self, storage: optuna.storages.BaseStorage, trial_id: int, interval: float) -> None:
         while not self.stop.wait(interval):
