@@ -47,13 +47,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def reap_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
+def reap_orphans(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, *, locked: bool = False
+) -> list[int]:
     """Fail RUNNING trials whose worker process is gone (killed, crashed, pre-empted).
 
     RDB storages do this through Optuna's heartbeat; the journal file has none, so mutune
     records ``host:pid`` on each trial and, for trials of this machine, checks the pid here; a trial
     of another machine (workers sharing the journal on a shared file system, as Slurm array tasks
     do) is failed once its heartbeat has been silent for 4 intervals (:class:`Heartbeat`).
+
+    An untagged trial was made by a worker between asking for it and tagging it, or by one that
+    died there (a kill, or a full disk that tore the tag's record). ``locked``: the caller holds
+    the run dir's :class:`BudgetLock`, under which every worker of this machine asks and tags; then,
+    unless another machine's worker has tagged a trial of this study (its lock may not span
+    machines), the untagged trial is an orphan and is failed at once. Otherwise it is failed only
+    once clearly stale (2 minutes).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -63,11 +72,15 @@ def reap_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> l
     host = socket.gethostname()
     study_id = storage.get_study_id_from_name(study.study_name)
     reaped = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    trials = study.get_trials(deepcopy=False)
+    only_here = all(t.user_attrs.get("worker", host + ":").rpartition(":")[0] == host for t in trials)
+    for t in trials:
+        if t.state != TrialState.RUNNING:
+            continue
         worker = t.user_attrs.get("worker")
         if worker is None:
-            # killed between creating the trial and tagging it: reap only when clearly stale
-            if t.datetime_start is None or time.time() - t.datetime_start.timestamp() < 120:
+            stale = t.datetime_start is None or time.time() - t.datetime_start.timestamp() >= 120
+            if not (stale or (locked and only_here)):
                 continue
         else:
             w_host, _, w_pid = worker.rpartition(":")
@@ -192,7 +205,7 @@ def run_trials(
     n_trials = spec.search.n_trials or DEFAULT_N_TRIALS  # (a search passes its phase's count)
     while parent_pid is None or os.getppid() == parent_pid:
         with BudgetLock(run_dir / ".budget.lock"):
-            reap_orphans(study, storage)
+            reap_orphans(study, storage, locked=True)
             finished, running = count(study)
             if finished + running >= n_trials:
                 break
