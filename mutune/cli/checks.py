@@ -43,13 +43,22 @@ def coord_check(
             help="check across depth instead (even depths, at the base width): CompleteP keeps every slope flat",
         ),
     ] = None,
+    allow_unchecked: Annotated[
+        str | None,
+        typer.Option(
+            "--allow-unchecked",
+            metavar="attention",
+            help="pass even where the model has attention whose scores the check cannot see (default: "
+            "the verdict is incomplete, exit 1); also model.allow_unchecked",
+        ),
+    ] = None,
 ) -> None:
     """Check that activations keep their size as the model widens (µP), or deepens, with a verdict.
 
     Trains the model at base_width × 1, 2, 4, 8, 16 for a few steps and fits the slope of every
     layer's mean |x| against width; writes CSVs and a PNG to RUN_DIR/checks. With --depths, the
     same at the listed depths (slopes against depth; files coord_check_depth*). Exit 0 when the
-    spec's model passes, 1 when it fails.
+    spec's model passes, 1 when it fails or the check is incomplete (attention it cannot see).
 
     Example: mutune coord-check configs/quickstart.yaml --compare sp
     """
@@ -67,6 +76,7 @@ def coord_check(
         out_dir=out_dir,
         depths=depth_list,
         prefix="coord_check_depth" if depth_list else "coord_check",
+        allow_unchecked=comma_list(allow_unchecked, "--allow-unchecked", str) or (),
     )
     print_coord_check(res)
     out.print(f"-> {res.files['slopes']}, {res.files['png']}", highlight=False)
