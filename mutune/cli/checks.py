@@ -170,6 +170,23 @@ def _cell(p: dict, key: Any, fmt: Any = _mult) -> str:
     return a if a == b else f"{a} -> {b}"
 
 
+def _source(text: str) -> str:
+    """Where a role came from, short for the table (``--format json`` has it whole): the module's
+    type, the use (table, added, elementwise, or the product), shape, user."""
+    if text.startswith("module: "):
+        return text[len("module: ") :].split(",")[0].split(" (")[0]
+    if text.startswith("use: "):
+        for words, short in (
+            ("indexed as a table", "table"),
+            ("added to the stream", "added"),
+            ("elementwise", "× elementwise"),
+        ):
+            if words in text:
+                return f"use: {short}"
+        return "use: " + text.split("(", 1)[-1].split(", summed")[0].rstrip(")")
+    return text.split(" (")[0].split(";")[0]
+
+
 def print_inspect(res: dict) -> None:
     """``mutune inspect``: one row per parameter (proxy -> target where they differ), then the
     forward multipliers and the warnings."""
@@ -181,14 +198,26 @@ def print_inspect(res: dict) -> None:
         f"{widths}; {res['optimizer']} lr {res['hparams']['lr']:g}",
         title_justify="left",
     )
-    for col in ("parameter", "shape", "role", "width dims", "init std", "lr mult", "wd mult", "ε mult"):
-        table.add_column(col, justify="left" if col in ("parameter", "role") else "right")
+    cols = (
+        "parameter",
+        "shape",
+        "role",
+        "role from",
+        "width dims",
+        "init std",
+        "lr mult",
+        "wd mult",
+        "ε mult",
+    )
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("parameter", "role", "role from") else "right")
     for p in res["parameters"]:
         role = p["role"] + (" (tied)" if p["tied_readout"] else "")
         table.add_row(
             p["name"],
             _cell(p, "shape", lambda s: "×".join(map(str, s))),
             role,
+            _source(p.get("role_source", "")),
             ",".join(map(str, p["width_dims"])) or "-",
             _cell(p, lambda row: row, _init),
             _cell(p, "lr_mult"),
