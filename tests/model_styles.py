@@ -407,3 +407,25 @@ def hf_vit(width: int, num_classes: int, attn: str = "eager", heads: int | None 
         attn_implementation=attn,
     )
     return ViTForImageClassification(cfg)
+
+
+class ItemRawLM(nn.Module):
+    """A raw position table and a forward that reads a value (``.item()``), which the meta device
+    cannot give: its use is watched on a real CPU copy instead."""
+
+    def __init__(self, width: int, vocab_size: int, seq_len: int):
+        super().__init__()
+        self.tok = nn.Embedding(vocab_size, width)
+        self.pos = nn.Parameter(torch.randn(seq_len, width))
+        self.mix = nn.Linear(width, width)
+        self.head = nn.Linear(width, vocab_size)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        if idx.max().item() >= self.tok.num_embeddings:
+            raise ValueError("token out of range")
+        x = self.tok(idx) + self.pos[: idx.shape[1]]
+        return self.head(F.gelu(self.mix(x)))
+
+
+def item_raw_lm(width: int, vocab_size: int, seq_len: int) -> ItemRawLM:
+    return ItemRawLM(width, vocab_size, seq_len)

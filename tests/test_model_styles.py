@@ -5,6 +5,7 @@ once where input modules nest; search records an incomplete check in best.yaml."
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -156,3 +157,38 @@ def test_inspect_says_where_each_role_came_from(run_cli, workdir):
     d["model"]["roles"] = {"wpx": "vector"}
     r = run_cli("inspect", write_spec(workdir / "s.yaml", d))
     assert r.code == 2 and r.err.startswith("error: model.roles.wpx:") and "did you mean 'wpe'" in r.err, r
+
+
+def test_a_forward_the_meta_device_cannot_run_is_watched_on_a_cpu_copy():
+    """``.item()`` in the forward: the raw position table's use is still seen (on a real copy at the
+    base width), and the global random state is what it was (a run's dropout draws from it)."""
+    d = STYLES["nested_inputs"].spec()
+    d["model"]["factory"] = "tests.model_styles:item_raw_lm"
+    spec = config.spec_from_dict(d)
+    before = torch.random.get_rng_state()
+    infos = models.classify(spec, spec.hparams, 256, width=64)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert (
+        infos["pos"].role == "embedding"
+        and infos["pos"].source == "use: indexed as a table (rows indexed, added)"
+    )
+
+
+def test_a_fused_qkv_trains_exactly_as_its_three_matrices():
+    """A raw (3, d, d) q/k/v used through einsum, with its fan-in found to be d (it used to be d²,
+    its init shrinking like 1/m), gets the init and LR of three separate (d, d) matrices: the same
+    draws in the same order, so its coord-check records are its unfused twin's."""
+    from mutune import checks
+
+    runs = [
+        checks.coord_check(config.spec_from_dict(STYLES[n].spec()), mults=(1, 4), seeds=1, steps=3).records
+        for n in ("fused_qkv", "raw_parameters")
+    ]
+    fused, raw = (r.sort_values(["width", "t", "layer"]).reset_index(drop=True) for r in runs)
+    assert list(fused.layer) == list(raw.layer)
+    np.testing.assert_allclose(fused.l1, raw.l1, rtol=1e-4)
+    np.testing.assert_allclose(fused.dl1, raw.dl1, rtol=1e-3, atol=1e-7)
+    spec = config.spec_from_dict(STYLES["fused_qkv"].spec())
+    infos = models.classify(spec, spec.hparams, 256, width=128)
+    qkv = infos["blocks.0.qkv"]
+    assert (qkv.fan_in, qkv.base_fan_in, qkv.fan_in_mult) == (128, 32, 4.0) and qkv.role == "hidden"
