@@ -175,6 +175,7 @@ def plan(
     if not any(_names_target(k) for k in changes):
         raise SpecError("--to", "give --to width=W (the spec names no target.width)")
     target = config.derive(proxy, changes, smoke_run=smoke, force=force)
+    models.check_axes(target.spec)  # an axis its model cannot apply is refused, not planned
     hp, lp, warnings = _apply_laws(best, proxy, target, smoke, no_laws, run.path)
     p = Plan(
         run_dir=run.path,

@@ -294,13 +294,15 @@ def coord_gate(spec: Spec, study: optuna.Study, run_dir: Path, skip: bool = Fals
     """The fast coord check before the first trial; its record is kept in the study's user attrs.
 
     A µP spec whose check fails raises :class:`GateFailed`: searching it would tune hyperparameters
-    that do not transfer. A study that passed once is not checked again when resumed (the spec
+    that do not transfer. A check that could not see some attention's scores (:mod:`mutune.checks`:
+    incomplete) does not stop the search, but says so and is recorded as ``incomplete``, even where
+    ``model.allow_unchecked`` accepts it. A study that passed once is not checked again when resumed (the spec
     guard in :func:`open_study` makes sure the model is the same). SP specs are the control and are
     not checked. Widths base × 1, 2, 4, 8, two seeds, five forwards on 2×16 tokens: well under a
     second on the test specs, a few seconds at base width 256.
     """
     done = study.user_attrs.get("coord_check") or {}
-    if done.get("verdict") == "passed":
+    if done.get("verdict") in ("passed", "incomplete"):
         return done
     rules = models.parametrization(spec)
     if rules.coord_check != "verify":
@@ -316,15 +318,18 @@ def coord_gate(spec: Spec, study: optuna.Study, run_dir: Path, skip: bool = Fals
         result = checks.coord_check(
             spec, mults=checks.GATE_MULTS, seeds=2, out_dir=out, prefix="gate_coord_check", plot=False
         )
+        failed = result.verdict == "fail"
         record = {
-            "verdict": "passed" if result.passed else "failed",
+            "verdict": "failed" if failed else "incomplete" if result.unchecked else "passed",
             "widths": result.widths,
             "lr": result.lr,
             "largest_slope": round(result.largest_slope, 4),
             "threshold": result.threshold,
             "seconds": round(time.perf_counter() - t0, 3),
         }
-        if not result.passed:
+        if result.unchecked:  # attention whose scores the check could not see: its scale is unchecked
+            record["unchecked"] = list(result.unchecked)
+        if failed:
             checks.write(result, out, "gate_coord_check", plot=True)  # the picture, for the diagnosis
             study.set_user_attr("coord_check", record)
             raise GateFailed(

@@ -120,3 +120,12 @@ def test_umup_quick(tmp_path):
     out = bench("umup.py", "--run-dir", str(tmp_path / "umup"), cwd=tmp_path)
     assert "targets: (a)" in out and "target (a):" in out and "target (b):" in out
     assert "umup width" in out and "LR only" in out and "full space" in out
+
+
+@pytest.mark.bench
+def test_vit_width_quick(tmp_path):
+    out = bench("vit_width.py", "--run-dir", str(tmp_path / "vit"), cwd=tmp_path)
+    assert "target: |µP LR drift| <= 0.5 log2 and |SP LR drift| >= 1.0 log2" in out
+    assert "mup width   32" in out and "sp width   64" in out
+    assert "mup drift of the optimum" in out and "sp drift of the optimum" in out and "target: " in out
+    assert (tmp_path / "vit" / "checks" / "sweep-lr-summary.csv").is_file()

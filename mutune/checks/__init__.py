@@ -19,8 +19,11 @@ recorded more widely and *decided*:
    and pass when every slope is within its limit (:mod:`.verdict`, where the limits and the named
    exceptions are explained; docs/mup.md §3 has the measurements behind them).
 
-An attention-looking module (``*Attention*``, ``*Attn*``) whose logits no softmax or SDPA call
-revealed is a named warning: the check cannot see its scale.
+A module that looks like attention (a class named ``*Attention*`` / ``*Attn*``, or one computing a
+square product of two activations) whose scores were never seen (:mod:`.scores`) makes the verdict
+**incomplete**: the check cannot see its scale, so it does not pass it. ``allow_unchecked=("attention",)``
+(``--allow-unchecked attention``, ``model.allow_unchecked``) accepts that and passes on the rest;
+the unchecked modules are still named.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from .axes import at_point as _at_width
 from .axes import check_depths, depth_relative
 from .recorder import Kind, Recorder
 
+UNCHECKABLE = ("attention",)  # what a check may be allowed to leave unchecked (--allow-unchecked)
 THRESHOLD = verdict.LIMITS["x"]  # the |x| and |x - x0| limit; own updates have verdict.LIMITS["own"]
 DEFAULT_MULTS = (1, 2, 4, 8, 16)
 # the gate's widths: ×8, not ×4, since the smallest width alone drifts (finite width) and a 3-point fit follows it
@@ -78,6 +82,8 @@ class CoordCheckResult:
     control: CoordCheckResult | None = None  # the negative control's check (--compare sp)
     depths: list[int] = field(default_factory=list)  # the depth axis (--depths), at one width
     unit_scales: pd.DataFrame | None = None  # u-µP: RMS of every activation and gradient at init
+    unchecked: list[str] = field(default_factory=list)  # attention-like modules whose scores were not seen
+    allowed: tuple[str, ...] = ()  # what the check was allowed to leave unchecked ("attention")
 
     @property
     def axis(self) -> str:
@@ -90,7 +96,11 @@ class CoordCheckResult:
 
     @property
     def verdict(self) -> str:
-        return "pass" if self.passed else "fail"
+        """``pass``; ``fail`` (a slope, a unit scale or the model's structure); ``incomplete``: nothing
+        failed, but attention the check could not see was not allowed to stay unchecked."""
+        if self.failures or self.problems:
+            return "fail"
+        return "incomplete" if self.unchecked and "attention" not in self.allowed else "pass"
 
     @property
     def largest_slope(self) -> float:
@@ -110,6 +120,19 @@ class CoordCheckResult:
         """One line: the verdict and, for a failure, the offending layer(s); then any warnings."""
         name = get_parametrization(self.parametrization).label
         warn = "".join(f"; warning: {w}" for w in self.warnings)
+        modules = ", ".join(f"'{a}'" for a in self.unchecked)
+        if self.verdict == "incomplete":
+            return (
+                f"coord check {name}: INCOMPLETE: the attention scores of {modules} were never seen (no "
+                "product of two activations normalised across its last axis, no scaled_dot_product_attention "
+                "call), so their scale is unchecked; every slope the check could see is within its limit (the "
+                f"closest at {self.margin:.0%}). Pass --allow-unchecked attention (or set model.allow_unchecked: "
+                "[attention]) to accept that"
+            )
+        if self.unchecked:
+            warn = f"; attention of {modules} unchecked (allowed)" + "".join(
+                f"; warning: {w}" for w in self.warnings if not w.startswith("attention")
+            )
         if self.passed:
             unit_note = ""
             if self.unit_scales is not None and len(self.unit_scales):
@@ -155,13 +178,7 @@ def _run(
     groups = models.param_groups(spec, model, infos, hp)
     opt = optim.make_optimizer(groups, hp, t.optimizer)
     x, y = batch
-    rec = Recorder(
-        model,
-        _readouts(model, spec),
-        seq_len=x.shape[1],
-        out_features=data.vocab_size(spec.data),
-        leaves=leaves,
-    )
+    rec = Recorder(model, _readouts(model, spec), out_features=data.vocab_size(spec.data), leaves=leaves)
     rows: list[dict[str, tuple[float, float, float]]] = []
     problems: list[str] = []
     try:
@@ -270,14 +287,15 @@ def _check_one(
     seq_len: int,
     batch_size: int,
     depths: list[int] | None = None,
+    allowed: tuple[str, ...] = (),
 ) -> CoordCheckResult:
     hp = dataclasses.replace(hp, lr=float(lr))
     df, problems, missing = records(spec, hp, widths, seeds, steps, seq_len, batch_size, depths=depths)
     expected = models.parametrization(spec).expected_slopes
     slopes = verdict.slopes(df, limits, axis="depth" if depths else "width", expected=expected)
     warnings = [
-        f"attention logits of '{a}' not found (no softmax over the keys and no "
-        "scaled_dot_product_attention call inside it), so its scaling is not checked"
+        f"attention scores of '{a}' not found (no product of two activations normalised across its "
+        "last axis, no scaled_dot_product_attention call inside it), so its scaling is not checked"
         for a in missing
     ]
     if missing:
@@ -300,12 +318,9 @@ def _check_one(
     if tolerance is not None and not depths:  # the parametrization promises unit scale at init (u-µP)
         scales = unit_records(spec, hp, widths, seeds, seq_len, batch_size)
         failures += unit.verdict(scales, tolerance)
-    passed = not failures and not problems
-    slopes.insert(0, "parametrization", spec.model.parametrization)
-    slopes["verdict"] = "pass" if passed else "fail"
-    return CoordCheckResult(
+    result = CoordCheckResult(
         parametrization=spec.model.parametrization,
-        passed=passed,
+        passed=False,
         widths=list(widths),
         seeds=seeds,
         steps=steps,
@@ -319,7 +334,13 @@ def _check_one(
         limits=dict(limits),
         depths=list(depths or []),
         unit_scales=scales,
+        unchecked=list(missing),
+        allowed=tuple(allowed),
     )
+    result.passed = result.verdict == "pass"
+    slopes.insert(0, "parametrization", spec.model.parametrization)
+    slopes["verdict"] = result.verdict
+    return result
 
 
 def default_lr(spec: Spec) -> float:
@@ -360,8 +381,12 @@ def coord_check(
     prefix: str = "coord_check",
     plot: bool = True,
     depths: list[int] | None = None,
+    allow_unchecked: tuple[str, ...] | list[str] = (),
 ) -> CoordCheckResult:
     """Run the coord check of ``spec``'s model; write CSVs (and a PNG) to ``out_dir`` when given.
+
+    ``allow_unchecked=("attention",)`` (with the spec's ``model.allow_unchecked``) lets attention the
+    check cannot see stay unchecked: the verdict is then ``pass`` on the rest, not ``incomplete``.
 
     ``depths`` checks across depth instead, at the base width: the same measures, slopes against
     log depth, with depth scaling relative to the spec's base depth (its own depth when unset) —
@@ -373,6 +398,10 @@ def coord_check(
     (:data:`verdict.LIMITS`).
     """
     hp = hp or spec.hparams
+    allowed = tuple(dict.fromkeys([*allow_unchecked, *getattr(spec.model, "allow_unchecked", ())]))
+    for what in allowed:
+        if what not in UNCHECKABLE:
+            raise SpecError("--allow-unchecked", f"expected one of {', '.join(UNCHECKABLE)}, got {what!r}")
     if depths is not None:
         depths = check_depths(spec, depths)
         widths = [spec.model.base_width]
@@ -411,6 +440,7 @@ def coord_check(
         seq_len=seq_len,
         batch_size=batch_size,
         depths=depths,
+        allowed=allowed,
     )
     result = _check_one(spec, hp, **args)
     if compare is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from .. import models
 from ..config import Spec, SpecError
 
 # seeds for a check across depths: depths 2..8 span 2 octaves against the width check's 4, so a
@@ -47,7 +48,9 @@ def check_depths(spec: Spec, depths: list[int]) -> list[int]:
         )
     try:
         for d in depths:
-            at_point(spec, spec.model.base_width, spec.model.seq_len, spec.train.batch_size, d)
+            models.check_axes(
+                at_point(spec, spec.model.base_width, spec.model.seq_len, spec.train.batch_size, d)
+            )
     except SpecError as e:
         raise SpecError("--depths", f"{e.key}: {e.message}") from None
     return depths

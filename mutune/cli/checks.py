@@ -43,13 +43,22 @@ def coord_check(
             help="check across depth instead (even depths, at the base width): CompleteP keeps every slope flat",
         ),
     ] = None,
+    allow_unchecked: Annotated[
+        str | None,
+        typer.Option(
+            "--allow-unchecked",
+            metavar="attention",
+            help="pass even where the model has attention whose scores the check cannot see (default: "
+            "the verdict is incomplete, exit 1); also model.allow_unchecked",
+        ),
+    ] = None,
 ) -> None:
     """Check that activations keep their size as the model widens (µP), or deepens, with a verdict.
 
     Trains the model at base_width × 1, 2, 4, 8, 16 for a few steps and fits the slope of every
     layer's mean |x| against width; writes CSVs and a PNG to RUN_DIR/checks. With --depths, the
     same at the listed depths (slopes against depth; files coord_check_depth*). Exit 0 when the
-    spec's model passes, 1 when it fails.
+    spec's model passes, 1 when it fails or the check is incomplete (attention it cannot see).
 
     Example: mutune coord-check configs/quickstart.yaml --compare sp
     """
@@ -67,6 +76,7 @@ def coord_check(
         out_dir=out_dir,
         depths=depth_list,
         prefix="coord_check_depth" if depth_list else "coord_check",
+        allow_unchecked=comma_list(allow_unchecked, "--allow-unchecked", str) or (),
     )
     print_coord_check(res)
     out.print(f"-> {res.files['slopes']}, {res.files['png']}", highlight=False)
@@ -160,6 +170,23 @@ def _cell(p: dict, key: Any, fmt: Any = _mult) -> str:
     return a if a == b else f"{a} -> {b}"
 
 
+def _source(text: str) -> str:
+    """Where a role came from, short for the table (``--format json`` has it whole): the module's
+    type, the use (table, added, elementwise, or the product), shape, user."""
+    if text.startswith("module: "):
+        return text[len("module: ") :].split(",")[0].split(" (")[0]
+    if text.startswith("use: "):
+        for words, short in (
+            ("indexed as a table", "table"),
+            ("added to the stream", "added"),
+            ("elementwise", "× elementwise"),
+        ):
+            if words in text:
+                return f"use: {short}"
+        return "use: " + text.split("(", 1)[-1].split(", summed")[0].rstrip(")")
+    return text.split(" (")[0].split(";")[0]
+
+
 def print_inspect(res: dict) -> None:
     """``mutune inspect``: one row per parameter (proxy -> target where they differ), then the
     forward multipliers and the warnings."""
@@ -171,14 +198,26 @@ def print_inspect(res: dict) -> None:
         f"{widths}; {res['optimizer']} lr {res['hparams']['lr']:g}",
         title_justify="left",
     )
-    for col in ("parameter", "shape", "role", "width dims", "init std", "lr mult", "wd mult", "ε mult"):
-        table.add_column(col, justify="left" if col in ("parameter", "role") else "right")
+    cols = (
+        "parameter",
+        "shape",
+        "role",
+        "role from",
+        "width dims",
+        "init std",
+        "lr mult",
+        "wd mult",
+        "ε mult",
+    )
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("parameter", "role", "role from") else "right")
     for p in res["parameters"]:
         role = p["role"] + (" (tied)" if p["tied_readout"] else "")
         table.add_row(
             p["name"],
             _cell(p, "shape", lambda s: "×".join(map(str, s))),
             role,
+            _source(p.get("role_source", "")),
             ",".join(map(str, p["width_dims"])) or "-",
             _cell(p, lambda row: row, _init),
             _cell(p, "lr_mult"),

@@ -194,6 +194,15 @@ class Display(Events):
                 f"coord check passed (widths {record['widths'][0]}..{record['widths'][-1]}, largest |slope| "
                 f"{record['largest_slope']}, {record['seconds']:.1f}s)"
             )
+        elif v == "incomplete":
+            modules = ", ".join(f"'{a}'" for a in record.get("unchecked", []))
+            console.err.print(
+                f"[yellow]warning:[/] coord check incomplete: the attention scores of {modules} were never seen, "
+                f"so their scale is unchecked (every slope it could see within its limit, largest |slope| "
+                f"{record.get('largest_slope')}); best.yaml records coord_check: incomplete",
+                highlight=False,
+                soft_wrap=True,
+            )
         elif v == "skipped":
             console.err.print(
                 "[yellow]warning:[/] coord check skipped (--skip-check); µP is not verified", highlight=False

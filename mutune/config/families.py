@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Literal
 
 from ..errors import SpecError
 from ..mup.parametrizations import PARAMETRIZATIONS
+from ..mup.rules import ROLES
 from .meaning import key
 from .typed import POSITIVE, Range
 
@@ -200,6 +201,28 @@ class FactoryModel(ModelSpec):
         across="fixed",
         note="it decides where α_out/m applies, part of what the hyperparameters mean",
     )
+    roles: dict[str, Literal[ROLES]] = key(
+        {},
+        "factory: the µP role of named parameters, e.g. {pos: embedding}, overriding what mutune finds "
+        "(from the module holding it, else from how the forward uses it, else from its shape; "
+        "`mutune inspect` shows which)",
+        across="fixed",
+        note="a role decides a parameter's init, LR and multipliers: part of what the hyperparameters mean",
+    )
+    task: Literal["next_token", "classification"] = key(
+        "next_token",
+        "factory: next_token (token ids in, next-token logits out, on data.corpus) or classification "
+        "(tensors in, class logits out, on the (x, y) examples of data.module)",
+        across="fixed",
+        note="the hyperparameters were tuned on the proxy's task",
+    )
+    allow_unchecked: list[Literal["attention"]] = key(
+        [],
+        "factory: what the coord check may leave unchecked: [attention] passes a model whose attention "
+        "scores it cannot see (otherwise its verdict is incomplete); as --allow-unchecked",
+        across="free",
+        effect="none",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,6 +290,9 @@ def _check_factory(m: FactoryModel) -> None:
     for i, name in enumerate(m.readout):
         if not name or name.startswith(".") or name.endswith("."):
             raise SpecError(f"model.readout[{i}]", f"expected a module name such as 'lm_head', got {name!r}")
+    for name in m.roles:
+        if not name or name.startswith(".") or name.endswith("."):
+            raise SpecError(f"model.roles.{name}", f"expected a parameter name such as 'pos', got {name!r}")
 
 
 FAMILIES: dict[str, FamilyEntry] = {

@@ -66,8 +66,16 @@ class DataSpec:
     vocab_size: int | None = key(
         None,
         "tokens: vocabulary size (byte corpora use 256); default: the tokenizer's, from a folder `mutune data "
-        "prepare` wrote",
+        "prepare` wrote; module: the number of classes (default: the largest label + 1)",
         POSITIVE,
+        across="approximate",
+        note=APPROX_DATA,
+    )
+    module: str | None = key(
+        None,
+        "'package.module:function' returning (train, val), each an iterable of (x, y): input tensors and "
+        "class labels, one example or one batch at a time, for a factory model with model.task: "
+        "classification (imported, never evaluated; replaces data.corpus)",
         across="approximate",
         note=APPROX_DATA,
     )

@@ -20,7 +20,7 @@ from ..mup.parametrizations import PARAMETRIZATIONS
 from ..mup.rules import ROLES
 from . import axes
 from .corpus import read_meta
-from .families import FAMILIES
+from .families import FACTORY_PATTERN, FAMILIES
 from .typed import check_ranges, coerce
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ def validate(spec: Spec) -> None:
             f"{d.vocab_size} is smaller than the {meta['vocab_size']} tokens of {meta.get('tokenizer')}, which "
             f"tokenized {d.path} (its meta.yaml); leave data.vocab_size out to take the tokenizer's",
         )
+    check_task(spec)
     for name, p in spec.search.space.items():
         check_space(spec, name, p, f"search.space.{name}")
     check_schedule(spec.train)
@@ -63,6 +64,30 @@ def _prepared_elsewhere(path: str | None) -> bool:
     when it is (a plan needs it then, :func:`mutune.data.vocab_size`); a single .bin never has one."""
     p = Path(path or "").expanduser()
     return bool(path) and not p.exists() and p.suffix != ".bin"
+
+
+def check_task(spec: Spec) -> None:
+    """Examples from a data module are what a classification model trains on, and only that."""
+    m, d = spec.model, spec.data
+    classify = getattr(m, "task", "next_token") == "classification"
+    if d.module is not None:
+        if not FACTORY_PATTERN.match(d.module):
+            raise SpecError(
+                "data.module",
+                f"expected 'package.module:function' (an import path, no code), got {d.module!r}",
+            )
+        if d.path is not None or d.corpus != "stdlib":
+            raise SpecError(
+                "data.module", "the examples come from data.module: remove data.corpus and data.path"
+            )
+        if not classify:
+            raise SpecError(
+                "data.module",
+                "gives (x, y) examples for a classification model: use model.family: factory with model.task: "
+                "classification",
+            )
+    elif classify:
+        raise SpecError("model.task", "classification trains on the (x, y) examples of data.module: set it")
 
 
 def check_parametrization(spec: Spec) -> None:

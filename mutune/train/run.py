@@ -143,6 +143,7 @@ def build(spec: Spec, hp: HParams, world: Distributed, device: torch.device) -> 
     the model itself. Other runs are wrapped later, by :func:`_train`.
     """
     t, m = spec.train, spec.model
+    models.check_axes(spec)  # a run along an axis its model cannot apply would train something else
     corpus = data.load(spec.data, min_len=m.seq_len + 1)
     fwd = None
     if sharded(spec, world):
