@@ -231,10 +231,13 @@ def extend(
     seeds: int | None = None,
     lr_step: float | None = None,
     lr_points: int | None = None,
+    threads: int | None = None,
     events: Events = SILENT,
 ) -> Best:
     """``mutune laws``: fit (or extend) the laws of an existing run dir. The multiples asked are added
-    to those laws/laws.yaml already holds; runs in laws/runs.csv are reused, so only new points train."""
+    to those laws/laws.yaml already holds; runs in laws/runs.csv are reused, so only new points train.
+    The runs use ``threads`` CPU threads, by default this process's share of the cores (not the
+    search's, which config.yaml records for its workers)."""
     spec, best = RunDir(Path(run_dir)).load()
     path = run_dir / "laws" / "laws.yaml"
     had = (yaml.safe_load(path.read_text()) or {}).get("laws", {}) if path.is_file() else {}
@@ -250,6 +253,7 @@ def extend(
     for key, value in (("seeds", seeds), ("lr_step", lr_step), ("lr_points", lr_points)):
         if value is not None:
             changes[f"search.laws.{key}"] = value
+    changes["train.threads"] = threads
     try:
         spec = spec.edit(changes)
     except SpecError as e:

@@ -11,6 +11,7 @@ computed on the meta device, so planning a width-8192 model allocates nothing.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from . import config, flops, laws, models
 from .config import Best, HParams, RunDir, Spec, SpecError
 from .config import axes as spec_axes
 from .config.meaning import NAMING_EFFECTS, meaning_of
+from .device import threads_for
 from .mup.axes import AXES
 
 STRATEGIES = ("ddp", "fsdp")
@@ -176,12 +178,15 @@ def plan(
         raise SpecError("--to", "give --to width=W (the spec names no target.width)")
     target = config.derive(proxy, changes, smoke_run=smoke, force=force)
     hp, lp, warnings = _apply_laws(best, proxy, target, smoke, no_laws, run.path)
+    # this process's share of the cores, shared with the ranks on this machine; its config.yaml records it
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", nproc))
+    spec = target.spec.edit({"train.threads": threads_for(target.spec.train.threads, local)})
     p = Plan(
         run_dir=run.path,
         target_dir=run.path / f"target-{target.key()}{'-nolaws' if lp.skipped else ''}",
-        spec=target.spec,
+        spec=spec,
         hparams=hp,
-        cost=flops.cost(target.spec, hp=hp),
+        cost=flops.cost(spec, hp=hp),
         proxy_cost=flops.cost(proxy, hp=hp),
         proxy_width=proxy.model.width,
         search_flops=best.search_flops,

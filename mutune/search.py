@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 
 from . import __version__, budget, checks, config, data, flops, ladder, laws_run, memory, models, trackers
 from .config import Best, RunDir, Spec, SpecError
-from .device import resolve_device
+from .device import resolve_device, threads_for, use_threads
 from .errors import MutuneWarning
 from .events import SILENT, Events
 from .files import atomic_write
@@ -165,6 +165,7 @@ def _train_trial(
         return TrialState.PRUNED, None
     for key in ("flops", "tokens", "seconds", "steps", "params"):
         trial.set_user_attr(key, getattr(result, key))
+    trial.set_user_attr("threads", torch.get_num_threads())  # trials.csv: what its last bits depend on
     # the loss curves, so `mutune report` can draw the proxy next to the target (not in trials.csv)
     trial.set_user_attr("train_curve", train_curve)
     trial.set_user_attr(
@@ -321,6 +322,8 @@ def search(
     trackers.check(spec.tracker.backend)  # a missing extra is refused before anything is written
     if smoke:
         spec = config.smoke(spec)
+    # each process's share of the cores, recorded in config.yaml (the count decides the last bits)
+    spec = spec.edit({"train.threads": threads_for(spec.train.threads, workers)})
     if spec.model.base_width > spec.model.width:
         warnings.warn(
             f"model.base_width ({spec.model.base_width}) is larger than model.width ({spec.model.width}): "
@@ -344,6 +347,7 @@ def search(
         if tracking is None
         else replace(SEARCH_JOB, evaluate=partial(evaluate_trial, tracking=tracking))
     )
+    use_threads(spec.train.threads)  # the coord check and the trials run here (one worker)
     write_config(run_dir, spec, argv)
     budget.record_plan(study, spec, plan, run_dir)
     events.search_planned(plan)

@@ -18,7 +18,7 @@ import yaml
 
 from . import data, flops, memory, trackers
 from .config import PROVENANCE_TAGS, Best, RunDir, Spec, SpecError
-from .device import resolve_device
+from .device import resolve_device, threads_for
 from .events import SILENT, Events
 from .files import atomic_write
 from .planning import DEFAULT_GPU_GIB, Plan, multipliers_of, plan  # noqa: F401 (part of transfer's API)
@@ -160,9 +160,8 @@ def launch_distributed(
     ``torchrun --nnodes N --node-rank R --rdzv-endpoint HOST:29500 --nproc-per-node G -m mutune transfer ...``
     """
     run_dir = latest_run() if run_dir is None else Path(run_dir)
-    p = plan(
-        run_dir, to, smoke=smoke, force=force, no_laws=no_laws
-    )  # user errors surface here, once, not in every rank
+    # user errors surface here, once, not in every rank
+    p = plan(run_dir, to, smoke=smoke, force=force, no_laws=no_laws, nproc=nproc)
     if p.spec.train.batch_size % nproc:
         raise SpecError("train.batch_size", f"{p.spec.train.batch_size} is not divisible by --nproc {nproc}")
     if not resume and has_checkpoint(p.target_dir):  # say it once here, not from every rank
@@ -185,7 +184,7 @@ def launch_distributed(
     flags = (("--resume", resume), ("--force", force), ("--smoke", smoke), ("--no-laws", no_laws))
     cmd += [flag for flag, on in flags if on]
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    env.setdefault("OMP_NUM_THREADS", str(threads_for(p.spec.train.threads, nproc)))  # each rank's share
     return subprocess.call(cmd, env=env)
 
 

@@ -37,7 +37,7 @@ from torch import nn
 
 from .. import data, models
 from ..config import HParams, Spec, SpecError
-from ..device import resolve_device
+from ..device import resolve_device, threads_for, use_threads
 from ..files import atomic_write
 from ..models import factory
 from ..mup import optim
@@ -333,6 +333,7 @@ def coord_check(
     (:data:`verdict.LIMITS`).
     """
     hp = hp or spec.hparams
+    use_threads(threads_for(spec.train.threads))
     if depths is not None:
         depths = check_depths(spec, depths)
         widths = [spec.model.base_width]

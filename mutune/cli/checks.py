@@ -14,7 +14,7 @@ from rich.table import Table
 
 from .. import config
 from ..errors import SpecError
-from .app import OverridesArg, app, comma_list
+from .app import OverridesArg, ThreadsOpt, app, comma_list, threads_override
 from .console import err, out
 
 
@@ -43,6 +43,7 @@ def coord_check(
             help="check across depth instead (even depths, at the base width): CompleteP keeps every slope flat",
         ),
     ] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Check that activations keep their size as the model widens (µP), or deepens, with a verdict.
 
@@ -53,7 +54,7 @@ def coord_check(
 
     Example: mutune coord-check configs/quickstart.yaml --compare sp
     """
-    spec = config.load_spec(config_path, overrides or [], smoke=smoke)
+    spec = config.load_spec(config_path, [*(overrides or []), *threads_override(threads)], smoke=smoke)
     depth_list = comma_list(depths, "--depths", int)
     from .. import checks as checks_mod
     from .. import search as search_mod

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import config
-from .app import OverridesArg, app
+from .app import OverridesArg, ThreadsOpt, app, threads_override
 from .console import log_line, out
 from .progress import Display
 from .signals import interruptible
@@ -45,6 +45,7 @@ def search(
             "--tracker", metavar="NAME", help="log trials to tensorboard, mlflow or wandb (tracker.backend)"
         ),
     ] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Search hyperparameters on the µP proxy, write best.yaml, then train the target.
 
@@ -55,6 +56,7 @@ def search(
     """
     extra = [f"search.storage={storage}"] if storage else []
     extra += [f"tracker.backend={tracker}"] if tracker else []
+    extra += threads_override(threads)
     spec = config.load_spec(config_path, [*(overrides or []), *extra], smoke=smoke)
     from .. import search as search_mod  # the training stack, once the spec is known to be good
 

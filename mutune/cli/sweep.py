@@ -11,7 +11,7 @@ from rich.table import Table
 from .. import config
 from ..config import PARAMETRIZATION_NAMES as NAMES
 from ..errors import SpecError
-from .app import OverridesArg, app, comma_list
+from .app import OverridesArg, ThreadsOpt, app, comma_list, threads_override
 from .console import err, out
 from .progress import SweepDisplay
 from .signals import interruptible
@@ -71,6 +71,7 @@ def sweep(
         ),
     ] = 1.0,
     strict: Annotated[bool, typer.Option("--strict", help="exit 1 when a µP check is flagged")] = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Train a width (and/or depth) x value grid and show whether the optimum stays put (TP5 Figure 1).
 
@@ -80,7 +81,7 @@ def sweep(
 
     Example: mutune sweep configs/quickstart.yaml --widths 64,128,256 --compare sp
     """
-    spec = config.load_spec(config_path, overrides or [])
+    spec = config.load_spec(config_path, [*(overrides or []), *threads_override(threads)])
     if smoke:  # the sweep's smoke variant fixes its shape, widths and seeds: an explicit choice would be lost
         clash = config.smoke_conflict(config_path, overrides or [])
         clash = clash or ("--widths" if widths else "--seeds" if seeds != 1 else None)

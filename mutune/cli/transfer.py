@@ -12,7 +12,7 @@ import yaml
 from .. import config, files
 from ..errors import SpecError
 from ..events import Events
-from .app import app
+from .app import ThreadsOpt, app, threads_override
 from .console import log_line
 from .progress import Display
 from .signals import interruptible
@@ -78,6 +78,7 @@ def transfer(
         bool,
         typer.Option("--no-laws", help="copy the hparams literally: ignore best.yaml's fitted LR laws"),
     ] = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Train the target with the search's winning hyperparameters, unchanged across width.
 
@@ -97,6 +98,7 @@ def transfer(
     if run_dir is not None and "=" in str(run_dir) and not run_dir.exists():
         overrides, run_dir = [str(run_dir), *(overrides or [])], None  # KEY=VALUE with the latest run
     to = [*(to or []), *(overrides or []), *([f"tracker.backend={tracker}"] if tracker else [])]
+    to += threads_override(threads)
     if run_dir is None:
         run_dir = config.RunDir.latest().path
         log_line(f"using the latest run: {run_dir}")

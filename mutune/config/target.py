@@ -146,6 +146,8 @@ def derive(
             warnings.append(f"{k}={value} does not µTransfer exactly ({meaning.note})")
     # a target is a run, not a search: no budget relative to itself, no target of its own
     d["search"].update(budget=None, finalists=None)
+    # nor the search's thread count, chosen for its workers: a target picks its own unless named
+    d["train"]["threads"] = None
     d["target"] = {"width": None, "overrides": {}}
     try:
         target = from_dict(d, [f"{k}={json.dumps(v)}" for k, v in changes.items()])

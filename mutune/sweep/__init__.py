@@ -38,14 +38,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .. import config, data
-from .. import search as search_mod
-from .. import study as study_mod
+from .. import config
 from ..config import HPARAM_NAMES, Spec, SpecError
 from ..events import SILENT, Events
 from ..files import atomic_write
 from ..mup.parametrizations import PARAMETRIZATIONS as REGISTERED
-from ..study import workers as workers_mod
 from .analysis import Analysis, Drift, Optimum, WiderCheck, analyze, curves, find_optimum, parabola_vertex
 from .figure import NAMES, plot
 from .grid import (
@@ -62,7 +59,27 @@ from .grid import (
     study_spec,
     to_x,
 )
-from .trials import RUN_COLUMNS, evaluate_point, prepare_study, runs_path, runs_table, sweep_job, write_runs
+
+# The sweep's trials train, so they load torch: imported on first use (PEP 562), which keeps the grid
+# (and so the command line's checks of --param, --widths, --values) free of the training stack.
+_TRIALS = (
+    "RUN_COLUMNS",
+    "evaluate_point",
+    "prepare_study",
+    "runs_path",
+    "runs_table",
+    "sweep_job",
+    "write_runs",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TRIALS:
+        from . import trials
+
+        return getattr(trials, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_OCTAVES",
@@ -209,6 +226,14 @@ def sweep(
         raise SpecError("--workers", f"must be >= 1, got {workers}")
     if not max_drift > 0:
         raise SpecError("--max-drift", f"must be > 0, got {max_drift}")
+    from .. import data
+    from .. import search as search_mod
+    from .. import study as study_mod
+    from ..device import threads_for
+    from ..study import workers as workers_mod
+    from .trials import prepare_study, runs_path, runs_table, sweep_job, write_runs
+
+    spec = spec.edit({"train.threads": threads_for(spec.train.threads, workers)})  # each point's share
     grid = make_grid(spec, param, widths, values, seeds, compare, depths)
     run_dir = Path(run_dir) if run_dir is not None else search_mod.default_run_dir(spec, smoke)
     data.load(spec.data, min_len=spec.model.seq_len + 1)  # a missing corpus fails here, not in a worker
@@ -262,6 +287,8 @@ def write_outputs(
 ) -> tuple[dict[str, Path], dict]:
     """The summary CSVs, the figures (one per size axis; a width sweep's keep their names) and the
     report YAML of a finished sweep (the runs CSV is kept current by the trials themselves)."""
+    from .trials import runs_path
+
     checks = run_dir / "checks"
     p = grid.param
     files = {"runs": runs_path(run_dir, p), "report": checks / f"sweep-{p}.yaml"}

@@ -14,6 +14,7 @@ the ``on_eval`` callback (which may raise to stop the run, e.g. pruning), progre
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 
 from .. import flops, memory
 from ..config import HParams, Spec, SpecError
+from ..device import threads_for, use_threads
 from . import checkpoint
 from . import sharded as sharded_ckpt
 from .checkpoint import FolderLock, Metrics, read_result, resume_signature
@@ -61,6 +63,8 @@ def train(
     equal an uninterrupted run's. Under torchrun each rank trains on its slice of the same global
     batch (DDP averages the gradients), so N processes match one with the same global batch.
     """
+    # this process's share of the cores (the ranks torchrun started on this machine share them)
+    use_threads(threads_for(spec.train.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     world, device = init_distributed(spec.train.device)
     try:
         # one writer per folder (rank 0 writes for every rank)
