@@ -25,7 +25,7 @@ import yaml
 
 from .config import Best, HParams, RunDir, Spec, SpecError
 from .config.meaning import LAW_POINT_EFFECTS, keys_where, select
-from .errors import SearchFailed
+from .errors import SearchFailed, arg
 from .events import SILENT, Events
 from .files import atomic_write
 from .laws import AXES, Law, fit_law, lr_optimum, timescale_decay
@@ -221,7 +221,7 @@ def merge(best: dict, run_dir: Path) -> dict:
     return best
 
 
-OPTION = {"steps": "--steps", "batch_size": "--batch-size"}
+ARGUMENT = {"steps": "multiples.steps", "batch_size": "multiples.batch_size"}  # errors name them
 
 
 def extend(
@@ -248,7 +248,9 @@ def extend(
             changes[f"search.laws.{axis}"] = sorted(set(ms) | set(known))
     if not changes:
         raise SpecError(
-            "--steps", "give the multiples to fit at, e.g. --steps 0.25,0.5,1 or --batch-size 0.5,1,2"
+            "multiples.steps",
+            f"give the multiples to fit at, e.g. {arg('multiples.steps', [0.25, 0.5, 1])} or "
+            f"{arg('multiples.batch_size', [0.5, 1, 2])}",
         )
     for key, value in (("seeds", seeds), ("lr_step", lr_step), ("lr_points", lr_points)):
         if value is not None:
@@ -258,12 +260,10 @@ def extend(
         spec = spec.edit(changes)
     except SpecError as e:
         axis = e.key.split(".")[2].split("[")[0] if e.key.startswith("search.laws.") else ""
-        raise SpecError(
-            OPTION.get(axis, e.key.replace("search.laws.", "--").replace("_", "-")), e.message
-        ) from None
+        raise SpecError(ARGUMENT.get(axis, e.key.replace("search.laws.", "")), e.message) from None
     asked = {a: getattr(spec.search.laws, a) for a in AXES}
     try:
         return fit_laws(spec, run_dir, best, events, asked)
     except SpecError as e:
         axis = e.key.rsplit(".", 1)[-1]
-        raise SpecError(OPTION.get(axis, e.key), e.message) from None
+        raise SpecError(ARGUMENT.get(axis, e.key), e.message) from None

@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import config, flops, laws, models
+from . import arguments, config, flops, laws, models
 from .config import Best, HParams, RunDir, Spec, SpecError
 from .config import axes as spec_axes
-from .config.meaning import NAMING_EFFECTS, meaning_of
 from .device import threads_for
+from .errors import arg
 from .mup.axes import AXES
 
 STRATEGIES = ("ddp", "fsdp")
@@ -105,34 +105,9 @@ def planned_run(spec_path: Path, smoke: bool = False) -> tuple[RunDir, Spec, Bes
 
 
 def check_provenance(proxy: Spec, best: Best, best_path: Path, force: bool) -> list[str]:
-    """Refuse hyperparameters tuned for another model family, base width or depth, or parametrization.
-
-    They would mean something else here (the µP multipliers are relative to the base width the
-    search used). ``force`` overrides; what was forced is returned, to be recorded in the plan.
-    """
-    mismatches = []
-    for key, mine in (
-        ("model_family", proxy.model.family),
-        ("base_width", proxy.model.base_width),
-        ("parametrization", proxy.model.parametrization),
-        ("base_depth", proxy.model.base_depth or proxy.model.depth),
-        ("depth_alpha", proxy.model.depth_alpha),
-    ):
-        theirs = best.provenance.get(key)
-        if theirs is not None and theirs != mine:
-            mismatches.append(f"{key}: best.yaml has {theirs!r}, the spec has {mine!r}")
-    if mismatches and not force:
-        raise SpecError(
-            str(best_path),
-            f"was tuned for a different model ({'; '.join(mismatches)}); pass --force to apply it anyway",
-        )
-    return [f"forced: {m}" for m in mismatches]
-
-
-def _names_target(key: str) -> bool:
-    """A key that changes what the target trains (an unknown one too: the derivation names it)."""
-    m = meaning_of(Spec, config.target.canonical(key))
-    return m is None or m.effect in NAMING_EFFECTS
+    """Refuse hyperparameters tuned for another model (:func:`mutune.arguments.provenance`, torch-free,
+    so the command line refuses them before loading torch)."""
+    return arguments.provenance(proxy, best, best_path, force)
 
 
 def plan(
@@ -165,18 +140,14 @@ def plan(
         if not dry_run:
             raise SpecError(
                 str(run.path),
-                "is a spec, not a search run directory: search it first, or plan it with --dry-run",
+                "is a spec, not a search run directory: search it first, or plan it with "
+                f"{arg('dry_run', True)}",
             )
         run, proxy, best = planned_run(run.path, smoke)
     elif proxy is None or best is None:
         proxy, best = run.load()
     forced = check_provenance(proxy, best, run.best_path, force)
-    changes = config.target.parse_changes(to)
-    if not any(_names_target(k) for k in changes):  # only how-to-run keys: the spec's own target, run so
-        changes = {**config.target.own_changes(proxy), **changes}
-    if not any(_names_target(k) for k in changes):
-        raise SpecError("--to", "give --to width=W (the spec names no target.width)")
-    target = config.derive(proxy, changes, smoke_run=smoke, force=force)
+    target = config.derive(proxy, config.target.changes_for(proxy, to), smoke_run=smoke, force=force)
     hp, lp, warnings = _apply_laws(best, proxy, target, smoke, no_laws, run.path)
     # this process's share of the cores, shared with the ranks on this machine; its config.yaml records it
     local = int(os.environ.get("LOCAL_WORLD_SIZE", nproc))

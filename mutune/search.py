@@ -27,10 +27,23 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from . import __version__, budget, checks, config, data, flops, ladder, laws_run, memory, models, trackers
-from .config import Best, RunDir, Spec, SpecError
+from . import (
+    __version__,
+    arguments,
+    budget,
+    checks,
+    config,
+    data,
+    flops,
+    ladder,
+    laws_run,
+    memory,
+    models,
+    trackers,
+)
+from .config import Best, RunDir, Spec
 from .device import resolve_device, threads_for, use_threads
-from .errors import MutuneWarning
+from .errors import MutuneWarning, arg
 from .events import SILENT, Events
 from .files import atomic_write
 from .phases import Phases
@@ -292,7 +305,7 @@ def coord_gate(spec: Spec, study: optuna.Study, run_dir: Path, skip: bool = Fals
             raise GateFailed(
                 f"{result.message()}. µP is broken, so the search would tune hyperparameters that do not "
                 f"transfer; see {out / 'gate_coord_check_slopes.csv'} and .png; fix the model, or pass "
-                "--skip-check to search anyway"
+                f"{arg('skip_check', True)} to search anyway"
             )
     if done != record:
         study.set_user_attr("coord_check", record)
@@ -317,9 +330,7 @@ def search(
     The plan (:func:`mutune.budget.make_plan`) is made before anything runs and recorded. A
     ``KeyboardInterrupt`` stops after marking the running trial failed; the same call resumes.
     """
-    if workers < 1:
-        raise SpecError("--workers", f"must be >= 1, got {workers}")
-    trackers.check(spec.tracker.backend)  # a missing extra is refused before anything is written
+    arguments.search(spec, workers=workers, where=run_dir)  # as the command line checked them before torch
     if smoke:
         spec = config.smoke(spec)
     # each process's share of the cores, recorded in config.yaml (the count decides the last bits)
@@ -347,6 +358,16 @@ def search(
         if tracking is None
         else replace(SEARCH_JOB, evaluate=partial(evaluate_trial, tracking=tracking))
     )
+    phases = Phases(spec, plan, run_dir, study, storage, job, workers, events)
+    laws = spec.search.laws.steps or spec.search.laws.batch_size
+    recorded = RunDir(run_dir).best() if (run_dir / "trials.csv").is_file() else None
+    if recorded is not None and not laws and not phases.pending():
+        # the study already holds what this call asks for (fewer trials, say): its records, written by
+        # the calls that ran the trials, stay as they are, and so does best.yaml's plan
+        finished, running = count(study)
+        events.search_complete(run_dir, finished)
+        result = SearchResult(run_dir=run_dir, best=recorded, n_finished=finished, n_running=running)
+        return _with_target(result, spec, transfer, events)
     use_threads(spec.train.threads)  # the coord check and the trials run here (one worker)
     write_config(run_dir, spec, argv)
     budget.record_plan(study, spec, plan, run_dir)
@@ -355,7 +376,7 @@ def search(
     shown = spec.edit({"search.budget": None, "search.finalists": None, "search.n_trials": plan.n_trials})
     events.search_started(shown, run_dir, count(study)[0])
     try:
-        Phases(spec, plan, run_dir, study, storage, job, workers, events).run()
+        phases.run()
     finally:
         # whatever happened, leave the table and the best-so-far on disk
         write_trials_csv(study, run_dir)
@@ -369,11 +390,17 @@ def search(
     if spec.search.laws.steps or spec.search.laws.batch_size:
         won = laws_run.fit_laws(spec, run_dir, won, events)  # LR* across horizon / batch size
     result = SearchResult(run_dir=run_dir, best=won, n_finished=finished, n_running=running)
+    return _with_target(result, spec, transfer, events)
+
+
+def _with_target(result: SearchResult, spec: Spec, transfer: bool, events: Events) -> SearchResult:
+    """The search's result, with its target trained (or, finished before, read back) when the spec
+    names one and ``transfer``."""
     if transfer and spec.target.width is not None:
         from . import transfer as transfer_mod
 
         result.target = transfer_mod.transfer(
-            RunDir(run_dir), resume=True, events=events, proxy=spec, best=won
+            RunDir(result.run_dir), resume=True, events=events, proxy=spec, best=result.best
         )
     return result
 

@@ -35,19 +35,18 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import data, models
-from ..config import HParams, Spec, SpecError
+from .. import arguments, data, models
+from ..config import HParams, Spec
 from ..device import resolve_device, threads_for, use_threads
 from ..files import atomic_write
 from ..models import factory
 from ..mup import optim
 from ..mup.optimizers import OPTIMIZERS
-from ..mup.parametrizations import controls_of
 from ..mup.parametrizations import get as get_parametrization
 from . import verdict
 from .axes import DEPTH_SEEDS as DEPTH_SEEDS
 from .axes import at_point as _at_width
-from .axes import check_depths, depth_relative
+from .axes import depth_relative
 from .recorder import Kind, Recorder
 
 THRESHOLD = verdict.LIMITS["x"]  # the |x| and |x - x0| limit; own updates have verdict.LIMITS["own"]
@@ -334,27 +333,10 @@ def coord_check(
     """
     hp = hp or spec.hparams
     use_threads(threads_for(spec.train.threads))
-    if depths is not None:
-        depths = check_depths(spec, depths)
-        widths = [spec.model.base_width]
-    widths = sorted(set(widths or [spec.model.base_width * k for k in mults]))
-    if len(widths) < 2 and not depths:
-        raise SpecError("--widths", "a slope needs at least two widths")
-    if steps < 2:
-        raise SpecError("--steps", "needs at least 2 steps (t = 0 is the model at init)")
-    if seeds < 1:
-        raise SpecError("--seeds", f"must be >= 1, got {seeds}")
-    if compare is not None:
-        mine = models.parametrization(spec)
-        controls = [p.name for p in controls_of(mine)]
-        if mine.coord_check == "control":
-            raise SpecError(
-                "--compare", f"the spec is already {mine.label}, a control; compare a spec it controls for"
-            )
-        if compare not in controls:
-            raise SpecError(
-                "--compare", f"expected one of {', '.join(controls)} (a negative control), got {compare!r}"
-            )
+    # the arguments, checked as the command line checks them before loading torch
+    widths, depths = arguments.coord_check(
+        spec, compare=compare, seeds=seeds, steps=steps, widths=widths, mults=mults, depths=depths
+    )
     # a shorter context is the same model for a GPT (position rows and attention length are finite
     # dims); for the MLP it is the input size, so each family says which context the check may use
     seq_len = models.family(spec).coord_seq_len(spec, seq_len)

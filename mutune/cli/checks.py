@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .. import config
+from .. import arguments, config
 from ..errors import SpecError
 from .app import OverridesArg, ThreadsOpt, app, comma_list, threads_override
 from .console import err, out
@@ -56,6 +56,8 @@ def coord_check(
     """
     spec = config.load_spec(config_path, [*(overrides or []), *threads_override(threads)], smoke=smoke)
     depth_list = comma_list(depths, "--depths", int)
+    # the arguments, as the check itself will refuse them, before torch loads
+    arguments.coord_check(spec, compare=compare, seeds=3 if seeds is None else seeds, depths=depth_list)
     from .. import checks as checks_mod
     from .. import search as search_mod
 
@@ -93,11 +95,13 @@ def inspect(
 
     Example: mutune inspect configs/quickstart.yaml --to width=512
     """
-    from .. import audit
-
     if fmt not in ("table", "json"):
         raise SpecError("--format", f"expected table or json, got {fmt!r}")
-    result = audit.inspect(config.load_spec(config_path, overrides or []), to or [])
+    spec = config.load_spec(config_path, overrides or [])
+    arguments.inspect(spec, to or [])  # a --to key the transfer would refuse, before torch loads
+    from .. import audit
+
+    result = audit.inspect(spec, to or [])
     if fmt == "json":
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
     else:

@@ -95,6 +95,13 @@ class Display(Events):
         if self.live:
             self._bars().update(self.trials, total=spec.search.n_trials, completed=finished, visible=True)
 
+    def search_complete(self, run_dir: Path, finished: int) -> None:
+        self.start_finished = finished
+        log_line(
+            f"nothing to run: the study in {run_dir} already holds {finished} finished trials, as many as "
+            "asked or more; its records are left as they are (raise search.n_trials to run more)"
+        )
+
     def search_planned(self, plan) -> None:
         for line in plan_lines(plan):
             log_line(line)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .. import config
+from .. import arguments, config
 from .app import OverridesArg, ThreadsOpt, app, threads_override
 from .console import log_line, out
 from .progress import Display
@@ -58,6 +58,7 @@ def search(
     extra += [f"tracker.backend={tracker}"] if tracker else []
     extra += threads_override(threads)
     spec = config.load_spec(config_path, [*(overrides or []), *extra], smoke=smoke)
+    arguments.search(spec, workers=workers, where=run_dir)
     from .. import search as search_mod  # the training stack, once the spec is known to be good
 
     where = run_dir or search_mod.default_run_dir(spec, smoke)

@@ -87,26 +87,26 @@ def sweep(
         clash = clash or ("--widths" if widths else "--seeds" if seeds != 1 else None)
         if clash:
             raise SpecError(clash, "--smoke would replace this explicit value; drop --smoke or the value")
+    from .. import sweep as sweep_mod  # the grid (torch-free; its trials load torch when they run)
+
+    args = dict(
+        param=param,
+        widths=comma_list(widths, "--widths", int),
+        values=comma_list(values, "--values", float),
+        seeds=seeds,
+        compare=compare,
+        smoke=smoke,
+        workers=workers,
+        max_drift=max_drift,
+        depths=comma_list(depths, "--depths", int),
+    )
+    sweep_mod.prepare(spec, **args)  # every point's spec, so a bad argument answers before torch loads
     from .. import search as search_mod
-    from .. import sweep as sweep_mod
 
     where = run_dir or search_mod.default_run_dir(spec, smoke)
     display = SweepDisplay()
     with interruptible(display, where):
-        res = sweep_mod.sweep(
-            spec,
-            param,
-            comma_list(widths, "--widths", int),
-            comma_list(values, "--values", float),
-            seeds=seeds,
-            compare=compare,
-            run_dir=run_dir,
-            smoke=smoke,
-            workers=workers,
-            max_drift=max_drift,
-            depths=comma_list(depths, "--depths", int),
-            events=display,
-        )
+        res = sweep_mod.sweep(spec, **args, run_dir=run_dir, events=display)
     print_sweep(res)
     raise typer.Exit(1 if strict and not res.passed else 0)
 

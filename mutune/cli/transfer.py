@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from .. import config, files
+from .. import arguments, config, files
 from ..errors import SpecError
 from ..events import Events
 from .app import ThreadsOpt, app, threads_override
@@ -93,8 +93,6 @@ def transfer(
         raise SpecError("--save-plan", "only with --dry-run (a target run writes plan.yaml in its folder)")
     if save_plan is not None and not save_plan.parent.is_dir():
         raise SpecError("--save-plan", f"folder {save_plan.parent} not found")
-    from .. import transfer as transfer_mod
-
     if run_dir is not None and "=" in str(run_dir) and not run_dir.exists():
         overrides, run_dir = [str(run_dir), *(overrides or [])], None  # KEY=VALUE with the latest run
     to = [*(to or []), *(overrides or []), *([f"tracker.backend={tracker}"] if tracker else [])]
@@ -102,6 +100,10 @@ def transfer(
     if run_dir is None:
         run_dir = config.RunDir.latest().path
         log_line(f"using the latest run: {run_dir}")
+    # the run dir, best.yaml and every --to key, as the transfer will read them, before torch loads
+    arguments.transfer(run_dir, to, dry_run=dry_run, smoke=smoke, force=force, nproc=nproc)
+    from .. import transfer as transfer_mod
+
     if nproc > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
         log_line(f"launching {nproc} processes with torchrun")
         with interruptible(Events(), run_dir, target=True):

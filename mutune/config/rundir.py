@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import SpecError
+from ..errors import SpecError, arg
 from .load import hparams_from_dict, spec_from_dict
 from .schema import HParams, Spec
 from .typed import read_yaml
@@ -117,7 +117,7 @@ class RunDir:
         overwriting them. (The same study with a different spec is refused by the study's spec guard.)"""
         run_dir = self.path
         if run_dir.exists() and not run_dir.is_dir():
-            raise SpecError("--run-dir", f"{run_dir} is a file, not a folder")
+            raise SpecError("run_dir", f"{run_dir} is a file, not a folder")
         run_dir.mkdir(parents=True, exist_ok=True)
         if not self.config_path.is_file():
             return
@@ -130,7 +130,7 @@ class RunDir:
             raise SpecError(
                 key,
                 f"{run_dir} holds the study {their_name!r} (see its config.yaml), and a run dir holds one study; "
-                f"give study {mine!r} its own --run-dir (or use {key}={their_name} to continue that one)",
+                f"give study {mine!r} its own {arg('run_dir')} (or use {key}={their_name} to continue that one)",
             )
         default = str(run_dir / "study.journal")
         their_storage, my_storage = (
@@ -140,5 +140,5 @@ class RunDir:
             raise SpecError(
                 "search.storage",
                 f"{run_dir}'s study {mine!r} lives in {their_storage or run_dir / 'study.journal'}, not in "
-                f"{my_storage or run_dir / 'study.journal'}; give this one its own --run-dir",
+                f"{my_storage or run_dir / 'study.journal'}; give this one its own {arg('run_dir')}",
             )

@@ -39,6 +39,7 @@ import pandas as pd
 import yaml
 
 from .. import config
+from ..arguments import corpus, positive
 from ..config import HPARAM_NAMES, Spec, SpecError
 from ..events import SILENT, Events
 from ..files import atomic_write
@@ -190,6 +191,36 @@ def report(analyses: dict[str, Analysis], grid: Grid, spec: Spec, files: dict[st
     )
 
 
+def prepare(
+    spec: Spec,
+    param: str = "lr",
+    widths: list[int] | tuple[int, ...] | None = None,
+    values: list[float] | tuple[float, ...] | None = None,
+    *,
+    seeds: int = 1,
+    compare: str | None = None,
+    smoke: bool = False,
+    workers: int = 1,
+    max_drift: float = 1.0,
+    depths: list[int] | tuple[int, ...] | None = None,
+) -> tuple[Spec, Grid]:
+    """The spec a sweep trains (its smoke variant with ``smoke``) and its grid, with every point's spec
+    built once: a bad argument is refused here, named, before anything trains. Torch-free, so the
+    command line calls it before loading the training stack."""
+    if smoke:
+        spec = config.smoke(spec)
+        widths = [SMOKE_WIDTHS[0]] if depths else list(SMOKE_WIDTHS)
+        seeds = 1
+        if values is None and param in HPARAM_NAMES:
+            values = default_values(param, getattr(spec.hparams, param), SMOKE_OCTAVES)
+    positive("workers", workers)
+    if not max_drift > 0:
+        raise SpecError("max_drift", f"must be > 0, got {max_drift}")
+    grid = make_grid(spec, param, widths, values, seeds, compare, depths)
+    corpus(spec)
+    return spec, grid
+
+
 def sweep(
     spec: Spec,
     param: str = "lr",
@@ -216,16 +247,18 @@ def sweep(
     Resumable: the same call trains only what is missing. A ``KeyboardInterrupt`` keeps every
     finished point in the study and in the runs CSV.
     """
-    if smoke:
-        spec = config.smoke(spec)
-        widths = [SMOKE_WIDTHS[0]] if depths else list(SMOKE_WIDTHS)
-        seeds = 1
-        if values is None and param in HPARAM_NAMES:
-            values = default_values(param, getattr(spec.hparams, param), SMOKE_OCTAVES)
-    if workers < 1:
-        raise SpecError("--workers", f"must be >= 1, got {workers}")
-    if not max_drift > 0:
-        raise SpecError("--max-drift", f"must be > 0, got {max_drift}")
+    spec, grid = prepare(
+        spec,
+        param,
+        widths,
+        values,
+        seeds=seeds,
+        compare=compare,
+        smoke=smoke,
+        workers=workers,
+        max_drift=max_drift,
+        depths=depths,
+    )
     from .. import data
     from .. import search as search_mod
     from .. import study as study_mod
@@ -234,7 +267,6 @@ def sweep(
     from .trials import prepare_study, runs_path, runs_table, sweep_job, write_runs
 
     spec = spec.edit({"train.threads": threads_for(spec.train.threads, workers)})  # each point's share
-    grid = make_grid(spec, param, widths, values, seeds, compare, depths)
     run_dir = Path(run_dir) if run_dir is not None else search_mod.default_run_dir(spec, smoke)
     data.load(spec.data, min_len=spec.model.seq_len + 1)  # a missing corpus fails here, not in a worker
     sspec = study_spec(spec, grid)

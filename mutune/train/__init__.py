@@ -24,6 +24,7 @@ import torch
 from .. import flops, memory
 from ..config import HParams, Spec, SpecError
 from ..device import threads_for, use_threads
+from ..errors import arg
 from . import checkpoint
 from . import sharded as sharded_ckpt
 from .checkpoint import FolderLock, Metrics, read_result, resume_signature
@@ -100,7 +101,7 @@ def _resumable_state(spec: Spec, hp: HParams, out: Path | None, resume: bool, de
         raise SpecError(
             str(out),
             f"already holds a run (checkpoint at step {state['step']} of {spec.train.steps}); "
-            "pass --resume to continue it, or remove the folder to start over",
+            f"pass {arg('resume', True)} to continue it, or remove the folder to start over",
         )
     changed = _changed(state.get("signature") or {}, resume_signature(spec, hp))
     if changed:
