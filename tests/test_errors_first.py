@@ -169,5 +169,8 @@ def test_python_errors_name_the_argument_and_the_cli_the_option(place, monkeypat
 
 def test_for_cli_writes_lists_as_their_options():
     assert for_cli("to: give `to=['width=W']` (x)") == "--to: give --to width=W (x)"
-    assert for_cli("multiples.steps: e.g. `multiples.steps=[0.25, 0.5, 1]`") == "--steps: e.g. --steps 0.25,0.5,1"
+    assert (
+        for_cli("multiples.steps: e.g. `multiples.steps=[0.25, 0.5, 1]`")
+        == "--steps: e.g. --steps 0.25,0.5,1"
+    )
     assert for_cli("name: keep `name` and `force=True`") == "name: keep `name` and --force"
