@@ -10,6 +10,9 @@ Errors name the Python argument (``run_dir``); the command line prints its optio
 
 from __future__ import annotations
 
+import importlib.machinery
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,6 +48,29 @@ def corpus(spec: Spec) -> None:
                 raise SpecError("data.path", f"token folder {p} has no {name}")
 
 
+def factory(spec: Spec) -> None:
+    """A factory model's module is there: its file, or an importable top-level package (found, not
+    imported; importing it runs the user's code, torch and all, when the model is built)."""
+    path = getattr(spec.model, "factory", None)
+    if spec.model.family != "factory" or not path:
+        return
+    module = path.rpartition(":")[0]
+    if module.endswith(".py"):
+        file = Path(module).expanduser()
+        if not file.is_file():
+            raise SpecError("model.factory", f"file not found: {file.resolve()}")
+        return
+    top = module.split(".")[0]
+    if (
+        top not in sys.modules
+        and importlib.machinery.PathFinder.find_spec(top, [os.getcwd(), *sys.path]) is None
+    ):
+        raise SpecError(
+            "model.factory",
+            f"cannot import module '{module}' (no module named '{top}'); is it installed or in this folder?",
+        )
+
+
 def tracker(spec: Spec) -> None:
     """The experiment tracker's library is installed (found, not imported)."""
     from .trackers import check  # torch-free: it finds the library without importing it
@@ -64,6 +90,7 @@ def search(spec: Spec, *, workers: int = 1, where: str | Path | None = None) -> 
     run_dir(where)
     tracker(spec)
     corpus(spec)
+    factory(spec)
 
 
 def proxy_of(
@@ -126,6 +153,7 @@ def transfer(
         provenance(proxy, best, run.best_path, force)
     changes = config.target.changes_for(proxy, to)
     target = config.derive(proxy, changes, smoke_run=smoke, force=force)
+    factory(target.spec)
     if not dry_run:
         tracker(target.spec)
         corpus(target.spec)
@@ -167,6 +195,7 @@ def coord_check(
                 "compare", f"expected one of {', '.join(controls)} (a negative control), got {compare!r}"
             )
     corpus(spec)
+    factory(spec)
     return widths, depths
 
 
@@ -189,5 +218,6 @@ def check_depths(spec: Spec, depths: list[int]) -> list[int]:
 
 def inspect(spec: Spec, to: Sequence[str] = ()) -> None:
     """``inspect``'s target, derived as the transfer would (a key it refuses, named)."""
+    factory(spec)
     if to:
         config.derive(spec, list(to))

@@ -39,7 +39,7 @@ import pandas as pd
 import yaml
 
 from .. import config
-from ..arguments import corpus, positive
+from ..arguments import corpus, factory, positive
 from ..config import HPARAM_NAMES, Spec, SpecError
 from ..events import SILENT, Events
 from ..files import atomic_write
@@ -218,6 +218,7 @@ def prepare(
         raise SpecError("max_drift", f"must be > 0, got {max_drift}")
     grid = make_grid(spec, param, widths, values, seeds, compare, depths)
     corpus(spec)
+    factory(spec)
     return spec, grid
 
 
