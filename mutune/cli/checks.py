@@ -15,7 +15,7 @@ from rich.table import Table
 from .. import arguments, config
 from ..errors import SpecError
 from .app import OverridesArg, ThreadsOpt, app, comma_list, threads_override
-from .console import err, out
+from .console import err, out, show
 
 
 @app.command("coord-check")
@@ -138,7 +138,7 @@ def print_coord_check(res: Any) -> None:
                 style = {"fail": "bold red", "exempt": "dim"}.get(x.status, "")
                 row.append(f"[{style}]{text}[/]" if style else text)
             table.add_row(layer, names.get(metric, metric), *row)
-        out.print(table)
+        show(table)
     if res.control is not None and res.control.passed:
         err.print(
             "[yellow]warning:[/] the SP control passed too, so this check cannot tell µP from SP here; "
@@ -190,7 +190,7 @@ def print_inspect(res: dict) -> None:
             _cell(p, "wd_mult"),
             _cell(p, "eps_mult"),
         )
-    out.print(table)
+    show(table)
     for label, side in (("proxy", res["proxy"]), ("target", target)):
         if side is None:
             continue

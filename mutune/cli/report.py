@@ -15,7 +15,7 @@ from rich.table import Table
 
 from .. import config
 from .app import app
-from .console import fmt_secs, log_line, out
+from .console import fmt_secs, log_line, out, show
 
 
 class ReportFormat(str, Enum):
@@ -107,7 +107,7 @@ def print_report(rep: Any, top: int) -> None:
             fmt_secs(secs) if isinstance(secs, float) and math.isfinite(secs) else "-",
         ]
         table.add_row(*cells, style=style)
-    out.print(table)
+    show(table)
     if rep.best is not None:
         searched = set(rep.spec.search.space)
         hp = Table(title=f"winning hyperparameters (trial #{best_number}) -> best.yaml", title_justify="left")
@@ -121,7 +121,7 @@ def print_report(rep: Any, top: int) -> None:
                 fmt_value(v) if k in searched else f"[dim]{fmt_value(v)} (default)[/]",
                 f"{imp:.2f} " + "█" * round(imp * 20) if imp is not None else "",
             )
-        out.print(hp)
+        show(hp)
     for line in ladder_lines(rep.provenance.get("ladder")):
         out.print(line, highlight=False)
     out.print(f"importances: {rep.importance_note}", highlight=False)

@@ -12,7 +12,7 @@ from .. import config
 from ..config import PARAMETRIZATION_NAMES as NAMES
 from ..errors import SpecError
 from .app import OverridesArg, ThreadsOpt, app, comma_list, threads_override
-from .console import err, out
+from .console import err, out, show
 from .progress import SweepDisplay
 from .signals import interruptible
 
@@ -143,7 +143,7 @@ def _print_sweep_axis(a: Any, n: int) -> None:
             f"{o.loss:.4f}",
             "yes" if o.interior else "no",
         )
-    out.print(table)
+    show(table)
     for par, d in a.drift.items():
         bound = " (a bound: an optimum is at the grid edge)" if d.bound else ""
         out.print(

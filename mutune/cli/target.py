@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from ..units import human, human_bytes
-from .console import err, fmt_secs, out
+from .console import err, fmt_secs, out, show
 
 if TYPE_CHECKING:
     from ..transfer import TransferResult
@@ -52,7 +52,7 @@ def print_plan(p: Any) -> None:
             f"search compute = {p.tuning_cost_pct:.1f}% of the target run "
             f"({planned}{human(p.search_flops)} / {human(c.total_flops)} FLOPs)",
         )
-    out.print(table)
+    show(table)
     for w in p.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
 
