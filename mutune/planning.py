@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import arguments, config, flops, laws, models
+from . import arguments, config, flops, laws, memory, models
 from .config import Best, HParams, RunDir, Spec, SpecError
 from .config import axes as spec_axes
 from .device import threads_for
@@ -24,7 +24,7 @@ from .errors import arg
 from .mup.axes import AXES
 
 STRATEGIES = ("ddp", "fsdp")
-DEFAULT_GPU_GIB = 80.0  # an 80 GB A100/H100, the usual training GPU; --gpu-memory changes it
+DEFAULT_GPU_GIB = memory.FALLBACK_GIB  # a device this machine lacks; else the run's device, or --gpu-memory
 
 
 @dataclass
@@ -41,7 +41,8 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     forced: list[str] = field(default_factory=list)  # provenance mismatches overridden with --force
     nproc: int = 1  # processes (GPUs) the run is planned for
-    gpu_gib: float = DEFAULT_GPU_GIB  # the GPU memory the per-GPU estimates are compared with
+    gpu_gib: float = DEFAULT_GPU_GIB  # the memory per process the estimates are compared with, GiB
+    memory_budget: str = ""  # where gpu_gib comes from: --gpu-memory, or the run's device here
     provenance: dict[str, Any] = field(default_factory=dict)  # best.yaml's
     transferred_hparams: HParams | None = None  # best.yaml's, before the laws adjusted them
     adjustments: list[dict[str, Any]] = field(default_factory=list)  # the laws applied (mutune.laws)
@@ -81,6 +82,7 @@ class Plan:
             "nproc": self.nproc,
             "parallel": self.spec.train.parallel,
             "gpu_gib": self.gpu_gib,
+            "memory_budget": self.memory_budget,
             "per_gpu": {s: g.to_dict() for s, g in self.per_gpu.items()},
         }
 
@@ -152,6 +154,8 @@ def plan(
     # this process's share of the cores, shared with the ranks on this machine; its config.yaml records it
     local = int(os.environ.get("LOCAL_WORLD_SIZE", nproc))
     spec = target.spec.edit({"train.threads": threads_for(target.spec.train.threads, local)})
+    # what the estimate must fit: --gpu-memory, else what the run's device has free here
+    gib, where = (gpu_gib, "--gpu-memory") if gpu_gib is not None else memory.budget(spec.train.device, local)
     p = Plan(
         run_dir=run.path,
         target_dir=run.path / f"target-{target.key()}{'-nolaws' if lp.skipped else ''}",
@@ -165,7 +169,8 @@ def plan(
         warnings=forced + warnings,
         forced=forced,
         nproc=nproc,
-        gpu_gib=DEFAULT_GPU_GIB if gpu_gib is None else gpu_gib,
+        gpu_gib=gib,
+        memory_budget=where,
         provenance=best.provenance,
         transferred_hparams=best.hparams,
         adjustments=lp.adjustments,

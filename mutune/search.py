@@ -297,6 +297,10 @@ def coord_gate(spec: Spec, study: optuna.Study, run_dir: Path, skip: bool = Fals
             "lr": result.lr,
             "largest_slope": round(result.largest_slope, 4),
             "threshold": result.threshold,
+            # the row nearest its limit, with that limit (an own update's is not |x|'s): what the line says
+            "closest": {
+                k: round(v, 4) if isinstance(v, float) else v for k, v in (result.closest or {}).items()
+            },
             "seconds": round(time.perf_counter() - t0, 3),
         }
         if not result.passed:

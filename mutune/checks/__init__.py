@@ -103,15 +103,40 @@ class CoordCheckResult:
         g = verdict.gated(self.slopes).dropna(subset=["slope"])
         return float((g.slope.abs() / g.limit).max()) if len(g) else float("nan")
 
+    @property
+    def closest(self) -> dict | None:
+        """The gated row nearest its limit, named: layer, measure, step, slope, limit and the slope's
+        share of the limit (``margin``). What the gate and ``coord-check`` report beside a pass."""
+        g = verdict.gated(self.slopes).dropna(subset=["slope"])
+        if not len(g):
+            return None
+        r = g.loc[(g.slope.abs() / g.limit).idxmax()]
+        share = abs(float(r.slope)) / float(r.limit)
+        measure = verdict.MEASURES[r.metric]
+        return {
+            "layer": r.layer,
+            "measure": measure,
+            "t": int(r.t),
+            "slope": float(r.slope),
+            "limit": float(r.limit),
+            "share": share,
+        }
+
     def message(self) -> str:
         """One line: the verdict and, for a failure, the offending layer(s); then any warnings."""
         name = get_parametrization(self.parametrization).label
         warn = "".join(f"; warning: {w}" for w in self.warnings)
         if self.passed:
+            c = self.closest
+            nearest = (
+                f"; the closest, {c['layer']} {c['measure']} at t={c['t']}, {c['slope']:+.2f} against "
+                f"±{c['limit']:g}: {c['share']:.0%} of its limit"
+                if c
+                else ""
+            )
             return (
-                f"coord check {name}: pass (every slope within its limit, |x| and |x-x0| ±{self.limits['x']:g}, "
-                f"own updates ±{self.limits['own']:g}; the closest at {self.margin:.0%} of its limit; "
-                f"{self.axis}s {self.points[0]}..{self.points[-1]}){warn}"
+                f"coord check {name}: pass (every slope within its limit: |x| and |x-x0| ±{self.limits['x']:g}, "
+                f"own updates ±{self.limits['own']:g}{nearest}; {self.axis}s {self.points[0]}..{self.points[-1]}){warn}"
             )
         reasons = self.problems + self.failures[:3]
         more = f" (+{len(self.failures) - 3} more)" if len(self.failures) > 3 else ""

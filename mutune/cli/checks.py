@@ -110,22 +110,28 @@ def inspect(
 
 def print_coord_check(res: Any) -> None:
     """The verdict line and the slope table ((layer, measure) × step) of a coord check and its
-    control. The modules inside the blocks are shown only where they fail (the CSV has them all)."""
-    names = {"x": "|x|", "dx": "|x-x0|", "own": "own update"}
+    control, each row with its limit; an exempt cell is marked ``*`` and its exemption said below the
+    table (a mark that survives a pipe, where dim text does not). The modules inside the blocks are
+    shown only where they fail or come closest to their limit (the CSV has them all)."""
+    from ..checks.verdict import MEASURES
+
     for r in [res] + ([res.control] if res.control is not None else []):
         out.print(r.message(), highlight=False, soft_wrap=True)
         table = Table(
-            title=f"slope of log size against log {r.axis} (lr {r.lr:g}, {r.seeds} seeds; limits "
-            f"|x|, |x-x0| ±{r.limits['x']:g}, own update ±{r.limits['own']:g})",
+            title=f"slope of log size against log {r.axis} (lr {r.lr:g}, {r.seeds} seeds): a row passes while "
+            "every slope is within ±its limit; * exempt, see below",
             title_justify="left",
         )
         table.add_column("layer")
         table.add_column("measure")
+        table.add_column("limit", justify="right")
         for t in range(r.steps):
             table.add_column(f"t={t}", justify="right")
         s = r.slopes[r.slopes.status != "not_found"]
+        exempt: dict[str, list[str]] = {}  # reason -> the cells it covers
+        closest = (r.closest or {}).get("layer") if r.passed else None  # the message names it: shown
         for (layer, metric), g in s.groupby(["layer", "metric"], sort=False):
-            if g.kind.iloc[0] == "leaf" and not (g.status == "fail").any():
+            if g.kind.iloc[0] == "leaf" and not (g.status == "fail").any() and layer != closest:
                 continue
             cells = {x.t: x for x in g.itertuples()}
             row = []
@@ -135,10 +141,15 @@ def print_coord_check(res: Any) -> None:
                     row.append("")
                     continue
                 text = f"{x.slope:+.2f}" if math.isfinite(x.slope) else x.status
+                if x.status == "exempt":
+                    text += "*"
+                    exempt.setdefault(x.reason, []).append(f"{layer} {MEASURES[metric]} t={t}")
                 style = {"fail": "bold red", "exempt": "dim"}.get(x.status, "")
                 row.append(f"[{style}]{text}[/]" if style else text)
-            table.add_row(layer, names.get(metric, metric), *row)
+            table.add_row(layer, MEASURES.get(metric, metric), f"±{g.limit.iloc[0]:g}", *row)
         show(table)
+        for reason, where in exempt.items():
+            out.print(f"* exempt ({', '.join(where)}): {reason}", highlight=False, soft_wrap=True)
     if res.control is not None and res.control.passed:
         err.print(
             "[yellow]warning:[/] the SP control passed too, so this check cannot tell µP from SP here; "

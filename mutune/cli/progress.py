@@ -172,9 +172,16 @@ class Display(Events):
     def coord_checked(self, record: dict) -> None:
         v = record.get("verdict")
         if v == "passed" and "seconds" in record:
+            c = record.get("closest") or {}
+            nearest = (
+                f"; the closest slope, {c['layer']} {c['measure']} at t={c['t']}: {c['slope']:+.2f} against its "
+                f"limit ±{c['limit']:g}, {c['share']:.0%} of it"
+                if c
+                else ""
+            )
             log_line(
-                f"coord check passed (widths {record['widths'][0]}..{record['widths'][-1]}, largest |slope| "
-                f"{record['largest_slope']}, {record['seconds']:.1f}s)"
+                f"coord check passed (widths {record['widths'][0]}..{record['widths'][-1]}{nearest}; "
+                f"{record['seconds']:.1f}s)"
             )
         elif v == "skipped":
             console.err.print(

@@ -25,16 +25,19 @@ def print_plan(p: Any) -> None:
     table.add_row("FLOPs / step", human(c.flops_per_step))
     table.add_row("FLOPs total", f"{human(c.total_flops)} over {c.steps} steps")
     one = "fits" if c.memory_bytes <= p.gpu_gib * (1 << 30) else "does not fit"
-    table.add_row(
-        "memory (est.)", f"{human_bytes(c.memory_bytes)} in one process ({one} in {p.gpu_gib:g} GiB)"
-    )
+    given = p.memory_budget in ("", "--gpu-memory")  # the --gpu-memory given, else the run's device here
+    budget = f" in {p.gpu_gib:g} GiB (--gpu-memory)" if given else f": {p.memory_budget}"
+    table.add_row("memory (est.)", f"{human_bytes(c.memory_bytes)} in one process; {one}{budget}")
     if p.nproc > 1:
         table.add_row(
             "parallel", f"{p.spec.train.parallel} over {p.nproc} GPUs (train.parallel: ddp or fsdp)"
         )
         for strategy, g in p.per_gpu.items():
             fit = "fits" if g.fits(p.gpu_gib) else "does not fit"
-            table.add_row(f"per GPU, {strategy}", f"{human_bytes(g.total)}: {fit} in {p.gpu_gib:g} GiB")
+            table.add_row(
+                f"per GPU, {strategy}",
+                f"{human_bytes(g.total)}: {fit} in {human_bytes(p.gpu_gib * (1 << 30))}",
+            )
     table.add_row(
         "hparams (the spec's; not searched yet)" if p.search_planned else "hparams",
         ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in vars(p.hparams).items()),
