@@ -196,10 +196,13 @@ def fit_laws(
         "around": {"trial_number": best.provenance.get("trial_number"), "hparams": asdict(hp)},
         "laws": laws,
     }
-    text = yaml.safe_dump(doc, sort_keys=False)
-    atomic_write(run_dir / "laws" / "laws.yaml", lambda p: p.write_text(text))
+    text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    atomic_write(run_dir / "laws" / "laws.yaml", lambda p: p.write_text(text, encoding="utf-8"))
     merged = merge(best.to_dict(), run_dir)
-    atomic_write(run_dir / "best.yaml", lambda p: p.write_text(yaml.safe_dump(merged, sort_keys=False)))
+    atomic_write(
+        run_dir / "best.yaml",
+        lambda p: p.write_text(yaml.safe_dump(merged, sort_keys=False, allow_unicode=True), encoding="utf-8"),
+    )
     return Best.from_dict(merged, str(run_dir / "best.yaml"))
 
 

@@ -84,8 +84,8 @@ def write_config(run_dir: Path, spec: Spec, argv: list[str] | None = None) -> No
         f"# resolved spec, written by mutune {__version__} on {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
         f"# argv: {' '.join(argv)}\n"
     )
-    text = header + yaml.safe_dump(spec.to_dict(), sort_keys=False)
-    atomic_write(run_dir / "config.yaml", lambda p: p.write_text(text))
+    text = header + yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True)
+    atomic_write(run_dir / "config.yaml", lambda p: p.write_text(text, encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +253,12 @@ def write_best(study: optuna.Study, spec: Spec, run_dir: Path) -> dict | None:
     doc = best_document(study, spec, storage_url(spec, run_dir))
     if doc is not None:
         doc = laws_run.merge(doc, run_dir)  # laws fitted around this winner stay in best.yaml
-        atomic_write(run_dir / "best.yaml", lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False)))
+        atomic_write(
+            run_dir / "best.yaml",
+            lambda p: p.write_text(
+                yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8"
+            ),
+        )
     return doc
 
 

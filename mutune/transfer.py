@@ -96,10 +96,10 @@ def transfer(
     # one writer per target folder: a second transfer (or search) into it is refused while this one trains
     with FolderLock(p.target_dir) if world_main else contextlib.nullcontext():
         if world_main and not finished:
-            plan_doc = yaml.safe_dump(p.to_dict(), sort_keys=False)
-            atomic_write(p.target_dir / "plan.yaml", lambda f: f.write_text(plan_doc))
-            spec_doc = yaml.safe_dump(p.spec.to_dict(), sort_keys=False)
-            atomic_write(p.target_dir / "config.yaml", lambda f: f.write_text(spec_doc))
+            plan_doc = yaml.safe_dump(p.to_dict(), sort_keys=False, allow_unicode=True)
+            atomic_write(p.target_dir / "plan.yaml", lambda f: f.write_text(plan_doc, encoding="utf-8"))
+            spec_doc = yaml.safe_dump(p.spec.to_dict(), sort_keys=False, allow_unicode=True)
+            atomic_write(p.target_dir / "config.yaml", lambda f: f.write_text(spec_doc, encoding="utf-8"))
         run = _track_target(p) if world_main and not finished else None
         on_log, on_eval = trackers.attach(run, lambda log: events.step(None, log), None)
         try:
@@ -134,7 +134,10 @@ def _record_transfer(p: Plan) -> None:
         "adjusted_hparams": asdict(p.hparams),
         "adjustments": p.adjustments,
     }
-    atomic_write(path, lambda f: f.write_text(yaml.safe_dump(doc, sort_keys=False)))
+    atomic_write(
+        path,
+        lambda f: f.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8"),
+    )
 
 
 def _track_target(p: Plan) -> trackers.TrackedRun | None:

@@ -127,7 +127,7 @@ def transfer(
             no_laws=no_laws,
         )
     if save_plan is not None:
-        plan_doc = yaml.safe_dump(res.plan.to_dict(), sort_keys=False)
-        files.atomic_write(save_plan, lambda f: f.write_text(plan_doc))
+        plan_doc = yaml.safe_dump(res.plan.to_dict(), sort_keys=False, allow_unicode=True)
+        files.atomic_write(save_plan, lambda f: f.write_text(plan_doc, encoding="utf-8"))
         log_line(f"plan -> {save_plan}")
     raise typer.Exit(print_target(res) if rank0 else 0)

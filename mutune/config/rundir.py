@@ -101,14 +101,16 @@ class RunDir:
 
     @staticmethod
     def latest(root: str | Path = "runs") -> RunDir:
-        """The most recently modified run directory (one holding a best.yaml) under ``root``."""
+        """The run directory (one holding a best.yaml) under ``root`` that was used last: by its newest
+        file two levels down, so a target trained, a law fitted or a report written counts, not only
+        the search that last rewrote best.yaml."""
         root = Path(root)
         runs = [p.parent for p in root.glob("*/best.yaml")] if root.is_dir() else []
         if not runs:
             raise SpecError(
                 str(root), "no run directory with a best.yaml here; run `mutune search` first or name RUN_DIR"
             )
-        return RunDir(max(runs, key=lambda p: (p / "best.yaml").stat().st_mtime))
+        return RunDir(max(runs, key=_last_used))
 
     def claim(self, spec: Spec) -> None:
         """A run dir holds one search study: its best.yaml, trials.csv and config.yaml describe it, and
@@ -142,3 +144,15 @@ class RunDir:
                 f"{run_dir}'s study {mine!r} lives in {their_storage or run_dir / 'study.journal'}, not in "
                 f"{my_storage or run_dir / 'study.journal'}; give this one its own {arg('run_dir')}",
             )
+
+
+def _last_used(run_dir: Path) -> float:
+    """The newest modification time among a run dir's files and those of its folders (targets, laws,
+    checks, report)."""
+    newest = 0.0
+    for p in (*run_dir.iterdir(), *run_dir.glob("*/*")):
+        try:
+            newest = max(newest, p.stat().st_mtime)
+        except OSError:  # removed meanwhile
+            continue
+    return newest

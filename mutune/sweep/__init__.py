@@ -341,7 +341,10 @@ def write_outputs(
         )
         plot(analysis, files[f"figure{key}"], title=title)
     doc = report(analyses, grid, spec, files)
-    atomic_write(files["report"], lambda f: f.write_text(yaml.safe_dump(doc, sort_keys=False)))
+    atomic_write(
+        files["report"],
+        lambda f: f.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8"),
+    )
     return files, doc
 
 

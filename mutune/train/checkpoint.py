@@ -153,7 +153,10 @@ def _step(row: dict) -> int | None:
 
 def write_result(path: Path, summary: dict, curve: list[dict], hp: HParams) -> None:
     doc = {"hparams": asdict(hp), **summary, "curve": curve}
-    atomic_write(path, lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False)))
+    atomic_write(
+        path,
+        lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8"),
+    )
 
 
 def read_result(path: Path) -> dict:
