@@ -96,7 +96,7 @@ def search(spec: Spec, *, workers: int = 1, where: str | Path | None = None) -> 
 def proxy_of(
     path: str | Path | RunDir | None, *, dry_run: bool = False, smoke: bool = False
 ) -> tuple[RunDir, Spec, Best | None]:
-    """The proxy a transfer starts from: a run dir's config.yaml and best.yaml (the latest under ./runs
+    """The proxy a transfer starts from: a run dir's config.yaml and best.yaml (the one used last under ./runs
     without ``path``), or, planning only, a spec file not searched yet (no best.yaml: None)."""
     run = path if isinstance(path, RunDir) else RunDir.latest() if path is None else RunDir(Path(path))
     if run.path.is_file():

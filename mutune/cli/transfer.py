@@ -25,7 +25,8 @@ def transfer(
         Path | None,
         typer.Argument(
             metavar="RUN_DIR",
-            help="a search run dir (default: the latest under ./runs), or with --dry-run a spec not searched yet",
+            help="a search run dir (default: the one under ./runs used last), or with --dry-run a spec not "
+            "searched yet",
         ),
     ] = None,
     overrides: Annotated[
