@@ -343,7 +343,8 @@ def search(
     if smoke:
         spec = config.smoke(spec)
     # each process's share of the cores, recorded in config.yaml (the count decides the last bits)
-    spec = spec.edit({"train.threads": threads_for(spec.train.threads, workers)})
+    threads = spec.train.threads  # as asked (--threads): the search's own target runs with it too
+    spec = spec.edit({"train.threads": threads_for(threads, workers)})
     if spec.model.base_width > spec.model.width:
         warnings.warn(
             f"model.base_width ({spec.model.base_width}) is larger than model.width ({spec.model.width}): "
@@ -376,7 +377,7 @@ def search(
         finished, running = count(study)
         events.search_complete(run_dir, finished)
         result = SearchResult(run_dir=run_dir, best=recorded, n_finished=finished, n_running=running)
-        return _with_target(result, spec, transfer, events)
+        return _with_target(result, spec, transfer, events, threads)
     use_threads(spec.train.threads)  # the coord check and the trials run here (one worker)
     write_config(run_dir, spec, argv)
     budget.record_plan(study, spec, plan, run_dir)
@@ -399,17 +400,21 @@ def search(
     if spec.search.laws.steps or spec.search.laws.batch_size:
         won = laws_run.fit_laws(spec, run_dir, won, events)  # LR* across horizon / batch size
     result = SearchResult(run_dir=run_dir, best=won, n_finished=finished, n_running=running)
-    return _with_target(result, spec, transfer, events)
+    return _with_target(result, spec, transfer, events, threads)
 
 
-def _with_target(result: SearchResult, spec: Spec, transfer: bool, events: Events) -> SearchResult:
+def _with_target(
+    result: SearchResult, spec: Spec, transfer: bool, events: Events, threads: int | None = None
+) -> SearchResult:
     """The search's result, with its target trained (or, finished before, read back) when the spec
-    names one and ``transfer``."""
+    names one and ``transfer``. A thread count the search was given is the target's too; without one
+    the target takes its own share of the cores (the search's was its workers')."""
     if transfer and spec.target.width is not None:
         from . import transfer as transfer_mod
 
+        to = [f"train.threads={threads}"] if threads is not None else []
         result.target = transfer_mod.transfer(
-            RunDir(result.run_dir), resume=True, events=events, proxy=spec, best=result.best
+            RunDir(result.run_dir), to, resume=True, events=events, proxy=spec, best=result.best
         )
     return result
 

@@ -101,6 +101,19 @@ def test_one_process_takes_both_cores_and_threads_overrides(workdir):
     assert target["train"]["threads"] == 2
 
 
+@pytest.mark.skipif(not TWO_CORES, reason="needs two cores to pin a process to")
+def test_the_searchs_own_target_takes_the_threads_the_search_was_given(workdir):
+    spec = write_spec(workdir / "t.yaml", {**TINY, "search": {"n_trials": 1}, "target": {"width": 48}})
+    r = _on_two_cores(["search", str(spec), "--threads", "1"], workdir)
+    assert r.returncode == 0, r.stderr[-2000:]
+    target = workdir / "runs" / "t" / "target-width48"
+    assert yaml.safe_load((target / "config.yaml").read_text())["train"]["threads"] == 1
+    r = _on_two_cores(["search", str(spec), "--run-dir", "runs/auto"], workdir)  # not given: its own share
+    assert r.returncode == 0, r.stderr[-2000:]
+    auto = workdir / "runs" / "auto" / "target-width48"
+    assert yaml.safe_load((auto / "config.yaml").read_text())["train"]["threads"] == 2
+
+
 def test_a_target_does_not_inherit_the_searchs_count_unless_named():
     proxy = config.spec_from_dict({**TINY, "train": {**TINY["train"], "threads": 1}})
     assert config.derive(proxy, ["width=64"]).spec.train.threads is None  # resolved when it runs

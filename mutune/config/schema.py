@@ -152,7 +152,8 @@ class TrainSpec:
         "torch CPU threads per training process; default $OMP_NUM_THREADS, else the usable cores ÷ the "
         "processes training at once (--workers, --nproc). The search's config.yaml and each target's "
         "record the count used: CPU float sums depend on it, so a run repeats bit for bit at the same "
-        "count. A target picks its own unless --threads or target.overrides names one",
+        "count. A target picks its own unless --threads (its transfer's, or the search's that trains it) "
+        "or target.overrides names one",
         POSITIVE,
         across="free",
         effect="none",
