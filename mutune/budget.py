@@ -286,8 +286,10 @@ def record_plan(study: optuna.Study, spec: Spec, plan: Plan, run_dir: Path | Non
     also as search_plan.yaml there, before the first trial: what the search will spend, and on what."""
     record = {"plan": plan.to_dict(), "spec_hash": spec.hash()}
     if run_dir is not None:
-        text = yaml.safe_dump({**plan_summary(plan), "proxy_width": plan.proxy_width}, sort_keys=False)
-        atomic_write(run_dir / "search_plan.yaml", lambda p: p.write_text(text))
+        text = yaml.safe_dump(
+            {**plan_summary(plan), "proxy_width": plan.proxy_width}, sort_keys=False, allow_unicode=True
+        )
+        atomic_write(run_dir / "search_plan.yaml", lambda p: p.write_text(text, encoding="utf-8"))
     if study.user_attrs.get("search_plan") != record:
         study.set_user_attr("search_plan", record)
 

@@ -37,6 +37,9 @@ class Events:
     def search_started(self, spec: Any, run_dir: Path, finished: int) -> None:
         """The study is open; ``finished`` trials were already done (a resume)."""
 
+    def search_complete(self, run_dir: Path, finished: int) -> None:
+        """The study already holds every trial this search asks for: nothing runs, no record changes."""
+
     def search_planned(self, plan: Any) -> None:
         """Before the first trial: the search's ``budget.Plan`` (proxy trials, ladder, FLOPs, budget)."""
 

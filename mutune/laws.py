@@ -188,6 +188,14 @@ class Adjustment:
         }
 
 
+def _beyond(past: float, edge: float) -> str:
+    """How far past the fitted range a target lies, said once: where the range's edge is the proxy's
+    own value (1×) the factor past it is the target's multiple itself, not a second figure."""
+    if edge == 1.0:
+        return "past the fitted range by that factor"
+    return f"{past:.3g}× past the range's edge ({edge:g}×)"
+
+
 def apply_laws(
     laws: dict[str, Any] | None, lr: float, proxy_values: dict[str, float], target_values: dict[str, float]
 ) -> tuple[float, list[Adjustment], list[str]]:
@@ -218,8 +226,9 @@ def apply_laws(
         adjustments.append(Adjustment(axis, ratio, law.exponent, law.half_width, lr, new_lr, past))
         if past > EXTRAPOLATION_WARN:
             warns.append(
-                f"{AXES[axis]}: the law was fitted on {lo:g}–{hi:g}× the proxy's value and the target is "
-                f"{ratio:.3g}×, {past:.1f}× past that range (more than {EXTRAPOLATION_WARN:g}×): fit it further "
+                f"{AXES[axis]}: the law was fitted on {lo:g}–{hi:g}× the proxy's value and the target is at "
+                f"{ratio:.3g}×, {_beyond(past, lo if ratio < lo else hi)} (more than {EXTRAPOLATION_WARN:g}×): "
+                "fit it further "
                 f"with `mutune laws RUN_DIR --{axis.replace('_', '-')} ...`"
             )
         lr = new_lr

@@ -25,7 +25,7 @@ import yaml
 
 from .config import Best, HParams, RunDir, Spec, SpecError
 from .config.meaning import LAW_POINT_EFFECTS, keys_where, select
-from .errors import SearchFailed
+from .errors import SearchFailed, arg
 from .events import SILENT, Events
 from .files import atomic_write
 from .laws import AXES, Law, fit_law, lr_optimum, timescale_decay
@@ -260,10 +260,13 @@ def fit_laws(
         "around": {"trial_number": best.provenance.get("trial_number"), "hparams": asdict(hp)},
         "laws": laws,
     }
-    text = yaml.safe_dump(doc, sort_keys=False)
-    atomic_write(run_dir / "laws" / "laws.yaml", lambda p: p.write_text(text))
+    text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    atomic_write(run_dir / "laws" / "laws.yaml", lambda p: p.write_text(text, encoding="utf-8"))
     merged = merge(best.to_dict(), run_dir)
-    atomic_write(run_dir / "best.yaml", lambda p: p.write_text(yaml.safe_dump(merged, sort_keys=False)))
+    atomic_write(
+        run_dir / "best.yaml",
+        lambda p: p.write_text(yaml.safe_dump(merged, sort_keys=False, allow_unicode=True), encoding="utf-8"),
+    )
     return Best.from_dict(merged, str(run_dir / "best.yaml"))
 
 
@@ -285,7 +288,7 @@ def merge(best: dict, run_dir: Path) -> dict:
     return best
 
 
-OPTION = {"steps": "--steps", "batch_size": "--batch-size"}
+ARGUMENT = {"steps": "multiples.steps", "batch_size": "multiples.batch_size"}  # errors name them
 
 
 def extend(
@@ -295,10 +298,13 @@ def extend(
     seeds: int | None = None,
     lr_step: float | None = None,
     lr_points: int | None = None,
+    threads: int | None = None,
     events: Events = SILENT,
 ) -> Best:
     """``mutune laws``: fit (or extend) the laws of an existing run dir. The multiples asked are added
-    to those laws/laws.yaml already holds; runs in laws/runs.csv are reused, so only new points train."""
+    to those laws/laws.yaml already holds; runs in laws/runs.csv are reused, so only new points train.
+    The runs use ``threads`` CPU threads, by default this process's share of the cores (not the
+    search's, which config.yaml records for its workers)."""
     spec, best = RunDir(Path(run_dir)).load()
     path = run_dir / "laws" / "laws.yaml"
     had = (yaml.safe_load(path.read_text()) or {}).get("laws", {}) if path.is_file() else {}
@@ -309,21 +315,22 @@ def extend(
             changes[f"search.laws.{axis}"] = sorted(set(ms) | set(known))
     if not changes:
         raise SpecError(
-            "--steps", "give the multiples to fit at, e.g. --steps 0.25,0.5,1 or --batch-size 0.5,1,2"
+            "multiples.steps",
+            f"give the multiples to fit at, e.g. {arg('multiples.steps', [0.25, 0.5, 1])} or "
+            f"{arg('multiples.batch_size', [0.5, 1, 2])}",
         )
     for key, value in (("seeds", seeds), ("lr_step", lr_step), ("lr_points", lr_points)):
         if value is not None:
             changes[f"search.laws.{key}"] = value
+    changes["train.threads"] = threads
     try:
         spec = spec.edit(changes)
     except SpecError as e:
         axis = e.key.split(".")[2].split("[")[0] if e.key.startswith("search.laws.") else ""
-        raise SpecError(
-            OPTION.get(axis, e.key.replace("search.laws.", "--").replace("_", "-")), e.message
-        ) from None
+        raise SpecError(ARGUMENT.get(axis, e.key.replace("search.laws.", "")), e.message) from None
     asked = {a: getattr(spec.search.laws, a) for a in AXES}
     try:
         return fit_laws(spec, run_dir, best, events, asked)
     except SpecError as e:
         axis = e.key.rsplit(".", 1)[-1]
-        raise SpecError(OPTION.get(axis, e.key), e.message) from None
+        raise SpecError(ARGUMENT.get(axis, e.key), e.message) from None

@@ -66,6 +66,15 @@ class Phases:
             return False
         return all(self.step(step) for step in POST_STEPS)
 
+    def pending(self) -> bool:
+        """Whether any phase has a trial to run: False for a search whose study already holds what it
+        asks for (the same or fewer proxy trials, a finished ladder). Reads the study; writes nothing."""
+        trials = self.study.get_trials(deepcopy=False)
+        proxy = [t for t in trials if ladder.WIDTH not in trial_params(t)]
+        if sum(is_finished(t) for t in proxy) < self.plan.n_proxy:
+            return True
+        return any(step(self.plan, self.spec, trials) for step in POST_STEPS)
+
     def trials(self) -> list[FrozenTrial]:
         reap_orphans(self.study, self.storage)
         return self.study.get_trials(deepcopy=False)

@@ -29,11 +29,24 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from . import __version__, budget, checks, config, data, flops, ladder, laws_run, memory, models, trackers
-from .config import Best, RunDir, Spec, SpecError
+from . import (
+    __version__,
+    arguments,
+    budget,
+    checks,
+    config,
+    data,
+    flops,
+    ladder,
+    laws_run,
+    memory,
+    models,
+    trackers,
+)
+from .config import Best, RunDir, Spec
 from .config.validate import fidelity_steps
-from .device import resolve_device
-from .errors import MutuneWarning
+from .device import resolve_device, threads_for, use_threads
+from .errors import MutuneWarning, arg
 from .events import SILENT, Events
 from .files import atomic_write
 from .phases import Phases
@@ -75,8 +88,8 @@ def write_config(run_dir: Path, spec: Spec, argv: list[str] | None = None) -> No
         f"# resolved spec, written by mutune {__version__} on {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
         f"# argv: {' '.join(argv)}\n"
     )
-    text = header + yaml.safe_dump(spec.to_dict(), sort_keys=False)
-    atomic_write(run_dir / "config.yaml", lambda p: p.write_text(text))
+    text = header + yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True)
+    atomic_write(run_dir / "config.yaml", lambda p: p.write_text(text, encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +216,7 @@ def _train_trial(
         trial.set_user_attr("flops", result.flops - result.flops_before)
     if result.branches:  # a WSD run's cooldown branches: the loss at each shorter horizon
         trial.set_user_attr("branches", result.branches)
+    trial.set_user_attr("threads", torch.get_num_threads())  # trials.csv: what its last bits depend on
     # the loss curves, so `mutune report` can draw the proxy next to the target (not in trials.csv)
     trial.set_user_attr("train_curve", train_curve)
     trial.set_user_attr(
@@ -278,7 +292,12 @@ def write_best(study: optuna.Study, spec: Spec, run_dir: Path) -> dict | None:
     doc = best_document(study, spec, storage_url(spec, run_dir))
     if doc is not None:
         doc = laws_run.merge(doc, run_dir)  # laws fitted around this winner stay in best.yaml
-        atomic_write(run_dir / "best.yaml", lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False)))
+        atomic_write(
+            run_dir / "best.yaml",
+            lambda p: p.write_text(
+                yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8"
+            ),
+        )
     return doc
 
 
@@ -325,6 +344,10 @@ def coord_gate(spec: Spec, study: optuna.Study, run_dir: Path, skip: bool = Fals
             "lr": result.lr,
             "largest_slope": round(result.largest_slope, 4),
             "threshold": result.threshold,
+            # the row nearest its limit, with that limit (an own update's is not |x|'s): what the line says
+            "closest": {
+                k: round(v, 4) if isinstance(v, float) else v for k, v in (result.closest or {}).items()
+            },
             "seconds": round(time.perf_counter() - t0, 3),
         }
         if result.unchecked:  # attention whose scores the check could not see: its scale is unchecked
@@ -335,7 +358,7 @@ def coord_gate(spec: Spec, study: optuna.Study, run_dir: Path, skip: bool = Fals
             raise GateFailed(
                 f"{result.message()}. µP is broken, so the search would tune hyperparameters that do not "
                 f"transfer; see {out / 'gate_coord_check_slopes.csv'} and .png; fix the model, or pass "
-                "--skip-check to search anyway"
+                f"{arg('skip_check', True)} to search anyway"
             )
     if done != record:
         study.set_user_attr("coord_check", record)
@@ -360,11 +383,12 @@ def search(
     The plan (:func:`mutune.budget.make_plan`) is made before anything runs and recorded. A
     ``KeyboardInterrupt`` stops after marking the running trial failed; the same call resumes.
     """
-    if workers < 1:
-        raise SpecError("--workers", f"must be >= 1, got {workers}")
-    trackers.check(spec.tracker.backend)  # a missing extra is refused before anything is written
+    arguments.search(spec, workers=workers, where=run_dir)  # as the command line checked them before torch
     if smoke:
         spec = config.smoke(spec)
+    # each process's share of the cores, recorded in config.yaml (the count decides the last bits)
+    threads = spec.train.threads  # as asked (--threads): the search's own target runs with it too
+    spec = spec.edit({"train.threads": threads_for(threads, workers)})
     if spec.model.base_width > spec.model.width:
         warnings.warn(
             f"model.base_width ({spec.model.base_width}) is larger than model.width ({spec.model.width}): "
@@ -387,6 +411,17 @@ def search(
     if spec.search.fidelity.rungs:  # successive halving: the configurations' stable states live here
         extra["states"] = run_dir / "fidelity"
     job = replace(SEARCH_JOB, evaluate=partial(evaluate_trial, **extra)) if extra else SEARCH_JOB
+    phases = Phases(spec, plan, run_dir, study, storage, job, workers, events)
+    laws = spec.search.laws.steps or spec.search.laws.batch_size
+    recorded = RunDir(run_dir).best() if (run_dir / "trials.csv").is_file() else None
+    if recorded is not None and not laws and not phases.pending():
+        # the study already holds what this call asks for (fewer trials, say): its records, written by
+        # the calls that ran the trials, stay as they are, and so does best.yaml's plan
+        finished, running = count(study)
+        events.search_complete(run_dir, finished)
+        result = SearchResult(run_dir=run_dir, best=recorded, n_finished=finished, n_running=running)
+        return _with_target(result, spec, transfer, events, threads)
+    use_threads(spec.train.threads)  # the coord check and the trials run here (one worker)
     write_config(run_dir, spec, argv)
     budget.record_plan(study, spec, plan, run_dir)
     events.search_planned(plan)
@@ -394,7 +429,7 @@ def search(
     shown = spec.edit({"search.budget": None, "search.finalists": None, "search.n_trials": plan.n_trials})
     events.search_started(shown, run_dir, count(study)[0])
     try:
-        Phases(spec, plan, run_dir, study, storage, job, workers, events).run()
+        phases.run()
     finally:
         # whatever happened, leave the table and the best-so-far on disk
         write_trials_csv(study, run_dir)
@@ -408,11 +443,21 @@ def search(
     if spec.search.laws.steps or spec.search.laws.batch_size:
         won = laws_run.fit_laws(spec, run_dir, won, events)  # LR* across horizon / batch size
     result = SearchResult(run_dir=run_dir, best=won, n_finished=finished, n_running=running)
+    return _with_target(result, spec, transfer, events, threads)
+
+
+def _with_target(
+    result: SearchResult, spec: Spec, transfer: bool, events: Events, threads: int | None = None
+) -> SearchResult:
+    """The search's result, with its target trained (or, finished before, read back) when the spec
+    names one and ``transfer``. A thread count the search was given is the target's too; without one
+    the target takes its own share of the cores (the search's was its workers')."""
     if transfer and spec.target.width is not None:
         from . import transfer as transfer_mod
 
+        to = [f"train.threads={threads}"] if threads is not None else []
         result.target = transfer_mod.transfer(
-            RunDir(run_dir), resume=True, events=events, proxy=spec, best=won
+            RunDir(result.run_dir), to, resume=True, events=events, proxy=spec, best=result.best
         )
     return result
 

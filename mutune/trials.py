@@ -17,7 +17,7 @@ from .files import atomic_write
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, rung, width, seed, loss, every HP, steps, tokens, FLOPs,
-    seconds, reason. Proxy trials are rung 0; a ladder trial's rung is its width's place in the plan."""
+    seconds, CPU threads, reason. Proxy trials are rung 0; a ladder trial's rung is its width's place in the plan."""
     rows = []
     trials = study.get_trials(deepcopy=False)
     recorded = (study.user_attrs.get("search_plan") or {}).get("plan") or {}
@@ -38,7 +38,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             "loss": t.value if t.state == TrialState.COMPLETE else None,
         }
         row.update(t.params)
-        for key in ("steps", "tokens", "flops", "seconds", "params"):
+        for key in ("steps", "tokens", "flops", "seconds", "params", "threads"):
             row[key] = ua.get(key)
         row["fail_reason"] = ua.get("fail_reason", "")
         if t.number in retried_as:

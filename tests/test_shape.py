@@ -221,7 +221,8 @@ def test_the_run_dir_reads_back_as_typed_objects(run_cli, workdir, tiny_spec):
     assert r.code == 0, r
     spec, best = config.RunDir(workdir / "runs" / "tiny").load()
     assert isinstance(best.hparams, config.HParams) and best.provenance["n_trials_finished"] == 2
-    assert spec == config.load_spec(tiny_spec, ["search.n_trials=2"])
+    # config.yaml is the spec as the trials ran it: with the thread count they used (the suite's one)
+    assert spec == config.load_spec(tiny_spec, ["search.n_trials=2", "train.threads=1"])
     bad = workdir / "runs" / "tiny" / "best.yaml"
     bad.write_text("hparams: [1, 2]\n")
     with pytest.raises(config.SpecError, match="no 'hparams' mapping"):

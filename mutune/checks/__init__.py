@@ -38,14 +38,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import data, models
-from ..config import HParams, Spec, SpecError
-from ..device import resolve_device
+from .. import arguments, data, models
+from ..arguments import UNCHECKABLE as UNCHECKABLE
+from ..config import HParams, Spec
+from ..device import resolve_device, threads_for, use_threads
 from ..files import atomic_write
 from ..models import factory
 from ..mup import optim
 from ..mup.optimizers import OPTIMIZERS
-from ..mup.parametrizations import controls_of
 from ..mup.parametrizations import get as get_parametrization
 from . import unit, verdict
 from .axes import DEPTH_SEEDS as DEPTH_SEEDS
@@ -53,7 +53,6 @@ from .axes import at_point as _at_width
 from .axes import check_depths, depth_relative
 from .recorder import Kind, Recorder
 
-UNCHECKABLE = ("attention",)  # what a check may be allowed to leave unchecked (--allow-unchecked)
 THRESHOLD = verdict.LIMITS["x"]  # the |x| and |x - x0| limit; own updates have verdict.LIMITS["own"]
 DEFAULT_MULTS = (1, 2, 4, 8, 16)
 # the gate's widths: ×8, not ×4, since the smallest width alone drifts (finite width) and a 3-point fit follows it
@@ -116,6 +115,25 @@ class CoordCheckResult:
         g = verdict.gated(self.slopes).dropna(subset=["slope"])
         return float((verdict.deviation(g).abs() / g.limit).max()) if len(g) else float("nan")
 
+    @property
+    def closest(self) -> dict | None:
+        """The gated row nearest its limit, named: layer, measure, step, slope, limit and the slope's
+        share of the limit (``margin``). What the gate and ``coord-check`` report beside a pass."""
+        g = verdict.gated(self.slopes).dropna(subset=["slope"])
+        if not len(g):
+            return None
+        r = g.loc[(g.slope.abs() / g.limit).idxmax()]
+        share = abs(float(r.slope)) / float(r.limit)
+        measure = verdict.MEASURES[r.metric]
+        return {
+            "layer": r.layer,
+            "measure": measure,
+            "t": int(r.t),
+            "slope": float(r.slope),
+            "limit": float(r.limit),
+            "share": share,
+        }
+
     def message(self) -> str:
         """One line: the verdict and, for a failure, the offending layer(s); then any warnings."""
         name = get_parametrization(self.parametrization).label
@@ -142,10 +160,17 @@ class CoordCheckResult:
                     f"{u.grad_rms.min():.2g}..{u.grad_rms.max():.2g} RMS (within ×{get_parametrization(self.parametrization).unit_rms:g} "
                     "of 1; the logits exempt)"
                 )
+            c = self.closest
+            nearest = (
+                f"; the closest, {c['layer']} {c['measure']} at t={c['t']}, {c['slope']:+.2f} against "
+                f"±{c['limit']:g}: {c['share']:.0%} of its limit"
+                if c
+                else ""
+            )
             return (
-                f"coord check {name}: pass (every slope within its limit, |x| and |x-x0| ±{self.limits['x']:g}, "
-                f"own updates ±{self.limits['own']:g}; the closest at {self.margin:.0%} of its limit; "
-                f"{self.axis}s {self.points[0]}..{self.points[-1]}{unit_note}){warn}"
+                f"coord check {name}: pass (every slope within its limit: |x| and |x-x0| ±{self.limits['x']:g}, "
+                f"own updates ±{self.limits['own']:g}{nearest}; {self.axis}s {self.points[0]}..{self.points[-1]}"
+                f"{unit_note}){warn}"
             )
         reasons = self.problems + self.failures[:3]
         more = f" (+{len(self.failures) - 3} more)" if len(self.failures) > 3 else ""
@@ -398,31 +423,21 @@ def coord_check(
     (:data:`verdict.LIMITS`).
     """
     hp = hp or spec.hparams
-    allowed = tuple(dict.fromkeys([*allow_unchecked, *getattr(spec.model, "allow_unchecked", ())]))
-    for what in allowed:
-        if what not in UNCHECKABLE:
-            raise SpecError("--allow-unchecked", f"expected one of {', '.join(UNCHECKABLE)}, got {what!r}")
-    if depths is not None:
+    use_threads(threads_for(spec.train.threads))
+    # the arguments, checked as the command line checks them before loading torch
+    widths, depths = arguments.coord_check(
+        spec,
+        compare=compare,
+        seeds=seeds,
+        steps=steps,
+        widths=widths,
+        mults=mults,
+        depths=depths,
+        allow_unchecked=allow_unchecked,
+    )
+    if depths is not None:  # and where the model cannot apply depth
         depths = check_depths(spec, depths)
-        widths = [spec.model.base_width]
-    widths = sorted(set(widths or [spec.model.base_width * k for k in mults]))
-    if len(widths) < 2 and not depths:
-        raise SpecError("--widths", "a slope needs at least two widths")
-    if steps < 2:
-        raise SpecError("--steps", "needs at least 2 steps (t = 0 is the model at init)")
-    if seeds < 1:
-        raise SpecError("--seeds", f"must be >= 1, got {seeds}")
-    if compare is not None:
-        mine = models.parametrization(spec)
-        controls = [p.name for p in controls_of(mine)]
-        if mine.coord_check == "control":
-            raise SpecError(
-                "--compare", f"the spec is already {mine.label}, a control; compare a spec it controls for"
-            )
-        if compare not in controls:
-            raise SpecError(
-                "--compare", f"expected one of {', '.join(controls)} (a negative control), got {compare!r}"
-            )
+    allowed = tuple(dict.fromkeys([*allow_unchecked, *getattr(spec.model, "allow_unchecked", ())]))
     # a shorter context is the same model for a GPT (position rows and attention length are finite
     # dims); for the MLP it is the input size, so each family says which context the check may use
     seq_len = models.family(spec).coord_seq_len(spec, seq_len)

@@ -46,6 +46,7 @@ import pandas as pd
 # |slope| limits per measure; see the module doc and docs/mup.md §3 for the measurements
 LIMITS = {"x": 0.3, "dx": 0.3, "own": 0.5, "scale": 0.1}
 COLUMNS = {"x": "l1", "dx": "dl1", "own": "own"}
+MEASURES = {"x": "|x|", "dx": "|x-x0|", "own": "own update"}  # how every output names the measures
 TRANSIENT_STEPS = 2
 GATED_KINDS = {
     "x": ("embedding", "block", "other", "attn_logits", "attn_scale", "logits"),
@@ -152,9 +153,8 @@ def failures(s: pd.DataFrame) -> list[str]:
     fails = s[s.status == "fail"].copy()
     fails["size"] = (deviation(fails).abs() / fails.limit).fillna(np.inf)
     fails = fails.sort_values("size", ascending=False)
-    names = {"x": "|x|", "dx": "|x-x0|", "own": "own update"}
     return [
-        f"{r.layer} {'scale × head dim' if r.kind == 'attn_scale' else names[r.metric] + f' at t={r.t}'}: "
+        f"{r.layer} {'scale × head dim' if r.kind == 'attn_scale' else MEASURES[r.metric] + f' at t={r.t}'}: "
         + (f"slope {r.slope:+.2f} (limit {_around(r)}±{r.limit:g})" if np.isfinite(r.slope) else r.reason)
         for r in fails.itertuples()
     ]

@@ -12,10 +12,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .. import config
+from .. import arguments, config
 from ..errors import SpecError
-from .app import OverridesArg, app, comma_list
-from .console import err, out
+from .app import OverridesArg, ThreadsOpt, app, comma_list, threads_override
+from .console import err, out, show
 
 
 @app.command("coord-check")
@@ -52,6 +52,7 @@ def coord_check(
             "the verdict is incomplete, exit 1); also model.allow_unchecked",
         ),
     ] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Check that activations keep their size as the model widens (µP), or deepens, with a verdict.
 
@@ -62,8 +63,13 @@ def coord_check(
 
     Example: mutune coord-check configs/quickstart.yaml --compare sp
     """
-    spec = config.load_spec(config_path, overrides or [], smoke=smoke)
+    spec = config.load_spec(config_path, [*(overrides or []), *threads_override(threads)], smoke=smoke)
     depth_list = comma_list(depths, "--depths", int)
+    allowed = comma_list(allow_unchecked, "--allow-unchecked", str) or ()
+    # the arguments, as the check itself will refuse them, before torch loads
+    arguments.coord_check(
+        spec, compare=compare, seeds=3 if seeds is None else seeds, depths=depth_list, allow_unchecked=allowed
+    )
     from .. import checks as checks_mod
     from .. import search as search_mod
 
@@ -76,7 +82,7 @@ def coord_check(
         out_dir=out_dir,
         depths=depth_list,
         prefix="coord_check_depth" if depth_list else "coord_check",
-        allow_unchecked=comma_list(allow_unchecked, "--allow-unchecked", str) or (),
+        allow_unchecked=allowed,
     )
     print_coord_check(res)
     out.print(f"-> {res.files['slopes']}, {res.files['png']}", highlight=False)
@@ -102,11 +108,13 @@ def inspect(
 
     Example: mutune inspect configs/quickstart.yaml --to width=512
     """
-    from .. import audit
-
     if fmt not in ("table", "json"):
         raise SpecError("--format", f"expected table or json, got {fmt!r}")
-    result = audit.inspect(config.load_spec(config_path, overrides or []), to or [])
+    spec = config.load_spec(config_path, overrides or [])
+    arguments.inspect(spec, to or [])  # a --to key the transfer would refuse, before torch loads
+    from .. import audit
+
+    result = audit.inspect(spec, to or [])
     if fmt == "json":
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
     else:
@@ -115,22 +123,28 @@ def inspect(
 
 def print_coord_check(res: Any) -> None:
     """The verdict line and the slope table ((layer, measure) × step) of a coord check and its
-    control. The modules inside the blocks are shown only where they fail (the CSV has them all)."""
-    names = {"x": "|x|", "dx": "|x-x0|", "own": "own update"}
+    control, each row with its limit; an exempt cell is marked ``*`` and its exemption said below the
+    table (a mark that survives a pipe, where dim text does not). The modules inside the blocks are
+    shown only where they fail or come closest to their limit (the CSV has them all)."""
+    from ..checks.verdict import MEASURES
+
     for r in [res] + ([res.control] if res.control is not None else []):
         out.print(r.message(), highlight=False, soft_wrap=True)
         table = Table(
-            title=f"slope of log size against log {r.axis} (lr {r.lr:g}, {r.seeds} seeds; limits "
-            f"|x|, |x-x0| ±{r.limits['x']:g}, own update ±{r.limits['own']:g})",
+            title=f"slope of log size against log {r.axis} (lr {r.lr:g}, {r.seeds} seeds): a row passes while "
+            "every slope is within ±its limit; * exempt, see below",
             title_justify="left",
         )
         table.add_column("layer")
         table.add_column("measure")
+        table.add_column("limit", justify="right")
         for t in range(r.steps):
             table.add_column(f"t={t}", justify="right")
         s = r.slopes[r.slopes.status != "not_found"]
+        exempt: dict[str, list[str]] = {}  # reason -> the cells it covers
+        closest = (r.closest or {}).get("layer") if r.passed else None  # the message names it: shown
         for (layer, metric), g in s.groupby(["layer", "metric"], sort=False):
-            if g.kind.iloc[0] == "leaf" and not (g.status == "fail").any():
+            if g.kind.iloc[0] == "leaf" and not (g.status == "fail").any() and layer != closest:
                 continue
             cells = {x.t: x for x in g.itertuples()}
             row = []
@@ -140,10 +154,15 @@ def print_coord_check(res: Any) -> None:
                     row.append("")
                     continue
                 text = f"{x.slope:+.2f}" if math.isfinite(x.slope) else x.status
+                if x.status == "exempt":
+                    text += "*"
+                    exempt.setdefault(x.reason, []).append(f"{layer} {MEASURES[metric]} t={t}")
                 style = {"fail": "bold red", "exempt": "dim"}.get(x.status, "")
                 row.append(f"[{style}]{text}[/]" if style else text)
-            table.add_row(layer, names.get(metric, metric), *row)
-        out.print(table)
+            table.add_row(layer, MEASURES.get(metric, metric), f"±{g.limit.iloc[0]:g}", *row)
+        show(table)
+        for reason, where in exempt.items():
+            out.print(f"* exempt ({', '.join(where)}): {reason}", highlight=False, soft_wrap=True)
     if res.control is not None and res.control.passed:
         err.print(
             "[yellow]warning:[/] the SP control passed too, so this check cannot tell µP from SP here; "
@@ -224,7 +243,7 @@ def print_inspect(res: dict) -> None:
             _cell(p, "wd_mult"),
             _cell(p, "eps_mult"),
         )
-    out.print(table)
+    show(table)
     for label, side in (("proxy", res["proxy"]), ("target", target)):
         if side is None:
             continue

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import app, comma_list
+from .app import ThreadsOpt, app, comma_list
 from .progress import Display
 from .signals import interruptible
 from .target import print_laws
@@ -30,6 +30,7 @@ def laws(
     lr_step: Annotated[
         float | None, typer.Option("--lr-step", metavar="OCT", help="octaves between LRs [default: 0.5]")
     ] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Fit (or extend) the LR laws across training length and batch size on a run dir's proxy.
 
@@ -47,6 +48,8 @@ def laws(
 
     display = Display()
     with interruptible(display, run_dir):
-        best = laws_run.extend(run_dir, multiples, seeds=seeds, lr_step=lr_step, events=display)
+        best = laws_run.extend(
+            run_dir, multiples, seeds=seeds, lr_step=lr_step, threads=threads, events=display
+        )
     print_laws(best.laws, run_dir / "best.yaml")
     raise typer.Exit(0)

@@ -86,6 +86,7 @@ class Display(Events):
         self.done_here = 0
         self.ran_here: list[int] = []  # trial numbers this process (or its workers) ran
         self.start_finished = 0  # finished trials in the study when this process started
+        self.total = 0  # the plan's trials, proxy and ladder: one denominator for every line
         self.target_dir: Path | None = None  # the planned target's folder, for the resume hint
 
     def _bars(self) -> Progress:
@@ -108,6 +109,8 @@ class Display(Events):
     def search_started(self, spec, run_dir: Path, finished: int) -> None:
         m = spec.model
         self.start_finished = finished
+        self.total = spec.search.n_trials or 0
+        self.t0 = time.perf_counter()  # the pace of trials, not of the set-up before them (the coord check)
         resumed = f", resuming a study that holds {finished} finished" if finished else ""
         log_line(
             f"searching {m.family} proxy width {m.width} (base {m.base_width}, {m.parametrization}) for "
@@ -115,6 +118,13 @@ class Display(Events):
         )
         if self.live:
             self._bars().update(self.trials, total=spec.search.n_trials, completed=finished, visible=True)
+
+    def search_complete(self, run_dir: Path, finished: int) -> None:
+        self.start_finished = finished
+        log_line(
+            f"nothing to run: the study in {run_dir} already holds {finished} finished trials, as many as "
+            "asked or more; its records are left as they are (raise search.n_trials to run more)"
+        )
 
     def search_planned(self, plan) -> None:
         for line in plan_lines(plan):
@@ -149,18 +159,25 @@ class Display(Events):
             where = f" ({at}){where}"
         if self.live:
             bars = self._bars()
-            bars.update(self.trials, completed=ev.finished, info=best)
+            bars.update(
+                self.trials,
+                completed=ev.finished,
+                total=max(self.total, ev.n_trials, ev.finished),
+                info=best,
+            )
             bars.console.print(
                 f"trial {ev.number:>3} {ev.state:<8} {value}  ({ev.seconds:.1f}s){where}", highlight=False
             )
         else:
             # the study's pace since this process started, whoever ran the trials (shared studies)
+            # the plan's total (proxy and ladder), not each phase's own count, so the denominator holds
+            total = max(self.total, ev.n_trials, ev.finished)
             gained = max(1, ev.finished - self.start_finished)
-            eta = (time.perf_counter() - self.t0) / gained * max(0, ev.n_trials - ev.finished)
+            eta = (time.perf_counter() - self.t0) / gained * max(0, total - ev.finished)
             running = f", {ev.running} running" if ev.running else ""
             log_line(
                 f"trial {ev.number} {ev.state} {value} ({ev.seconds:.1f}s){where} "
-                f"[{ev.finished}/{ev.n_trials} finished in the study{running}; {len(self.ran_here)} ran here] "
+                f"[{ev.finished}/{total} finished in the study{running}; {len(self.ran_here)} ran here] "
                 f"{best} eta {fmt_secs(eta)}"
             )
 
@@ -190,9 +207,16 @@ class Display(Events):
     def coord_checked(self, record: dict) -> None:
         v = record.get("verdict")
         if v == "passed" and "seconds" in record:
+            c = record.get("closest") or {}
+            nearest = (
+                f"; the closest slope, {c['layer']} {c['measure']} at t={c['t']}: {c['slope']:+.2f} against its "
+                f"limit ±{c['limit']:g}, {c['share']:.0%} of it"
+                if c
+                else ""
+            )
             log_line(
-                f"coord check passed (widths {record['widths'][0]}..{record['widths'][-1]}, largest |slope| "
-                f"{record['largest_slope']}, {record['seconds']:.1f}s)"
+                f"coord check passed (widths {record['widths'][0]}..{record['widths'][-1]}{nearest}; "
+                f"{record['seconds']:.1f}s)"
             )
         elif v == "incomplete":
             modules = ", ".join(f"'{a}'" for a in record.get("unchecked", []))
@@ -228,6 +252,7 @@ class SweepDisplay(Display):  # noqa: D101 (rendered below)
         if self.live:
             self._bars().update(self.trials, total=len(grid), completed=finished, visible=True)
         self.grid, self.base = grid, finished
+        self.t0 = time.perf_counter()
 
     def trial_ended(self, ev: TrialEvent) -> None:
         p = ev.params

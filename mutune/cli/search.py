@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from .. import config
+from .. import arguments, config
 from ..errors import SpecError
-from .app import OverridesArg, app
+from .app import OverridesArg, ThreadsOpt, app, threads_override
 from .console import log_line, out
 from .progress import Display
 from .signals import interruptible
@@ -106,6 +106,7 @@ def search(
         ),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="with --launcher slurm: wait for the jobs")] = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Search hyperparameters on the µP proxy, write best.yaml, then train the target.
 
@@ -116,7 +117,9 @@ def search(
     """
     extra = [f"search.storage={storage}"] if storage else []
     extra += [f"tracker.backend={tracker}"] if tracker else []
+    extra += threads_override(threads)
     spec = config.load_spec(config_path, [*(overrides or []), *extra], smoke=smoke)
+    arguments.search(spec, workers=workers, where=run_dir)
     if launcher != "local" or slurm_opts or wait:
         raise typer.Exit(
             launch_slurm(spec, run_dir, smoke, workers, launcher, slurm_opts or [], wait, skip_check)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..config import hparams_used
 from ..units import human, human_bytes
-from .console import err, fmt_secs, out
+from .console import err, fmt_secs, out, show
 
 if TYPE_CHECKING:
     from ..transfer import TransferResult
@@ -27,16 +27,19 @@ def print_plan(p: Any) -> None:
     table.add_row("FLOPs / step", human(c.flops_per_step))
     table.add_row("FLOPs total", f"{human(c.total_flops)} over {c.steps} steps")
     one = "fits" if c.memory_bytes <= p.gpu_gib * (1 << 30) else "does not fit"
-    table.add_row(
-        "memory (est.)", f"{human_bytes(c.memory_bytes)} in one process ({one} in {p.gpu_gib:g} GiB)"
-    )
+    given = p.memory_budget in ("", "--gpu-memory")  # the --gpu-memory given, else the run's device here
+    budget = f" in {p.gpu_gib:g} GiB (--gpu-memory)" if given else f": {p.memory_budget}"
+    table.add_row("memory (est.)", f"{human_bytes(c.memory_bytes)} in one process; {one}{budget}")
     if p.nproc > 1:
         table.add_row(
             "parallel", f"{p.spec.train.parallel} over {p.nproc} GPUs (train.parallel: ddp or fsdp)"
         )
         for strategy, g in p.per_gpu.items():
             fit = "fits" if g.fits(p.gpu_gib) else "does not fit"
-            table.add_row(f"per GPU, {strategy}", f"{human_bytes(g.total)}: {fit} in {p.gpu_gib:g} GiB")
+            table.add_row(
+                f"per GPU, {strategy}",
+                f"{human_bytes(g.total)}: {fit} in {human_bytes(p.gpu_gib * (1 << 30))}",
+            )
     m = p.spec.model
     used = hparams_used(m.family, p.spec.train.optimizer, m.parametrization)
     table.add_row(
@@ -60,7 +63,7 @@ def print_plan(p: Any) -> None:
             f"search compute = {p.tuning_cost_pct:.1f}% of the target run "
             f"({planned}{human(p.search_flops)} / {human(c.total_flops)} FLOPs)",
         )
-    out.print(table)
+    show(table)
     for w in p.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
 

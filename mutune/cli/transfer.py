@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 import yaml
 
-from .. import config, files
+from .. import arguments, config, files
 from ..errors import SpecError
 from ..events import Events
-from .app import app
+from .app import ThreadsOpt, app, threads_override
 from .console import err, log_line, out
 from .progress import Display
 from .signals import interruptible
@@ -25,7 +25,8 @@ def transfer(
         Path | None,
         typer.Argument(
             metavar="RUN_DIR",
-            help="a search run dir (default: the latest under ./runs), or with --dry-run a spec not searched yet",
+            help="a search run dir (default: the one under ./runs used last), or with --dry-run a spec not "
+            "searched yet",
         ),
     ] = None,
     overrides: Annotated[
@@ -95,6 +96,7 @@ def transfer(
         ),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="with --launcher slurm: wait for the job")] = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Train the target with the search's winning hyperparameters, unchanged across width.
 
@@ -115,19 +117,22 @@ def transfer(
         from .. import slurm
 
         slurm.submitit_module()  # a missing extra is one line, before the training stack loads
-    from .. import transfer as transfer_mod
-
     if run_dir is not None and "=" in str(run_dir) and not run_dir.exists():
         overrides, run_dir = [str(run_dir), *(overrides or [])], None  # KEY=VALUE with the latest run
     to = [*(to or []), *(overrides or []), *([f"tracker.backend={tracker}"] if tracker else [])]
+    to += threads_override(threads)
     if run_dir is None:
         run_dir = config.RunDir.latest().path
         log_line(f"using the latest run: {run_dir}")
+    # the run dir, best.yaml and every --to key, as the transfer will read them, before torch loads
+    arguments.transfer(run_dir, to, dry_run=dry_run, smoke=smoke, force=force, nproc=nproc)
     if launcher != "local" or slurm_opts or wait:
         flags = {"resume": resume, "force": force, "smoke": smoke, "no_laws": no_laws}
         raise typer.Exit(
             _slurm(run_dir, to, launcher, nodes, gpus_per_node, nproc, slurm_opts or [], wait, dry_run, flags)
         )
+    from .. import transfer as transfer_mod
+
     if nproc > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
         log_line(f"launching {nproc} processes with torchrun")
         with interruptible(Events(), run_dir, target=True):
@@ -151,8 +156,8 @@ def transfer(
             no_laws=no_laws,
         )
     if save_plan is not None:
-        plan_doc = yaml.safe_dump(res.plan.to_dict(), sort_keys=False)
-        files.atomic_write(save_plan, lambda f: f.write_text(plan_doc))
+        plan_doc = yaml.safe_dump(res.plan.to_dict(), sort_keys=False, allow_unicode=True)
+        files.atomic_write(save_plan, lambda f: f.write_text(plan_doc, encoding="utf-8"))
         log_line(f"plan -> {save_plan}")
     raise typer.Exit(print_target(res) if rank0 else 0)
 

@@ -184,8 +184,9 @@ class MLPModel(ModelSpec):
 class FactoryModel(ModelSpec):
     factory: str | None = key(
         None,
-        "factory: 'package.module:function', called as function(width, **factory_kwargs) -> nn.Module "
-        "whose forward(idx) returns logits (imported, never evaluated; see docs/mup.md)",
+        "factory: 'package.module:function' or 'path/to/file.py:function' (a path relative to the spec "
+        "file's folder), called as function(width, **factory_kwargs) -> nn.Module whose forward(idx) "
+        "returns logits (imported, never evaluated; see docs/mup.md)",
         across="fixed",
         note="the hyperparameters were tuned on the proxy's model",
     )
@@ -275,15 +276,16 @@ def _smoke_gpt(m: dict[str, Any]) -> None:
 
 
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+FACTORY_FILE_PATTERN = re.compile(r"^[^:]+\.py:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")  # file.py:function
 
 
 def _check_factory(m: FactoryModel) -> None:
     if not m.factory:
         raise SpecError("model.factory", "family 'factory' needs model.factory: 'package.module:function'")
-    if not FACTORY_PATTERN.match(m.factory):
+    if not (FACTORY_PATTERN.match(m.factory) or FACTORY_FILE_PATTERN.match(m.factory)):
         raise SpecError(
             "model.factory",
-            f"expected 'package.module:function' (an import path, no code), got {m.factory!r}",
+            f"expected 'package.module:function' or 'file.py:function' (no code), got {m.factory!r}",
         )
     if "width" in m.factory_kwargs:
         raise SpecError("model.factory_kwargs.width", "mutune passes the width itself (model.width)")

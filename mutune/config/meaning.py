@@ -23,7 +23,9 @@ two facts about its meaning:
 - ``transfer``: read only when a target is derived from the proxy.
 - ``trials``: which configurations a search tries (sampler, seed, space).
 - ``plan``: how much a search runs and what follows it (trial counts, ladder, laws, storage).
-- ``none``: no number at all (how to run: device, compile, checkpoints, trackers).
+- ``none``: not what a run computes but how (device, CPU threads, compile, checkpoints, trackers).
+  The device and the thread count still decide the last bits of float results (the order of
+  sums), so a run records them: the same spec on the same device and threads repeats bit for bit.
 
 The lists of keys that used to be kept by hand are derived here, by effect (:func:`keys_where`):
 what a resumed study must share with the one that made its trials, what a checkpoint must share

@@ -182,6 +182,17 @@ class TrainSpec:
     device: Literal["auto", "cpu", "cuda", "mps"] = key(
         "auto", "auto picks cuda, then mps, then cpu", across="free", effect="none"
     )
+    threads: int | None = key(
+        None,
+        "torch CPU threads per training process; default $OMP_NUM_THREADS, else the usable cores ÷ the "
+        "processes training at once (--workers, --nproc). The search's config.yaml and each target's "
+        "record the count used: CPU float sums depend on it, so a run repeats bit for bit at the same "
+        "count. A target picks its own unless --threads (its transfer's, or the search's that trains it) "
+        "or target.overrides names one",
+        POSITIVE,
+        across="free",
+        effect="none",
+    )
     precision: Literal["auto", "bf16", "fp32"] = key(
         "auto", "auto uses bf16 autocast on CUDA, fp32 elsewhere", across="free"
     )

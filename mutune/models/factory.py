@@ -39,13 +39,16 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import importlib
+import importlib.util
 import inspect
 import os
 import sys
 import types
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -62,14 +65,18 @@ AUTO_KWARGS = ("vocab_size", "num_classes", "seq_len", "alpha_attn", "depth", "r
 
 @functools.lru_cache(maxsize=32)
 def load(path: str) -> Callable[..., nn.Module]:
-    """Import ``package.module:function`` (never eval'd). The current directory is importable too,
-    so ``examples.my_model:build`` works from a checkout as it does with ``python -m``."""
-    module_name, _, attr = path.partition(":")
+    """Import ``package.module:function`` or ``file.py:function`` (never eval'd). The current directory
+    is importable too, so ``examples.my_model:build`` works from a checkout as it does with
+    ``python -m``; a file is loaded from its path (a spec file's relative path is made absolute when
+    the spec loads, so it works from any folder)."""
+    module_name, _, attr = path.rpartition(":")
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.append(cwd)
     try:
-        module = importlib.import_module(module_name)
+        module = (
+            _from_file(module_name) if module_name.endswith(".py") else importlib.import_module(module_name)
+        )
     except ModuleNotFoundError as e:
         raise SpecError(
             "model.factory", f"cannot import module '{module_name}' ({e}); is it installed or in this folder?"
@@ -86,6 +93,26 @@ def load(path: str) -> Callable[..., nn.Module]:
     if not callable(obj):
         raise SpecError("model.factory", f"'{path}' is not callable")
     return obj  # type: ignore[return-value]
+
+
+def _from_file(file: str) -> types.ModuleType:
+    """A factory module given by its file, imported under a name of its own (registered, so that its
+    classes pickle and spawned workers load the same file)."""
+    p = Path(file).expanduser().resolve()
+    if not p.is_file():
+        raise SpecError("model.factory", f"file not found: {p}")
+    name = f"mutune_factory_{p.stem}_{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, p)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def user_code_error(call: str, e: BaseException) -> SpecError:

@@ -14,6 +14,7 @@ the ``on_eval`` callback (which may raise to stop the run, e.g. pruning), progre
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ import torch
 
 from .. import flops, memory
 from ..config import HParams, Spec, SpecError
+from ..device import threads_for, use_threads
+from ..errors import arg
 from . import checkpoint
 from . import sharded as sharded_ckpt
 from .checkpoint import FolderLock, Metrics, read_result, resume_signature
@@ -68,6 +71,8 @@ def train(
     equal an uninterrupted run's. Under torchrun each rank trains on its slice of the same global
     batch (DDP averages the gradients), so N processes match one with the same global batch.
     """
+    # this process's share of the cores (the ranks torchrun started on this machine share them)
+    use_threads(threads_for(spec.train.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     world, device = init_distributed(spec.train.device)
     try:
         # one writer per folder (rank 0 writes for every rank)
@@ -103,7 +108,7 @@ def _resumable_state(spec: Spec, hp: HParams, out: Path | None, resume: bool, de
         raise SpecError(
             str(out),
             f"already holds a run (checkpoint at step {state['step']} of {spec.train.steps}); "
-            "pass --resume to continue it, or remove the folder to start over",
+            f"pass {arg('resume', True)} to continue it, or remove the folder to start over",
         )
     changed = _changed(state.get("signature") or {}, resume_signature(spec, hp))
     if changed:
