@@ -19,8 +19,11 @@ recorded more widely and *decided*:
    and pass when every slope is within its limit (:mod:`.verdict`, where the limits and the named
    exceptions are explained; docs/mup.md §3 has the measurements behind them).
 
-An attention-looking module (``*Attention*``, ``*Attn*``) whose logits no softmax or SDPA call
-revealed is a named warning: the check cannot see its scale.
+A module that looks like attention (a class named ``*Attention*`` / ``*Attn*``, or one computing a
+square product of two activations) whose scores were never seen (:mod:`.scores`) makes the verdict
+**incomplete**: the check cannot see its scale, so it does not pass it. ``allow_unchecked=("attention",)``
+(``--allow-unchecked attention``, ``model.allow_unchecked``) accepts that and passes on the rest;
+the unchecked modules are still named.
 """
 
 from __future__ import annotations
@@ -35,14 +38,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import data, models
-from ..config import HParams, Spec, SpecError
-from ..device import resolve_device
+from .. import arguments, data, models
+from ..arguments import UNCHECKABLE as UNCHECKABLE
+from ..config import HParams, Spec
+from ..device import resolve_device, threads_for, use_threads
 from ..files import atomic_write
 from ..models import factory
 from ..mup import optim
 from ..mup.optimizers import OPTIMIZERS
-from ..mup.parametrizations import controls_of
 from ..mup.parametrizations import get as get_parametrization
 from . import unit, verdict
 from .axes import DEPTH_SEEDS as DEPTH_SEEDS
@@ -78,6 +81,8 @@ class CoordCheckResult:
     control: CoordCheckResult | None = None  # the negative control's check (--compare sp)
     depths: list[int] = field(default_factory=list)  # the depth axis (--depths), at one width
     unit_scales: pd.DataFrame | None = None  # u-µP: RMS of every activation and gradient at init
+    unchecked: list[str] = field(default_factory=list)  # attention-like modules whose scores were not seen
+    allowed: tuple[str, ...] = ()  # what the check was allowed to leave unchecked ("attention")
 
     @property
     def axis(self) -> str:
@@ -90,7 +95,11 @@ class CoordCheckResult:
 
     @property
     def verdict(self) -> str:
-        return "pass" if self.passed else "fail"
+        """``pass``; ``fail`` (a slope, a unit scale or the model's structure); ``incomplete``: nothing
+        failed, but attention the check could not see was not allowed to stay unchecked."""
+        if self.failures or self.problems:
+            return "fail"
+        return "incomplete" if self.unchecked and "attention" not in self.allowed else "pass"
 
     @property
     def largest_slope(self) -> float:
@@ -106,10 +115,42 @@ class CoordCheckResult:
         g = verdict.gated(self.slopes).dropna(subset=["slope"])
         return float((verdict.deviation(g).abs() / g.limit).max()) if len(g) else float("nan")
 
+    @property
+    def closest(self) -> dict | None:
+        """The gated row nearest its limit, named: layer, measure, step, slope, limit and the slope's
+        share of the limit (``margin``). What the gate and ``coord-check`` report beside a pass."""
+        g = verdict.gated(self.slopes).dropna(subset=["slope"])
+        if not len(g):
+            return None
+        r = g.loc[(g.slope.abs() / g.limit).idxmax()]
+        share = abs(float(r.slope)) / float(r.limit)
+        measure = verdict.MEASURES[r.metric]
+        return {
+            "layer": r.layer,
+            "measure": measure,
+            "t": int(r.t),
+            "slope": float(r.slope),
+            "limit": float(r.limit),
+            "share": share,
+        }
+
     def message(self) -> str:
         """One line: the verdict and, for a failure, the offending layer(s); then any warnings."""
         name = get_parametrization(self.parametrization).label
         warn = "".join(f"; warning: {w}" for w in self.warnings)
+        modules = ", ".join(f"'{a}'" for a in self.unchecked)
+        if self.verdict == "incomplete":
+            return (
+                f"coord check {name}: INCOMPLETE: the attention scores of {modules} were never seen (no "
+                "product of two activations normalised across its last axis, no scaled_dot_product_attention "
+                "call), so their scale is unchecked; every slope the check could see is within its limit (the "
+                f"closest at {self.margin:.0%}). Pass --allow-unchecked attention (or set model.allow_unchecked: "
+                "[attention]) to accept that"
+            )
+        if self.unchecked:
+            warn = f"; attention of {modules} unchecked (allowed)" + "".join(
+                f"; warning: {w}" for w in self.warnings if not w.startswith("attention")
+            )
         if self.passed:
             unit_note = ""
             if self.unit_scales is not None and len(self.unit_scales):
@@ -119,10 +160,17 @@ class CoordCheckResult:
                     f"{u.grad_rms.min():.2g}..{u.grad_rms.max():.2g} RMS (within ×{get_parametrization(self.parametrization).unit_rms:g} "
                     "of 1; the logits exempt)"
                 )
+            c = self.closest
+            nearest = (
+                f"; the closest, {c['layer']} {c['measure']} at t={c['t']}, {c['slope']:+.2f} against "
+                f"±{c['limit']:g}: {c['share']:.0%} of its limit"
+                if c
+                else ""
+            )
             return (
-                f"coord check {name}: pass (every slope within its limit, |x| and |x-x0| ±{self.limits['x']:g}, "
-                f"own updates ±{self.limits['own']:g}; the closest at {self.margin:.0%} of its limit; "
-                f"{self.axis}s {self.points[0]}..{self.points[-1]}{unit_note}){warn}"
+                f"coord check {name}: pass (every slope within its limit: |x| and |x-x0| ±{self.limits['x']:g}, "
+                f"own updates ±{self.limits['own']:g}{nearest}; {self.axis}s {self.points[0]}..{self.points[-1]}"
+                f"{unit_note}){warn}"
             )
         reasons = self.problems + self.failures[:3]
         more = f" (+{len(self.failures) - 3} more)" if len(self.failures) > 3 else ""
@@ -155,13 +203,7 @@ def _run(
     groups = models.param_groups(spec, model, infos, hp)
     opt = optim.make_optimizer(groups, hp, t.optimizer)
     x, y = batch
-    rec = Recorder(
-        model,
-        _readouts(model, spec),
-        seq_len=x.shape[1],
-        out_features=data.vocab_size(spec.data),
-        leaves=leaves,
-    )
+    rec = Recorder(model, _readouts(model, spec), out_features=data.vocab_size(spec.data), leaves=leaves)
     rows: list[dict[str, tuple[float, float, float]]] = []
     problems: list[str] = []
     try:
@@ -270,14 +312,15 @@ def _check_one(
     seq_len: int,
     batch_size: int,
     depths: list[int] | None = None,
+    allowed: tuple[str, ...] = (),
 ) -> CoordCheckResult:
     hp = dataclasses.replace(hp, lr=float(lr))
     df, problems, missing = records(spec, hp, widths, seeds, steps, seq_len, batch_size, depths=depths)
     expected = models.parametrization(spec).expected_slopes
     slopes = verdict.slopes(df, limits, axis="depth" if depths else "width", expected=expected)
     warnings = [
-        f"attention logits of '{a}' not found (no softmax over the keys and no "
-        "scaled_dot_product_attention call inside it), so its scaling is not checked"
+        f"attention scores of '{a}' not found (no product of two activations normalised across its "
+        "last axis, no scaled_dot_product_attention call inside it), so its scaling is not checked"
         for a in missing
     ]
     if missing:
@@ -300,12 +343,9 @@ def _check_one(
     if tolerance is not None and not depths:  # the parametrization promises unit scale at init (u-µP)
         scales = unit_records(spec, hp, widths, seeds, seq_len, batch_size)
         failures += unit.verdict(scales, tolerance)
-    passed = not failures and not problems
-    slopes.insert(0, "parametrization", spec.model.parametrization)
-    slopes["verdict"] = "pass" if passed else "fail"
-    return CoordCheckResult(
+    result = CoordCheckResult(
         parametrization=spec.model.parametrization,
-        passed=passed,
+        passed=False,
         widths=list(widths),
         seeds=seeds,
         steps=steps,
@@ -319,7 +359,13 @@ def _check_one(
         limits=dict(limits),
         depths=list(depths or []),
         unit_scales=scales,
+        unchecked=list(missing),
+        allowed=tuple(allowed),
     )
+    result.passed = result.verdict == "pass"
+    slopes.insert(0, "parametrization", spec.model.parametrization)
+    slopes["verdict"] = result.verdict
+    return result
 
 
 def default_lr(spec: Spec) -> float:
@@ -360,8 +406,12 @@ def coord_check(
     prefix: str = "coord_check",
     plot: bool = True,
     depths: list[int] | None = None,
+    allow_unchecked: tuple[str, ...] | list[str] = (),
 ) -> CoordCheckResult:
     """Run the coord check of ``spec``'s model; write CSVs (and a PNG) to ``out_dir`` when given.
+
+    ``allow_unchecked=("attention",)`` (with the spec's ``model.allow_unchecked``) lets attention the
+    check cannot see stay unchecked: the verdict is then ``pass`` on the rest, not ``incomplete``.
 
     ``depths`` checks across depth instead, at the base width: the same measures, slopes against
     log depth, with depth scaling relative to the spec's base depth (its own depth when unset) —
@@ -373,27 +423,21 @@ def coord_check(
     (:data:`verdict.LIMITS`).
     """
     hp = hp or spec.hparams
-    if depths is not None:
+    use_threads(threads_for(spec.train.threads))
+    # the arguments, checked as the command line checks them before loading torch
+    widths, depths = arguments.coord_check(
+        spec,
+        compare=compare,
+        seeds=seeds,
+        steps=steps,
+        widths=widths,
+        mults=mults,
+        depths=depths,
+        allow_unchecked=allow_unchecked,
+    )
+    if depths is not None:  # and where the model cannot apply depth
         depths = check_depths(spec, depths)
-        widths = [spec.model.base_width]
-    widths = sorted(set(widths or [spec.model.base_width * k for k in mults]))
-    if len(widths) < 2 and not depths:
-        raise SpecError("--widths", "a slope needs at least two widths")
-    if steps < 2:
-        raise SpecError("--steps", "needs at least 2 steps (t = 0 is the model at init)")
-    if seeds < 1:
-        raise SpecError("--seeds", f"must be >= 1, got {seeds}")
-    if compare is not None:
-        mine = models.parametrization(spec)
-        controls = [p.name for p in controls_of(mine)]
-        if mine.coord_check == "control":
-            raise SpecError(
-                "--compare", f"the spec is already {mine.label}, a control; compare a spec it controls for"
-            )
-        if compare not in controls:
-            raise SpecError(
-                "--compare", f"expected one of {', '.join(controls)} (a negative control), got {compare!r}"
-            )
+    allowed = tuple(dict.fromkeys([*allow_unchecked, *getattr(spec.model, "allow_unchecked", ())]))
     # a shorter context is the same model for a GPT (position rows and attention length are finite
     # dims); for the MLP it is the input size, so each family says which context the check may use
     seq_len = models.family(spec).coord_seq_len(spec, seq_len)
@@ -411,6 +455,7 @@ def coord_check(
         seq_len=seq_len,
         batch_size=batch_size,
         depths=depths,
+        allowed=allowed,
     )
     result = _check_one(spec, hp, **args)
     if compare is not None:

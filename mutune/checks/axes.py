@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from .. import models
 from ..config import Spec, SpecError
 
 # seeds for a check across depths: depths 2..8 span 2 octaves against the width check's 4, so a
@@ -38,16 +39,17 @@ def depth_relative(layer: str, depth: int) -> str | None:
 
 
 def check_depths(spec: Spec, depths: list[int]) -> list[int]:
-    """The depths of a check across depth, sorted; refused (naming ``--depths``) where the spec's
-    family or optimizer has no depth rule, as a target at another depth would be."""
-    depths = sorted(set(depths))
-    if len(depths) < 2 or any(d < 2 or d % 2 for d in depths):
-        raise SpecError(
-            "--depths", f"needs at least two even depths (a block half way and a last one), got {depths}"
-        )
+    """The depths of a check across depth, sorted, or refused naming ``depths``: as the command line
+    checks them first (:func:`mutune.arguments.check_depths`, torch-free), then where the model
+    cannot apply depth at one of them (:func:`mutune.models.check_axes`)."""
+    from ..arguments import check_depths as checked
+
+    depths = checked(spec, depths)
     try:
         for d in depths:
-            at_point(spec, spec.model.base_width, spec.model.seq_len, spec.train.batch_size, d)
+            models.check_axes(
+                at_point(spec, spec.model.base_width, spec.model.seq_len, spec.train.batch_size, d)
+            )
     except SpecError as e:
-        raise SpecError("--depths", f"{e.key}: {e.message}") from None
+        raise SpecError("depths", f"{e.key}: {e.message}") from None
     return depths

@@ -14,6 +14,12 @@ seeds) against log(width):
   every layer's own update to move its output by Θ(1) (TP5 §5); a wrong LR for one class of
   parameters (norm gains, biases) shows here and nowhere else.
 
+- ``x`` of ``attn_scale`` (the attention's scale × head dim, read once: :mod:`.scores`): µP's 1/d
+  attention (or any constant scale with a fixed head dim) keeps it the same at every width, exactly;
+  1/√d_head with a growing head dim makes it grow like width^+0.5, exactly. Being exact, its limit
+  (``scale``) is tight, 0.1: the violation clears it 5×, where on the logits themselves it showed at
+  +0.3 to +0.5 against a limit of 0.3.
+
 A slope passes when |slope − expected| ≤ its limit (:data:`LIMITS`). The expected slope is 0
 (µP: nothing grows or shrinks with width) unless the parametrization says otherwise for a kind of
 layer and measure (``Parametrization.expected_slopes``, with its reason in the CSV: u-µP's embedding
@@ -38,11 +44,12 @@ import numpy as np
 import pandas as pd
 
 # |slope| limits per measure; see the module doc and docs/mup.md §3 for the measurements
-LIMITS = {"x": 0.3, "dx": 0.3, "own": 0.5}
+LIMITS = {"x": 0.3, "dx": 0.3, "own": 0.5, "scale": 0.1}
 COLUMNS = {"x": "l1", "dx": "dl1", "own": "own"}
+MEASURES = {"x": "|x|", "dx": "|x-x0|", "own": "own update"}  # how every output names the measures
 TRANSIENT_STEPS = 2
 GATED_KINDS = {
-    "x": ("embedding", "block", "other", "attn_logits", "logits"),
+    "x": ("embedding", "block", "other", "attn_logits", "attn_scale", "logits"),
     "dx": ("embedding", "block", "other", "attn_logits", "logits"),
     "own": ("leaf", "other"),
 }
@@ -128,7 +135,8 @@ def slopes(
                 continue
             mean = g.groupby(axis)[col].mean().sort_index()
             want = expected.get((kind, metric), (0.0, ""))
-            rows.append(_row(layer, kind, metric, int(t), mean, limits[metric], axis, want))
+            limit = limits["scale"] if kind == "attn_scale" else limits[metric]
+            rows.append(_row(layer, kind, metric, int(t), mean, limit, axis, want))
     out = pd.DataFrame(rows)
     if out.empty:
         return pd.DataFrame(
@@ -145,9 +153,8 @@ def failures(s: pd.DataFrame) -> list[str]:
     fails = s[s.status == "fail"].copy()
     fails["size"] = (deviation(fails).abs() / fails.limit).fillna(np.inf)
     fails = fails.sort_values("size", ascending=False)
-    names = {"x": "|x|", "dx": "|x-x0|", "own": "own update"}
     return [
-        f"{r.layer} {names[r.metric]} at t={r.t}: "
+        f"{r.layer} {'scale × head dim' if r.kind == 'attn_scale' else MEASURES[r.metric] + f' at t={r.t}'}: "
         + (f"slope {r.slope:+.2f} (limit {_around(r)}±{r.limit:g})" if np.isfinite(r.slope) else r.reason)
         for r in fails.itertuples()
     ]

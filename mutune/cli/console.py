@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import os
 
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
 
 MIN_COLUMNS = 20  # a COLUMNS below this (0, or not a number) is ignored, as if unset
 
@@ -63,3 +64,18 @@ def log_line(msg: str) -> None:
     """A progress line on stderr, where results on stdout stay clean; nothing under ``--quiet``."""
     if not state.quiet:
         err.print(msg, highlight=False, soft_wrap=True)
+
+
+def show(table: RenderableType, console: Console | None = None) -> None:
+    """A table, never cut: on a terminal it fits the terminal's width (long names wrap in their cell,
+    their columns fold rather than end in "…"); piped or logged, it takes the width it needs, so a
+    log or ``| less`` holds every name and value whole, whatever ``COLUMNS`` says."""
+    console = console or out
+    for column in getattr(table, "columns", ()):
+        if column.overflow == "ellipsis":  # rich's default: "wte.we…"
+            column.overflow = "fold"
+    if not console.is_terminal:
+        need = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        if need > console.width:
+            console = Console(file=console.file, width=need, soft_wrap=True, no_color=True, highlight=False)
+    console.print(table)

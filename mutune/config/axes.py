@@ -1,6 +1,9 @@
-"""Which scaling axes apply to a spec, and the multiplier each gives it: the one place that decides.
+"""Which scaling axes apply to a spec, and the multiplier each gives it: decided from the spec alone.
 
-Width always applies. Depth (CompleteP) applies where the rules exist: ``model.depth_alpha`` > 0, a
+Whether the spec's *model* can apply what is decided here (a factory that does not take
+``residual_mult`` cannot scale its residual branches) needs the model's code, which this layer does
+not import: :func:`mutune.models.check_axes` asks this module and the family, and is what every
+command that plans or trains along an axis calls. Width always applies. Depth (CompleteP) applies where the rules exist: ``model.depth_alpha`` > 0, a
 family whose blocks are residual branches, an optimizer with a published depth rule. A spec that
 asks for depth scaling where it does not apply is refused (:func:`check`); a target at another depth
 where it does not apply trains as asked, with a warning (:func:`why_not`).

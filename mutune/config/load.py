@@ -33,6 +33,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, 
     file's smoke variant with ``overrides`` applied after it (:func:`smoke_with`)."""
     data = read_yaml(path)
     data.setdefault("name", Path(path).stem)
+    _anchor_factory(data, Path(path).parent)
     spec = smoke_with(data, overrides) if smoke else spec_from_dict(data, overrides)
     check_as_written(spec)
     return spec
@@ -49,6 +50,18 @@ def check_as_written(spec: Spec) -> None:
             f"is {s.rung_seeds}, but without search.finalists there is no ladder to run seeds at, so it would "
             "be ignored; set search.finalists, or remove search.rung_seeds",
         )
+
+
+def _anchor_factory(data: dict[str, Any], folder: Path) -> None:
+    """A ``model.factory: file.py:function`` written in a spec file is relative to that file's folder:
+    made absolute here, so the spec works from any folder and the run's config.yaml (a copy elsewhere)
+    still finds the file. (Given on the command line, a path is relative to where it was typed.)"""
+    model = data.get("model")
+    factory = model.get("factory") if isinstance(model, dict) else None
+    if isinstance(factory, str) and ":" in factory:
+        file, _, function = factory.rpartition(":")
+        if file.endswith(".py") and not Path(file).expanduser().is_absolute():
+            model["factory"] = f"{(folder / Path(file)).resolve()}:{function}"
 
 
 def smoke_with(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> Spec:

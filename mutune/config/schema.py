@@ -18,6 +18,7 @@ from typing import Any, Literal
 from ..errors import SpecError
 from ..mup.optimizers import OPTIMIZER_NAMES, OPTIMIZERS
 from ..mup.parametrizations import PARAMETRIZATIONS
+from .corpus import read_meta
 from .families import FAMILIES, ModelSpec
 from .meaning import key, section
 from .typed import (
@@ -58,14 +59,24 @@ class DataSpec:
     )
     path: str | None = key(
         None,
-        "text: a file or folder; tokens: a uint16 .bin file or a folder with train.bin/val.bin",
+        "text: a file or folder; tokens: a uint16 .bin file or a folder with train.bin/val.bin (`mutune data "
+        "prepare` writes one)",
         across="approximate",
         note=APPROX_DATA,
     )
     vocab_size: int | None = key(
         None,
-        "tokens: vocabulary size (byte corpora use 256)",
+        "tokens: vocabulary size (byte corpora use 256); default: the tokenizer's, from a folder `mutune data "
+        "prepare` wrote; module: the number of classes (default: the largest label + 1)",
         SIZE,
+        across="approximate",
+        note=APPROX_DATA,
+    )
+    module: str | None = key(
+        None,
+        "'package.module:function' returning (train, val), each an iterable of (x, y): input tensors and "
+        "class labels, one example or one batch at a time, for a factory model with model.task: "
+        "classification (imported, never evaluated; replaces data.corpus)",
         across="approximate",
         note=APPROX_DATA,
     )
@@ -109,9 +120,10 @@ class TrainSpec:
         across="fixed",
         note="the hyperparameters were tuned for the proxy's optimizer, under its width rules",
     )
-    schedule: Literal["cosine", "linear", "constant"] = key(
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = key(
         "cosine",
-        "LR shape after warmup",
+        "LR shape after warmup: cosine, linear or constant over the run, or wsd (warmup-stable-decay: "
+        "constant, then a cooldown over the last train.decay_fraction of the steps)",
         across="approximate",
         note="the LR schedule's shape was tuned with the rest",
     )
@@ -128,6 +140,28 @@ class TrainSpec:
         Range(0, 1),
         across="approximate",
         note="the LR schedule's shape was tuned with the rest",
+    )
+    decay_fraction: float = key(
+        0.2,
+        "wsd: the cooldown's share of the steps (20%, with the 1-sqrt shape, matched cosine in Hägele et "
+        "al. 2024, arXiv 2405.18392)",
+        Range(0, 1, low_open=True, high_open=True),
+        across="approximate",
+        note="the LR schedule's shape was tuned with the rest",
+    )
+    decay_shape: Literal["1-sqrt", "linear"] = key(
+        "1-sqrt",
+        "wsd: the cooldown's shape, from 1 to train.min_lr_ratio: 1-sqrt (Hägele et al. 2024) or linear",
+        across="approximate",
+        note="the LR schedule's shape was tuned with the rest",
+    )
+    branches: list[float] = key(
+        [],
+        "wsd: cooldown branches at these fractions of the steps (increasing, in (0, 1]): the run saves its "
+        "stable state there, trains that horizon's cooldown, records its loss and goes on, so one run "
+        "gives the loss of a run of each length",
+        across="free",
+        effect="measure",
     )
     grad_clip: float = key(
         1.0,
@@ -155,6 +189,17 @@ class TrainSpec:
     eval_batches: int = key(8, "validation batches per evaluation", POSITIVE, across="free", effect="measure")
     device: Literal["auto", "cpu", "cuda", "mps"] = key(
         "auto", "auto picks cuda, then mps, then cpu", across="free", effect="none"
+    )
+    threads: int | None = key(
+        None,
+        "torch CPU threads per training process; default $OMP_NUM_THREADS, else the usable cores ÷ the "
+        "processes training at once (--workers, --nproc). The search's config.yaml and each target's "
+        "record the count used: CPU float sums depend on it, so a run repeats bit for bit at the same "
+        "count. A target picks its own unless --threads (its transfer's, or the search's that trains it) "
+        "or target.overrides names one",
+        POSITIVE,
+        across="free",
+        effect="none",
     )
     precision: Literal["auto", "bf16", "fp32"] = key(
         "auto", "auto uses bf16 autocast on CUDA, fp32 elsewhere", across="free"
@@ -331,12 +376,34 @@ class LawsSpec:
         across="search",
         effect="plan",
     )
-    seeds: int = key(
-        1,
-        "seeds per line-search point (the loss is their mean)",
+    seeds: int | None = key(
+        None,
+        "seeds per line-search point (the loss is their mean); default 2 with train.schedule=wsd (each LR's "
+        "horizons come from one run's cooldown branches, so a seed costs 0.66x separate runs at multiples "
+        "0.25/0.5/1: two cost 1.3x one seed of separate runs), else 1",
         Range(1, 64),
         across="search",
         effect="plan",
+    )
+
+
+@dataclass
+class FidelitySpec:
+    """``search.fidelity``: successive halving along training length (WSD runs, docs/cli.md)."""
+
+    rungs: list[float] = key(
+        [],
+        "fractions of train.steps, increasing, the last 1: every configuration runs to the first (evaluated "
+        "after its cooldown), the best go on to the next, continued from their stable state",
+        across="search",
+        effect="trials",
+    )
+    keep: float = key(
+        1 / 3,
+        "the share of a rung's configurations that go on to the next (at least one); 1/3 as in Hyperband",
+        Range(0, 1, low_open=True, high_open=True),
+        across="search",
+        effect="trials",
     )
 
 
@@ -396,6 +463,13 @@ class SearchSpec:
         "LR laws across training length and batch size (docs/laws.md)",
         across="search",
         effect="plan",
+    )
+    fidelity: FidelitySpec = section(
+        FidelitySpec,
+        "successive halving along training length: many configurations at a short horizon, the best "
+        "continued (needs train.schedule=wsd); default: none, every trial runs train.steps",
+        across="search",
+        effect="trials",
     )
 
 
@@ -501,6 +575,8 @@ def _replaced(node: Any, path: list[str], value: Any, dotted: str, prefix: str =
 def _filled(data: dict[str, Any]) -> Spec:
     """``data`` typed, with every default filled in; the default search space is the family's."""
     spec = build(Spec, data)
+    if spec.data.corpus == "tokens" and spec.data.vocab_size is None:  # a prepared folder records its own
+        spec.data.vocab_size = (read_meta(spec.data.path) or {}).get("vocab_size")
     if "space" not in (data.get("search") or {}):
         spec.search.space = default_space(spec.model.family, spec.model.parametrization)
     return spec

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError
@@ -18,7 +19,8 @@ from ..mup.optimizers import OPTIMIZERS
 from ..mup.parametrizations import PARAMETRIZATIONS
 from ..mup.rules import ROLES
 from . import axes
-from .families import FAMILIES
+from .corpus import read_meta
+from .families import FACTORY_PATTERN, FAMILIES
 from .typed import check_ranges, coerce
 
 if TYPE_CHECKING:
@@ -35,15 +37,26 @@ def validate(spec: Spec) -> None:
     FAMILIES[m.family].check(m)
     if d.corpus in ("text", "tokens") and not d.path:
         raise SpecError("data.path", f"corpus '{d.corpus}' needs data.path")
-    if d.corpus == "tokens" and not d.vocab_size:
-        raise SpecError("data.vocab_size", "corpus 'tokens' needs data.vocab_size")
+    if d.corpus == "tokens" and not d.vocab_size and not _prepared_elsewhere(d.path):
+        raise SpecError(
+            "data.vocab_size",
+            "corpus 'tokens' needs data.vocab_size (or a folder `mutune data prepare` wrote)",
+        )
+    meta = read_meta(d.path) if d.corpus == "tokens" else None
+    if meta is not None and d.vocab_size < meta["vocab_size"]:  # larger (padded to a multiple of 64) is fine
+        raise SpecError(
+            "data.vocab_size",
+            f"{d.vocab_size} is smaller than the {meta['vocab_size']} tokens of {meta.get('tokenizer')}, which "
+            f"tokenized {d.path} (its meta.yaml); leave data.vocab_size out to take the tokenizer's",
+        )
+    check_task(spec)
     if d.corpus == "stdlib" and d.path:  # a key the corpus ignores would train on other data than named
         raise SpecError(
             "data.path",
             f"corpus 'stdlib' (Python's own source) reads no path, so {d.path!r} would be ignored; "
             "set data.corpus: text or tokens to train on it, or remove data.path",
         )
-    if d.corpus != "tokens" and d.vocab_size is not None:
+    if d.corpus != "tokens" and d.module is None and d.vocab_size is not None:
         raise SpecError(
             "data.vocab_size",
             f"corpus '{d.corpus}' is bytes (256 symbols), so data.vocab_size would be ignored; it is for "
@@ -64,7 +77,9 @@ def validate(spec: Spec) -> None:
         )
     for name, p in spec.search.space.items():
         check_space(spec, name, p, f"search.space.{name}")
+    check_schedule(spec.train)
     check_search(spec)
+    check_fidelity(spec)
     check_laws(spec.search.laws)
 
 
@@ -83,6 +98,37 @@ def check_name(name: str, key: str) -> None:
         )
     if len(name.encode()) > NAME_BYTES:
         raise SpecError(key, f"is {len(name.encode())} bytes long; at most {NAME_BYTES} (it names a folder)")
+
+
+def _prepared_elsewhere(path: str | None) -> bool:
+    """A token folder that is not on this machine (yet): its meta.yaml will give the vocabulary size
+    when it is (a plan needs it then, :func:`mutune.data.vocab_size`); a single .bin never has one."""
+    p = Path(path or "").expanduser()
+    return bool(path) and not p.exists() and p.suffix != ".bin"
+
+
+def check_task(spec: Spec) -> None:
+    """Examples from a data module are what a classification model trains on, and only that."""
+    m, d = spec.model, spec.data
+    classify = getattr(m, "task", "next_token") == "classification"
+    if d.module is not None:
+        if not FACTORY_PATTERN.match(d.module):
+            raise SpecError(
+                "data.module",
+                f"expected 'package.module:function' (an import path, no code), got {d.module!r}",
+            )
+        if d.path is not None or d.corpus != "stdlib":
+            raise SpecError(
+                "data.module", "the examples come from data.module: remove data.corpus and data.path"
+            )
+        if not classify:
+            raise SpecError(
+                "data.module",
+                "gives (x, y) examples for a classification model: use model.family: factory with model.task: "
+                "classification",
+            )
+    elif classify:
+        raise SpecError("model.task", "classification trains on the (x, y) examples of data.module: set it")
 
 
 def check_parametrization(spec: Spec) -> None:
@@ -166,6 +212,51 @@ def check_space(spec: Spec, name: str, p: ParamSpace, key: str) -> None:
             )
 
 
+def cooldown(steps: int, decay_fraction: float) -> int:
+    """A WSD run's cooldown steps: ``decay_fraction`` of ``steps``, at least one."""
+    return max(1, round(decay_fraction * steps))
+
+
+def branch_steps(train: Any) -> list[int]:
+    """The horizons (in steps) of ``train.branches``."""
+    return [round(f * train.steps) for f in train.branches]
+
+
+def check_schedule(t: Any) -> None:
+    """A WSD run's cooldown starts after its warmup; its branches are increasing horizons inside it,
+    each with a cooldown that starts after the warmup too (else it is not the run of that length)."""
+    if t.branches and t.schedule != "wsd":
+        raise SpecError(
+            "train.branches",
+            f"cooldown branches need train.schedule=wsd (a {t.schedule} schedule's shape depends on the "
+            "run's length, so a branch would not be the run of its length)",
+        )
+    if t.schedule != "wsd":
+        return
+    if t.steps - cooldown(t.steps, t.decay_fraction) < t.warmup_steps:
+        raise SpecError(
+            "train.decay_fraction",
+            f"the cooldown ({cooldown(t.steps, t.decay_fraction)} of {t.steps} steps) would start before "
+            f"the warmup ({t.warmup_steps} steps) ends",
+        )
+    for i, f in enumerate(t.branches):
+        if not 0 < f <= 1:
+            raise SpecError(f"train.branches[{i}]", f"a branch is a fraction of the steps in (0, 1], got {f}")
+        if i and f <= t.branches[i - 1]:
+            raise SpecError(f"train.branches[{i}]", f"branches must grow: {f} after {t.branches[i - 1]}")
+    for i, b in enumerate(branch_steps(t)):
+        if i and b <= branch_steps(t)[i - 1]:
+            raise SpecError(
+                f"train.branches[{i}]",
+                f"{t.branches[i]} x {t.steps} steps is the horizon of the branch before it",
+            )
+        if b - cooldown(b, t.decay_fraction) < t.warmup_steps:
+            raise SpecError(
+                f"train.branches[{i}]",
+                f"a {b}-step branch's cooldown would start before the warmup ({t.warmup_steps} steps) ends",
+            )
+
+
 def check_search(spec: Spec) -> None:
     """The trial count, the budget and the ladder: what can be checked without costing a run."""
     s = spec.search
@@ -204,6 +295,52 @@ def check_search(spec: Spec) -> None:
         raise SpecError("search.finalists", "needs at least one rung in search.rungs")
     if s.rungs == [1] and s.rung_seeds == 1:
         raise SpecError("search.rung_seeds", "a rung at the proxy width adds nothing with one seed: use >= 2")
+
+
+def fidelity_steps(spec: Spec) -> list[int]:
+    """The horizons (in steps) of ``search.fidelity.rungs``; [] without successive halving."""
+    return [round(f * spec.train.steps) for f in spec.search.fidelity.rungs]
+
+
+def check_fidelity(spec: Spec) -> None:
+    """Successive halving along training length: WSD runs (a rung's loss after its cooldown, the next
+    rung continued from the stable state), increasing rungs ending at the full length, each rung's
+    cooldown after the warmup, and not beside the width ladder."""
+    f, t = spec.search.fidelity, spec.train
+    if not f.rungs:
+        return
+    if t.schedule != "wsd":
+        raise SpecError(
+            "search.fidelity",
+            "needs train.schedule=wsd: each rung is evaluated after its cooldown and the next continues from "
+            f"the stable state, which a {t.schedule} schedule (its shape set by the run's length) does not have",
+        )
+    if spec.search.finalists is not None:
+        raise SpecError(
+            "search.fidelity", "cannot run beside the width ladder (search.finalists): choose one ladder"
+        )
+    for i, r in enumerate(f.rungs):
+        if not 0 < r <= 1:
+            raise SpecError(
+                f"search.fidelity.rungs[{i}]", f"a rung is a fraction of train.steps in (0, 1], got {r}"
+            )
+        if i and r <= f.rungs[i - 1]:
+            raise SpecError(f"search.fidelity.rungs[{i}]", f"rungs must grow: {r} after {f.rungs[i - 1]}")
+    if f.rungs[-1] != 1:
+        raise SpecError(
+            f"search.fidelity.rungs[{len(f.rungs) - 1}]",
+            "the last rung is the full run (1): the winner is decided there",
+        )
+    for i, b in enumerate(fidelity_steps(spec)):
+        if i and b <= fidelity_steps(spec)[i - 1]:
+            raise SpecError(
+                f"search.fidelity.rungs[{i}]", f"{f.rungs[i]} x {t.steps} steps is the rung before it"
+            )
+        if b - cooldown(b, t.decay_fraction) < t.warmup_steps:
+            raise SpecError(
+                f"search.fidelity.rungs[{i}]",
+                f"a {b}-step rung's cooldown would start before the warmup ({t.warmup_steps} steps) ends",
+            )
 
 
 LAW_AXES = ("steps", "batch_size")

@@ -130,8 +130,14 @@ def clip_grad_norm_(model: nn.Module, optimizer: torch.optim.Optimizer, max_norm
     grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if any(hasattr(x, "full_tensor") for x in grads):  # a DTensor times a plain tensor is refused
         coef = coef.item()  # so the factor as a number: one sync per step, not one per parameter
-    for x in grads:
-        x.mul_(coef if isinstance(coef, float) else coef.to(x.device))
+        for x in grads:
+            x.mul_(coef)
+    elif grads:  # one fused call per device (as torch's own clipping), the same products as one by one
+        by_device: dict[torch.device, list[torch.Tensor]] = {}
+        for x in grads:
+            by_device.setdefault(x.device, []).append(x)
+        for device, xs in by_device.items():
+            torch._foreach_mul_(xs, coef.to(device))
     return total
 
 
