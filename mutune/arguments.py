@@ -172,6 +172,20 @@ def transfer(
         corpus(target.spec)
 
 
+def export(path: str | Path | None, to: Sequence[str] = (), *, force: bool = False) -> None:
+    """An export's arguments: a searched run dir and its best.yaml, and the target ``to`` names,
+    derived as the transfer derives it (an export needs neither the data nor a tracker)."""
+    if path is not None and Path(path).is_file():
+        raise SpecError(
+            str(path), "is a spec, not a search run directory: search it first, then export the run"
+        )
+    run, proxy, best = proxy_of(path)
+    if best is not None:
+        provenance(proxy, best, run.best_path, force)
+    target = config.derive(proxy, config.target.changes_for(proxy, to), force=force)
+    factory(target.spec)
+
+
 UNCHECKABLE = ("attention",)  # what a coord check may be allowed to leave unchecked (allow_unchecked)
 
 

@@ -311,7 +311,7 @@ def test_attention_the_check_cannot_see_is_incomplete_not_a_pass(tmp_path):
     assert (
         allowed.passed and allowed.verdict == "pass" and "'blocks.0' unchecked (allowed)" in allowed.message()
     )
-    with pytest.raises(SpecError, match="--allow-unchecked"):
+    with pytest.raises(SpecError, match="allow_unchecked"):  # (the CLI says --allow-unchecked)
         checks.coord_check(spec, widths=[32, 64], allow_unchecked=["everything"])
 
 

@@ -99,6 +99,20 @@ CASES = {
         (["laws", R, "--steps", "a,b"], "--steps"),
         (["laws", R, "--steps", "0.5,1", "--seeds", "0"], "--seeds"),
     ],
+    "export": [
+        (["export", "runs/nothere", "--to", "width=128"], "runs/nothere"),
+        (["export", R, "--to", "widht=1024"], "--to widht"),
+        (["export", R, "--to", "width=64", "--format", "xml"], "--format"),
+        (["export", R, "--to", "width=64", "-o", "no-such-folder/x.py"], "--out"),
+        (["export", S, "--to", "width=64"], S),  # a spec, not a run dir
+    ],
+    "data": [
+        (["data", "prepare", "missing.txt", "--tokenizer", "bpe", "--out", "d"], "missing.txt"),
+        (
+            ["data", "prepare", "a-file", "--tokenizer", "bpe", "--vocab-size", "0", "--out", "d"],
+            "--vocab-size",
+        ),
+    ],
 }
 ALL = [(args, key) for cases in CASES.values() for args, key in cases]
 

@@ -81,4 +81,5 @@ def test_piped_report_and_plan_keep_every_name_whole(tiny_run, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "…" not in r.stdout
     hparams = next(c for line in r.stdout.splitlines() if "hparams" in line for c in line.split("│")[2:3])
-    assert "alpha_attn=" in hparams and "momentum=" in hparams  # one line, every hparam
+    assert "alpha_attn=" in hparams and "beta2=" in hparams  # one line, every hparam the run reads
+    assert "momentum=" not in hparams  # (SGD's, which AdamW does not read)

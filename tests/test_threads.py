@@ -106,7 +106,7 @@ def test_the_searchs_own_target_takes_the_threads_the_search_was_given(workdir):
     spec = write_spec(workdir / "t.yaml", {**TINY, "search": {"n_trials": 1}, "target": {"width": 48}})
     r = _on_two_cores(["search", str(spec), "--threads", "1"], workdir)
     assert r.returncode == 0, r.stderr[-2000:]
-    target = workdir / "runs" / "t" / "target-width48"
+    target = workdir / "runs" / "tiny" / "target-width48"  # (the spec's name: tiny)
     assert yaml.safe_load((target / "config.yaml").read_text())["train"]["threads"] == 1
     r = _on_two_cores(["search", str(spec), "--run-dir", "runs/auto"], workdir)  # not given: its own share
     assert r.returncode == 0, r.stderr[-2000:]

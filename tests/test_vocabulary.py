@@ -46,7 +46,11 @@ def test_coord_check_rows_carry_their_limit_and_exemptions_are_marked(run_cli, w
     assert rows
     names = {v: k for k, v in verdict.MEASURES.items()}
     for layer, measure, limit, *_ in rows:
+        if measure == "scale × head dim":  # the attention's scale, read once, with its own limit
+            assert layer.endswith(".scale") and limit == f"±{verdict.LIMITS['scale']:g}", (layer, limit)
+            continue
         assert limit == f"±{verdict.LIMITS[names[measure]]:g}", (layer, measure, limit)
+    assert any(measure == "scale × head dim" for _, measure, *_ in rows)
     logits = next(cells for layer, measure, _, *cells in rows if layer == "logits" and measure == "|x|")
     assert (
         logits[0].endswith("*") and float(logits[0][:-1]) < -verdict.LIMITS["x"]

@@ -159,6 +159,7 @@ class Recorder:
         self.calls: dict[str, int] = defaultdict(int)
         self.t = 0
         self.stack: list[str] = []
+        self.in_layer: list[bool] = []  # beside the stack: is that module a Linear/Embedding (a layer)
         self.handles: list = []
         self.pre_log_softmax: list[tuple[torch.Tensor, torch.Tensor]] = []  # (output, input) pairs
         self.attention = attention_modules(model)  # named like attention
@@ -196,12 +197,14 @@ class Recorder:
     def _push(self, name: str):
         def hook(module, args):
             self.stack.append(name)
+            self.in_layer.append(isinstance(module, (nn.Linear, nn.Embedding)))
 
         return hook
 
     def _pop(self, module, args, output):
         if self.stack:
             self.stack.pop()
+            self.in_layer.pop()
 
     def _record_output(self, layer: str, kind: Kind):
         def hook(module, args, output):
@@ -344,6 +347,7 @@ class Recorder:
 
     def watch(self, name: str, args: tuple, kwargs: dict, out: Any) -> None:
         """After an op the attention scores may pass through (:mod:`.scores`)."""
+        self.tracer.carry = not (self.in_layer and self.in_layer[-1])
         scores, square = self.tracer.observe(name, args, kwargs, out)
         if scores is not None:
             with torch.no_grad():

@@ -161,6 +161,9 @@ class ScoreTracer:
         self.factors: dict[
             int, float
         ] = {}  # activations multiplied by a number (q · scale), and views of them
+        # False while a layer's own forward runs (a Linear's): a number it multiplies its output by is
+        # that layer's parametrization (u-µP's W x / √fan_in), not a scale the attention applies
+        self.carry = True
 
     def reset(self) -> None:
         self.traces, self.alive, self.weights, self.factors = {}, [], set(), {}
@@ -172,7 +175,7 @@ class ScoreTracer:
     def _carry_factor(self, name: str, args: tuple, kwargs: dict, out: Any) -> None:
         """q · 0.125, q / √d, and the views of a scaled q: remember the number."""
         x = args[0] if args else None
-        if not isinstance(x, torch.Tensor) or id(x) in self.traces:
+        if not self.carry or not isinstance(x, torch.Tensor) or id(x) in self.traces:
             return
         if name in ("mul", "div") and len(args) == 2 and isinstance(args[1], (int, float)):
             if isinstance(out, torch.Tensor) and args[1]:

@@ -161,7 +161,8 @@ def print_coord_check(res: Any) -> None:
                     exempt.setdefault(x.reason, []).append(f"{layer} {MEASURES[metric]} t={t}")
                 style = {"fail": "bold red", "exempt": "dim"}.get(x.status, "")
                 row.append(f"[{style}]{text}[/]" if style else text)
-            table.add_row(layer, MEASURES.get(metric, metric), f"±{g.limit.iloc[0]:g}", *row)
+            measure = "scale × head dim" if g.kind.iloc[0] == "attn_scale" else MEASURES.get(metric, metric)
+            table.add_row(layer, measure, f"±{g.limit.iloc[0]:g}", *row)
         show(table)
         for reason, where in exempt.items():
             out.print(f"* exempt ({', '.join(where)}): {reason}", highlight=False, soft_wrap=True)

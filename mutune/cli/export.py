@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .. import files
+from .. import arguments, files
 from ..errors import SpecError
 from .app import app
 from .console import log_line, out
@@ -58,6 +58,7 @@ def export(
         raise SpecError("--format", f"expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if output is not None and not output.parent.is_dir():
         raise SpecError("--out", f"folder {output.parent} not found")
+    arguments.export(run_dir, to or [], force=force)  # the run and every --to key, before torch loads
     from .. import export as export_mod  # the model stack, once the arguments are known to be good
 
     text = export_mod.export(run_dir, to or [], fmt, no_laws=no_laws, force=force)
