@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import config
 from .config import Best, RunDir, Spec, SpecError
+from .config.meaning import flatten
 from .errors import arg
 from .mup.parametrizations import controls_of
 from .mup.parametrizations import get as get_parametrization
@@ -127,6 +128,18 @@ def provenance(proxy: Spec, best: Best, best_path: Path, force: bool) -> list[st
         theirs = best.provenance.get(key)
         if theirs is not None and theirs != mine:
             mismatches.append(f"{key}: best.yaml has {theirs!r}, the spec has {mine!r}")
+    covered = {
+        "model.family",
+        "model.base_width",
+        "model.parametrization",
+        "model.base_depth",
+        "model.depth_alpha",
+    }
+    recorded = best.provenance.get("proxy") or {}  # every other fixed key (the optimizer, tied embeddings...)
+    mine_all = flatten(proxy.to_dict(), frozenset(recorded))
+    for key, theirs in recorded.items():
+        if key in mine_all and mine_all[key] != theirs and key not in covered:
+            mismatches.append(f"{key}: best.yaml has {theirs!r}, the spec has {mine_all[key]!r}")
     if mismatches and not force:
         raise SpecError(
             str(best_path),

@@ -23,13 +23,14 @@ from .mup import hooks
 from .mup.shapes import ParamInfo
 
 
-def _target(spec: Spec, to: list[str]) -> Spec | None:
-    """The spec at the target: ``--to`` changes, else the spec's own ``target`` section, else none;
-    derived as the transfer derives it (:func:`mutune.config.derive`)."""
+def _target(spec: Spec, to: list[str]) -> config.Target | None:
+    """The target: ``--to`` changes, else the spec's own ``target`` section, else none; derived as
+    the transfer derives it (:func:`mutune.config.derive`), its warnings (a key that transfers only
+    approximately, as its meaning says) kept for the report."""
     if to:
-        return config.derive(spec, to).spec
+        return config.derive(spec, to)
     changes = config.target.own_changes(spec)
-    return config.derive(spec, changes, source="target").spec if changes else None
+    return config.derive(spec, changes, source="target") if changes else None
 
 
 def _per_width(spec: Spec, vocab: int) -> tuple[dict[str, ParamInfo], dict[str, dict], torch.nn.Module]:
@@ -129,7 +130,8 @@ def inspect(spec: Spec, to: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """The per-parameter table of ``spec``'s model at its width and at the target (``--to``), the
     forward multipliers and the warnings, as plain data (what ``--format json`` prints)."""
     vocab = data.vocab_size(spec.data)
-    target = _target(spec, list(to))
+    derived = _target(spec, list(to))
+    target = derived.spec if derived is not None else None
     for s in (spec, target):  # an axis its model cannot apply is refused, as transfer refuses it
         if s is not None:
             models.check_axes(s)
@@ -163,5 +165,5 @@ def inspect(spec: Spec, to: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
         if target is None
         else {"width": target.model.width, "multipliers": _forward_multipliers(target, target_model)},
         "parameters": params,
-        "warnings": _warnings(spec, infos, model),
+        "warnings": (derived.warnings if derived is not None else []) + _warnings(spec, infos, model),
     }

@@ -29,6 +29,9 @@ from .files import atomic_write
 if TYPE_CHECKING:
     import optuna
 
+MAX_TRIALS = 1_000_000  # proxy trials a budget may buy: past it, a budget is a typo, not a plan
+MAX_WIDTH = int(config.typed.SIZE.high)  # the widest model.width a spec takes
+
 
 @dataclass(frozen=True)
 class Rung:
@@ -212,6 +215,12 @@ def make_plan(spec: Spec, cost: Any = None) -> Plan:
         k = 0  # trials (bench/RESULTS.md §2: at 0.5 and 1.0 of a target run, widths 32 -> 256)
     rungs = build_rungs(spec, k, rung_costs)
     n = proxy_trials(rungs)
+    if n > MAX_TRIALS:
+        raise SpecError(
+            "search.budget",
+            f"{s.budget:g} of the target run buys {n:,} proxy trials, more than {MAX_TRIALS:,}; lower it, "
+            "or give search.n_trials",
+        )
     if n < 1:
         raise SpecError(
             "search.budget",
@@ -268,6 +277,10 @@ def rung_widths(spec: Spec) -> list[int]:
     widths = []
     for i, mult in enumerate(spec.search.rungs):
         width = mult * spec.model.width
+        if width > MAX_WIDTH:
+            raise SpecError(
+                f"search.rungs[{i}]", f"{mult:g} x proxy width {spec.model.width} is wider than {MAX_WIDTH}"
+            )
         if abs(width - round(width)) > 1e-9:
             raise SpecError(
                 f"search.rungs[{i}]", f"{mult} x proxy width {spec.model.width} is not a whole width"

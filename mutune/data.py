@@ -259,6 +259,8 @@ def _load(corpus: str, path: str | None, vocab: int | None, val_fraction: float)
     p = Path(path).expanduser()
     if not p.exists():
         raise SpecError("data.path", f"file not found: {p}")
+    if not (p.is_file() or p.is_dir()):  # /dev/zero would be read forever, a FIFO would block
+        raise SpecError("data.path", f"{p} is not a regular file or a folder (a device, a FIFO or a socket)")
     if corpus == "text":
         files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
         if not files:

@@ -22,6 +22,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise SpecError("train.device", "cuda was asked for but torch sees no CUDA device")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SpecError(
+            "train.device",
+            "mps was asked for but torch sees no MPS device (Apple silicon only); use auto or cpu",
+        )
     return torch.device(name)
 
 

@@ -14,10 +14,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from .errors import SpecError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; writers of one run dir are not serialised there
+    fcntl = None
 
 # What the file system refused, and what to do about it (one line each)
 CAUSES = {
@@ -30,6 +36,8 @@ CAUSES = {
     errno.EIO: "input/output error from the device",
     errno.ENOTDIR: "a file is in the way where a folder should be",
     errno.EEXIST: "exists and is not a folder; choose another path",
+    errno.EISDIR: "is a folder, not a file; name a file",
+    errno.ENAMETOOLONG: "file name too long for this file system; choose a shorter name",
 }
 
 
@@ -78,3 +86,55 @@ def os_error_line(e: OSError) -> str:
     if getattr(e, "filename2", None) is not None:  # a rename or link: both ends
         where = f"{where} -> {e.filename2}"
     return f"{where}: {describe(e)}"
+
+
+class Lock:
+    """An exclusive, blocking ``flock`` on ``path`` (created if missing), re-entrant within a process.
+
+    What serialises the writers of one run dir: a search writing best.yaml after a trial, ``mutune
+    laws`` merging its law into laws.yaml and best.yaml, two sweeps or laws appending to their
+    tables. Each reads what is on disk *under* the lock and writes its merge before letting go, so
+    no writer replaces another's work with a copy it read earlier. The kernel drops the lock when
+    its holder dies, so a killed process never leaves it held. Re-entrant because a write under the
+    lock may call another that takes it (two ``flock`` calls on two descriptors of one file in one
+    process would wait for each other forever); threads of one process are serialised too.
+    """
+
+    _held: dict[str, list] = {}  # resolved path -> [open file, depth]
+    _guard = threading.RLock()
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __enter__(self) -> Lock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = str(self.path.resolve())
+        self._guard.acquire()  # one thread of this process at a time holds any of these locks
+        try:
+            self.key = key
+            entry = self._held.get(key)
+            if entry is not None:
+                entry[1] += 1
+                return self
+            f = open(self.path, "a+")  # noqa: SIM115 (held until __exit__)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(f, fcntl.LOCK_EX)  # waits for another process's writer
+            except BaseException:  # (a Ctrl-C while waiting)
+                f.close()
+                raise
+            self._held[key] = [f, 1]
+        except BaseException:
+            self._guard.release()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        entry = self._held[self.key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._held[self.key]
+            if fcntl is not None:
+                fcntl.flock(entry[0], fcntl.LOCK_UN)
+            entry[0].close()
+        self._guard.release()

@@ -21,7 +21,7 @@ autograd keeps, roughly), in the training precision, plus the fp32 logits.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -68,6 +68,25 @@ class Memory:
     block_input_bytes: float  # one block's input for the whole batch (kept under activation checkpointing)
     bf16: bool  # trained in bf16 (autocast; FSDP gathers bf16 parameters)
     activation_checkpointing: bool
+    batch_size: int = 0  # sequences per step (the whole batch the activations above are for; 0: unknown)
+    micro_batch_size: int | None = None  # sequences per forward pass (gradient accumulation), or the batch
+
+    def share(self, nproc: int) -> float:
+        """The fraction of the batch's activations one of ``nproc`` processes holds at once: its slice
+        of the batch, or one micro-batch of it (``train.micro_batch_size``)."""
+        share = 1.0 / nproc
+        if self.micro_batch_size and self.batch_size:
+            share = min(share, self.micro_batch_size / self.batch_size)
+        return share
+
+    def in_precision(self, bf16: bool) -> Memory:
+        """The same run trained in bf16 (activations and FSDP's gathers at 16 bits) or fp32."""
+        if bf16 == self.bf16:
+            return self
+        f = 0.5 if bf16 else 2.0
+        return replace(
+            self, activations=self.activations * f, block_input_bytes=self.block_input_bytes * f, bf16=bf16
+        )
 
 
 def n_evals(steps: int, eval_every: int) -> int:
@@ -113,7 +132,9 @@ def cost(spec: Spec, width: int | None = None, hp: HParams | None = None) -> Cos
     bf16 = _uses_bf16(spec)
     act_bytes = work.activation_bytes * (1 if bf16 else 2)
     opt_bytes = optimizer_state_bytes(spec, hp, vocab, width, model)
-    memory = params * (4 + 4) + opt_bytes + act_bytes + work.logits_bytes
+    micro = t.micro_batch_size if t.micro_batch_size and t.micro_batch_size < t.batch_size else None
+    held = micro / t.batch_size if micro else 1.0  # gradient accumulation holds one micro-batch's activations
+    memory = params * (4 + 4) + opt_bytes + (act_bytes + work.logits_bytes) * held
     block_params = [count_params(b) for b in models.blocks(model)]
     parts = Memory(
         weights=4.0 * params,
@@ -128,6 +149,8 @@ def cost(spec: Spec, width: int | None = None, hp: HParams | None = None) -> Cos
         block_input_bytes=work.tokens_per_step * width * (2 if bf16 else 4),
         bf16=bf16,
         activation_checkpointing=t.activation_checkpointing,
+        batch_size=t.batch_size,
+        micro_batch_size=micro,
     )
     flops_per_step = work.flops_per_token * work.tokens_per_step
     train_flops = flops_per_step * t.steps
@@ -167,21 +190,23 @@ class PerGPU:
     def total(self) -> float:
         return self.states + self.gathered + self.buffers + self.activations
 
-    def fits(self, gib: float) -> bool:
-        """Whether the estimate fits in a GPU of ``gib`` GiB (its whole memory; keep some headroom)."""
-        return self.total <= gib * (1 << 30)
+    def fits(self, gib: float, usable: float = 1.0) -> bool:
+        """Whether the estimate fits in ``usable`` of a GPU of ``gib`` GiB (default its whole memory;
+        keep some headroom)."""
+        return self.total <= usable * gib * (1 << 30)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "total": self.total}
 
 
 def activations_per_gpu(mem: Memory, nproc: int) -> float:
-    """Each GPU trains on 1/nproc of the batch. With activation checkpointing a block keeps only its
-    input, and one block's activations exist at a time (during its recompute)."""
+    """Each GPU trains on 1/nproc of the batch, one micro-batch of it at a time under gradient
+    accumulation (:meth:`Memory.share`). With activation checkpointing a block keeps only its input,
+    and one block's activations exist at a time (during its recompute)."""
     acts = mem.activations
     if mem.activation_checkpointing and mem.n_blocks:
         acts = mem.activations / mem.n_blocks + mem.block_input_bytes * mem.n_blocks
-    return (acts + mem.logits) / nproc
+    return (acts + mem.logits) * mem.share(nproc)
 
 
 def per_gpu(mem: Memory, nproc: int, strategy: str) -> PerGPU:
@@ -238,3 +263,75 @@ def fit_warnings(gpus: dict[str, PerGPU], chosen: str, gib: float) -> list[str]:
     return [
         f"{chosen} needs about {human_bytes(g.total)} per GPU at {g.nproc} GPUs, more than {gib:g} GiB{hint}"
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# A layout that fits
+
+
+USABLE = 0.9  # of a GPU's memory a layout may plan for: the rest is the CUDA context, fragmentation, NCCL
+MAX_GPUS = 1 << 16
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How to run a target on ``gpus`` GPUs of ``gib`` GiB: the strategy, the micro-batch and its
+    accumulation steps, activation checkpointing, and the memory each GPU then needs."""
+
+    gpus: int
+    gib: float
+    strategy: str  # ddp | fsdp
+    micro_batch_size: int  # sequences per forward pass on each GPU
+    accumulation: int  # micro-batches per optimizer step on each GPU
+    activation_checkpointing: bool
+    per_gpu: PerGPU
+
+    def keys(self) -> list[str]:
+        """The spec keys that ask for this layout (``--to`` / KEY=VALUE)."""
+        keys = [f"train.parallel={self.strategy}"] if self.gpus > 1 else []
+        return keys + [
+            f"train.micro_batch_size={self.micro_batch_size}",
+            f"train.activation_checkpointing={str(self.activation_checkpointing).lower()}",
+        ]
+
+    def describe(self) -> str:
+        """``fsdp, micro-batch 8 x 64 accumulation steps, activation checkpointing: 69.2 GiB per GPU (keys)``."""
+        how = {"fsdp": "fsdp (FSDP2)"}.get(self.strategy, self.strategy) if self.gpus > 1 else "one process"
+        steps = f"{self.accumulation} accumulation step{'s' if self.accumulation > 1 else ''}"
+        ac = ", activation checkpointing" if self.activation_checkpointing else ""
+        return (
+            f"{how}, micro-batch {self.micro_batch_size} x {steps}{ac}: {human_bytes(self.per_gpu.total)} "
+            f"per GPU ({' '.join(self.keys())})"
+        )
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "per_gpu": self.per_gpu.to_dict(), "keys": self.keys()}
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, int(math.isqrt(n)) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def plan_layout(mem: Memory, gib: float, gpus: int | None = None, usable: float = USABLE) -> Layout | None:
+    """The first layout that fits ``usable`` of a GPU of ``gib`` GiB, at ``gpus`` GPUs or, without
+    them, at the fewest GPUs that can hold the run (each a whole share of the batch). Preferred in
+    this order: DDP (it communicates least), then FSDP2; without activation checkpointing (it costs a
+    third more compute), then with; the largest micro-batch that fits (the fewest accumulation
+    steps). None when nothing fits (at ``gpus``, or at up to :data:`MAX_GPUS`)."""
+    batch = mem.batch_size
+    if batch < 1:
+        return None
+    counts = [gpus] if gpus else [n for n in _divisors(batch) if n <= MAX_GPUS]
+    for n in counts:
+        if batch % n:
+            return None
+        micros = sorted(_divisors(batch // n), reverse=True)
+        for strategy in ("ddp", "fsdp"):
+            for ac in (False, True):
+                for mb in micros:
+                    m = replace(mem, micro_batch_size=mb, activation_checkpointing=ac)
+                    g = per_gpu(m, n, strategy)
+                    if g.fits(gib, usable):
+                        return Layout(n, gib, strategy, mb, batch // n // mb, ac, g)
+    return None

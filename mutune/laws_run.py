@@ -12,6 +12,7 @@ an extended fit trains only the new points. The laws go to ``laws/laws.yaml`` an
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -23,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from .config import Best, HParams, RunDir, Spec, SpecError
+from .config import Best, HParams, RunDir, Spec, SpecError, read_yaml
 from .config.meaning import LAW_POINT_EFFECTS, keys_where, select
 from .errors import SearchFailed, arg
 from .events import SILENT, Events
@@ -58,31 +59,55 @@ def point_key(spec: Spec, hp: HParams, seed: int) -> str:
 
 
 class Runs:
-    """``laws/runs.csv``: every finished line-search run, looked up by what it trained."""
+    """``laws/runs.csv``: every finished line-search run, looked up by what it trained.
 
-    def __init__(self, path: Path):
+    Shared by every process fitting laws in the run dir (``mutune laws --steps`` beside ``mutune laws
+    --batch-size``, or beside a search): a run not found here is looked up on disk again (another
+    process may have trained it since), and a new row is merged into what is on disk under the run
+    dir's lock, never written from the copy read at start, so no process drops another's runs.
+    """
+
+    def __init__(self, path: Path, lock: Any = None):
         self.path = path
+        self.lock = lock if lock is not None else contextlib.nullcontext()
         self.rows: dict[str, dict[str, Any]] = {}
-        if path.is_file():
-            with path.open() as f:
-                for row in csv.DictReader(f):
-                    self.rows[row["key"]] = row
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._read()
+
+    def _read(self) -> None:
+        """Add what is on disk (a damaged file is a user error naming it, never a silent restart)."""
+        if not self.path.is_file():
+            return
+        try:
+            with self.path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+            for row in rows:
+                float(row["loss"]), float(row["flops"]), float(row["seconds"])
+        except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as e:
+            raise SpecError(
+                str(self.path),
+                f"is not a readable laws table ({type(e).__name__}: {e}); move it away to train its "
+                "points again",
+            ) from None
+        self.rows.update({row["key"]: row for row in rows})
 
     def get(self, key: str) -> dict[str, Any] | None:
+        if key not in self.rows:
+            self._read()
         return self.rows.get(key)
 
     def add(self, row: dict[str, Any]) -> None:
-        self.rows[row["key"]] = row
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            self._read()  # what other processes added since: kept
+            self.rows[row["key"]] = row
 
-        def write(p: Path) -> None:
-            with p.open("w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=COLUMNS)
-                w.writeheader()
-                w.writerows(self.rows.values())
+            def write(p: Path) -> None:
+                with p.open("w", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=COLUMNS)
+                    w.writeheader()
+                    w.writerows(self.rows.values())
 
-        atomic_write(self.path, write)
+            atomic_write(self.path, write)
 
 
 def line_search(
@@ -248,38 +273,94 @@ def fit_laws(
     multiples: dict[str, list[float]] | None = None,
 ) -> Best:
     """Fit the laws ``multiples`` asks for (default: ``spec.search.laws``) around best.yaml's winner;
-    write laws/laws.yaml and best.yaml with them; return the new best.yaml."""
-    hp = best.hparams
-    runs = Runs(run_dir / "laws" / "runs.csv")
-    asked = multiples or {a: getattr(spec.search.laws, a) for a in AXES}
-    laws = {}
-    for axis, ms in asked.items():
-        if ms:
-            laws[axis] = fit_axis(spec, hp, axis, sorted(set(ms)), runs, events).to_dict()
-    doc = {
-        "around": {"trial_number": best.provenance.get("trial_number"), "hparams": asdict(hp)},
-        "laws": laws,
-    }
+    merge them into laws/laws.yaml and best.yaml; return the new best.yaml.
+
+    Several processes may fit laws in one run dir at once (a steps law beside a batch-size law), and
+    a search may be rewriting best.yaml meanwhile: the merge happens under the run dir's lock, from
+    what is on disk then. Laws of other axes are kept; multiples another process fitted on the same
+    axis are added to this fit (their points are in runs.csv, so nothing trains twice); best.yaml
+    is re-read, so its trials and tuning cost stay the study's. A winner that changed while the laws
+    were fitted gets none of them (they were measured around another point): the runs are kept."""
+    run = RunDir(Path(run_dir))
+    runs = Runs(run.path / "laws" / "runs.csv", run.lock())
+    wanted = multiples or {a: getattr(spec.search.laws, a) for a in AXES}
+    asked = {axis: sorted(set(ms)) for axis, ms in wanted.items() if ms}
+    around = winner(best.to_dict())
+    path = run.path / "laws" / "laws.yaml"
+    while True:
+        fitted = {
+            axis: fit_axis(spec, best.hparams, axis, ms, runs, events).to_dict() for axis, ms in asked.items()
+        }
+        with run.lock():
+            disk = read_laws(path)
+            kept = disk["laws"] if disk is not None and disk["around"] == around else {}
+            more = {
+                axis: sorted(set(ms) | {p["multiple"] for p in kept[axis].get("points", [])})
+                for axis, ms in asked.items()
+                if axis in kept
+            }
+            if all(more[axis] == asked[axis] for axis in more):
+                current = read_best(run)
+                if winner(current) != around:
+                    raise SearchFailed(
+                        f"laws: best.yaml's winner changed while the laws were fitted (trial "
+                        f"#{around['trial_number']} -> #{winner(current)['trial_number']}), so they do not apply "
+                        f"to it; their runs are kept in {runs.path}: run `mutune laws {run.path}` again"
+                    )
+                return _write_laws(run, path, {"around": around, "laws": {**kept, **fitted}}, current)
+        asked.update(more)  # another process fitted more multiples of an axis: refit with them (cached)
+
+
+def _write_laws(run: RunDir, path: Path, doc: dict, current: dict) -> Best:
+    """laws.yaml, then best.yaml (as it is on disk, ``current``) with them merged; under the lock."""
     text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
-    atomic_write(run_dir / "laws" / "laws.yaml", lambda p: p.write_text(text, encoding="utf-8"))
-    merged = merge(best.to_dict(), run_dir)
-    atomic_write(
-        run_dir / "best.yaml",
-        lambda p: p.write_text(yaml.safe_dump(merged, sort_keys=False, allow_unicode=True), encoding="utf-8"),
-    )
-    return Best.from_dict(merged, str(run_dir / "best.yaml"))
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+    merged = yaml.safe_dump(merge(current, run.path), sort_keys=False, allow_unicode=True)
+    atomic_write(run.best_path, lambda p: p.write_text(merged, encoding="utf-8"))
+    return Best.from_dict(yaml.safe_load(merged), str(run.best_path))
+
+
+def winner(best: dict) -> dict[str, Any]:
+    """What laws are fitted around: best.yaml's winning trial and its hyperparameters."""
+    return {
+        "trial_number": (best.get("provenance") or {}).get("trial_number"),
+        "hparams": best.get("hparams"),
+    }
+
+
+def read_best(run: RunDir) -> dict:
+    """best.yaml as it is on disk now, checked (a damaged one names the file)."""
+    if not run.best_path.is_file():
+        raise SpecError(str(run.best_path), "not found; is this a finished `mutune search` run directory?")
+    doc = read_yaml(run.best_path, "best.yaml")
+    Best.from_dict(doc, str(run.best_path))
+    return doc
+
+
+def read_laws(path: Path) -> dict | None:
+    """laws/laws.yaml (``around``: the winner they were fitted around, ``laws``: by axis), or None."""
+    if not path.is_file():
+        return None
+    doc = read_yaml(path, "laws file")
+    laws = doc.get("laws")
+    if not isinstance(doc.get("around"), dict) or not isinstance(laws, dict):
+        raise SpecError(str(path), "has no 'around' and 'laws' mappings; move it away and fit the laws again")
+    for axis, law in laws.items():
+        if axis not in AXES or not isinstance(law, dict) or not isinstance(law.get("points", []), list):
+            raise SpecError(
+                str(path), f"laws.{axis}: not a law mutune wrote; move it away and fit the laws again"
+            )
+    return doc
 
 
 def merge(best: dict, run_dir: Path) -> dict:
     """best.yaml with the laws of laws/laws.yaml, when they were fitted around its winner, and their
     compute in the tuning cost (``search_flops`` = trials' + laws')."""
-    path = run_dir / "laws" / "laws.yaml"
-    if not path.is_file():
+    doc = read_laws(run_dir / "laws" / "laws.yaml")
+    if doc is None:
         return best
-    doc = yaml.safe_load(path.read_text()) or {}
     prov = best.setdefault("provenance", {})
-    around = doc.get("around") or {}
-    if around.get("trial_number") != prov.get("trial_number") or around.get("hparams") != best.get("hparams"):
+    if doc["around"] != winner(best):
         return best  # the winner changed since: those laws were measured around another point
     trials_flops = float(prov.get("trials_flops", prov.get("search_flops") or 0.0))
     laws_flops = sum(float(law.get("flops") or 0.0) for law in doc["laws"].values())
@@ -302,12 +383,14 @@ def extend(
     events: Events = SILENT,
 ) -> Best:
     """``mutune laws``: fit (or extend) the laws of an existing run dir. The multiples asked are added
-    to those laws/laws.yaml already holds; runs in laws/runs.csv are reused, so only new points train.
-    The runs use ``threads`` CPU threads, by default this process's share of the cores (not the
-    search's, which config.yaml records for its workers)."""
-    spec, best = RunDir(Path(run_dir)).load()
-    path = run_dir / "laws" / "laws.yaml"
-    had = (yaml.safe_load(path.read_text()) or {}).get("laws", {}) if path.is_file() else {}
+    to those laws/laws.yaml already holds for that axis; laws of other axes are kept as they are;
+    runs in laws/runs.csv are reused, so only new points train. The runs use ``threads`` CPU
+    threads, by default this process's share of the cores (not the search's, which config.yaml
+    records for its workers)."""
+    run_dir = Path(run_dir)
+    spec, best = RunDir(run_dir).load()
+    disk = read_laws(run_dir / "laws" / "laws.yaml")
+    had = disk["laws"] if disk is not None and disk["around"] == winner(best.to_dict()) else {}
     changes: dict[str, Any] = {}
     for axis, ms in multiples.items():
         if ms:
@@ -328,7 +411,7 @@ def extend(
     except SpecError as e:
         axis = e.key.split(".")[2].split("[")[0] if e.key.startswith("search.laws.") else ""
         raise SpecError(ARGUMENT.get(axis, e.key.replace("search.laws.", "")), e.message) from None
-    asked = {a: getattr(spec.search.laws, a) for a in AXES}
+    asked = {a: getattr(spec.search.laws, a) for a in AXES if multiples.get(a)}
     try:
         return fit_laws(spec, run_dir, best, events, asked)
     except SpecError as e:

@@ -19,7 +19,7 @@ from typing import Any
 from . import arguments, config, flops, laws, memory, models
 from .config import Best, HParams, RunDir, Spec, SpecError
 from .config import axes as spec_axes
-from .device import threads_for
+from .device import resolve_device, threads_for
 from .errors import arg
 from .mup.axes import AXES
 
@@ -46,6 +46,10 @@ class Plan:
     provenance: dict[str, Any] = field(default_factory=dict)  # best.yaml's
     transferred_hparams: HParams | None = None  # best.yaml's, before the laws adjusted them
     adjustments: list[dict[str, Any]] = field(default_factory=list)  # the laws applied (mutune.laws)
+    gpus: int | None = None  # GPUs the layout is planned for (--gpus, --nproc, or those detected)
+    layout_gib: float = (
+        DEFAULT_GPU_GIB  # GiB per GPU of the layouts: gpu_gib, but 80 on a machine without GPUs
+    )
 
     @property
     def search_planned(self) -> bool:
@@ -56,6 +60,26 @@ class Plan:
     def tuning_cost_pct(self) -> float:
         """Search compute as a percentage of the target run's compute."""
         return 100.0 * self.search_flops / self.cost.total_flops
+
+    @property
+    def gpu_memory(self) -> flops.Memory:
+        """The run's memory as it trains on GPUs: in bf16 where ``train.precision`` lets it (``auto``
+        autocasts on CUDA), whatever device this plan is made on."""
+        t = self.spec.train
+        bf16 = t.precision == "bf16" or (t.precision == "auto" and t.device in ("auto", "cuda"))
+        assert self.cost.memory is not None
+        return self.cost.memory.in_precision(bf16)
+
+    @property
+    def layout(self) -> flops.Layout | None:
+        """The layout that fits ``gpus`` GPUs of ``layout_gib`` (:func:`mutune.flops.plan_layout`), or
+        None (no GPU count known, or nothing fits there: see :attr:`needs`)."""
+        return flops.plan_layout(self.gpu_memory, self.layout_gib, self.gpus) if self.gpus else None
+
+    @property
+    def needs(self) -> flops.Layout | None:
+        """The layout on the fewest GPUs of ``layout_gib`` that hold the run; None when none does."""
+        return flops.plan_layout(self.gpu_memory, self.layout_gib)
 
     @property
     def per_gpu(self) -> dict[str, flops.PerGPU]:
@@ -84,6 +108,10 @@ class Plan:
             "gpu_gib": self.gpu_gib,
             "memory_budget": self.memory_budget,
             "per_gpu": {s: g.to_dict() for s, g in self.per_gpu.items()},
+            "gpus": self.gpus,
+            "layout_gib": self.layout_gib,
+            "layout": None if self.layout is None else self.layout.to_dict(),
+            "gpus_needed": None if self.needs is None else self.needs.to_dict(),
         }
 
 
@@ -124,8 +152,11 @@ def plan(
     no_laws: bool = False,
     proxy: Spec | None = None,
     best: Best | None = None,
+    gpus: int | None = None,
 ) -> Plan:
-    """Derive the target and cost it, in total and per GPU at ``nproc`` GPUs of ``gpu_gib`` GiB;
+    """Derive the target and cost it, in total and per GPU at ``nproc`` GPUs of ``gpu_gib`` GiB, and
+    the layout that fits ``gpus`` GPUs (default: ``nproc`` above 1, else the GPUs this machine has)
+    and the fewest GPUs that hold it;
     allocates no weights. ``run_dir`` may be a spec file when ``dry_run``: the plan of its target, with
     its own hparams and its search's planned cost (:func:`planned_run`). ``proxy`` and ``best``: the
     search's own objects (a search launching its target), so nothing is read back from disk.
@@ -175,10 +206,29 @@ def plan(
         provenance=best.provenance,
         transferred_hparams=best.hparams,
         adjustments=lp.adjustments,
+        gpus=gpus or (nproc if nproc > 1 else _detected_gpus()),
+        layout_gib=gib if gpu_gib is not None or _on_gpu(spec.train.device) else DEFAULT_GPU_GIB,
     )
     if nproc > 1:
         p.warnings += flops.fit_warnings(p.per_gpu, p.spec.train.parallel, p.gpu_gib)
     return p
+
+
+def _on_gpu(device_name: str) -> bool:
+    """The run's device here is a GPU (so its memory is what a layout must fit), not the CPU: a plan
+    made on a machine without GPUs lays the run out on GPUs of :data:`DEFAULT_GPU_GIB`, or of
+    ``--gpu-memory``, not on this machine's RAM."""
+    try:
+        return resolve_device(device_name).type == "cuda"
+    except SpecError:
+        return False
+
+
+def _detected_gpus() -> int | None:
+    """The CUDA devices this process sees, or None (a plan made on a machine without GPUs)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else None
 
 
 def _apply_laws(
@@ -205,4 +255,6 @@ def multipliers_of(spec: Spec, hp: HParams) -> dict[str, Any]:
         output_mult=mult.output,
         input_mult=mult.input,
     )
+    if mult.attn is not None:
+        out["attn_mult"] = mult.attn
     return out

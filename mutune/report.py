@@ -24,11 +24,11 @@ from typing import Any
 
 import optuna
 import pandas as pd
-import yaml
 from optuna.trial import TrialState
 
 from . import config, ladder, trials
 from .config import DEFAULT_N_TRIALS, Best, RunDir, Spec, SpecError
+from .config.rundir import PLAN_TYPES, RESULT_REQUIRED, RESULT_TYPES, read_run_file
 from .study.storage import open_storage
 from .study.trials import trial_params
 
@@ -247,11 +247,11 @@ def importances(study: optuna.Study) -> tuple[dict[str, float], str]:
 def _targets(run_dir: Path, spec: Spec, best: Best | None) -> list[TargetRun]:
     out = []
     for plan_path in sorted(run_dir.glob("target-*/plan.yaml")):
-        plan = yaml.safe_load(plan_path.read_text()) or {}
+        plan = read_run_file(plan_path, "target plan", PLAN_TYPES)
         tdir = plan_path.parent
         status, loss, steps = "incomplete", None, None
         if (tdir / "result.yaml").is_file():
-            res = yaml.safe_load((tdir / "result.yaml").read_text()) or {}
+            res = read_run_file(tdir / "result.yaml", "result", RESULT_TYPES, required=RESULT_REQUIRED)
             status = "diverged" if res.get("diverged") else "finished"
             loss, steps = res.get("final_val_loss"), res.get("steps")
         out.append(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from . import config
+from .errors import SpecError
 
 if TYPE_CHECKING:
     from .report import Report
@@ -189,6 +190,19 @@ def _late(steps: list, losses: list, fraction: float = 0.2) -> list[float]:
     return tail or [float(v) for v in losses]
 
 
+def _metrics(path: Path) -> pd.DataFrame:
+    """A target's metrics.csv; one that is not the table a run writes is named, not an internal error."""
+    try:
+        m = pd.read_csv(path)
+        for col in ("step", "train_loss", "val_loss"):
+            pd.to_numeric(m[col], errors="raise")
+    except (ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise SpecError(
+            str(path), f"is not the metrics table a run writes ({type(e).__name__}: {e})"
+        ) from None
+    return m
+
+
 def _curves(rep: Report, plt):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -202,7 +216,7 @@ def _curves(rep: Report, plt):
     targets = [t for t in rep.targets if t.path is not None and (t.path / "metrics.csv").is_file()]
     last = {}  # a series' label -> how its last value is named: final only for a run that finished
     for i, t in enumerate(targets):
-        m = pd.read_csv(t.path / "metrics.csv")
+        m = _metrics(t.path / "metrics.csv")
         color = colors[(i + 1) % len(colors)]
         tr, va = m.dropna(subset=["train_loss"]), m.dropna(subset=["val_loss"])
         label = f"target w={t.width}"

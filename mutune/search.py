@@ -43,7 +43,8 @@ from . import (
     models,
     trackers,
 )
-from .config import Best, RunDir, Spec
+from .config import Best, RunDir, Spec, SpecError
+from .config.meaning import flatten, keys_across
 from .config.validate import fidelity_steps
 from .device import resolve_device, threads_for, use_threads
 from .errors import MutuneWarning, arg
@@ -61,6 +62,7 @@ from .study import (
     trial_params,
 )
 from .study.samplers import suggest
+from .study.storage import shown_url
 from .train import Stable, train
 from .train import stable as stable_mod
 from .trials import write_trials_csv
@@ -263,6 +265,7 @@ def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
         "base_width": spec.model.base_width,
         "base_depth": spec.model.base_depth or spec.model.depth,
         "depth_alpha": spec.model.depth_alpha,
+        "proxy": fixed_keys(spec),
         "trial_number": best.number,
         "loss": float(best.value),
         "coord_check": (study.user_attrs.get("coord_check") or {}).get("verdict", "not_run"),
@@ -288,22 +291,36 @@ def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
     return {"hparams": config.hparams_from_dict(hp).__dict__, "provenance": prov}
 
 
+def fixed_keys(spec: Spec) -> dict[str, Any]:
+    """The proxy's values of every key the tuned hyperparameters depend on (``across="fixed"``: the
+    optimizer, tied embeddings, head dim...), recorded in best.yaml so that a transfer from a run dir
+    whose spec differs in one (a best.yaml copied beside another spec) is refused, naming it."""
+    return flatten(spec.to_dict(), keys_across(Spec, frozenset({"fixed"})))
+
+
 def write_best(study: optuna.Study, spec: Spec, run_dir: Path) -> dict | None:
-    doc = best_document(study, spec, storage_url(spec, run_dir))
-    if doc is not None:
-        doc = laws_run.merge(doc, run_dir)  # laws fitted around this winner stay in best.yaml
-        atomic_write(
-            run_dir / "best.yaml",
-            lambda p: p.write_text(
-                yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8"
-            ),
-        )
+    """best.yaml from the study as it is now, with the laws fitted around its winner, under the run
+    dir's lock: every writer (this search's workers, another search of the study, ``mutune laws``)
+    reads what is on disk and writes its merge in turn, so none writes back a copy older than what
+    another wrote (``mutune laws`` beside a resumed search)."""
+    with RunDir(run_dir).lock():
+        doc = best_document(study, spec, storage_url(spec, run_dir))
+        if doc is not None:
+            doc = laws_run.merge(doc, run_dir)  # laws fitted around this winner stay in best.yaml
+            atomic_write(
+                run_dir / "best.yaml",
+                lambda p: p.write_text(
+                    yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8"
+                ),
+            )
     return doc
 
 
 def write_search_outputs(study: optuna.Study, spec: Spec, run_dir: Path) -> None:
-    write_trials_csv(study, run_dir)
-    write_best(study, spec, run_dir)
+    """trials.csv and best.yaml after a trial, both from the study as it is when the lock is held."""
+    with RunDir(run_dir).lock():
+        write_trials_csv(study, run_dir)
+        write_best(study, spec, run_dir)
 
 
 SEARCH_JOB = TrialJob(evaluate=evaluate_trial, write_outputs=write_search_outputs)
@@ -397,6 +414,21 @@ def search(
             MutuneWarning,
             stacklevel=2,
         )
+    if spec.model.base_depth is not None and spec.model.base_depth > spec.model.depth:
+        warnings.warn(
+            f"model.base_depth ({spec.model.base_depth}) is larger than model.depth ({spec.model.depth}): the "
+            "proxy is shallower than the base, so its depth multiplier m_L is below 1; usually the proxy "
+            "is the base depth (leave model.base_depth out)",
+            MutuneWarning,
+            stacklevel=2,
+        )
+    if not spec.search.space:
+        raise SpecError(
+            "search.space",
+            "is empty, so every trial would train the same hyperparameters (the spec's hparams); name at "
+            "least one, or leave search.space out for the default space",
+        )
+    resolve_device(spec.train.device)  # a device this machine does not have (mps off Apple), named now
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(spec, smoke)
     data.load(spec.data, min_len=spec.model.seq_len + 1)  # a missing corpus fails here, not in trial 0
     models.validate(spec, spec.hparams, data.vocab_size(spec.data))  # so does a model µP cannot handle
@@ -405,6 +437,7 @@ def search(
     plan = budget.make_plan(spec)  # so does a budget that buys nothing
     RunDir(run_dir).claim(spec)  # a run dir holds one study: refuse another's rather than overwrite it
     storage = open_storage(storage_url(spec, run_dir))
+    refuse_a_lost_study(spec, storage, run_dir)
     study = open_study(spec, storage)  # fails fast on a spec that does not match the study
     tracking = trackers.Tracking.from_spec(spec.tracker, run_dir, spec.name, study.study_name)
     extra = {"tracking": tracking} if tracking is not None else {}
@@ -432,8 +465,9 @@ def search(
         phases.run()
     finally:
         # whatever happened, leave the table and the best-so-far on disk
-        write_trials_csv(study, run_dir)
-        best = write_best(study, spec, run_dir)
+        with RunDir(run_dir).lock():
+            write_trials_csv(study, run_dir)
+            best = write_best(study, spec, run_dir)
     finished, running = count(study)  # what the study holds, other processes' trials included
     if best is None:
         raise SearchFailed(
@@ -460,6 +494,23 @@ def _with_target(
             RunDir(result.run_dir), to, resume=True, events=events, proxy=spec, best=result.best
         )
     return result
+
+
+def refuse_a_lost_study(spec: Spec, storage: optuna.storages.BaseStorage, run_dir: Path) -> None:
+    """A run dir whose best.yaml came from a search, but whose storage holds no such study (an emptied
+    or replaced study.journal), is refused: a new study would start at trial 0 and overwrite best.yaml
+    and trials.csv with its own."""
+    best = run_dir / "best.yaml"
+    name = spec.search.study_name or spec.name
+    if not best.is_file() or name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        return
+    raise SpecError(
+        shown_url(storage_url(spec, run_dir)),
+        f"holds no study {name!r}, but {best} is the result of one: the study was emptied or replaced, and "
+        "a new one would overwrite best.yaml and trials.csv; restore it (from a backup, or a "
+        "study.journal.*.bak beside it if a repair made one), or move best.yaml and trials.csv away to "
+        "start this search over",
+    )
 
 
 class GateFailed(SearchFailed):

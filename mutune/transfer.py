@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,13 +20,16 @@ import yaml
 
 from . import data, flops, memory, trackers
 from .config import PROVENANCE_TAGS, Best, RunDir, Spec, SpecError
+from .config.rundir import RESULT_TYPES, read_run_file
 from .device import resolve_device, threads_for
 from .errors import arg
 from .events import SILENT, Events
 from .files import atomic_write
 from .planning import DEFAULT_GPU_GIB, Plan, multipliers_of, plan  # noqa: F401 (part of transfer's API)
-from .train import RunResult, has_checkpoint, read_result, train
+from .train import RunResult, checkpoint_step, has_checkpoint, read_result, train
 from .train.checkpoint import FolderLock
+from .train.parallel import LAUNCHED, launch_env
+from .train.signals import Interrupted
 
 
 @dataclass
@@ -47,6 +52,7 @@ def transfer(
     no_laws: bool = False,
     proxy: Spec | None = None,
     best: Best | None = None,
+    gpus: int | None = None,
 ) -> TransferResult:
     """Plan the target run and, unless ``dry_run``, train it into ``<run_dir>/target-<key>/``.
     With ``dry_run``, ``run_dir`` may be a spec file not searched yet (its search's cost is planned).
@@ -57,7 +63,8 @@ def transfer(
     With ``tracker.backend`` set, the run is also a run in that experiment tracker. ``proxy`` and
     ``best``: the search's own spec and winner, handed over in-process (nothing is read back).
     """
-    nproc = int(os.environ.get("WORLD_SIZE", nproc))
+    env = launch_env()  # (checked: a stray RANK or a WORLD_SIZE that is not a number is named)
+    nproc = env.world if "WORLD_SIZE" in os.environ else nproc
     p = plan(
         run_dir,
         to,
@@ -69,16 +76,18 @@ def transfer(
         no_laws=no_laws,
         proxy=proxy,
         best=best,
+        gpus=gpus,
     )
-    world_main = int(os.environ.get("RANK", "0")) == 0
+    world_main = env.main
     if world_main:
         events.planned(p)
     if dry_run:
         return TransferResult(plan=p, result=None)
     trackers.check(p.spec.tracker.backend)
+    resolve_device(p.spec.train.device)  # a device this machine lacks, named before anything is written
     data.load(p.spec.data, min_len=p.spec.model.seq_len + 1)  # fail on missing data before writing anything
     if p.spec.train.memory_check:  # the plan's own estimate for this process, before anything is allocated
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        world = env.world
         memory.check(
             flops.per_gpu(p.cost.memory, world, p.spec.train.parallel).total,
             resolve_device(p.spec.train.device),
@@ -123,7 +132,7 @@ def _record_transfer(p: Plan) -> None:
     path = p.target_dir / "result.yaml"
     if not path.is_file():
         return
-    doc = yaml.safe_load(path.read_text()) or {}
+    doc = read_run_file(path, "result", RESULT_TYPES)
     doc["transfer"] = {
         "transferred_hparams": asdict(p.transferred_hparams or p.hparams),
         "adjusted_hparams": asdict(p.hparams),
@@ -169,9 +178,13 @@ def launch_distributed(
     run_dir = RunDir.latest().path if run_dir is None else Path(run_dir)
     # user errors surface here, once, not in every rank
     p = plan(run_dir, to, smoke=smoke, force=force, no_laws=no_laws, nproc=nproc)
-    if p.spec.train.batch_size % nproc:
+    t = p.spec.train
+    if t.batch_size % nproc:
+        raise SpecError("train.batch_size", f"{t.batch_size} is not divisible by {arg('nproc')} {nproc}")
+    if t.micro_batch_size is not None and (t.batch_size // nproc) % t.micro_batch_size:
         raise SpecError(
-            "train.batch_size", f"{p.spec.train.batch_size} is not divisible by {arg('nproc')} {nproc}"
+            "train.micro_batch_size",
+            f"{t.micro_batch_size} does not divide each process's batch ({t.batch_size} / {arg('nproc')} {nproc})",
         )
     if not resume and has_checkpoint(p.target_dir):  # say it once here, not from every rank
         raise SpecError(
@@ -195,7 +208,60 @@ def launch_distributed(
     cmd += [flag for flag, on in flags if on]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(threads_for(p.spec.train.threads, nproc)))  # each rank's share
-    return subprocess.call(cmd, env=env)
+    env[LAUNCHED] = "1"  # the ranks leave the resume hint to this process (it has --nproc)
+    return _supervise(cmd, env, p)
+
+
+def _supervise(cmd: list[str], env: dict[str, str], p: Plan, grace: float = 300.0) -> int:
+    """Run torchrun in a session of its own and wait for it. On Ctrl-C or SIGTERM here, every rank is
+    asked to stop (SIGTERM to each: it writes its checkpoint at the step the ranks agree on, as
+    :mod:`mutune.train.signals` says, and exits 0, so torchrun ends quietly) and is waited for,
+    ``grace`` seconds at most before the whole session is killed; then :class:`Interrupted` names
+    the target folder and its step, and the command line prints the resume hint, with ``--nproc``.
+    Without this, a SIGTERM to ``mutune transfer --nproc 2`` killed torchrun alone and left its ranks
+    running, orphaned, writing the target."""
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        ranks = _ranks_of(proc)
+        for pid in ranks or [-proc.pid]:  # (before torchrun started any: the whole session)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+        _end_session(proc.pid, grace)
+        step = checkpoint_step(p.target_dir)
+        raise Interrupted(p.target_dir, step or 0, p.spec.train.steps, signal.SIGTERM) from None
+
+
+def _ranks_of(proc: subprocess.Popen, wait: float = 10.0) -> list[int]:
+    """torchrun's worker processes (its children, from /proc), waiting ``wait`` seconds for them to
+    start; [] where there is no /proc or none started."""
+    deadline = time.monotonic() + wait
+    while proc.poll() is None:
+        children = []
+        for d in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if int((d / "stat").read_text().rpartition(")")[2].split()[1]) == proc.pid:
+                    children.append(int(d.name))
+        if children or time.monotonic() > deadline:
+            return children
+        time.sleep(0.1)
+    return []
+
+
+def _end_session(pgid: int, timeout: float) -> None:
+    """Wait until no process of torchrun's session is left; kill what is after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 from . import _callable_module  # noqa: E402

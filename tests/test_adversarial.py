@@ -722,3 +722,877 @@ def test_a_run_dir_the_user_may_not_write(searched, request):
     assert complete_trials(run) == trials and not no_temp_files(run)
     p = as_nobody("report", "runs/tiny", "--format", "json", "--no-plots", "--out", str(home / "out"))
     assert p.returncode == 0, p.stderr  # reading needs no write permission
+
+
+# =============================================================================================
+# Round 3 (issue 22): concurrent writers, exact resume, no code from run files, bounded input, and
+# a plan a real target can use. Each case through the CLI: exit code, one line, no traceback, and
+# what was there before still loadable.
+
+
+def only_error(r, key: str) -> str:
+    """The one error line of a refused command, which names ``key`` first."""
+    assert r.code == 2, r
+    line = error_line(r)
+    assert line.startswith(f"error: {key}"), line
+    return line
+
+
+def loadable(run: Path) -> None:
+    """Everything a finished search left still loads: the study, best.yaml (as a transfer plans from
+    it), the report."""
+    assert complete_trials(run)
+    assert cli.main(["-q", "transfer", str(run), "--to", "width=48", "--dry-run"]) == 0
+    assert cli.main(["-q", "report", str(run), "--format", "json", "--no-plots"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Run dirs stay inside what the user named
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["name=.."], "name"),
+        (["name=."], "name"),
+        (["name=..."], "name"),
+        (["name=a/b"], "name"),
+        (["name=a\\b"], "name"),
+        ([f"name={'n' * 300}"], "name"),
+        (["--run-dir", ""], "--run-dir"),
+        (["--run-dir", "x" * 300], "--run-dir"),
+    ],
+    ids=["dotdot", "dot", "dots", "slash", "backslash", "300-chars", "empty-run-dir", "300-char-run-dir"],
+)
+def test_a_run_dir_stays_inside_what_the_user_named(run_cli, workdir, tiny_spec, args, key):
+    (workdir / "best.yaml").write_text("mine\n")  # the user's own files, where `name: ..` used to write
+    (workdir / "trials.csv").write_text("mine\n")
+    r = run_cli("search", tiny_spec, *args, "--no-transfer")
+    only_error(r, key)
+    assert (workdir / "best.yaml").read_text() == (workdir / "trials.csv").read_text() == "mine\n"
+    assert sorted(p.name for p in workdir.iterdir()) == ["best.yaml", "tiny.yaml", "trials.csv"]
+
+
+@pytest.mark.parametrize("damage", ["emptied", "deleted"])
+def test_an_emptied_journal_is_refused_not_replaced(run_cli, searched, damage):
+    journal = searched / "study.journal"
+    if damage == "emptied":
+        journal.write_bytes(b"")
+    else:
+        journal.unlink()
+    before = snapshot(searched)
+    r = run_cli("search", "tiny.yaml", "--no-transfer")
+    line = only_error(r, "runs/tiny/study.journal:")  # (the run dir as the command named it)
+    assert "runs/tiny/best.yaml" in line and "backup" in line
+    assert snapshot(searched) == before  # best.yaml and trials.csv not overwritten by a new study
+    assert not journal.exists() or journal.read_bytes() == b""  # nothing appended
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Damaged files: one line naming the file, exit 2; never "internal error", never a default
+
+
+def _best(run: Path) -> dict:
+    return yaml.safe_load((run / "best.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    "damage, where",
+    [
+        (lambda d: ["a", "list"], "best.yaml"),
+        (lambda d: "a string", "best.yaml"),
+        (
+            lambda d: {**d, "provenance": {**d["provenance"], "search_flops": "lots"}},
+            "provenance.search_flops",
+        ),
+        (lambda d: {**d, "provenance": {**d["provenance"], "trial_number": [1]}}, "provenance.trial_number"),
+        (lambda d: {**d, "provenance": {**d["provenance"], "loss": ".nan"}}, "provenance.loss"),
+        (lambda d: {**d, "laws": {"steps": {"exponent": "x", "points": []}}}, "laws.steps.exponent"),
+        (lambda d: {**d, "laws": {"steps": {"exponent": -0.1, "points": [{"multiple": 0}]}}}, "laws.steps"),
+        (
+            lambda d: {**d, "hparams": {k: v for k, v in d["hparams"].items() if k != "alpha_out"}},
+            "hparams.alpha_out",
+        ),
+        (lambda d: {**d, "hparams": {"lr": 0.01}}, "hparams.init_std"),
+    ],
+    ids=[
+        "list",
+        "string",
+        "flops-text",
+        "trial-list",
+        "loss-nan",
+        "law-exponent",
+        "law-multiple",
+        "hp-missing",
+        "hps-missing",
+    ],
+)
+def test_a_damaged_best_yaml_is_named(run_cli, searched, damage, where):
+    (searched / "best.yaml").write_text(yaml.safe_dump(damage(_best(searched))))
+    for extra in (
+        ["--dry-run"],
+        ["--to", "train.steps=4"],
+    ):  # a run too: a missing HP never trains at a default
+        r = run_cli("transfer", searched, "--to", "width=48", *extra)
+        assert r.code == 2, r
+        line = error_line(r)
+        assert str(searched / "best.yaml") in line and where in line, line
+    assert not list(searched.glob("target-*"))
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("- a\n- list\n", "config.yaml"),
+        (None, "config.yaml: train.steps"),
+    ],
+    ids=["list", "wrong-type"],
+)
+def test_a_damaged_config_yaml_is_named(run_cli, searched, text, where):
+    if text is None:
+        doc = yaml.safe_load((searched / "config.yaml").read_text())
+        doc["train"]["steps"] = "many"
+        text = yaml.safe_dump(doc)
+    (searched / "config.yaml").write_text(text)
+    for args in (["transfer", searched, "--to", "width=48", "--dry-run"], ["report", searched, "--no-plots"]):
+        r = run_cli(*args)
+        assert r.code == 2, r
+        assert where in error_line(r) and str(searched) in error_line(r)
+
+
+@pytest.mark.parametrize("damage", ["list", "steps-text", "curve-text", "missing-loss"])
+def test_a_damaged_result_yaml_is_named(run_cli, searched, damage):
+    args = ["transfer", searched, "--to", "width=48", "--to", "train.steps=8"]
+    assert run_cli(*args).code == 0
+    result = searched / "target-width48-steps8" / "result.yaml"
+    doc = yaml.safe_load(result.read_text())
+    if damage == "list":
+        doc = [1, 2]
+    elif damage == "steps-text":
+        doc["steps"] = "eight"
+    elif damage == "curve-text":
+        doc["curve"] = ["x"]
+    else:
+        del doc["final_val_loss"]
+    result.write_text(yaml.safe_dump(doc))
+    for cmd in (args + ["--resume"], ["report", searched, "--no-plots"]):
+        r = run_cli(*cmd)
+        assert r.code == 2, r
+        assert str(result) in error_line(r)
+
+
+@pytest.mark.parametrize(
+    "content", [b"\xff\xfe\x00garbage\x00" * 50, b"not,the,header\n1,2,3\n"], ids=["binary", "header"]
+)
+def test_a_damaged_metrics_csv_is_named_on_resume(run_cli, searched, content):
+    target = _partial_target(searched)
+    (target / "metrics.csv").write_bytes(content)
+    r = run_cli("transfer", searched, "--to", "width=48", "--to", "train.steps=20", "--resume")
+    assert r.code == 2, r
+    assert str(target / "metrics.csv") in error_line(r)
+    assert (target / "metrics.csv").read_bytes() == content  # left for the user to look at
+
+
+def test_a_journal_that_is_a_folder_is_named(run_cli, tiny_spec, workdir):
+    (workdir / "runs" / "tiny" / "study.journal").mkdir(parents=True)
+    r = run_cli("search", tiny_spec, "--no-transfer")
+    assert r.code == 2 and "study.journal" in error_line(r) and "folder" in error_line(r)
+
+
+@pytest.mark.parametrize("where", ["middle", "end"])
+def test_a_journal_record_optuna_cannot_replay_is_named(run_cli, searched, where):
+    journal = searched / "study.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    bad = b'{"op_code":99,"worker_id":"x"}\n'
+    at = 5 if where == "middle" else len(lines)
+    lines.insert(at, bad)
+    journal.write_bytes(b"".join(lines))
+    before = journal.read_bytes()
+    for args in (["search", "tiny.yaml", "--no-transfer"], ["report", searched, "--no-plots"]):
+        r = run_cli(*args)
+        assert r.code == 2, r
+        line = error_line(r)
+        assert (
+            "runs/tiny/study.journal" in line and f"line {at + 1}" in line and "unknown operation 99" in line
+        )
+    assert journal.read_bytes() == before
+
+
+def test_save_plan_naming_a_folder_is_named(run_cli, searched, workdir):
+    (workdir / "plans").mkdir()
+    r = run_cli("transfer", searched, "--to", "width=48", "--dry-run", "--save-plan", workdir / "plans")
+    only_error(r, "--save-plan")
+    assert not list((workdir / "plans").iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Bounds on everything a user can type, checked before any model is built (nothing is written)
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["search.n_trials=null", "search.budget=1.0e+308", "target.width=64"], "search.budget"),
+        (["search.n_trials=null", "search.budget=1000", "target.width=4096"], "search.budget"),  # 10^7 trials
+        (["search.finalists=2", "search.rungs=[1.0e+300]"], "search.rungs[0]"),
+        (["search.space.lr={type: int, low: 1, high: 1.0e+20}"], "search.space.lr.high"),
+        (["seed=100000000000000000000"], "seed"),
+        (["search.seed=5000000000", "search.sampler=tpe"], "search.seed"),
+        (["model.width=1.0e+30"], "model.width"),
+        (["model.depth=1.0e+30"], "model.depth"),
+        (["search.n_trials=1.0e+30"], "search.n_trials"),
+        (["train.steps=1.0e+30"], "train.steps"),
+        (["search.rung_seeds=3"], "search.rung_seeds"),  # without a ladder it would be ignored
+        (["search.finalists=2", "search.rung_seeds=1000000000"], "search.rung_seeds"),
+        (["search.laws.steps=[0.5,1]", "search.laws.lr_step=2000"], "search.laws.lr_step"),
+        (["search.laws.steps=[0.5,1]", "search.laws.lr_points=1000"], "search.laws.lr_points"),
+        (["train.device=mps"], "train.device"),
+        (["train.warmup_steps=9"], "train.warmup_steps"),
+        (["data.corpus=text", "data.path=/dev/zero"], "data.path"),
+        (["search.space={}"], "search.space"),
+        (["data.path=notes.txt"], "data.path"),  # stdlib reads no path
+        (["data.vocab_size=1000"], "data.vocab_size"),  # a byte corpus has 256
+        (["target.width=64", "target.overrides={width: 128}"], "target.overrides.width"),
+        (["train.micro_batch_size=3"], "train.micro_batch_size"),  # 4 sequences in parts of 3
+    ],
+    ids=[
+        "budget-overflow",
+        "budget-trials",
+        "rungs-overflow",
+        "int-range",
+        "seed",
+        "tpe-seed",
+        "width",
+        "depth",
+        "n-trials",
+        "steps",
+        "rung-seeds-no-ladder",
+        "rung-seeds-huge",
+        "lr-step",
+        "lr-points",
+        "mps",
+        "warmup",
+        "dev-zero",
+        "empty-space",
+        "stdlib-path",
+        "stdlib-vocab",
+        "target-twice",
+        "micro-batch",
+    ],
+)
+def test_bounds_are_checked_before_anything_is_built(run_cli, workdir, tiny_spec, args, key):
+    r = run_cli("search", tiny_spec, *args, "--no-transfer")
+    line = only_error(r, f"{key}:")
+    assert "different spec" not in line
+    assert not (workdir / "runs").exists()  # refused before a run dir, a model or a trial
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(workdir):
+    """Nine lines that expand to 10^9 values: refused without expanding them (the old reader walked
+    every one; the timeout below only guards against that hang, it measures nothing)."""
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        prev, here = chr(ord("a") + i - 1), chr(ord("a") + i)
+        levels.append(f"{here}: &{here} [{', '.join(['*' + prev] * 10)}]")
+    (workdir / "bomb.yaml").write_text("name: bomb\n" + "\n".join(levels) + "\n")
+    p = mutune("search", "bomb.yaml", "--no-transfer", cwd=workdir)
+    code, out, err = finish(p, timeout=120)
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "bomb.yaml" in lines[0] and "alias" in lines[0] and "Traceback" not in err
+    code, out, err = finish(mutune("search", "tiny.yaml", "seed=*x", "--no-transfer", cwd=workdir), 120)
+    assert code == 2 and "Traceback" not in err  # (an alias in an override is its own value, refused)
+
+
+@pytest.mark.parametrize("lr", ["nan", "-1", "0", "inf"])
+def test_coord_check_lr_is_checked(run_cli, tiny_spec, workdir, lr):
+    only_error(run_cli("coord-check", tiny_spec, "--lr", lr), "--lr:")
+    assert not (workdir / "runs").exists()
+
+
+@pytest.mark.parametrize("gib", ["nan", "-5", "0"])
+def test_gpu_memory_is_checked(run_cli, searched, gib):
+    only_error(
+        run_cli("transfer", searched, "--to", "width=48", "--dry-run", "--gpu-memory", gib), "--gpu-memory:"
+    )
+
+
+@pytest.mark.parametrize(
+    "env, key",
+    [({"WORLD_SIZE": "two"}, "WORLD_SIZE"), ({"RANK": "abc"}, "RANK"), ({"RANK": "1"}, "RANK")],
+    ids=["world-size-text", "rank-text", "stray-rank"],
+)
+def test_launch_variables_are_checked(run_cli, searched, monkeypatch, env, key):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    r = run_cli("transfer", searched, "--to", "width=48", "--to", "train.steps=4")
+    only_error(r, f"{key}:")
+    assert not list(searched.glob("target-*"))  # a stray RANK=1 wrote a target without its plan.yaml
+
+
+def test_columns_zero_does_not_make_the_output_vanish(searched):
+    env = {**os.environ, "CI": "true", "COLUMNS": "0"}
+    p = subprocess.run(
+        [sys.executable, "-m", "mutune", "transfer", str(searched), "--to", "width=48", "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "target plan" in p.stdout and "parameters" in p.stdout and "48 (proxy 32" in p.stdout
+
+
+def test_to_given_twice_is_refused_even_with_one_value(run_cli, searched):
+    only_error(
+        run_cli("transfer", searched, "--to", "width=48", "--to", "model.width=48", "--dry-run"),
+        "--to model.width:",
+    )
+
+
+def test_to_accepts_several_keys_after_one_flag(run_cli, searched):
+    r = run_cli("transfer", searched, "--to", "width=48,train.steps=4", "--dry-run")
+    assert r.code == 0, r
+    assert "target-width48-steps4" in r.out
+    only_error(run_cli("transfer", searched, "--to", "width=48,width=64", "--dry-run"), "--to model.width:")
+
+
+def test_a_target_narrower_than_the_proxy_warns(run_cli, searched):
+    r = run_cli("transfer", searched, "--to", "width=16", "--dry-run")
+    assert r.code == 0, r
+    assert [ln for ln in r.err.splitlines() if "narrower than the proxy (32)" in ln]
+
+
+def test_base_depth_above_depth_warns(run_cli, tiny_spec):
+    r = run_cli("search", tiny_spec, "model.base_depth=2", "search.n_trials=1", "--no-transfer")
+    assert r.code == 0, r
+    warn = [ln for ln in r.err.splitlines() if ln.startswith("warning:")]
+    assert len(warn) == 1 and "model.base_depth (2)" in warn[0] and "model.depth (1)" in warn[0]
+
+
+def test_a_factory_that_exits_the_process_is_their_error(workdir):
+    """``os._exit`` cannot be caught: while the user's code runs it raises instead (in a subprocess
+    here, where a regression would end the command silently rather than the test run)."""
+    (workdir / "exiting_factory.py").write_text(
+        "import os\n\ndef build(width, vocab_size, alpha_attn=1.0):\n    os._exit(5)\n"
+    )
+    model = {k: v for k, v in TINY["model"].items() if k != "head_dim"}
+    write_spec(
+        workdir / "f.yaml",
+        {**TINY, "model": {**model, "family": "factory", "factory": "exiting_factory:build"}},
+    )
+    code, out, err = finish(mutune("search", "f.yaml", "--no-transfer", cwd=workdir))
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith("error: model.factory:") and "os._exit(5)" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("train.optimizer", "sgd"),
+        ("model.tie_embeddings", "true"),
+        ("model.head_dim", "8"),
+        ("hparams.lr", "0.1"),
+    ],
+)
+def test_keys_the_tuned_hparams_depend_on_are_refused(run_cli, searched, key, value):
+    for cmd in ("transfer", "inspect"):
+        where = searched if cmd == "transfer" else "tiny.yaml"
+        r = run_cli(
+            cmd,
+            where,
+            "--to",
+            "width=48",
+            "--to",
+            f"{key}={value}",
+            *(["--dry-run"] if cmd == "transfer" else []),
+        )
+        only_error(r, f"--to {key}:")
+
+
+def test_keys_that_transfer_roughly_are_warned_everywhere(run_cli, searched):
+    for cmd in (["transfer", searched, "--dry-run"], ["inspect", "tiny.yaml"]):
+        r = run_cli(*cmd, "--to", "width=48", "--to", "model.bias=true")
+        assert r.code == 0, r
+        assert [
+            ln for ln in r.err.splitlines() if ln.startswith("warning: model.bias=True does not µTransfer")
+        ]
+
+
+def test_a_best_yaml_tuned_with_another_optimizer_is_refused(run_cli, searched):
+    """best.yaml copied beside a spec that differs in a key its hyperparameters depend on."""
+    doc = yaml.safe_load((searched / "config.yaml").read_text())
+    doc["train"]["optimizer"] = "sgd"
+    (searched / "config.yaml").write_text(yaml.safe_dump(doc))
+    r = run_cli("transfer", searched, "--to", "width=48", "--dry-run")
+    line = only_error(r, str(searched / "best.yaml"))
+    assert "train.optimizer: best.yaml has 'adamw', the spec has 'sgd'" in line and "--force" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. --smoke never hides a broken spec
+
+
+def test_smoke_does_not_hide_a_missing_data_path(run_cli, workdir):
+    data = {"corpus": "tokens", "path": "data/absent", "vocab_size": 50257}
+    write_spec(workdir / "d.yaml", {**TINY, "name": "d", "data": data})
+    for smoke in ([], ["--smoke"]):
+        only_error(run_cli("search", "d.yaml", *smoke, "--no-transfer"), "data.path:")
+    assert not (workdir / "runs").exists()
+    r = run_cli("search", "d.yaml", "--smoke", "data.smoke_fallback=true", "--no-transfer")  # said: fall back
+    assert r.code == 0, r
+    assert [ln for ln in r.err.splitlines() if ln.startswith("warning: --smoke: data.path data/absent")]
+    assert (
+        yaml.safe_load((workdir / "runs" / "d-smoke" / "config.yaml").read_text())["data"]["corpus"]
+        == "stdlib"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. No code runs from a run-dir file
+
+PWNED = "mutune-pwned"
+
+
+class _Payload:
+    """What a crafted pickle would run when loaded: ``touch <PWNED>`` in the current folder."""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {PWNED}",))
+
+
+def test_a_crafted_checkpoint_is_refused_before_any_of_it_runs(run_cli, searched, workdir):
+    target = _partial_target(searched)
+    ckpt = target / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)  # (mutune's own checkpoint loads with weights_only)
+    state["curve"] = _Payload()
+    torch.save(state, ckpt)
+    before = sha(ckpt)
+    r = run_cli("transfer", searched, "--to", "width=48", "--to", "train.steps=20", "--resume")
+    line = only_error(r, f"{ckpt}:")
+    assert "not loaded" in line
+    assert not (workdir / PWNED).exists()  # nothing of it ran
+    assert sha(ckpt) == before
+
+
+@pytest.mark.parametrize("part", ["state.pt", ".metadata"])
+def test_a_crafted_sharded_checkpoint_is_refused_before_any_of_it_runs(run_cli, searched, workdir, part):
+    """A sharded (FSDP2) run's checkpoint folder: its state.pt, and DCP's own .metadata pickle, which
+    DCP unpickles with nothing restricted; mutune reads it from an allow-list."""
+    to = ["--to", "width=48", "--to", "train.steps=20", "--to", "train.parallel=fsdp"]
+    assert run_cli("transfer", searched, *to).code == 0
+    target = searched / "target-width48-steps20"
+    (target / "result.yaml").unlink()
+    (step,) = (target / "checkpoints").iterdir()
+    if part == "state.pt":
+        state = torch.load(step / "state.pt", weights_only=True)
+        state["curve"] = _Payload()
+        torch.save(state, step / "state.pt")
+    else:
+        import pickle
+
+        (step / ".metadata").write_bytes(pickle.dumps(_Payload()))
+    r = run_cli("transfer", searched, *to, "--resume")
+    assert r.code == 2, r
+    assert str(step / part) in error_line(r) and "not loaded" in error_line(r)
+    assert not (workdir / PWNED).exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. Plans a real target can use: gradient accumulation, a layout that fits, every multiplier
+
+
+def test_gradient_accumulation_equals_the_full_batch(run_cli, searched):
+    """The same target in micro-batches of 2 (and of 1) of its batch of 4: the same losses within
+    float tolerance, step by step (the gradient is the same mean, summed in another order)."""
+    twin = searched.parent / "twin"
+    shutil.copytree(searched, twin)
+    to = ["--to", "width=48", "--to", "train.steps=20", "--to", "train.eval_every=5"]
+    assert run_cli("transfer", searched, *to).code == 0
+    full = searched / "target-width48-steps20"
+    for micro in (2, 1):
+        shutil.rmtree(twin / full.name, ignore_errors=True)
+        r = run_cli("transfer", twin, *to, "--to", f"train.micro_batch_size={micro}")
+        assert r.code == 0, r
+        assert (twin / full.name).is_dir()  # the same target: a micro-batch names no folder
+        a, b = pd.read_csv(full / "metrics.csv"), pd.read_csv(twin / full.name / "metrics.csv")
+        for col in ("train_loss", "val_loss"):
+            x, y = a.dropna(subset=[col]), b.dropna(subset=[col])
+            assert x.step.tolist() == y.step.tolist() and len(x) >= 3
+            assert y[col].tolist() == pytest.approx(x[col].tolist(), rel=1e-5)
+        plan = yaml.safe_load((twin / full.name / "plan.yaml").read_text())
+        assert plan["cost"]["memory"]["micro_batch_size"] == micro
+
+
+def test_micro_batch_size_must_divide_each_process_batch(run_cli, searched):
+    args = ["transfer", searched, "--to", "width=48", "--to", "train.micro_batch_size=3", "--dry-run"]
+    only_error(run_cli(*args), "--to train.micro_batch_size:")
+    r = run_cli("transfer", searched, "--to", "width=48", "--to", "train.micro_batch_size=4", "--nproc", "2")
+    only_error(r, "train.micro_batch_size:")  # 4 / 2 processes = 2 each, not a whole micro-batch of 4
+
+
+def test_the_6_7b_plan_states_a_layout_that_fits_and_the_gpus_it_needs(run_cli, workdir):
+    gpt3 = ROOT / "configs" / "gpt3-6.7b.yaml"
+    r = run_cli("transfer", gpt3, "--dry-run", "--save-plan", workdir / "plan.yaml")
+    assert r.code == 0, r
+    plan = yaml.safe_load((workdir / "plan.yaml").read_text())
+    need = plan["gpus_needed"]
+    # FSDP2 over 2 x 80 GiB, each GPU half the states, micro-batches with activation checkpointing
+    assert need["gpus"] == 2 and need["strategy"] == "fsdp" and need["activation_checkpointing"]
+    assert need["per_gpu"]["total"] <= 0.9 * 80 * 2**30
+    assert need["micro_batch_size"] * need["accumulation"] * 2 == 1024  # the spec's batch, unchanged
+    assert "train.micro_batch_size=" in " ".join(need["keys"])
+    flat = " ".join(r.out.split())
+    assert "GPUs needed" in flat and "2 x 80 GiB: fsdp (FSDP2), micro-batch" in flat
+    # one GPU cannot hold its 107 GB of weights, gradients and Adam state, whatever the layout
+    assert plan["cost"]["memory"]["weights"] * 4 > 80 * 2**30
+    # on the 8 GPUs a user names: a layout for them
+    r = run_cli("transfer", gpt3, "--dry-run", "--gpus", "8", "--save-plan", workdir / "plan8.yaml")
+    assert r.code == 0, r
+    lay = yaml.safe_load((workdir / "plan8.yaml").read_text())["layout"]
+    assert lay["gpus"] == 8 and lay["per_gpu"]["total"] <= 0.9 * 80 * 2**30
+    assert "layout on 8 x 80 GiB" in " ".join(r.out.split())
+    r = run_cli("transfer", gpt3, "--dry-run", "--gpus", "3")  # 1024 sequences do not split in 3
+    assert r.code == 0 and "none fits" in " ".join(r.out.split())
+
+
+def test_the_printed_plan_shows_every_multiplier(run_cli, searched):
+    r = run_cli("transfer", searched, "--to", "width=128", "--to", "depth=4", "--dry-run")
+    assert r.code == 0, r
+    rows = {
+        ln.split("│")[1].strip(): ln.split("│")[2].strip() for ln in r.out.splitlines() if ln.count("│") >= 3
+    }
+    assert rows["width multiplier m"].startswith("4 (width 128 / base 32)")
+    assert rows["depth multiplier m_L"].startswith("4 (depth 4 / base 1, α 1)")
+    assert rows["residual multiplier"].startswith("0.25")  # m_L^-α
+    best = yaml.safe_load((searched / "best.yaml").read_text())["hparams"]
+    assert float(rows["output multiplier"]) == pytest.approx(best["alpha_out"] / 4, rel=1e-3)  # α_out / m
+    assert float(rows["input multiplier"]) == pytest.approx(best["alpha_in"], rel=1e-3)
+    assert "attention multiplier" in rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. Smaller frictions
+
+
+def test_a_depth_sweep_records_depth_alpha(run_cli, tiny_spec, workdir, monkeypatch):
+    from mutune import sweep as sweep_mod
+
+    titles = []
+    monkeypatch.setattr(sweep_mod, "plot", lambda analysis, path, title: titles.append(title))
+    args = ["sweep", tiny_spec, "--depths", "1,2", "--values", "0.01,0.02", "model.depth_alpha=0.5"]
+    r = run_cli(*args)
+    assert r.code == 0, r
+    checks = workdir / "runs" / "tiny" / "checks"
+    assert yaml.safe_load((checks / "sweep-lr.yaml").read_text())["grid"]["depth_alpha"] == 0.5
+    assert set(pd.read_csv(checks / "sweep-lr-runs.csv").depth_alpha) == {0.5}
+    assert set(pd.read_csv(checks / "sweep-lr-depth-summary.csv").depth_alpha) == {0.5}
+    assert titles and all("depth_alpha 0.5" in t for t in titles)
+
+
+def test_a_sweep_claims_its_run_dir(run_cli, searched, workdir):
+    write_spec(workdir / "other.yaml", {**TINY, "name": "other"})
+    before = snapshot(searched)
+    r = run_cli("sweep", "other.yaml", "--run-dir", searched, "--widths", "32", "--values", "0.01")
+    assert only_error(r, "name:") and str(searched) in r.err
+    assert snapshot(searched) == before and not (searched / "checks" / "sweep-lr-runs.csv").exists()
+    r = run_cli("sweep", "other.yaml", "--widths", "32", "--values", "0.01")  # a new run dir: claimed
+    assert r.code == 0, r
+    assert yaml.safe_load((workdir / "runs" / "other" / "config.yaml").read_text())["name"] == "other"
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Every writer of a run dir is serialised (real processes, real SIGKILLs)
+
+
+def _law_runs(run: Path) -> dict[str, float]:
+    path = run / "laws" / "runs.csv"
+    return {row.key: row.loss for row in pd.read_csv(path).itertuples()} if path.is_file() else {}
+
+
+def _laws(run: Path) -> dict:
+    best = _best(run)
+    return {
+        axis: (law["exponent"], [p["multiple"] for p in law["points"]])
+        for axis, law in (best.get("laws") or {}).items()
+    }
+
+
+def _axes_trained(run: Path) -> list[str]:
+    """The axis ('s'teps or 'b'atch_size) of every run in laws/runs.csv (read while it is written)."""
+    try:
+        return [str(a)[0] for a in pd.read_csv(run / "laws" / "runs.csv").axis]
+    except (FileNotFoundError, pd.errors.EmptyDataError, AttributeError):
+        return []
+
+
+def _pause(p: subprocess.Popen, run: Path) -> None:
+    """SIGSTOP ``p`` at a moment it does not hold ``run``'s writers' lock, so that the other writers
+    go on meanwhile: the interleaving a slow writer has, made certain rather than left to timing."""
+    import fcntl
+
+    while True:
+        p.send_signal(signal.SIGSTOP)
+        with open(run / ".rundir.lock", "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # stopped while it held the lock: let it finish that write
+                p.send_signal(signal.SIGCONT)
+                time.sleep(0.01)
+                continue
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return
+
+
+@pytest.mark.slow
+def test_concurrent_laws_keep_both_laws_and_every_run(pristine, workdir):
+    """``mutune laws --steps`` and ``mutune laws --batch-size`` on one run dir at once: the steps fit
+    has read best.yaml and trained a point when the batch-size fit starts, trains and is SIGKILLed;
+    the steps fit then finishes, and the batch-size command is run again. Both laws and every run
+    are kept, as when they run one after the other (before, each wrote the runs table and the laws
+    from its own copy: one law, and the other's runs, were lost)."""
+    for name in ("both", "twin"):
+        shutil.copytree(pristine / "runs" / "tiny", workdir / name)
+    steps, batch = ["--steps", "0.5,1"], ["--batch-size", "0.5,1"]
+    for axis in (steps, batch):  # the uninterrupted twin: one after the other
+        code, out, err = finish(mutune("laws", "twin", *axis, cwd=workdir))
+        assert code == 0, err
+    both = workdir / "both"
+    a = mutune("laws", "both", *steps, cwd=workdir)
+    try:
+        wait_for(lambda: "s" in _axes_trained(both), timeout=300)
+        _pause(a, both)
+        b = mutune("laws", "both", *batch, cwd=workdir)
+        wait_for(lambda: _axes_trained(both).count("b") >= 2, timeout=300)
+        b.send_signal(signal.SIGKILL)
+        b.wait()
+    finally:
+        a.send_signal(signal.SIGCONT)
+    code, out, err = finish(a)
+    assert code == 0, err
+    code, out, err = finish(mutune("laws", "both", *batch, cwd=workdir))  # the killed command, again
+    assert code == 0, err
+    assert _law_runs(both) == _law_runs(workdir / "twin")  # every run, with the same losses
+    assert _laws(both) == _laws(workdir / "twin") and set(_laws(both)) == {"steps", "batch_size"}
+    mine, theirs = _best(both)["provenance"], _best(workdir / "twin")["provenance"]
+    for key in ("trial_number", "loss", "n_trials_finished", "trials_flops", "laws_flops", "search_flops"):
+        assert mine[key] == pytest.approx(theirs[key]), key
+    loadable(both)
+
+
+@pytest.mark.slow
+def test_laws_beside_a_resumed_search_keep_the_studys_trials(pristine, workdir):
+    """``mutune laws`` has read best.yaml (3 trials) and trains when a resumed search (to 6 trials)
+    runs beside it to its end: best.yaml ends with the study's 6 trials and the laws (before, laws
+    rewrote it from the copy it read at its start: 3 trials, the search's FLOPs understated), as
+    when the two run one after the other."""
+    for name in ("both", "twin"):
+        shutil.copytree(pristine / "runs" / "tiny", workdir / name)
+    shutil.copy(pristine / "tiny.yaml", workdir / "tiny.yaml")
+    search = ["search", "tiny.yaml", "search.n_trials=6", "--no-transfer", "--run-dir"]
+    laws = ["--steps", "0.5,1,2"]
+    for cmd in ([*search, "twin"], ["laws", "twin", *laws]):
+        code, out, err = finish(mutune(*cmd, cwd=workdir))
+        assert code == 0, err
+    both = workdir / "both"
+    fit = mutune("laws", "both", *laws, cwd=workdir)
+    try:
+        wait_for(lambda: _axes_trained(both), timeout=300)  # it has read best.yaml, and trains
+        _pause(fit, both)
+        code, out, err = finish(mutune(*search, "both", cwd=workdir))
+        assert code == 0, err
+    finally:
+        fit.send_signal(signal.SIGCONT)
+    code, out, err = finish(fit)
+    assert code == 0, err
+    mine, theirs = _best(both), _best(workdir / "twin")
+    assert finished(both) == 6 == mine["provenance"]["n_trials_finished"]
+    trials_flops = sum(t.user_attrs.get("flops", 0.0) for t in load(both).get_trials())
+    assert mine["provenance"]["trials_flops"] == pytest.approx(trials_flops)
+    for key in ("trial_number", "loss", "n_trials_finished", "trials_flops", "laws_flops", "search_flops"):
+        assert mine["provenance"][key] == pytest.approx(theirs["provenance"][key]), key
+    assert mine["hparams"] == theirs["hparams"] and _laws(both) == _laws(workdir / "twin")
+    loadable(both)
+
+
+@pytest.mark.slow
+def test_two_concurrent_sweeps_of_one_grid_both_finish(workdir):
+    """Two sweeps of one grid at once: both finish (before, the one that ran out of points first
+    stopped with "did not finish" while the other still trained one), each point trained once."""
+    write_spec(workdir / "tiny.yaml", {**TINY, "train": {**TINY["train"], "steps": 60, "eval_every": 30}})
+    args = ["sweep", "tiny.yaml", "--widths", "32,48", "--values", "0.005,0.01,0.02"]
+    procs = [mutune(*args, cwd=workdir) for _ in range(2)]
+    for p in procs:
+        code, out, err = finish(p)
+        assert code == 0, err
+        assert "Traceback" not in err
+    runs = pd.read_csv(workdir / "runs" / "tiny" / "checks" / "sweep-lr-runs.csv")
+    assert len(runs) == 6 and (runs.state == "COMPLETE").all()
+    trials = load(workdir / "runs" / "tiny", "tiny-sweep-lr").get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6  # no point trained twice
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. A search resumes exactly (real SIGKILLs at random points)
+
+RESUME = {
+    **TINY,
+    "name": "er",
+    "train": {**TINY["train"], "steps": 150, "eval_every": 75},
+    "search": {"n_trials": 5},
+}
+
+
+def _running_here(run: Path, pid: int) -> bool:
+    """A trial of process ``pid`` is running (so a kill now lands mid-trial)."""
+    if not (run / "study.journal").exists():
+        return False
+    try:
+        trials = load(run, "er").get_trials(deepcopy=False)
+    except KeyError:  # no study yet
+        return False
+    host = socket.gethostname()
+    return any(
+        t.state == TrialState.RUNNING and t.user_attrs.get("worker") == f"{host}:{pid}" for t in trials
+    )
+
+
+def _configurations(run: Path) -> list[tuple]:
+    complete = [t for t in load(run, "er").get_trials() if t.state == TrialState.COMPLETE]
+    return sorted((tuple(sorted(t.params.items())), t.value) for t in complete)
+
+
+@pytest.mark.slow
+def test_a_search_killed_three_times_tries_what_an_uninterrupted_one_does(workdir):
+    """SIGKILL a search three times at random points of its trials, then run it to the end: its
+    trials' configurations and losses, and best.yaml, are an uninterrupted search's (before, each
+    retried trial used up a trial number and the sampler drew point k from trial k: points were
+    skipped, the uninterrupted run's winner among them)."""
+    import random
+
+    write_spec(workdir / "er.yaml", RESUME)
+    code, out, err = finish(mutune("search", "er.yaml", "--no-transfer", "--run-dir", "whole", cwd=workdir))
+    assert code == 0, err
+    rng, killed = random.Random(22), workdir / "killed"
+    for _ in range(3):
+        p = mutune("search", "er.yaml", "--no-transfer", "--run-dir", "killed", cwd=workdir)
+        wait_for(lambda p=p: _running_here(killed, p.pid), timeout=300)
+        time.sleep(rng.uniform(0.0, 0.5))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    code, out, err = finish(mutune("search", "er.yaml", "--no-transfer", "--run-dir", "killed", cwd=workdir))
+    assert code == 0, err
+    trials = load(killed, "er").get_trials()
+    orphans = [t for t in trials if "orphaned" in t.user_attrs.get("fail_reason", "")]
+    assert len(orphans) >= 1  # killed mid-trial (each kill that was re-ran a trial)
+    assert _configurations(killed) == _configurations(workdir / "whole")
+    mine, theirs = _best(killed), _best(workdir / "whole")
+    assert mine["hparams"] == theirs["hparams"]
+    for key in ("loss", "n_trials_finished", "search_flops"):
+        assert mine["provenance"][key] == pytest.approx(theirs["provenance"][key]), key
+    loadable_run = killed
+    assert cli.main(["-q", "report", str(loadable_run), "--format", "json", "--no-plots"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. A killed run never blocks the next (real SIGKILLs), and SIGTERM stops every rank
+
+HOLD = {
+    "mutune": "from mutune.study.journal import JournalLock as L",
+    "optuna": "from optuna.storages.journal import JournalFileSymlinkLock as L",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("holder", ["mutune", "optuna"])
+def test_a_stale_journal_lock_is_taken_over(searched, workdir, holder):
+    """A writer SIGKILLed while it held the journal's lock (mutune's, or Optuna's own, on a relative
+    path where Optuna's grace period never applies): the next search and sweep take it over, say so,
+    and finish (before, every later command in the run dir spun at full CPU, forever)."""
+    journal = "runs/tiny/study.journal"
+    code = f"{HOLD[holder]}; import sys, time; L(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, journal], cwd=workdir, stdout=subprocess.PIPE, text=True
+    )
+    assert p.stdout.readline().strip() == "held"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    lock = searched / "study.journal.lock"
+    assert lock.is_symlink()
+    if holder == "optuna":  # Optuna's lock names no holder: taken over once older than any append
+        os.utime(lock, (time.time() - 60, time.time() - 60), follow_symlinks=False)
+    trials = complete_trials(searched)
+    code, out, err = finish(
+        mutune("search", "tiny.yaml", "search.n_trials=4", "--no-transfer", cwd=workdir), 300
+    )
+    assert code == 0, err
+    warning = [ln for ln in err.splitlines() if ln.startswith("warning:") and "study.journal.lock" in ln]
+    assert len(warning) == 1 and "taken over" in warning[0] and "gone" in warning[0]
+    assert finished(searched) == 4 and {n: complete_trials(searched)[n] for n in trials} == trials
+    code, out, err = finish(
+        mutune("sweep", "tiny.yaml", "--widths", "32", "--values", "0.01", cwd=workdir), 300
+    )
+    assert code == 0, err
+    assert not lock.exists()
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Processes (other than this one) whose command line contains ``text``."""
+    out = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            if text in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                out.append(int(d.name))
+        except OSError:
+            continue
+    return [pid for pid in out if pid != os.getpid()]
+
+
+@pytest.mark.slow
+def test_sigterm_to_transfer_nproc_2_stops_every_rank_and_its_hint_resumes(slow_proxy, workdir):
+    twin = workdir / "runs" / "twin"
+    shutil.copytree(slow_proxy, twin)
+    to = ["--to", "width=48", "--to", "train.steps=200", "--to", "train.eval_every=50"]
+    p = mutune("transfer", slow_proxy, *to, "--nproc", "2", cwd=workdir)
+    target = slow_proxy / "target-width48-steps200"
+    wait_for(lambda: _steps_logged(target) >= 20, timeout=300)
+    p.send_signal(signal.SIGTERM)  # to the command the user started, not to its ranks
+    code, out, err = finish(p, timeout=400)
+    assert code == 130, err
+    assert "Traceback" not in err
+    assert not _processes_naming(str(slow_proxy))  # no rank left behind, writing the target
+    lines = err.splitlines()
+    at = next(i for i, ln in enumerate(lines) if "Resume with:" in ln)
+    step = torch.load(target / "checkpoint.pt", weights_only=True)["step"]
+    assert f"stopped at step {step} of 200" in lines[at] and str(target) in lines[at] and 20 <= step < 200
+    command = shlex.split(lines[at + 1])
+    assert command[:2] == ["mutune", "transfer"] and "--resume" in command
+    assert command[command.index("--nproc") + 1] == "2"  # the launch it stopped, pasted as it was
+    code, out, err = finish(mutune(*command[1:], cwd=workdir), timeout=400)
+    assert code == 0, err
+    code, out, err = finish(mutune("transfer", twin, *to, "--nproc", "2", cwd=workdir), timeout=400)
+    assert code == 0, err
+    mine = yaml.safe_load((target / "result.yaml").read_text())["curve"]
+    theirs = yaml.safe_load((twin / target.name / "result.yaml").read_text())["curve"]
+    assert [c["step"] for c in mine] == [c["step"] for c in theirs] == [50, 100, 150, 200]
+    assert [c["val_loss"] for c in mine] == pytest.approx([c["val_loss"] for c in theirs], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_init_on_a_full_disk_leaves_no_truncated_spec(run_cli, tmpfs):
+    filler = fill(tmpfs, leave=0)
+    r = run_cli("init", tmpfs / "mine.yaml")
+    assert r.code == 2, r
+    line = error_line(r)
+    assert "mine.yaml" in line and "no space left" in line
+    assert not (tmpfs / "mine.yaml").exists() and not no_temp_files(tmpfs)  # not a truncated spec
+    filler.unlink()
+    assert run_cli("init", tmpfs / "mine.yaml").code == 0
+    assert config_loads(tmpfs / "mine.yaml")
+
+
+def config_loads(path: Path) -> bool:
+    from mutune import config
+
+    return config.load_spec(path).name == path.stem

@@ -101,10 +101,12 @@ def _tokens(path, n=4096, vocab=50257):
 
 
 def test_smoke_keeps_data_that_is_here_and_swaps_data_that_is_not(workdir):
-    spec = write_spec(
-        workdir / "t.yaml", {**TINY, "data": {"corpus": "tokens", "path": "tok.bin", "vocab_size": 50257}}
-    )
-    with pytest.warns(MutuneWarning, match="tok.bin not found"):
+    data = {"corpus": "tokens", "path": "tok.bin", "vocab_size": 50257}
+    strict = write_spec(workdir / "s.yaml", {**TINY, "data": data})
+    with pytest.raises(config.SpecError, match="tok.bin not found"):  # --smoke hides no broken spec
+        config.load_spec(strict, smoke=True)
+    spec = write_spec(workdir / "t.yaml", {**TINY, "data": {**data, "smoke_fallback": True}})
+    with pytest.warns(MutuneWarning, match="tok.bin not found"):  # unless the spec says to fall back
         missing = config.load_spec(spec, smoke=True)
     assert (missing.data.corpus, missing.data.vocab_size) == ("stdlib", None)
     assert config.load_spec(spec).data.corpus == "tokens"  # only the smoke variant swaps

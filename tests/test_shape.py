@@ -130,7 +130,8 @@ def test_init_offers_the_registered_families(run_cli, workdir):
 def test_sweep_with_muon_works(run_cli, workdir):
     """`point_spec` set model.base_depth on every sweep point, and the depth check refused a base depth
     with Muon even at m_L = 1: this exited 2."""
-    r = run_cli("sweep", QUICK, "--smoke", "train.optimizer=muon", "train.steps=4")
+    # (train.warmup_steps too: a warmup longer than train.steps is refused, issue 22)
+    r = run_cli("sweep", QUICK, "--smoke", "train.optimizer=muon", "train.steps=4", "train.warmup_steps=2")
     assert r.code == 0, r
 
 

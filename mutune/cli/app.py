@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -49,6 +50,28 @@ OverridesArg = Annotated[
         show_default=False,
     ),
 ]
+
+
+RunDirOption = Annotated[
+    str | None, typer.Option("--run-dir", metavar="DIR", help="default: runs/<name>", show_default=False)
+]
+
+
+def run_dir_path(text: str | None) -> Path | None:
+    """``--run-dir DIR`` as a path; an empty one (which would be the current folder, where a search
+    would write over a user's own best.yaml and trials.csv) or a folder name too long for the file
+    system is a user error naming the option."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise SpecError("--run-dir", "is empty; name a folder, or leave --run-dir out for runs/<name>")
+    path = Path(text)
+    long = [part for part in path.parts if len(part.encode()) > 255]
+    if long:
+        raise SpecError(
+            "--run-dir", f"a folder name in it is {len(long[0].encode())} bytes long; at most 255"
+        )
+    return path
 
 
 ThreadsOpt = Annotated[

@@ -63,6 +63,8 @@ def coord_check(
 
     Example: mutune coord-check configs/quickstart.yaml --compare sp
     """
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise SpecError("--lr", f"must be a finite number > 0, got {lr}")
     spec = config.load_spec(config_path, [*(overrides or []), *threads_override(threads)], smoke=smoke)
     depth_list = comma_list(depths, "--depths", int)
     allowed = comma_list(allow_unchecked, "--allow-unchecked", str) or ()

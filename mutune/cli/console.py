@@ -12,6 +12,19 @@ import os
 from rich.console import Console, RenderableType
 from rich.measure import Measurement
 
+MIN_COLUMNS = 20  # a COLUMNS below this (0, or not a number) is ignored, as if unset
+
+
+def _usable_columns() -> None:
+    """``COLUMNS=0`` made rich render every table and line into zero columns: the output vanished.
+    A COLUMNS that is not a usable width is dropped, so the terminal's (or 80) is used instead."""
+    cols = os.environ.get("COLUMNS")
+    if cols is not None and (not cols.strip().isdigit() or int(cols) < MIN_COLUMNS):
+        del os.environ["COLUMNS"]
+
+
+_usable_columns()
+
 # soft_wrap: a printed line is never broken by the renderer (on a terminal or piped), so commands,
 # paths and resume lines can be pasted; tables still fit their cells to the width.
 out = Console(soft_wrap=True)  # results: plans, tables

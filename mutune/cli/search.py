@@ -9,7 +9,7 @@ import typer
 
 from .. import arguments, config
 from ..errors import SpecError
-from .app import OverridesArg, ThreadsOpt, app, threads_override
+from .app import OverridesArg, RunDirOption, ThreadsOpt, app, run_dir_path, threads_override
 from .console import log_line, out
 from .progress import Display
 from .signals import interruptible
@@ -65,9 +65,7 @@ def launch_slurm(
 def search(
     config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="the YAML spec")],
     overrides: OverridesArg = None,
-    run_dir: Annotated[
-        Path | None, typer.Option("--run-dir", metavar="DIR", help="default: runs/<name>")
-    ] = None,
+    run_dir: RunDirOption = None,
     smoke: Annotated[bool, typer.Option("--smoke", help="tiny widths, few steps and trials (CI)")] = False,
     no_transfer: Annotated[
         bool, typer.Option("--no-transfer", help="do not train the target afterwards")
@@ -115,18 +113,19 @@ def search(
 
     Example: mutune search configs/quickstart.yaml search.n_trials=8
     """
+    where = run_dir_path(run_dir)
     extra = [f"search.storage={storage}"] if storage else []
     extra += [f"tracker.backend={tracker}"] if tracker else []
     extra += threads_override(threads)
     spec = config.load_spec(config_path, [*(overrides or []), *extra], smoke=smoke)
-    arguments.search(spec, workers=workers, where=run_dir)
+    arguments.search(spec, workers=workers, where=where)
     if launcher != "local" or slurm_opts or wait:
         raise typer.Exit(
-            launch_slurm(spec, run_dir, smoke, workers, launcher, slurm_opts or [], wait, skip_check)
+            launch_slurm(spec, where, smoke, workers, launcher, slurm_opts or [], wait, skip_check)
         )
     from .. import search as search_mod  # the training stack, once the spec is known to be good
 
-    where = run_dir or search_mod.default_run_dir(spec, smoke)
+    where = where or search_mod.default_run_dir(spec, smoke)
     display = Display()
     with interruptible(display, where):
         res = search_mod.search(

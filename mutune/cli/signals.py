@@ -80,17 +80,18 @@ def _resume_hint(display: Events, run_dir: Path | None, exc: BaseException | Non
 
 @contextlib.contextmanager
 def interruptible(
-    display: Events, run_dir: Path | None, *, target: bool = False, hint: bool = True
+    display: Events, run_dir: Path | None, *, target: bool = False, hint: bool = True, code: int = 130
 ) -> Iterator[None]:
     """Ctrl-C (or SIGTERM) inside: close the live display, say how to resume (``_resume_hint``; not
-    with ``hint`` off, as on the ranks after the first), exit 130."""
+    with ``hint`` off, as on the ranks after the first), exit ``code`` (130; a rank that ``mutune
+    transfer --nproc`` launched exits 0 and leaves the exit code and the hint to the launcher)."""
     try:
         yield
     except KeyboardInterrupt as e:
         _close(display)
         if hint:
             _resume_hint(display, run_dir, e, target=target)
-        raise typer.Exit(130) from None
+        raise typer.Exit(code) from None
     finally:
         _close(display)
 

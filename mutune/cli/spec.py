@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from .. import config
+from .. import config, files
 from ..errors import SpecError
 from .app import OverridesArg, app
 from .console import log_line
@@ -51,8 +51,9 @@ def init(
     text = docs_mod.starter_spec(model.value, name=name, filename=str(path), factory=factory)
     path.parent.mkdir(parents=True, exist_ok=True)
     if model_file is not None:
-        model_file.write_text(docs_mod.starter_model())
-    path.write_text(text)
+        starter = docs_mod.starter_model()
+        files.atomic_write(model_file, lambda p: p.write_text(starter))
+    files.atomic_write(path, lambda p: p.write_text(text))  # a full disk leaves no truncated spec
     wrote = f"{path} and {model_file}" if model_file is not None else str(path)
     log_line(f"wrote {wrote}; next: mutune search {shlex.quote(str(path))} --smoke")
 

@@ -11,7 +11,7 @@ from rich.table import Table
 from .. import config
 from ..config import PARAMETRIZATION_NAMES as NAMES
 from ..errors import SpecError
-from .app import OverridesArg, ThreadsOpt, app, comma_list, threads_override
+from .app import OverridesArg, RunDirOption, ThreadsOpt, app, comma_list, run_dir_path, threads_override
 from .console import err, out, show
 from .progress import SweepDisplay
 from .signals import interruptible
@@ -58,9 +58,7 @@ def sweep(
     workers: Annotated[
         int, typer.Option("--workers", metavar="N", help="parallel worker processes on this machine")
     ] = 1,
-    run_dir: Annotated[
-        Path | None, typer.Option("--run-dir", metavar="DIR", help="default: runs/<name>")
-    ] = None,
+    run_dir: RunDirOption = None,
     smoke: Annotated[
         bool, typer.Option("--smoke", help="widths 32 and 64, 3 values, few steps (CI)")
     ] = False,
@@ -81,6 +79,7 @@ def sweep(
 
     Example: mutune sweep configs/quickstart.yaml --widths 64,128,256 --compare sp
     """
+    run_dir = run_dir_path(run_dir)
     spec = config.load_spec(config_path, [*(overrides or []), *threads_override(threads)])
     if smoke:  # the sweep's smoke variant fixes its shape, widths and seeds: an explicit choice would be lost
         clash = config.smoke_conflict(config_path, overrides or [])

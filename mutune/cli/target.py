@@ -23,6 +23,8 @@ def print_plan(p: Any) -> None:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("width", f"{p.spec.model.width} (proxy {p.proxy_width}, base {p.spec.model.base_width})")
+    for name, value in multiplier_rows(p):
+        table.add_row(name, value)
     table.add_row("parameters", f"{human(c.params)} ({c.params:,})")
     table.add_row("FLOPs / step", human(c.flops_per_step))
     table.add_row("FLOPs total", f"{human(c.total_flops)} over {c.steps} steps")
@@ -40,6 +42,8 @@ def print_plan(p: Any) -> None:
                 f"per GPU, {strategy}",
                 f"{human_bytes(g.total)}: {fit} in {human_bytes(p.gpu_gib * (1 << 30))}",
             )
+    for name, value in layout_rows(p):
+        table.add_row(name, value)
     m = p.spec.model
     used = hparams_used(m.family, p.spec.train.optimizer, m.parametrization)
     table.add_row(
@@ -66,6 +70,64 @@ def print_plan(p: Any) -> None:
     show(table)
     for w in p.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def multiplier_rows(p: Any) -> list[tuple[str, str]]:
+    """Every multiplier the target applies (plan.yaml's ``multipliers``), one row each: the axes' (m,
+    m_L, with why depth scaling is off where it is) and the forward's (input, output, attention,
+    residual)."""
+    from ..config import axes as spec_axes
+    from ..planning import multipliers_of
+
+    mu, m = multipliers_of(p.spec, p.hparams), p.spec.model
+    why = spec_axes.why_not(p.spec, "depth")
+    depth = f"{mu['depth_mult']:g} (depth {m.depth} / base {mu['base_depth']}, α {m.depth_alpha:g})"
+    rows = [
+        ("width multiplier m", f"{mu['width_mult']:g} (width {m.width} / base {mu['base_width']})"),
+        ("depth multiplier m_L", f"1 (depth scaling off: {why})" if why else depth),
+        ("input multiplier", f"{mu['input_mult']:.4g}"),
+        ("output multiplier", f"{mu['output_mult']:.4g}"),
+    ]
+    if "attn_mult" in mu:
+        rows.append(("attention multiplier", f"{mu['attn_mult']:.4g}"))
+    rows.append(("residual multiplier", f"{mu['residual_mult']:.4g} (m_L^-α per branch)"))
+    return rows
+
+
+def layout_rows(p: Any) -> list[tuple[str, str]]:
+    """The layout that fits the GPUs the plan is for, and the fewest GPUs that hold the run."""
+    rows = []
+    usable = f"within {flops_usable():.0%} of each GPU's memory, bf16 where train.precision allows"
+    if p.gpus:
+        lay = p.layout
+        rows.append(
+            (
+                f"layout on {p.gpus} x {p.layout_gib:.4g} GiB",
+                lay.describe() if lay is not None else f"none fits ({usable})",
+            )
+        )
+    need = p.needs
+    rows.append(
+        (
+            "GPUs needed",
+            f"{need.gpus} x {p.layout_gib:.4g} GiB: {need.describe()} ({usable})"
+            if need is not None
+            else f"no layout of up to {flops_max_gpus()} GPUs of {p.layout_gib:.4g} GiB holds it",
+        )
+    )
+    return rows
+
+
+def flops_usable() -> float:
+    from ..flops import USABLE
+
+    return USABLE
+
+
+def flops_max_gpus() -> int:
+    from ..flops import MAX_GPUS
+
+    return MAX_GPUS
 
 
 def submitted(sub: Any, what: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated
@@ -71,6 +72,15 @@ def transfer(
             "--gpu-memory", metavar="GIB", help="GPU memory the plan checks the run fits in [default: 80]"
         ),
     ] = None,
+    gpus: Annotated[
+        int | None,
+        typer.Option(
+            "--gpus",
+            metavar="N",
+            help="GPUs the plan lays the run out on (strategy, micro-batch, activation checkpointing); "
+            "default: --nproc, else this machine's",
+        ),
+    ] = None,
     tracker: Annotated[
         str | None,
         typer.Option("--tracker", metavar="NAME", help="tensorboard, mlflow or wandb (tracker.backend)"),
@@ -107,10 +117,16 @@ def transfer(
     """
     if nproc < 1:
         raise SpecError("--nproc", f"must be >= 1, got {nproc}")
+    if gpus is not None and gpus < 1:
+        raise SpecError("--gpus", f"must be >= 1, got {gpus}")
+    if gpu_memory is not None and not (math.isfinite(gpu_memory) and gpu_memory > 0):
+        raise SpecError("--gpu-memory", f"must be a finite number of GiB > 0, got {gpu_memory}")
     if save_plan is not None and not dry_run:
         raise SpecError("--save-plan", "only with --dry-run (a target run writes plan.yaml in its folder)")
     if save_plan is not None and not save_plan.parent.is_dir():
         raise SpecError("--save-plan", f"folder {save_plan.parent} not found")
+    if save_plan is not None and save_plan.exists() and not save_plan.is_file():
+        raise SpecError("--save-plan", f"{save_plan} is a folder; name a file to write the plan to")
     if launcher not in ("local", "slurm"):
         raise SpecError("--launcher", f"expected local or slurm, got {launcher!r}")
     if launcher == "slurm":
@@ -132,7 +148,9 @@ def transfer(
             _slurm(run_dir, to, launcher, nodes, gpus_per_node, nproc, slurm_opts or [], wait, dry_run, flags)
         )
     from .. import transfer as transfer_mod
+    from ..train.parallel import LAUNCHED, launch_env
 
+    rank0 = launch_env().main  # (a RANK or WORLD_SIZE that is not torchrun's is named here)
     if nproc > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
         log_line(f"launching {nproc} processes with torchrun")
         with interruptible(Events(), run_dir, target=True):
@@ -140,9 +158,12 @@ def transfer(
                 run_dir, to, nproc, resume=resume, force=force, smoke=smoke, no_laws=no_laws
             )
         raise typer.Exit(code)
-    rank0 = os.environ.get("RANK", "0") == "0"
     display = Display() if rank0 else Events()
-    with interruptible(display, run_dir, target=True, hint=rank0):
+    # under `mutune transfer --nproc N`, the launching process prints the hint (with --nproc) and exits 130
+    launched = bool(os.environ.get(LAUNCHED))
+    with interruptible(
+        display, run_dir, target=True, hint=rank0 and not launched, code=0 if launched else 130
+    ):
         res = transfer_mod.transfer(
             run_dir,
             to,
@@ -154,6 +175,7 @@ def transfer(
             nproc=nproc,
             gpu_gib=gpu_memory,
             no_laws=no_laws,
+            gpus=gpus,
         )
     if save_plan is not None:
         plan_doc = yaml.safe_dump(res.plan.to_dict(), sort_keys=False, allow_unicode=True)

@@ -34,7 +34,7 @@ from ..errors import SpecError
 from ..mup.parametrizations import PARAMETRIZATIONS
 from ..mup.rules import ROLES
 from .meaning import key
-from .typed import POSITIVE, Range
+from .typed import DEPTH, POSITIVE, SIZE, Range
 
 PARAMETRIZATION_NAMES = {p.name: p.label for p in PARAMETRIZATIONS.values()}  # how tables name them
 _PARAMETRIZATIONS = tuple(PARAMETRIZATIONS)
@@ -55,22 +55,22 @@ class ModelSpec:
     width: int = key(
         64,
         "width of the model being built: the proxy width in a search (d_model for gpt)",
-        POSITIVE,
+        SIZE,
         across="axis",
     )
     base_width: int = key(
         64,
         "width at which µP equals SP; all µP multipliers are relative to it",
-        POSITIVE,
+        SIZE,
         across="fixed",
         note="it defines what the tuned hyperparameters mean",
     )
-    depth: int = key(2, "gpt: transformer blocks; mlp: hidden layers", POSITIVE, across="axis")
+    depth: int = key(2, "gpt: transformer blocks; mlp: hidden layers", DEPTH, across="axis")
     base_depth: int | None = key(
         None,
         "depth at which depth scaling is off (m_L = depth / base_depth); default: the proxy's own depth, so "
         "a target at another depth gets CompleteP's rules relative to the proxy",
-        POSITIVE,
+        DEPTH,
         across="fixed",
         note="it defines what the tuned hyperparameters mean along depth (m_L = depth / base_depth)",
     )
@@ -85,7 +85,7 @@ class ModelSpec:
     seq_len: int = key(
         128,
         "gpt: context length; mlp: number of previous tokens fed as input",
-        POSITIVE,
+        SIZE,
         across="approximate",
         note="sequence length: transfers roughly (TP5 Fig. 19) from ~128 up",
     )

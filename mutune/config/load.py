@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import SpecError
 from . import target
 from .schema import HParams, Spec, deciding, from_dict
 from .typed import apply_overrides, build, check_ranges, parse_override, read_yaml
@@ -33,7 +34,22 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, 
     data = read_yaml(path)
     data.setdefault("name", Path(path).stem)
     _anchor_factory(data, Path(path).parent)
-    return smoke_with(data, overrides) if smoke else spec_from_dict(data, overrides)
+    spec = smoke_with(data, overrides) if smoke else spec_from_dict(data, overrides)
+    check_as_written(spec)
+    return spec
+
+
+def check_as_written(spec: Spec) -> None:
+    """Checks of a spec as a person wrote it, not of the specs mutune derives from it (a phase of the
+    search, a target, a rung: those drop the ladder and keep the rest): a key that would be ignored
+    is refused rather than silently doing nothing."""
+    s = spec.search
+    if s.rung_seeds != 1 and s.finalists is None:
+        raise SpecError(
+            "search.rung_seeds",
+            f"is {s.rung_seeds}, but without search.finalists there is no ladder to run seeds at, so it would "
+            "be ignored; set search.finalists, or remove search.rung_seeds",
+        )
 
 
 def _anchor_factory(data: dict[str, Any], folder: Path) -> None:

@@ -130,6 +130,11 @@ def keys_where(cls: type, effects: frozenset[str]) -> frozenset[str]:
     return frozenset(k for k, m in meanings(cls).items() if m.effect in effects)
 
 
+def keys_across(cls: type, acrosses: frozenset[str]) -> frozenset[str]:
+    """The dotted keys of ``cls`` whose meaning across a transfer is one of ``acrosses``."""
+    return frozenset(k for k, m in meanings(cls).items() if m.across in acrosses)
+
+
 def flatten(tree: dict[str, Any], keep: frozenset[str], prefix: str = "") -> dict[str, Any]:
     """The values of ``keep``'s keys in a spec's dict, by dotted key (sections walked)."""
     out: dict[str, Any] = {}

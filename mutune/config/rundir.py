@@ -13,16 +13,131 @@ only by a later command (``mutune transfer RUN``, ``mutune report RUN``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError, arg
+from ..files import Lock
 from .load import hparams_from_dict, spec_from_dict
-from .schema import HParams, Spec
+from .schema import HParams, Spec, hparams_used
 from .typed import read_yaml
 
 PROVENANCE_TAGS = ("spec_hash", "study_name", "trial_number", "loss", "proxy_width", "coord_check")
+
+# best.yaml's provenance, by key: the type each value must have (a key not listed is not read)
+PROVENANCE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "spec_name": str,
+    "spec_hash": str,
+    "study_name": str,
+    "storage": str,
+    "model_family": str,
+    "parametrization": str,
+    "proxy_width": int,
+    "base_width": int,
+    "base_depth": int,
+    "depth_alpha": float,
+    "trial_number": int,
+    "loss": float,
+    "coord_check": str,
+    "n_trials_finished": int,
+    "search_flops": float,
+    "trials_flops": float,
+    "laws_flops": float,
+    "search_seconds": float,
+    "plan": dict,
+    "ladder": dict,
+    "argv": list,
+    "versions": dict,
+    "created": str,
+    "search_planned": bool,
+    "n_trials": int,
+    "trial_flops": float,
+    "proxy": dict,
+}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping"}
+_TYPE_NAMES[list] = "a list"
+
+
+ANY_FLOAT = "any float"  # a number that may be .nan or .inf (a diverged run's loss)
+
+
+def _check_type(value: Any, tp: Any, key: str) -> None:
+    """``value`` of type ``tp`` (a float may be an int; an int or a float is never a bool; a float is
+    finite unless ``tp`` is :data:`ANY_FLOAT`)."""
+    if tp is None or value is None:
+        return
+    finite = tp is not ANY_FLOAT
+    tp = float if tp is ANY_FLOAT else tp
+    ok = isinstance(value, tp) and not (tp in (int, float) and isinstance(value, bool))
+    if tp is float and not ok:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    if tp is float and ok and finite and not math.isfinite(value):
+        ok = False
+    if not ok:
+        raise SpecError(key, f"expected {_TYPE_NAMES.get(tp, tp)}, got {value!r}; the file is damaged")
+
+
+# a target's result.yaml and plan.yaml, by key: the type each value read back must have
+RESULT_TYPES: dict[str, Any] = {
+    "final_val_loss": ANY_FLOAT,
+    "diverged": bool,
+    "steps": int,
+    "tokens": int,
+    "flops": float,
+    "seconds": float,
+    "params": int,
+    "reason": str,
+    "curve": list,
+    "hparams": dict,
+    "transfer": dict,
+}
+RESULT_REQUIRED = ("final_val_loss", "diverged", "steps", "tokens", "flops", "seconds", "params")
+PLAN_TYPES: dict[str, Any] = {"width": int, "cost": dict, "hparams": dict, "overrides": list}
+
+
+def read_run_file(path: Path, what: str, types: dict[str, Any], required: tuple[str, ...] = ()) -> dict:
+    """A YAML file mutune wrote in a run dir (result.yaml, plan.yaml), each value read back checked:
+    a file that is not a mapping, lacks a ``required`` key or holds a value of the wrong type is one
+    line naming the file and the key (never an internal error, never a silent default)."""
+    doc = read_yaml(path, what)
+    for k in required:
+        if k not in doc:
+            raise SpecError(f"{path}: {k}", "missing; the file is damaged (move it away, or run again)")
+    for k, tp in types.items():
+        _check_type(doc.get(k), tp, f"{path}: {k}")
+    for i, row in enumerate(doc.get("curve") or []):
+        if not isinstance(row, dict):
+            raise SpecError(f"{path}: curve[{i}]", f"expected a mapping, got {row!r}; the file is damaged")
+        _check_type(row.get("step"), int, f"{path}: curve[{i}].step")
+        _check_type(row.get("val_loss"), ANY_FLOAT, f"{path}: curve[{i}].val_loss")
+    return doc
+
+
+def _check_laws(laws: Any, key: str) -> None:
+    """The fitted laws as the transfer reads them: by axis, an exponent and the multiples fitted at."""
+    if not isinstance(laws, dict):
+        raise SpecError(key, "is not a mapping; the file is damaged")
+    for axis, law in laws.items():
+        here = f"{key}.{axis}"
+        if not isinstance(law, dict):
+            raise SpecError(here, "is not a mapping; the file is damaged")
+        _check_type(law.get("exponent"), float, f"{here}.exponent")
+        if law.get("exponent") is None:
+            raise SpecError(f"{here}.exponent", "missing; the file is damaged")
+        interval = law.get("interval")
+        if interval is not None and not (isinstance(interval, list) and len(interval) == 2):
+            raise SpecError(f"{here}.interval", f"expected two numbers or null, got {interval!r}")
+        for i, v in enumerate(interval or []):
+            _check_type(v, float, f"{here}.interval[{i}]")
+        points = law.get("points")
+        if not isinstance(points, list) or not points:
+            raise SpecError(f"{here}.points", "expected a non-empty list; the file is damaged")
+        for i, point in enumerate(points):
+            m = point.get("multiple") if isinstance(point, dict) else None
+            if not isinstance(m, (int, float)) or isinstance(m, bool) or not m > 0 or not math.isfinite(m):
+                raise SpecError(f"{here}.points[{i}].multiple", f"expected a number > 0, got {m!r}")
 
 
 @dataclass
@@ -45,15 +160,18 @@ class Best:
 
     @classmethod
     def from_dict(cls, doc: Any, where: str = "best.yaml") -> Best:
-        """best.yaml's document, each part checked (the file named in every error)."""
+        """best.yaml's document, each part checked (the file named in every error): a value of the
+        wrong type is one line naming the file and the key, never an internal error further on."""
         if not isinstance(doc, dict) or not isinstance(doc.get("hparams"), dict):
             raise SpecError(where, "has no 'hparams' mapping")
         prov = doc.get("provenance") or {}
         if not isinstance(prov, dict):
             raise SpecError(where, "its 'provenance' is not a mapping")
+        for key, value in prov.items():
+            _check_type(value, PROVENANCE_TYPES.get(key), f"{where}: provenance.{key}")
         laws = doc.get("laws")
-        if laws is not None and not isinstance(laws, dict):
-            raise SpecError(where, "its 'laws' is not a mapping")
+        if laws is not None:
+            _check_laws(laws, f"{where}: laws")
         return cls(hparams_from_dict(doc["hparams"], f"{where}: hparams"), prov, laws)
 
 
@@ -71,6 +189,11 @@ class RunDir:
     def best_path(self) -> Path:
         return self.path / "best.yaml"
 
+    def lock(self) -> Lock:
+        """The run dir's writers' lock (:class:`mutune.files.Lock`): whoever writes best.yaml,
+        trials.csv or the laws' files reads what is on disk and writes its merge under it."""
+        return Lock(self.path / ".rundir.lock")
+
     def load(self) -> tuple[Spec, Best]:
         """The proxy spec (config.yaml) and best.yaml of a finished search."""
         self._exists()
@@ -80,14 +203,28 @@ class RunDir:
             )
         spec, best = self.spec(), self.best()
         assert best is not None
+        needed = hparams_used(spec.model.family, spec.train.optimizer, spec.model.parametrization)
+        given = read_yaml(self.best_path, "best.yaml")["hparams"]
+        missing = [n for n in needed if n not in given]
+        if missing:
+            raise SpecError(
+                f"{self.best_path}: hparams.{missing[0]}",
+                f"missing ({len(missing)} of the {len(needed)} hyperparameters this run reads: "
+                f"{', '.join(missing)}); the search writes every one, and a missing one would silently "
+                "train at the spec's default. Restore best.yaml, or run the search again",
+            )
         return spec, best
 
     def spec(self) -> Spec:
-        """The resolved spec the search ran (config.yaml)."""
+        """The resolved spec the search ran (config.yaml); a damaged one names the file and the key."""
         self._exists()
         if not self.config_path.is_file():
             raise SpecError(str(self.config_path), "not found; is this a `mutune search` run directory?")
-        return spec_from_dict(read_yaml(self.config_path))
+        data = read_yaml(self.config_path, "run dir config")
+        try:
+            return spec_from_dict(data)
+        except SpecError as e:
+            raise SpecError(f"{self.config_path}: {e.key}", f"{e.message} (the file is damaged?)") from None
 
     def best(self) -> Best | None:
         """best.yaml, or None before a trial has completed."""

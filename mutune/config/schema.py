@@ -26,6 +26,7 @@ from .typed import (
     FRACTION,
     NON_NEGATIVE,
     POSITIVE,
+    SIZE,
     Range,
     apply_overrides,
     build,
@@ -67,7 +68,7 @@ class DataSpec:
         None,
         "tokens: vocabulary size (byte corpora use 256); default: the tokenizer's, from a folder `mutune data "
         "prepare` wrote; module: the number of classes (default: the largest label + 1)",
-        POSITIVE,
+        SIZE,
         across="approximate",
         note=APPROX_DATA,
     )
@@ -86,6 +87,13 @@ class DataSpec:
         across="approximate",
         note=APPROX_DATA,
     )
+    smoke_fallback: bool = key(
+        False,
+        "under --smoke, train on the built-in corpus when data.path is not on this machine (a recipe whose "
+        "data is fetched separately); false: a missing data.path is an error, --smoke or not",
+        across="free",
+        effect="none",
+    )
 
 
 @dataclass
@@ -101,7 +109,7 @@ class TrainSpec:
     batch_size: int = key(
         16,
         "sequences per step",
-        POSITIVE,
+        SIZE,
         across="law",
         note="batch size: transfers roughly (TP5 Fig. 19) if both are above the critical batch; fit "
         "the law on the proxy with `mutune laws RUN_DIR --batch-size 0.5,1,2` and the transfer applies it",
@@ -217,6 +225,18 @@ class TrainSpec:
         "gradients and optimizer state per block, for targets too big for one GPU",
         across="free",
         effect="layout",
+    )
+    micro_batch_size: int | None = key(
+        None,
+        "sequences per forward and backward pass: each process's batch in micro-batches of this size, "
+        "their gradients accumulated into one optimizer step; default: the whole batch at once",
+        SIZE,
+        across="free",
+        # the same gradient (the mean over the same sequences) summed in another order: a change of
+        # float rounding, like train.device or train.compile, not of what is trained. So trials that
+        # differ in it stay comparable, a checkpoint resumes under another one, and it names no target
+        # folder; the plan reads it for the memory each process needs
+        effect="none",
     )
     activation_checkpointing: bool = key(
         False,
@@ -343,12 +363,16 @@ class LawsSpec:
         effect="plan",
     )
     lr_step: float = key(
-        0.5, "octaves between the LRs of each line search", POSITIVE, across="search", effect="plan"
+        0.5,
+        "octaves between the LRs of each line search (at most 4: the grid must stay a range of LRs)",
+        Range(0, 4, low_open=True),
+        across="search",
+        effect="plan",
     )
     lr_points: int = key(
         5,
         "LRs per line search, centred on the winner's (more at an edge)",
-        Range(3, None),
+        Range(3, 33),
         across="search",
         effect="plan",
     )
@@ -357,7 +381,7 @@ class LawsSpec:
         "seeds per line-search point (the loss is their mean); default 2 with train.schedule=wsd (each LR's "
         "horizons come from one run's cooldown branches, so a seed costs 0.66x separate runs at multiples "
         "0.25/0.5/1: two cost 1.3x one seed of separate runs), else 1",
-        POSITIVE,
+        Range(1, 64),
         across="search",
         effect="plan",
     )
@@ -399,6 +423,7 @@ class SearchSpec:
         None,
         "search compute as a fraction of the target run's FLOPs (0.07 = 7%, as TP5 reports it): mutune "
         "derives the proxy trials and the ladder from it; needs target.width; not with search.n_trials",
+        Range(0, 1000, low_open=True),
     )
     finalists: int | None = _search(
         None,
@@ -410,7 +435,9 @@ class SearchSpec:
         "the ladder's widths, as multiples of the proxy width (1 = the proxy width with more seeds), "
         "increasing; [] = no ladder",
     )
-    rung_seeds: int = _search(1, "seeds per configuration at each rung (seed, seed+1, ...)")
+    rung_seeds: int = _search(
+        1, "seeds per configuration at each rung (seed, seed+1, ...); with search.finalists", Range(1, 64)
+    )
     sampler: Literal["random", "sobol", "tpe"] = _search(
         "random",
         "random (seeded, as in TP5), sobol (scrambled Sobol points, quasi-random) or tpe; random and "
@@ -449,7 +476,7 @@ class SearchSpec:
 @dataclass
 class TargetSpec:
     width: int | None = _search(
-        None, "target width; when set, `mutune search` trains the target afterwards", POSITIVE
+        None, "target width; when set, `mutune search` trains the target afterwards", SIZE
     )
     overrides: dict[str, Any] = _search(
         {}, "other keys the target changes, e.g. {train.steps: 1000} or {depth: 8}"

@@ -61,21 +61,39 @@ def canonical(k: str) -> str:
 
 
 def own_changes(spec: Spec) -> dict[str, Any]:
-    """The changes a spec's own ``target`` section asks for."""
+    """The changes a spec's own ``target`` section asks for; a key it gives twice (``target.width``
+    and ``width`` in ``target.overrides``, or ``width`` and ``model.width`` there) is refused, not
+    decided silently by which one comes last."""
     t = spec.target
     out: dict[str, Any] = {"model.width": t.width} if t.width is not None else {}
-    return out | {canonical(k): v for k, v in t.overrides.items()}
+    for k, v in t.overrides.items():
+        c = canonical(k)
+        if c in out:
+            first = "target.width" if c == "model.width" and t.width is not None else "target.overrides"
+            raise SpecError(
+                f"target.overrides.{k}",
+                f"{c} is given twice ({out[c]!r} in {first}, and {v!r}); give it once",
+            )
+        out[c] = v
+    return out
+
+
+# ``--to width=256,depth=8``: a comma followed by another KEY= starts another change (a comma inside a
+# value, as in ``search.rungs=[1,2]``, is not followed by a key)
+_NEXT_CHANGE = re.compile(r",\s*(?=[A-Za-z_][\w.]*=)")
 
 
 def parse_changes(tokens: Sequence[str], source: str = "to") -> dict[str, Any]:
-    """``["width=1024", "train.steps=400"]`` as canonical changes; a key given twice is refused."""
+    """``["width=1024", "train.steps=400"]`` (or ``["width=1024,train.steps=400"]``) as canonical
+    changes; a key given twice is refused, even with the same value (one of them is a typo)."""
     out: dict[str, Any] = {}
     for token in tokens:
-        k, value = parse_override(token)
-        k = canonical(k)
-        if k in out and out[k] != value:
-            raise SpecError(f"{source} {k}", f"given twice ({out[k]!r} and {value!r}); give it once")
-        out[k] = value
+        for part in _NEXT_CHANGE.split(token):
+            k, value = parse_override(part)
+            k = canonical(k)
+            if k in out:
+                raise SpecError(f"{source} {k}", f"given twice ({out[k]!r} and {value!r}); give it once")
+            out[k] = value
     return out
 
 
@@ -173,6 +191,11 @@ def derive(
         raise SpecError(where(e.key), e.message) from None
     if note:
         warnings.append(note)
+    if target.model.width < base.model.width:
+        warnings.append(
+            f"model.width={target.model.width} is narrower than the proxy ({base.model.width}): µP transfers "
+            "either way, but the target is usually the wide model (a digit missing?)"
+        )
     if smoke_run and target.model.width > SMOKE_MAX_WIDTH:
         warnings.append(f"--smoke: width {target.model.width} capped at {SMOKE_MAX_WIDTH}")
         target = target.edit({"model.width": SMOKE_MAX_WIDTH})

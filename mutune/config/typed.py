@@ -73,10 +73,10 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool):
             raise SpecError(key, f"expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int):
+            return value  # (its range, and the ceiling every integer has, are checked in check_ranges)
         raise SpecError(key, f"expected an integer, got {value!r}")
     if tp is float:
         return _number(value, key)
@@ -154,7 +154,7 @@ def parse_override(token: str) -> tuple[str, Any]:
     if not key:
         raise SpecError(token, "empty key in KEY=VALUE")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_bounded(raw, key) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value
@@ -199,6 +199,9 @@ def leaf_keys(cls: type, prefix: str = "") -> list[str]:
 # Ranges
 
 
+INT_MAX = 2**31 - 1  # the largest integer any key takes (a seed, a count); sizes are bounded lower
+
+
 @dataclasses.dataclass(frozen=True)
 class Range:
     """The values a numeric field accepts: ``Range(0, 1, high_open=True)`` is [0, 1)."""
@@ -215,20 +218,29 @@ class Range:
 
     def __str__(self) -> str:
         if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
+            return f"{'>' if self.low_open else '>='} {_num(self.low)}"
         return (
-            f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            f"in {'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}"
+            f"{')' if self.high_open else ']'}"
         )
 
 
+def _num(v: float | None) -> str:
+    return str(int(v)) if v is not None and float(v).is_integer() else f"{v:g}"
+
+
 POSITIVE = Range(0, low_open=True)
+SIZE = Range(1, 1 << 24)  # a width, a batch, a sequence length: 16M, far past any model trained today
+DEPTH = Range(1, 1 << 16)
 NON_NEGATIVE = Range(0)
 FRACTION = Range(0, 1, low_open=True, high_open=True)
 BETA = Range(0, 1, high_open=True)  # torch.optim refuses 1.0 (and anything outside)
 
 
 def check_ranges(node: Any, prefix: str = "") -> None:
-    """Every numeric field against its declared :class:`Range` (see ``_f``), naming the dotted key."""
+    """Every numeric field against its declared :class:`Range`, naming the dotted key; an integer
+    without an upper bound of its own at most :data:`INT_MAX` (a seed or a count past it overflows
+    torch's and numpy's, and runs nothing a person would wait for)."""
     for f in dataclasses.fields(node):
         value, key = getattr(node, f.name), join_key(prefix, f.name)
         if dataclasses.is_dataclass(value):
@@ -236,6 +248,8 @@ def check_ranges(node: Any, prefix: str = "") -> None:
         valid = f.metadata.get("valid")
         if valid is not None and value is not None and value not in valid:
             raise SpecError(key, f"must be {valid}, got {value}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX:
+            raise SpecError(key, f"must be at most {INT_MAX}, got {value}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,9 +271,7 @@ def read_yaml(path: str | Path, what: str = "spec") -> dict[str, Any]:
             str(path), f"is not UTF-8 text: byte 0x{raw[e.start]:02x} on line {line}{bom}; save it as UTF-8"
         ) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        _no_duplicate_keys(node, path)
-        data = yaml.safe_load(text)
+        data = load_bounded(text, str(path), path)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -270,6 +282,48 @@ def read_yaml(path: str | Path, what: str = "spec") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpecError(str(path), "expected a YAML mapping at the top level")
     return data
+
+
+MAX_VALUES = 100_000  # values a YAML document may expand to (aliases counted every time they are used)
+
+
+def load_bounded(text: str, where: str, path: Path | None = None) -> Any:
+    """YAML text as data, refusing what would take unbounded time or memory: a document whose
+    aliases expand it past :data:`MAX_VALUES` values (a "billion laughs": nine lines that expand to
+    10^9 values, refused in milliseconds, before anything walks them) or one nested too deeply for
+    the parser. ``path`` also refuses duplicate keys (a spec file's; see :func:`read_yaml`)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise SpecError(where, "is nested too deeply to be a spec") from None
+    size = _expanded_size(node, {})
+    if size > MAX_VALUES:
+        raise SpecError(
+            where,
+            f"expands to {size:,} values through its YAML aliases (more than {MAX_VALUES:,}: an alias bomb?); "
+            "refused",
+        )
+    if path is not None:
+        _no_duplicate_keys(node, path)
+    return yaml.safe_load(text)
+
+
+def _expanded_size(node: yaml.Node | None, memo: dict[int, int]) -> int:
+    """How many values ``node`` stands for once every alias is expanded (memoised per node, so the
+    count itself takes time linear in the document, not in its expansion)."""
+    if node is None:
+        return 0
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # (a node that contains itself counts once)
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
 
 
 def _no_duplicate_keys(node: yaml.Node | None, path: Path, prefix: str = "") -> None:

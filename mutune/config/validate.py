@@ -30,8 +30,7 @@ if TYPE_CHECKING:
 def validate(spec: Spec) -> None:
     """Cross-field checks that types alone cannot express."""
     m, d = spec.model, spec.data
-    if not spec.name or "/" in spec.name:
-        raise SpecError("name", f"must be a non-empty name without '/', got {spec.name!r}")
+    check_name(spec.name, "name")
     check_ranges(spec)
     check_parametrization(spec)
     axes.check(spec)
@@ -51,12 +50,54 @@ def validate(spec: Spec) -> None:
             f"tokenized {d.path} (its meta.yaml); leave data.vocab_size out to take the tokenizer's",
         )
     check_task(spec)
+    if d.corpus == "stdlib" and d.path:  # a key the corpus ignores would train on other data than named
+        raise SpecError(
+            "data.path",
+            f"corpus 'stdlib' (Python's own source) reads no path, so {d.path!r} would be ignored; "
+            "set data.corpus: text or tokens to train on it, or remove data.path",
+        )
+    if d.corpus != "tokens" and d.module is None and d.vocab_size is not None:
+        raise SpecError(
+            "data.vocab_size",
+            f"corpus '{d.corpus}' is bytes (256 symbols), so data.vocab_size would be ignored; it is for "
+            "corpus 'tokens'; remove it",
+        )
+    t = spec.train
+    if t.micro_batch_size is not None and t.batch_size % t.micro_batch_size:
+        raise SpecError(
+            "train.micro_batch_size",
+            f"{t.micro_batch_size} does not divide train.batch_size ({t.batch_size}): the batch is split into "
+            "equal micro-batches (so their mean loss is the batch's)",
+        )
+    if t.warmup_steps > t.steps:
+        raise SpecError(
+            "train.warmup_steps",
+            f"{t.warmup_steps} is more than train.steps ({t.steps}): the LR would never reach its peak, so "
+            "the run would not train the hyperparameters it names; lower train.warmup_steps",
+        )
     for name, p in spec.search.space.items():
         check_space(spec, name, p, f"search.space.{name}")
     check_schedule(spec.train)
     check_search(spec)
     check_fidelity(spec)
     check_laws(spec.search.laws)
+
+
+NAME_BYTES = 200  # a run dir is runs/<name>[-smoke]: a folder name, at most 255 bytes on most file systems
+
+
+def check_name(name: str, key: str) -> None:
+    """A name that becomes a folder (``runs/<name>``) must be one folder inside ``runs/``: not empty,
+    not ``.`` or ``..`` (``name: ..`` wrote into the current folder, over a user's own best.yaml), no
+    separator or control character, short enough for the file system."""
+    if not name or name.strip(".") == "" or any(c in name for c in "/\\") or any(ord(c) < 32 for c in name):
+        raise SpecError(
+            key,
+            f"must be a folder name (it names the run dir runs/<name>): not empty nor only dots ('.', '..'), "
+            f"without '/', '\\' or control characters; got {name!r}",
+        )
+    if len(name.encode()) > NAME_BYTES:
+        raise SpecError(key, f"is {len(name.encode())} bytes long; at most {NAME_BYTES} (it names a folder)")
 
 
 def _prepared_elsewhere(path: str | None) -> bool:
@@ -160,6 +201,10 @@ def check_space(spec: Spec, name: str, p: ParamSpace, key: str) -> None:
         raise SpecError(f"{key}.low", f"a log-uniform range needs low > 0, got {p.low}")
     if p.type == "int" and (p.low != int(p.low) or p.high != int(p.high)):
         raise SpecError(key, "int ranges need integer bounds")
+    if p.type == "int" and max(abs(p.low), abs(p.high)) > 2**53:  # (past it the sampler's integers overflow)
+        raise SpecError(
+            f"{key}.{'low' if abs(p.low) > 2**53 else 'high'}", "int ranges must lie within ±2^53"
+        )
     for end in ("low", "high"):  # every value the sampler may draw must be valid (a beta of 1.0 is not)
         if valid is not None and getattr(p, end) not in valid:
             raise SpecError(

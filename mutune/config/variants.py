@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import MutuneWarning
+from ..errors import MutuneWarning, SpecError
 from .families import FAMILIES
 from .schema import DEFAULT_N_TRIALS, Spec, from_dict
 
@@ -43,19 +43,29 @@ def smoke(spec: Spec) -> Spec:
 
 
 def offline_data(spec: Spec) -> Spec:
-    """The spec with the built-in corpus in place of a ``text`` or ``tokens`` path that does not exist.
+    """The spec with the built-in corpus in place of a ``text`` or ``tokens`` path that does not
+    exist, where the spec says so (``data.smoke_fallback: true``); otherwise a missing path is the
+    error it is without ``--smoke`` (a smoke run must not hide a broken spec).
 
     A smoke run proves that a spec's pipeline works, in CI or before the data is fetched; a shipped
-    recipe names data the user points at (``data.path: data/gpt2-tokens``), which a clean checkout does
-    not have. Where the data is here, the smoke run reads it (and so checks it too). The swap is said
-    in a warning, and recorded: the run's config.yaml names the corpus it trained on.
+    recipe names data the user points at (``data.path: data/gpt2-tokens``), which a clean checkout
+    does not have, and says ``smoke_fallback: true``. Where the data is here, the smoke run reads it
+    (and so checks it too). The swap is said in a warning, and recorded: the run's config.yaml names
+    the corpus it trained on.
     """
     d = spec.data
     if d.corpus == "stdlib" or Path(d.path or "").expanduser().exists():
         return spec
+    if not d.smoke_fallback:
+        raise SpecError(
+            "data.path",
+            f"{d.path} not found (--smoke trains on the spec's own data, so a missing one is an error as "
+            "without it; give the data, or set data.smoke_fallback=true to use the built-in corpus instead)",
+        )
     warnings.warn(
         MutuneWarning(
-            f"--smoke: data.path {d.path} not found; using the built-in corpus (data.corpus: stdlib) instead"
+            f"--smoke: data.path {d.path} not found; using the built-in corpus (data.corpus: stdlib) instead "
+            "(data.smoke_fallback)"
         ),
         stacklevel=1,  # one location, so that the "default" filter says it once per process
     )

@@ -37,6 +37,7 @@ Anything mutune cannot make µP is a :class:`SpecError`, never a silent fall bac
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import hashlib
@@ -47,7 +48,7 @@ import os
 import sys
 import types
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -74,9 +75,12 @@ def load(path: str) -> Callable[..., nn.Module]:
     if cwd not in sys.path:
         sys.path.append(cwd)
     try:
-        module = (
-            _from_file(module_name) if module_name.endswith(".py") else importlib.import_module(module_name)
-        )
+        with no_process_exit():
+            module = (
+                _from_file(module_name)
+                if module_name.endswith(".py")
+                else importlib.import_module(module_name)
+            )
     except ModuleNotFoundError as e:
         raise SpecError(
             "model.factory", f"cannot import module '{module_name}' ({e}); is it installed or in this folder?"
@@ -93,6 +97,27 @@ def load(path: str) -> Callable[..., nn.Module]:
     if not callable(obj):
         raise SpecError("model.factory", f"'{path}' is not callable")
     return obj  # type: ignore[return-value]
+
+
+class ProcessExit(SystemExit):
+    """``os._exit(n)`` called by the user's code while :func:`no_process_exit` held it back."""
+
+
+@contextlib.contextmanager
+def no_process_exit() -> Iterator[None]:
+    """While the user's code runs, ``os._exit(n)`` raises ``SystemExit(n)`` instead of ending the
+    process on the spot: a factory that exits is then their error, named on one line
+    (:func:`user_code_error`), not a search that vanishes with no message and no best.yaml."""
+    real = os._exit
+
+    def _exit(code: int = 0) -> None:
+        raise ProcessExit(code)
+
+    os._exit = _exit  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        os._exit = real
 
 
 def _from_file(file: str) -> types.ModuleType:
@@ -118,7 +143,10 @@ def _from_file(file: str) -> types.ModuleType:
 def user_code_error(call: str, e: BaseException) -> SpecError:
     """The user's factory or forward raised (or called ``sys.exit``): one line naming ``model.factory``
     and their exception; ``--debug`` shows their traceback (it is chained)."""
-    what = f"called sys.exit({e.code})" if isinstance(e, SystemExit) else f"raised {type(e).__name__}: {e}"
+    if isinstance(e, SystemExit):
+        what = f"called {'os._exit' if isinstance(e, ProcessExit) else 'sys.exit'}({e.code})"
+    else:
+        what = f"raised {type(e).__name__}: {e}"
     return SpecError("model.factory", f"{call} {what}".splitlines()[0])
 
 
@@ -153,7 +181,8 @@ def construct(spec: Spec, hp: HParams, vocab_size: int, width: int) -> nn.Module
     """Call the factory at ``width``, on the current default device; no µP applied yet."""
     fn = load(spec.model.factory)
     try:
-        model = fn(width, **call_kwargs(spec, hp, vocab_size))
+        with no_process_exit():
+            model = fn(width, **call_kwargs(spec, hp, vocab_size))
     except TypeError as e:
         raise SpecError(
             "model.factory_kwargs", f"{spec.model.factory}(width={width}, ...) rejected its arguments: {e}"
@@ -241,11 +270,12 @@ def logits_of(out: object, idx: torch.Tensor, ndims: tuple[int, ...] = (2, 3)) -
 def _lm_forward(self: nn.Module, idx: torch.Tensor, targets: torch.Tensor | None = None):
     """mutune's training contract, ``(logits, loss)``, around the user's forward (module doc)."""
     try:
-        if takes_targets(type(self)):  # nanoGPT gives every position's logits only when given targets
-            tgt = targets if targets is not None else torch.zeros_like(idx)
-            out = type(self).forward(self, idx, targets=tgt)
-        else:
-            out = type(self).forward(self, idx)
+        with no_process_exit():
+            if takes_targets(type(self)):  # nanoGPT gives every position's logits only when given targets
+                tgt = targets if targets is not None else torch.zeros_like(idx)
+                out = type(self).forward(self, idx, targets=tgt)
+            else:
+                out = type(self).forward(self, idx)
     except (SpecError, torch.OutOfMemoryError):
         raise
     except (Exception, SystemExit) as e:

@@ -94,6 +94,9 @@ class Parametrization:
     # "control" (they grow: the negative control, checked only beside a verified one)
     coord_check: Literal["verify", "control"]
     axis_kinds: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # axis -> kinds with its rule
+    # the parametrization this one trains exactly like at its base width and depth (every multiplier
+    # 1 there): a sweep does not train that one's base point again (µP: SP)
+    same_at_base: str | None = None
     # the hyperparameters it reads (beyond the optimizer's own): the rest change nothing under it
     hparams: tuple[str, ...] = ("lr", "init_std", "weight_decay", "alpha_in", "alpha_out", "alpha_attn")
     kinds: tuple[str, ...] = KINDS  # the optimizer kinds its table has rules for
@@ -244,6 +247,7 @@ DEPTH_KINDS = ("adam",)
 MUP = Parametrization(
     name="mup",
     label="µP",
+    same_at_base="sp",
     doc="the Maximal Update Parametrization (TP5): hyperparameters transfer across width",
     table={
         ("adam", "embedding"): RoleRule(init_fan_in="none", eps=ADAM_EPS),

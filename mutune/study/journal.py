@@ -2,7 +2,9 @@
 
 How Optuna 5's ``JournalFileBackend`` works, and why mutune checks it (measured; see
 docs/troubleshooting.md): each operation is appended as one JSON line (ASCII, starting
-``{"op_code":``) under a lock file ``<journal>.lock`` (a symlink), then fsynced. Readers take no
+``{"op_code":``) under a lock file ``<journal>.lock`` (a symlink), then fsynced. The lock is
+mutune's :class:`JournalLock` (the same symlink protocol, naming its holder), so a holder killed
+while appending no longer blocks every later writer. Readers take no
 lock: they skip an unterminated or undecodable *last* line silently, but raise on a bad line that
 has lines after it. So a journal torn mid-line (a crash, a kill or a full disk during a write)
 still loads, yet the next append lands on the partial line; from then on neither mutune, ``mutune
@@ -24,13 +26,23 @@ its hyperparameters again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import SpecError
+from optuna.storages.journal._file import BaseJournalFileLock
+
+from ..errors import MutuneWarning, SpecError
+
+try:
+    import fcntl
+except ImportError:  # Windows: takeovers are not serialised there
+    fcntl = None
 
 RECORD_START = b'{"op_code":'  # how Optuna writes every record
 
@@ -114,6 +126,50 @@ def _damaged_tail(path: Path, data: bytes) -> Scan | None:
     return s
 
 
+_REPLAYED: dict[str, tuple[int, int, object]] = {}  # path -> (bytes checked, lines, replay state)
+
+
+def replay(path: str | Path) -> None:
+    """Replay every whole record as Optuna will, so that a record it cannot replay (an unknown
+    operation, a missing field: another Optuna's journal, or an edited one) is a user error naming
+    the line, not an internal error in the middle of a search. (A torn tail is :func:`repair`'s.)
+    Incremental within a process: what was checked is not replayed again while the file only grows."""
+    import optuna
+    from optuna.storages.journal._storage import JournalOperation, JournalStorageReplayResult
+
+    path = Path(path)
+    if not path.is_file():
+        return
+    key = str(path.resolve())
+    offset, number, result = _REPLAYED.get(key, (0, 0, None))
+    if result is None or path.stat().st_size < offset:
+        offset, number, result = 0, 0, JournalStorageReplayResult("mutune-replay-check-")
+    known = {op.value for op in JournalOperation}
+    with open(path, "rb") as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f.seek(offset)
+        for line in f:
+            if not _valid(line):
+                break  # the damaged tail (or middle) is check's and repair's to report
+            number += 1
+            record = json.loads(line)
+            why = f"unknown operation {record['op_code']}" if record["op_code"] not in known else ""
+            if not why:
+                try:
+                    result.apply_logs([record])  # type: ignore[attr-defined]
+                except Exception as e:  # Optuna's own: KeyError on a missing field, AssertionError...
+                    why = f"{type(e).__name__}: {e}"
+            if why:
+                _REPLAYED.pop(key, None)
+                raise SpecError(
+                    str(path),
+                    f"line {number} is a record Optuna {optuna.__version__} cannot replay ({why}); the file was "
+                    "edited or written by another version. Restore it from a backup or a *.bak beside it",
+                )
+            offset += len(line)
+    _REPLAYED[key] = (offset, number, result)
+
+
 def check(path: str | Path) -> str | None:
     """Read-only: None when the journal is whole; a one-line note when its tail is damaged (Optuna
     reads past it, the next search repairs it); :class:`SpecError` when the middle is damaged."""
@@ -133,12 +189,10 @@ def check(path: str | Path) -> str | None:
 def repair(path: str | Path) -> str | None:
     """Under the writers' lock: truncate a damaged tail to the last valid record after keeping a
     byte-for-byte backup. Returns a one-line note of what was done, or None when nothing was needed."""
-    from optuna.storages.journal import JournalFileSymlinkLock
-
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    lock = JournalFileSymlinkLock(str(path))  # the same lock file JournalFileBackend(path) uses
+    lock = JournalLock(path)  # the lock the journal's writers take
     lock.acquire()
     try:
         data = path.read_bytes()
@@ -165,3 +219,115 @@ def repair(path: str | Path) -> str | None:
         f"{path}: dropped {len(data) - s.good_end} bytes after the last complete record (from line "
         f"{s.bad_line}), left by an interrupted write; {s.records} records kept, the original is in {backup}"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The writers' lock
+
+TOKEN = "mutune-journal-lock:"  # what a JournalLock's symlink points to: "<TOKEN><host>:<pid>:<start>"
+UNKNOWN_HOLDER_STALE = 30.0  # seconds: a lock whose holder cannot be checked is stale after this
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time (Linux: field 22 of /proc/<pid>/stat), so a reused pid is not
+    taken for the holder; '' where it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _alive(pid: int, start: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return not start or _start_time(pid) in ("", start)
+
+
+class JournalLock(BaseJournalFileLock):
+    """The journal's writers' lock: Optuna's protocol (create the symlink ``<journal>.lock``
+    atomically; remove it to release), with the holder written in the link, ``host:pid:start``.
+
+    Optuna's own lock cannot tell a holder that was killed while appending (a SIGKILL, a power cut)
+    from a slow one: every later writer waits for it, spinning, forever (with a relative journal
+    path its grace period never applies, since the link's target does not resolve). Here a writer
+    that finds the lock held by a process of this machine that is gone (or a reused pid) takes it
+    over at once, and one whose holder cannot be checked (another machine, Optuna's own lock) after
+    :data:`UNKNOWN_HOLDER_STALE` seconds, far longer than an append holds it; each says so in a
+    warning. Takeovers are serialised by an ``flock`` on the journal, so two waiters cannot both
+    remove the stale link and then each other's. Waiting sleeps (up to 50 ms), never spins.
+    """
+
+    def __init__(self, journal: str | Path):
+        self.journal = Path(journal)
+        self.path = Path(f"{journal}.lock")
+
+    def token(self) -> str:
+        pid = os.getpid()
+        return f"{TOKEN}{socket.gethostname()}:{pid}:{_start_time(pid)}"
+
+    def acquire(self) -> bool:
+        token, delay = self.token(), 0.001
+        while True:
+            try:
+                os.symlink(token, self.path)
+                return True
+            except FileExistsError:
+                pass
+            holder = self._holder()
+            if holder is not None and self._stale(holder):
+                self._take_over(holder)
+                continue
+            time.sleep(delay)
+            delay = min(2 * delay, 0.05)
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            if os.readlink(self.path) == self.token():
+                os.unlink(self.path)
+
+    def _holder(self) -> str | None:
+        try:
+            return os.readlink(self.path)
+        except OSError:  # released meanwhile, or not a symlink
+            return None
+
+    def _stale(self, holder: str) -> bool:
+        if holder.startswith(TOKEN):
+            host, _, rest = holder[len(TOKEN) :].partition(":")
+            pid, _, start = rest.partition(":")
+            if host == socket.gethostname() and pid.isdigit():
+                return not _alive(int(pid), start)
+        try:
+            age = time.time() - os.lstat(self.path).st_mtime
+        except OSError:
+            return False
+        return age > UNKNOWN_HOLDER_STALE
+
+    def _take_over(self, holder: str) -> None:
+        """Remove the stale link, if it is still the one judged stale (under the takeover flock)."""
+        with open(self.journal, "rb") as f:
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                if self._holder() != holder:
+                    return  # another waiter took it over first
+                os.unlink(self.path)
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+        who = "a writer"
+        if holder.startswith(TOKEN):
+            host, pid, _ = (holder[len(TOKEN) :].split(":") + ["", ""])[:3]
+            who = f"pid {pid} on {host}"
+        warnings.warn(
+            MutuneWarning(
+                f"{self.path}: the journal's write lock was left by {who}, which is gone (killed while "
+                "writing); taken over"
+            ),
+            stacklevel=2,
+        )

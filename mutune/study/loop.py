@@ -25,7 +25,7 @@ from ..config import DEFAULT_N_TRIALS, Spec
 from ..events import SILENT, Events
 from .guard import open_study
 from .storage import open_storage, storage_url
-from .trials import count, enqueue_retries, trial_event
+from .trials import count, enqueue_retries, next_draw, trial_event
 
 try:
     import fcntl
@@ -173,6 +173,16 @@ class Heartbeat:
             self.thread.join()
 
 
+def _record_draw(trial: optuna.Trial, study: optuna.Study, spec: Spec) -> None:
+    """A trial that samples takes the next draw index (:func:`mutune.study.samplers.draw_index`); a
+    retry keeps the one it carries, and a trial whose every searched parameter is fixed (a ladder
+    rung, a sweep point) takes none. Under the budget lock, so two workers never take the same one."""
+    fixed = trial.user_attrs.get("fixed_params")
+    if "draw" in trial.user_attrs or (fixed is not None and set(spec.search.space) <= set(fixed)):
+        return
+    trial.set_user_attr("draw", next_draw(study.get_trials(deepcopy=False), exclude=trial.number))
+
+
 @dataclass(frozen=True)
 class TrialJob:
     """What each trial of a study runs, and what is written after it.
@@ -216,6 +226,7 @@ def run_trials(
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
                 trial = study.ask()
             trial.set_user_attr("worker", _worker_id())
+            _record_draw(trial, study, spec)
         heartbeat = Heartbeat(storage, study, trial.number)
         try:
             state, value = job.evaluate(trial, spec, events)

@@ -2,9 +2,16 @@
 
 Random search is the default (TP5's choice). Optuna's ``RandomSampler(seed)`` replays the same
 sequence in every process, so a resumed study or a second worker would repeat configurations;
-:class:`SeededRandomSampler` keys each draw on the trial number instead. Quasi-random search
+:class:`SeededRandomSampler` keys each draw on the trial's *draw index* instead. Quasi-random search
 (:class:`SeededSobolSampler`) does the same with the rows of a scrambled Sobol sequence. TPE is
-offered too, its seed offset per worker and per resume so that they draw differently.
+offered too, its seed offset per worker and per resume so that they draw differently (it conditions
+on the history, so a resumed TPE search does not replay an uninterrupted one).
+
+The draw index (:func:`draw_index`) is the k of "the k-th configuration drawn", recorded on the
+trial (``draw``) when the study loop creates it, under the budget lock. It is the trial number in an
+uninterrupted search, but not after a kill: a killed trial's retry is a new trial (a new number)
+carrying the same configuration and the same draw, so the next sampled trial still draws point
+k + 1, and the finished search tries exactly the configurations of an uninterrupted one.
 
 Why not Optuna's ``QMCSampler``: it needs scipy (about 113 MB, not otherwise a dependency), it is
 still experimental, its first trial is drawn by a random sampler, and its position in the sequence
@@ -31,8 +38,14 @@ from .. import config
 from ..config import HParams, ParamSpace, Spec
 
 
+def draw_index(trial: FrozenTrial) -> int:
+    """Which configuration of the sequence ``trial`` takes: its recorded ``draw`` (module doc), else
+    its number (a trial of a study from before draws were recorded, or created outside the loop)."""
+    return int(trial.user_attrs.get("draw", trial.number))
+
+
 class SeededRandomSampler(optuna.samplers.BaseSampler):
-    """Random search in which trial k's draw of parameter p depends only on (seed, k, p).
+    """Random search in which draw k's value of parameter p depends only on (seed, k, p).
 
     Optuna's ``RandomSampler(seed)`` replays the same sequence in every process, so a resumed
     study or a second worker would repeat configurations; keying the draw on the trial number
@@ -49,7 +62,7 @@ class SeededRandomSampler(optuna.samplers.BaseSampler):
         return {}
 
     def sample_independent(self, study, trial: FrozenTrial, param_name: str, dist) -> Any:
-        rng = np.random.default_rng([self.seed, trial.number, zlib.crc32(param_name.encode())])
+        rng = np.random.default_rng([self.seed, draw_index(trial), zlib.crc32(param_name.encode())])
         if isinstance(dist, CategoricalDistribution):
             return dist.choices[int(rng.integers(len(dist.choices)))]
         if isinstance(dist, FloatDistribution):
@@ -82,7 +95,7 @@ def sobol_row(seed: int, dim: int, k: int) -> tuple[float, ...]:
 
 
 class SeededSobolSampler(optuna.samplers.BaseSampler):
-    """Quasi-random search: trial k takes row k of a scrambled Sobol sequence, one coordinate per
+    """Quasi-random search: draw k takes row k of a scrambled Sobol sequence, one coordinate per
     searched parameter (its place among the sorted names), so the first 2^m trials cover the space
     more evenly than 2^m random draws. Scrambled (seeded), so row 0 is not the corner of the box.
 
@@ -104,7 +117,7 @@ class SeededSobolSampler(optuna.samplers.BaseSampler):
     def sample_independent(self, study, trial: FrozenTrial, param_name: str, dist) -> Any:
         if param_name not in self.dims:
             return self.fallback.sample_independent(study, trial, param_name, dist)
-        u = sobol_row(self.seed, len(self.dims), trial.number)[self.dims[param_name]]
+        u = sobol_row(self.seed, len(self.dims), draw_index(trial))[self.dims[param_name]]
         return from_unit(u, dist)
 
 

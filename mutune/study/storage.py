@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial
 from ..config import Spec, SpecError
 from ..errors import MutuneWarning
 from . import journal
-from .trials import enqueue, trial_params
+from .trials import enqueue, retry_attrs, trial_params
 
 HEARTBEAT_SECONDS = 30  # RDB storages: a trial without a heartbeat for 4x this is failed and re-run
 
@@ -50,12 +50,18 @@ def open_storage(url: str, *, repair: bool = True) -> optuna.storages.BaseStorag
                 f"{url!r} is neither a database URL (postgresql://..., mysql://..., sqlite:///...) nor a "
                 f"journal file path (ending in {', '.join(JOURNAL_SUFFIXES)})",
             )
+        if path.exists() and not path.is_file():
+            raise SpecError(
+                str(path),
+                "is not a file (a folder?), so it cannot be a journal: move it away, or name another",
+            )
         note = journal.repair(path) if repair else journal.check(path)
         if note:
             warnings.warn(note, MutuneWarning, stacklevel=2)
+        journal.replay(path)
         if repair:
             path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(NamedJournalBackend(str(path)))
+        return optuna.storages.JournalStorage(NamedJournalBackend(str(path), journal.JournalLock(path)))
     return _open_rdb(url)
 
 
@@ -78,8 +84,13 @@ class NamedJournalBackend(optuna.storages.journal.JournalFileBackend):
             raise
 
 
+def shown_url(url: str) -> str:
+    """A storage URL as it may be printed: never with its password."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
 def _open_rdb(url: str) -> optuna.storages.BaseStorage:
-    shown = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)  # never print a password
+    shown = shown_url(url)
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         folder = Path(url[len("sqlite:///") :]).parent
         if not folder.is_dir():
@@ -102,4 +113,4 @@ def _open_rdb(url: str) -> optuna.storages.BaseStorage:
 
 def _retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
     """Optuna's heartbeat failed ``trial`` (its worker is gone): run it again, same hyperparameters."""
-    enqueue(study, trial_params(trial), retry_of=trial.number)
+    enqueue(study, trial_params(trial), **retry_attrs(trial))

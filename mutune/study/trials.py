@@ -54,9 +54,27 @@ def enqueue_retries(study: optuna.Study, limit: int) -> int:
         if n >= limit:
             break
         if t.state == TrialState.FAIL and t.user_attrs.get("retry") and t.number not in retried:
-            enqueue(study, trial_params(t), retry_of=t.number)
+            enqueue(study, trial_params(t), **retry_attrs(t))
             n += 1
     return n
+
+
+def retry_attrs(t: FrozenTrial) -> dict[str, Any]:
+    """What a retry of killed trial ``t`` records: which trial it re-runs, and ``t``'s draw index, so
+    that a parameter ``t`` had not drawn yet is drawn as ``t`` would have drawn it
+    (:func:`mutune.study.samplers.draw_index`)."""
+    return {"retry_of": t.number, **({"draw": t.user_attrs["draw"]} if "draw" in t.user_attrs else {})}
+
+
+def next_draw(trials: list[FrozenTrial], exclude: int) -> int:
+    """The draw index of the next sampled trial: one past the highest drawn so far (a trial of an
+    older study that sampled without recording its draw counts by its number)."""
+    drawn = [
+        int(t.user_attrs["draw"]) if "draw" in t.user_attrs else t.number
+        for t in trials
+        if t.number != exclude and ("draw" in t.user_attrs or "fixed_params" not in t.user_attrs)
+    ]
+    return max(drawn, default=-1) + 1
 
 
 def trial_event(study: optuna.Study, trial: FrozenTrial, n_trials: int, ran_here: bool = True) -> TrialEvent:

@@ -30,6 +30,7 @@ for β1, β2 and momentum, 1 − (1 − value)·2^k, keeping the values inside (
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ import yaml
 
 from .. import config
 from ..arguments import corpus, factory, positive
-from ..config import HPARAM_NAMES, Spec, SpecError
+from ..config import HPARAM_NAMES, RunDir, Spec, SpecError
 from ..events import SILENT, Events
 from ..files import atomic_write
 from ..mup.parametrizations import PARAMETRIZATIONS as REGISTERED
@@ -118,6 +119,7 @@ __all__ = [
 ]
 
 SMOKE_WIDTHS = (32, 64)
+WAIT_SECONDS = 1.0  # between looks at points another process is running
 SMOKE_OCTAVES = 1
 
 
@@ -181,6 +183,7 @@ def report(analyses: dict[str, Analysis], grid: Grid, spec: Spec, files: dict[st
                 "seeds": list(grid.seeds),
                 "base_width": spec.model.base_width,
                 "base_depth": grid.base_depth,
+                "depth_alpha": grid.depth_alpha,
                 "steps": spec.train.steps,
             },
             **_findings(first),
@@ -263,25 +266,42 @@ def sweep(
     from .. import data
     from .. import search as search_mod
     from .. import study as study_mod
-    from ..device import threads_for
+    from ..device import resolve_device, threads_for
     from ..study import workers as workers_mod
     from .trials import prepare_study, runs_path, runs_table, sweep_job, write_runs
 
     spec = spec.edit({"train.threads": threads_for(spec.train.threads, workers)})  # each point's share
     run_dir = Path(run_dir) if run_dir is not None else search_mod.default_run_dir(spec, smoke)
     data.load(spec.data, min_len=spec.model.seq_len + 1)  # a missing corpus fails here, not in a worker
-    sspec = study_spec(spec, grid)
+    resolve_device(spec.train.device)  # so does a device this machine does not have
+    recorded = study_spec(spec, grid)
+    RunDir(run_dir).claim(spec)  # a run dir holds one study's work: refuse another's, as a search does
+    if not (run_dir / "config.yaml").is_file():
+        search_mod.write_config(run_dir, spec)  # and claim a new one for this spec
     (run_dir / "checks").mkdir(parents=True, exist_ok=True)
-    sspec, done = prepare_study(sspec, run_dir, grid)
+    sspec, done = prepare_study(recorded, run_dir, grid)
     events.sweep_started(grid, run_dir, done)
     job = sweep_job(grid)
     storage = study_mod.open_storage(study_mod.storage_url(sspec, run_dir))
     study = study_mod.open_study(sspec, storage)
     try:
-        if workers == 1:
-            study_mod.run_trials(sspec, run_dir, job=job, events=events)
-        else:
-            workers_mod.run_workers(sspec, run_dir, workers, job=job, events=events)
+        idle = 0
+        while True:
+            if workers == 1:
+                study_mod.run_trials(sspec, run_dir, job=job, events=events)
+            else:
+                workers_mod.run_workers(sspec, run_dir, workers, job=job, events=events)
+            states = runs_table(study, grid).state
+            unfinished = states[~states.isin(["COMPLETE", "FAIL", "PRUNED"])]
+            if unfinished.empty or idle >= 3:
+                break
+            # points another sweep of this grid is running (wait for them), or that a killed one left
+            # (re-queued by prepare_study): this sweep finishes with every point, as that one does
+            running = (unfinished == "RUNNING").any()
+            idle = 0 if running else idle + 1
+            if running:
+                time.sleep(WAIT_SECONDS)
+            sspec, _ = prepare_study(recorded, run_dir, grid)
     finally:
         write_runs(study, sspec, run_dir, grid=grid)
     runs = runs_table(study, grid)
@@ -333,11 +353,13 @@ def write_outputs(
         files[f"summary{key}"] = checks / f"sweep-{p}{tag}-summary.csv"
         files[f"figure{key}"] = checks / f"sweep-{p}{tag}.png"
         summary = analysis.summary()
+        after = "depth" if "depth" in summary.columns else "width"
+        summary.insert(summary.columns.get_loc(after) + 1, "depth_alpha", grid.depth_alpha)
         atomic_write(files[f"summary{key}"], lambda f, s=summary: s.to_csv(f, index=False))
         fixed = f"depth {min(grid.depths)}" if axis == "width" else f"width {min(grid.widths)}"
         title = (
             f"{spec.name}: {m.family}, {fixed}, base width {m.base_width}, base depth {grid.base_depth}, "
-            f"{spec.train.steps} steps, {seeds}"
+            f"depth_alpha {grid.depth_alpha:g}, {spec.train.steps} steps, {seeds}"
         )
         plot(analysis, files[f"figure{key}"], title=title)
     doc = report(analyses, grid, spec, files)

@@ -63,6 +63,8 @@ class Grid:
     seeds: tuple[int, ...]
     base_depth: int  # m_L = depth / base_depth at every point (the spec's, else its depth)
     depth_scaled: bool = False  # depth scaling asked for (depths swept, or the spec's base_depth set)
+    base_width: int = 0  # the spec's model.base_width (where µP is SP)
+    depth_alpha: float = 1.0  # the spec's model.depth_alpha (CompleteP's α: each branch × m_L^-α)
 
     def points(self) -> list[Point]:
         """Small models first, so that a partial sweep has complete curves to look at early."""
@@ -75,9 +77,24 @@ class Grid:
             for s in self.seeds
         ]
 
+    def same_as(self, point: Point) -> Point | None:
+        """The point whose run ``point``'s would repeat bit for bit, or None: an SP point at the base
+        width and base depth is µP's (every µP multiplier is 1 there: µP is SP at its base, a test
+        checks it; ``Parametrization.same_at_base``), so ``--compare sp`` does not train it again; its row reports µP's run."""
+        if point.width != self.base_width or point.depth != self.base_depth:
+            return None
+        for p in self.parametrizations:
+            if REGISTERED[p].same_at_base == point.parametrization:
+                return point._replace(parametrization=p)
+        return None
+
+    def trained(self) -> list[Point]:
+        """The points that are run (every point but those :meth:`same_as` another)."""
+        return [p for p in self.points() if self.same_as(p) is None]
+
     def __len__(self) -> int:
-        n = len(self.parametrizations) * len(self.values) * len(self.seeds)
-        return n * len(self.widths) * len(self.depths)
+        """The runs the sweep trains (:meth:`trained`)."""
+        return len(self.trained())
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -142,6 +159,8 @@ def make_grid(
         seeds=tuple(spec.seed + i for i in range(seeds)),
         base_depth=spec.model.base_depth or spec.model.depth,
         depth_scaled=spec.model.base_depth is not None or depths != [spec.model.depth],
+        base_width=spec.model.base_width,
+        depth_alpha=spec.model.depth_alpha,
     )
     for w in grid.widths:
         for d in grid.depths:

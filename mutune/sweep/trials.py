@@ -33,6 +33,7 @@ RUN_COLUMNS = [
     "parametrization",
     "width",
     "depth",
+    "depth_alpha",
     "param",
     "value",
     "x",
@@ -65,7 +66,7 @@ def evaluate_point(
 ) -> tuple[TrialState, float | None]:
     """Train the trial's grid point; the search's own trial function records cost, curve, divergence."""
     point = _trial_point(trial)
-    if point not in set(grid.points()) and "retry_of" not in trial.user_attrs:
+    if point not in set(grid.trained()) and "retry_of" not in trial.user_attrs:
         # the budget is exactly the enqueued points; a trial that was not enqueued samples a random point
         raise AssertionError(f"sweep trial {trial.number} is not a grid point ({point}); the budget is off")
     return search_mod.evaluate_trial(trial, point_spec(spec, point, grid), events)
@@ -89,7 +90,7 @@ def runs_table(study: optuna.Study, grid: Grid) -> pd.DataFrame:
             by_point[point] = t  # the first finished trial of the point, else its latest
     rows = []
     for point in grid.points():
-        t = by_point.get(point)
+        t = by_point.get(grid.same_as(point) or point)  # an SP point at the base: µP's run
         ua = t.user_attrs if t is not None else {}
         finished = t is not None and study_mod.is_finished(t)
         state = t.state.name if t is not None else "MISSING"
@@ -100,6 +101,7 @@ def runs_table(study: optuna.Study, grid: Grid) -> pd.DataFrame:
                 "parametrization": point.parametrization,
                 "width": point.width,
                 "depth": point.depth,
+                "depth_alpha": grid.depth_alpha,
                 "param": grid.param,
                 "value": point.value,
                 "x": to_x(grid.param, point.value),
@@ -148,7 +150,7 @@ def prepare_study(spec: Spec, run_dir: Path, grid: Grid) -> tuple[Spec, int]:
     """
     storage = study_mod.open_storage(study_mod.storage_url(spec, run_dir))
     study = study_mod.open_study(spec, storage)
-    wanted = set(grid.points())
+    wanted = set(grid.trained())
     with study_mod.BudgetLock(run_dir / ".budget.lock"):
         study_mod.reap_orphans(study, storage, locked=True)
         trials = study.get_trials(deepcopy=False)
@@ -169,7 +171,7 @@ def prepare_study(spec: Spec, run_dir: Path, grid: Grid) -> tuple[Spec, int]:
                 last_fail[point] = t.number
         finished = [t for t in trials if study_mod.is_finished(t)]
         done = len(wanted & {_point_of(t, grid) for t in finished})
-        for point in grid.points():
+        for point in grid.trained():
             if point in covered:
                 continue
             attrs: dict[str, Any] = {"sweep_point": True}

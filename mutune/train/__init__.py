@@ -39,6 +39,7 @@ __all__ = [
     "RunResult",
     "StepLog",
     "build",
+    "checkpoint_step",
     "evaluate",
     "has_checkpoint",
     "lr_factor",
@@ -81,6 +82,21 @@ def train(
             return _train(spec, hp, world, device, on_log, on_eval, out_dir, resume, stable)
     finally:
         teardown(world)
+
+
+def checkpoint_step(out: Path) -> int | None:
+    """The step of ``out``'s checkpoint (a file, or a sharded run's newest directory), read without
+    loading its tensors (``weights_only``, memory-mapped); None when there is none or it is unreadable."""
+    shards = sharded_ckpt.latest(out)
+    path = shards / "state.pt" if shards is not None else out / "checkpoint.pt"
+    if not path.is_file():
+        return None
+    try:
+        state = checkpoint.read(path, mmap=shards is None)
+    except SpecError:
+        return None
+    step = state.get("step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) else None
 
 
 def has_checkpoint(out: Path) -> bool:
@@ -150,6 +166,11 @@ def _train(
     t = spec.train
     if t.batch_size % world.world:
         raise SpecError("train.batch_size", f"{t.batch_size} is not divisible by the {world.world} processes")
+    if t.micro_batch_size is not None and (t.batch_size // world.world) % t.micro_batch_size:
+        raise SpecError(
+            "train.micro_batch_size",
+            f"{t.micro_batch_size} does not divide each process's batch ({t.batch_size} / {world.world})",
+        )
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

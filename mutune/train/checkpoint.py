@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import pickle
 import socket
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +23,7 @@ import yaml
 
 from ..config import HParams, Spec, SpecError
 from ..config.meaning import RESUME_EFFECTS, keys_where, select
+from ..config.rundir import RESULT_REQUIRED, RESULT_TYPES, read_run_file
 from ..errors import arg
 from ..files import atomic_write, describe, os_error
 
@@ -39,22 +41,39 @@ def resume_signature(spec: Spec, hp: HParams) -> dict:
     return {k: d[k] for k in ("model", "data", "train", "seed")} | {"hparams": asdict(hp)}
 
 
-def load(path: Path, device: torch.device) -> dict[str, Any]:
-    """The checkpoint's state; a truncated file or one that is not a mutune checkpoint is a user error
-    naming it (never an unpickling traceback)."""
+def read(path: Path, device: torch.device | str = "cpu", *, mmap: bool = False) -> Any:
+    """Unpickle a file mutune wrote (a checkpoint, a sharded run's ``state.pt``) with
+    ``weights_only=True``: tensors, numbers, strings and containers only, so a crafted file that
+    would run code when unpickled (``os.system`` in a ``__reduce__``) is refused before any of it
+    runs. Every refusal, a truncated or foreign file too, is a user error naming the file."""
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except Exception as e:
         cause = os_error(e)
         if cause is not None:
             raise SpecError(str(path), describe(cause)) from e
+        if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e):
+            raise SpecError(
+                str(path),
+                "holds objects a checkpoint never holds (it would run code when loaded: "
+                f"{_first_sentence(e)}); it was not written by mutune: it is not loaded. Move it away to "
+                "start this target over",
+            ) from None
         raise SpecError(
             str(path),
             f"is not a readable checkpoint ({type(e).__name__}: {_first_sentence(e)}); "
             "it is truncated or was not written by mutune. Move it away to start this target over",
         ) from None
+
+
+def load(path: Path, device: torch.device) -> dict[str, Any]:
+    """The checkpoint's state (:func:`read`); one that is not a mutune checkpoint is a user error
+    naming it (never an unpickling traceback, never a silent restart)."""
+    state = read(path, device)
     if not isinstance(state, dict) or not {"step", "model", "optimizer", "signature"} <= set(state):
         raise SpecError(str(path), "is not a mutune checkpoint; move it away to start this target over")
+    if not isinstance(state["step"], int) or not isinstance(state["signature"], dict):
+        raise SpecError(str(path), "is not a mutune checkpoint (its step or signature has the wrong type)")
     return state
 
 
@@ -121,8 +140,7 @@ class Metrics:
             return
         kept = []
         if keep_until and path.exists():
-            with path.open(newline="") as f:
-                kept = [r for r in csv.DictReader(f) if _step(r) is not None and _step(r) <= keep_until]
+            kept = [r for r in read_metrics(path) if _step(r) is not None and _step(r) <= keep_until]
 
         def write(p: Path) -> None:
             with p.open("w", newline="") as f:
@@ -141,6 +159,27 @@ class Metrics:
                 if os_error(e) is None:
                     raise
                 raise SpecError(str(self.path), describe(e)) from e
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    """metrics.csv's rows; a file that is not the table a run wrote (not text, another header) is a
+    user error naming it, rather than rows silently dropped when a resumed run rewrites it."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise SpecError(
+            str(path), f"is not a metrics table ({type(e).__name__}); move it away to resume"
+        ) from None
+    if not {"step", "train_loss", "val_loss"} <= set(header):
+        raise SpecError(
+            str(path),
+            f"is not the metrics table a run writes (its header is {','.join(header)[:80]!r}, expected "
+            f"{','.join(Metrics.COLUMNS)}); move it away to resume",
+        )
+    return rows
 
 
 def _step(row: dict) -> int | None:
@@ -162,7 +201,9 @@ def write_result(path: Path, summary: dict, curve: list[dict], hp: HParams) -> N
 
 
 def read_result(path: Path) -> dict:
-    doc = yaml.safe_load(path.read_text())
+    """A finished run's result.yaml as :class:`~mutune.train.RunResult`'s fields (each checked)."""
+    doc = read_run_file(path, "result", RESULT_TYPES, required=RESULT_REQUIRED)
+    doc = {k: v for k, v in doc.items() if k in (*RESULT_REQUIRED, "reason", "curve", "hparams", "transfer")}
     doc.pop("hparams", None)
     doc.pop("transfer", None)  # a target's: the hparams before and after the LR laws (mutune.transfer)
     return doc

@@ -8,15 +8,17 @@ see :func:`mutune.train.build`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..device import resolve_device
+from ..errors import SpecError
 
 
 @dataclass
@@ -33,15 +35,52 @@ class Distributed:
         return self.rank == 0
 
 
+LAUNCHED = "MUTUNE_LAUNCHED"  # set by `mutune transfer --nproc N` for its ranks: it prints the resume hint
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SpecError(name, f"expected an integer (torchrun sets it), got {raw!r}") from None
+
+
+def launch_env() -> Distributed:
+    """This process's place in a torchrun launch, from ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``,
+    checked: a value that is not an integer, or a ``RANK`` without a ``WORLD_SIZE`` above 1 (set in
+    the shell by accident, it would make this process a rank that writes nothing and prints
+    nothing), is a user error naming the variable."""
+    world = _env_int("WORLD_SIZE", 1)
+    if world < 1:
+        raise SpecError("WORLD_SIZE", f"must be >= 1, got {world}")
+    rank = _env_int("RANK", 0)
+    if world == 1 and rank != 0:
+        raise SpecError(
+            "RANK",
+            f"is {rank} but WORLD_SIZE is not above 1: RANK belongs to a torchrun launch, and this process "
+            "would run as a rank that writes nothing; unset RANK (or launch with --nproc / torchrun)",
+        )
+    if not 0 <= rank < world:
+        raise SpecError("RANK", f"{rank} is outside 0..{world - 1} (WORLD_SIZE={world})")
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if local_rank < 0:
+        raise SpecError("LOCAL_RANK", f"must be >= 0, got {local_rank}")
+    return Distributed(rank, world, local_rank)
+
+
 def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     """Join the torchrun process group if WORLD_SIZE > 1: NCCL and one GPU per rank on CUDA, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    env = launch_env()
+    world = env.world
     device = resolve_device(device_name)
     if world <= 1:
         return Distributed(), device
     import torch.distributed as dist
 
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank = env.rank, env.local_rank
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -109,6 +148,26 @@ def fsdp(
 
 
 STRATEGIES: dict[str, Callable[..., nn.Module]] = {"ddp": ddp, "fsdp": fsdp}
+
+
+@contextlib.contextmanager
+def grad_sync(model: nn.Module, sync: bool) -> Iterator[None]:
+    """A backward pass that does (``sync``) or does not yet reduce the gradients over the processes:
+    gradient accumulation reduces once, on its last micro-batch (DDP's ``no_sync``, FSDP2's
+    ``set_requires_gradient_sync``); on one process there is nothing to reduce."""
+    if sync:
+        yield
+    elif hasattr(model, "no_sync"):  # DDP
+        with model.no_sync():
+            yield
+    elif hasattr(model, "set_requires_gradient_sync"):  # FSDP2
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        yield
 
 
 def checkpoint_activations(blocks: Sequence[nn.Module]) -> None:

@@ -16,7 +16,7 @@ from ..config import HParams, Spec, TrainSpec
 from ..config.validate import cooldown
 from ..device import autocast, uses_bf16
 from ..mup import optim
-from .parallel import Distributed, parallelize
+from .parallel import Distributed, grad_sync, parallelize
 
 LOG_EVERY = 10  # steps between loss reads (each is a device sync) and progress callbacks
 
@@ -87,9 +87,11 @@ def evaluate(model: torch.nn.Module, val: np.ndarray, spec: Spec, device: torch.
     losses = []
     for _ in range(spec.train.eval_batches):
         x, y = data.get_batch(val, spec.train.batch_size, spec.model.seq_len, rng, device)
-        with autocast(device, spec.train.precision):
-            _, loss = model(x, y)
-        losses.append(loss.float())
+        parts = micro_batches(x, y, spec.train.micro_batch_size)  # (the batch at once when unset)
+        for xs, ys in parts:
+            with autocast(device, spec.train.precision):
+                _, loss = model(xs, ys)
+            losses.append(loss.float())
     model.train()
     if hasattr(model, "reshard"):  # FSDP: a no_grad forward leaves the root's parameters gathered
         model.reshard()
@@ -158,15 +160,40 @@ def build(spec: Spec, hp: HParams, world: Distributed, device: torch.device) -> 
     return Run(spec, hp, world, device, corpus, model, opt, sched, np.random.default_rng(spec.seed), fwd)
 
 
+def micro_batches(
+    x: torch.Tensor, y: torch.Tensor, size: int | None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` in micro-batches of ``size`` sequences (``train.micro_batch_size``): equal parts, so
+    the mean of their mean losses is the batch's; the batch itself, in one piece, when unset."""
+    if size is None or size >= x.size(0):
+        return [(x, y)]
+    return list(zip(x.split(size), y.split(size), strict=True))
+
+
 def train_step(run: Run) -> torch.Tensor:
-    """One optimizer step on the next batch (this rank's slice of the global batch); the loss."""
+    """One optimizer step on the next batch (this rank's slice of the global batch); the loss.
+
+    With ``train.micro_batch_size`` the slice is run in micro-batches whose gradients accumulate
+    (each loss scaled by 1/n, so the sum is the batch's mean-loss gradient) before the one optimizer
+    step; the processes synchronise gradients on the last micro-batch only. Without it, the batch
+    is one forward and backward, exactly as before (the pinned losses do not move)."""
     t, m = run.spec.train, run.spec.model
     x, y = data.get_batch(
         run.corpus.train, t.batch_size, m.seq_len, run.rng, run.device, part=(run.world.rank, run.world.world)
     )
-    with autocast(run.device, t.precision):
-        _, loss = run.fwd(x, y)
-    loss.backward()
+    parts = micro_batches(x, y, t.micro_batch_size)
+    if len(parts) == 1:
+        with autocast(run.device, t.precision):
+            _, loss = run.fwd(x, y)
+        loss.backward()
+    else:
+        total = torch.zeros((), device=run.device)
+        for i, (xs, ys) in enumerate(parts):
+            with grad_sync(run.fwd, i == len(parts) - 1), autocast(run.device, t.precision):
+                _, part_loss = run.fwd(xs, ys)
+            (part_loss / len(parts)).backward()
+            total += part_loss.detach().float()
+        loss = total / len(parts)
     if t.grad_clip > 0 and models.parametrization(run.spec).clip != "none":
         optim.clip_grad_norm_(run.model, run.opt, t.grad_clip)  # as at the base width (µP): any width alike
     run.opt.step()

@@ -13,7 +13,10 @@ their single ``checkpoint.pt`` (:mod:`.checkpoint`); only this strategy writes t
 from __future__ import annotations
 
 import contextlib
+import importlib
+import io
 import os
+import pickle
 import re
 import shutil
 import warnings
@@ -24,8 +27,9 @@ from typing import Any
 
 import torch
 
+from ..errors import SpecError
 from ..files import atomic_write
-from .checkpoint import resume_signature
+from .checkpoint import read, resume_signature
 
 DIRNAME = "checkpoints"
 STEP = re.compile(r"^step-(\d+)$")
@@ -45,8 +49,14 @@ def latest(out: Path) -> Path | None:
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:
-    """The non-tensor state (step, signature, schedule...) of a checkpoint directory; every rank reads it."""
-    return {**torch.load(ckpt / "state.pt", weights_only=False), "dir": ckpt}
+    """The non-tensor state (step, signature, schedule...) of a checkpoint directory; every rank reads it
+    (with ``weights_only``, so a crafted file runs nothing; a damaged one is named, never a restart)."""
+    state = read(ckpt / "state.pt")
+    if not isinstance(state, dict) or not {"step", "signature", "scheduler", "data_rng"} <= set(state):
+        raise SpecError(
+            str(ckpt / "state.pt"), "is not a mutune checkpoint; move its folder away to start over"
+        )
+    return {**state, "dir": ckpt, "metadata": check_folder(ckpt)}  # (its shards checked before DCP reads)
 
 
 def _optimizers(opt: Any) -> list[torch.optim.Optimizer]:
@@ -126,6 +136,105 @@ def save(out: Path, run: Any, step: int, curve: list[dict], seconds: float) -> P
     return final
 
 
+# What DCP's ``.metadata`` pickle may name: its own metadata classes, tensor sizes, dtypes and
+# layouts, paths. DCP unpickles it (and the non-tensor items of the shards) with nothing restricted,
+# so a crafted checkpoint folder could run code when a target resumes; mutune reads both its own way.
+_SAFE_GLOBALS = {
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),
+    ("collections", "OrderedDict"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "PurePosixPath"),
+    ("pathlib", "WindowsPath"),
+    ("pathlib", "PureWindowsPath"),
+}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Unpickles DCP's ``.metadata`` from an allow-list (:data:`_SAFE_GLOBALS`, dtypes, and the
+    classes of ``torch.distributed.checkpoint``); anything else is refused before it is called."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            return getattr(importlib.import_module(module), name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if module.startswith("torch.distributed.checkpoint."):
+            obj = getattr(importlib.import_module(module), name, None)
+            if isinstance(obj, type):  # its metadata dataclasses and enums; no function
+                return obj
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a checkpoint's metadata")
+
+
+def check_folder(ckpt: Path) -> Any:
+    """A checkpoint folder read the safe way before DCP touches it: its ``.metadata`` through
+    :class:`_MetadataUnpickler`, and every non-tensor item of its shards with ``weights_only`` (DCP
+    unpickles both with nothing restricted). Returns the metadata; a refusal names the file."""
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata
+
+    path = Path(ckpt) / ".metadata"
+    try:
+        with open(path, "rb") as f:
+            metadata = _MetadataUnpickler(f).load()
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError, TypeError) as e:
+        raise SpecError(
+            str(path),
+            f"is not a checkpoint's metadata mutune can read ({e}); it is not loaded. Move the folder away "
+            "to start this target over",
+        ) from None
+    if not isinstance(metadata, Metadata) or not isinstance(metadata.storage_data, dict):
+        raise SpecError(str(path), "is not a checkpoint's metadata; move the folder away to start over")
+    items = {k for k, v in metadata.state_dict_metadata.items() if isinstance(v, BytesStorageMetadata)}
+    for index, info in metadata.storage_data.items():
+        if index.fqn not in items:
+            continue
+        shard = Path(ckpt) / info.relative_path
+        try:
+            with open(shard, "rb") as f:
+                f.seek(info.offset)
+                torch.load(io.BytesIO(f.read(info.length)), weights_only=True)
+        except Exception as e:
+            raise SpecError(
+                str(shard),
+                f"its item {index.fqn} is not what a checkpoint holds ({_first_line(e)}); it is not loaded. "
+                "Move the folder away to start this target over",
+            ) from None
+    return metadata
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:160]
+
+
+def _reader(ckpt: Path, metadata: Any) -> Any:
+    """DCP's file reader, handed the metadata :func:`check_folder` read (it never unpickles it)."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class Reader(FileSystemReader):
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return Reader(str(ckpt))
+
+
+def _planner() -> Any:
+    """DCP's load planner, its non-tensor items read with ``weights_only`` (DCP's own does not; they
+    were checked by :func:`check_folder` already, this keeps the read itself restricted too)."""
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+
+    class Planner(DefaultLoadPlanner):
+        def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+            data = value.read()
+            torch.load(io.BytesIO(data), weights_only=True)
+            super().load_bytes(read_item, io.BytesIO(data))
+
+    return Planner()
+
+
 def restore(
     state: dict[str, Any], model: torch.nn.Module, opt: Any, sched: Any, rng: Any
 ) -> tuple[int, list, float]:
@@ -133,9 +242,15 @@ def restore(
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
+    metadata = state.get("metadata") or check_folder(state["dir"])  # checked before DCP reads any of it
     tensors = _tensors(model, opt)  # the structure to fill, sharded as this run is
     with _quiet_single_process():
-        dcp.load(tensors, checkpoint_id=str(state["dir"]), no_dist=not _distributed())
+        dcp.load(
+            tensors,
+            storage_reader=_reader(state["dir"], metadata),
+            planner=_planner(),
+            no_dist=not _distributed(),
+        )
     set_model_state_dict(model, tensors["model"])
     set_optimizer_state_dict(model, _optimizers(opt), tensors["optim"])
     if hasattr(opt, "share_groups"):
