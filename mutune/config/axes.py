@@ -1,14 +1,19 @@
 """Which scaling axes apply to a spec, and the multiplier each gives it: the one place that decides.
 
-Width always applies. Depth (CompleteP) applies where the rules exist: ``model.depth_alpha`` > 0, a
-family whose blocks are residual branches, an optimizer with a published depth rule. A spec that
-asks for depth scaling where it does not apply is refused (:func:`check`); a target at another depth
-where it does not apply trains as asked, with a warning (:func:`why_not`).
+An axis applies where the spec's family has its key (a GPT has no experts) and where its own
+requirements hold. Width always applies. Depth (CompleteP) applies where the rules exist:
+``model.depth_alpha`` > 0, a family whose blocks are residual branches, an optimizer with a published
+depth rule. A spec that asks for depth scaling where it does not apply is refused (:func:`check`); a
+target at another depth where it does not apply trains as asked, with a warning (:func:`why_not`).
+
+An axis's base is its ``base_key`` (``model.base_width``), or where that is unset (``model.base_depth:
+null``) the spec's own size: a target derived from a proxy pins the proxy's (:mod:`.target`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError
 from ..mup.axes import AXES, Axis
@@ -19,11 +24,22 @@ if TYPE_CHECKING:
     from .schema import Spec
 
 
-def why_not(spec: Spec, axis: Axis | str) -> str:
-    """Why ``axis``'s rules do not apply to ``spec`` ('' when they do)."""
-    axis = AXES[axis] if isinstance(axis, str) else axis
-    if axis.name != "depth":
-        return ""
+def _axis(axis: Axis | str) -> Axis:
+    return AXES[axis] if isinstance(axis, str) else axis
+
+
+def _get(spec: Spec, dotted: str) -> Any:
+    """A spec value by dotted key; None where the spec's family has no such key."""
+    section, _, name = dotted.partition(".")
+    return getattr(getattr(spec, section), name, None)
+
+
+def present(spec: Spec, axis: Axis | str) -> bool:
+    """Whether the spec's model has the axis at all (its family declares the axis's key)."""
+    return _get(spec, _axis(axis).key) is not None
+
+
+def _depth_needs(spec: Spec) -> str:
     m, opt = spec.model, spec.train.optimizer
     if m.depth_alpha == 0:
         return "model.depth_alpha is 0"
@@ -34,26 +50,47 @@ def why_not(spec: Spec, axis: Axis | str) -> str:
     return ""
 
 
+# what each axis needs beyond its key, and how to meet it (said where a target changes it anyway)
+_NEEDS: dict[str, tuple[Callable[[Spec], str], str]] = {
+    "depth": (_depth_needs, "CompleteP applies with model.depth_alpha > 0, a residual family and adamw"),
+}
+
+
+def why_not(spec: Spec, axis: Axis | str) -> str:
+    """Why ``axis``'s rules do not apply to ``spec`` ('' when they do)."""
+    axis = _axis(axis)
+    if not present(spec, axis):
+        return f"the {spec.model.family} family has no {axis.key}"
+    needs = _NEEDS.get(axis.name)
+    return needs[0](spec) if needs else ""
+
+
+def remedy(axis: Axis | str) -> str:
+    """How to make ``axis``'s rules apply where :func:`why_not` says they do not ('' if nothing to say)."""
+    needs = _NEEDS.get(_axis(axis).name)
+    return needs[1] if needs else ""
+
+
 def base(spec: Spec, axis: Axis | str) -> int:
-    """The axis's base size: ``model.base_width``; ``model.base_depth``, else the model's own depth."""
-    axis = AXES[axis] if isinstance(axis, str) else axis
-    m = spec.model
-    return m.base_width if axis.name == "width" else (m.base_depth or m.depth)
+    """The axis's base size: its base key (``model.base_width``), else the model's own size
+    (``model.base_depth`` unset: the model's depth)."""
+    axis = _axis(axis)
+    return _get(spec, axis.base_key) or value(spec, axis)
 
 
 def value(spec: Spec, axis: Axis | str) -> int:
     """The spec's size along the axis (``model.width``, ``model.depth``)."""
-    axis = AXES[axis] if isinstance(axis, str) else axis
-    section, _, name = axis.key.partition(".")
-    return getattr(getattr(spec, section), name)
+    return _get(spec, _axis(axis).key)
 
 
 def mult(spec: Spec, axis: Axis | str) -> float:
     """The axis's multiplier for ``spec`` (m = width / base_width; m_L = depth / base_depth where depth
     scaling applies), 1 where it does not apply or the size is the base."""
-    axis = AXES[axis] if isinstance(axis, str) else axis
+    axis = _axis(axis)
+    if why_not(spec, axis):
+        return 1.0
     size, b = value(spec, axis), base(spec, axis)
-    if size == b or why_not(spec, axis):
+    if size == b:
         return 1.0
     return axis.mult(size, b)
 

@@ -103,9 +103,10 @@ def classify(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None)
         )
         for axis in AXES.values():  # the axes found by something other than shape (depth: by block)
             mult = axes.mult(spec, axis)
-            if axis.found_by == "blocks" and mult != 1.0:
-                at = lambda d, key=axis.key: impl.bare(spec.edit({key: d}), hp, vocab_size, width)  # noqa: E731
-                infos = shapes.along(infos, axis.name, shapes.per_block(at, axes.value(spec, axis)), mult)
+            if axis.found_by != "shape" and mult != 1.0:
+                at = lambda n, key=axis.key: impl.bare(spec.edit({key: n}), hp, vocab_size, width)  # noqa: E731
+                members = shapes.FINDERS[axis.found_by](at, axes.value(spec, axis))
+                infos = shapes.along(infos, axis.name, members, mult)
         return infos
     except shapes.ShapeError as e:
         raise SpecError(f"model.{e.arg}" if e.arg else "model", str(e)) from None

@@ -359,6 +359,11 @@ def per_block(build: Callable[[int], nn.Module], depth: int) -> set[str]:
     return blocks
 
 
+# how a parameter is found to scale along an axis that is not found by shape (Axis.found_by), each
+# called as finder(build, size) with build(size) the model at that size along the axis
+FINDERS: dict[str, Callable[[Callable[[int], nn.Module], int], set[str]]] = {"blocks": per_block}
+
+
 def along(infos: dict[str, ParamInfo], axis: str, members: set[str], mult: float) -> dict[str, ParamInfo]:
     """``infos`` with multiplier ``mult`` along ``axis`` on ``members`` (the others keep 1)."""
     return {n: replace(i, along=(*i.along, (axis, mult))) if n in members else i for n, i in infos.items()}
