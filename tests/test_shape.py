@@ -112,7 +112,7 @@ def test_an_optimizer_never_accepts_a_hyperparameter_it_does_not_use(run_cli, wo
 
 def test_a_key_of_another_family_is_refused_by_name(run_cli, workdir):
     r = run_cli("show-config", CONFIGS / "mlp.yaml", "model.head_dim=16")
-    assert r.code == 2 and "model.head_dim: not a key of the mlp family (only of gpt)" in r.err, r
+    assert r.code == 2 and "model.head_dim: not a key of the mlp family (only of gpt, moe)" in r.err, r
     assert type(
         config.spec_from_dict({"model": {"family": "factory", "factory": "a.b:c"}}).model
     ).__name__ == ("FactoryModel")

@@ -72,12 +72,32 @@ def build(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None) ->
 
 def blocks(model: nn.Module) -> list[nn.Module]:
     """The model's repeated units (a transformer's blocks, an MLP's hidden layers): the children of
-    every ``nn.ModuleList``. FSDP shards each one as a unit; activation checkpointing recomputes them."""
-    return [child for mod in model.modules() if isinstance(mod, nn.ModuleList) for child in mod]
+    every outermost ``nn.ModuleList``. FSDP shards each one as a unit; activation checkpointing
+    recomputes them. A ModuleList inside a block (a mixture's experts) is part of its block: FSDP2
+    must shard a unit's children before the unit, and the blocks' parameters must not be counted twice.
+    """
+    out: list[nn.Module] = []
+
+    def visit(mod: nn.Module) -> None:
+        for child in mod.children():
+            if isinstance(child, nn.ModuleList):
+                out.extend(child)
+            else:
+                visit(child)
+
+    visit(model)
+    return out
 
 
 def readout_names(spec: Spec) -> tuple[str, ...]:
     return tuple(family(spec).readout_names(spec))
+
+
+def router_names(spec: Spec) -> tuple[str, ...]:
+    """The modules whose width -> fixed-size weight gates a mixture inside the network (role
+    ``router``); none for a family without them."""
+    names = getattr(family(spec), "router_names", None)
+    return tuple(names(spec)) if names is not None else ()
 
 
 def validate(spec: Spec, hp: HParams, vocab_size: int) -> None:
@@ -100,6 +120,7 @@ def classify(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None)
             m.base_width,
             readout_names(spec),
             out_features=vocab_size,  # every family predicts a token: its output size is the vocabulary
+            routers=router_names(spec),
         )
         for axis in AXES.values():  # the axes found by something other than shape (depth: by block)
             mult = axes.mult(spec, axis)
