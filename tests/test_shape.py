@@ -167,7 +167,7 @@ def test_nothing_outside_the_parametrizations_compares_their_names():
 
 
 def test_an_axis_is_an_object_and_its_factors_name_the_exponents():
-    assert [a.name for a in axes.AXES.values()] == ["width", "depth"]
+    assert [a.name for a in axes.AXES.values()] == ["width", "depth", "experts"]
     assert axes.by_key("depth") is axes.DEPTH and axes.by_key("model.width") is axes.WIDTH
     info = ParamInfo(
         "h.0.w", "hidden", (128, 128), (32, 32), (0, 1), 4.0, 4.0, 128, 32, "linear", along=(("depth", 2.0),)
@@ -175,7 +175,7 @@ def test_an_axis_is_an_object_and_its_factors_name_the_exponents():
     s = rules.Scaling.of(fan_in=-1, depth=-1, depth_alpha=1)
     assert s(info, alpha=1.0) == 0.25 and s(info, alpha=0.0) == 0.125
     with pytest.raises(ValueError, match="no scaling axis has the factor"):
-        rules.Scaling.of(experts=-1)
+        rules.Scaling.of(heads=-1)
 
 
 def test_a_router_is_its_own_role_not_a_readout():

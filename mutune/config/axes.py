@@ -3,7 +3,8 @@
 An axis applies where the spec's family has its key (a GPT has no experts) and where its own
 requirements hold. Width always applies. Depth (CompleteP) applies where the rules exist:
 ``model.depth_alpha`` > 0, a family whose blocks are residual branches, an optimizer with a published
-depth rule. A spec that asks for depth scaling where it does not apply is refused (:func:`check`); a
+depth rule. The experts (a mixture's) apply with an optimizer whose every rule kind has an experts
+rule in the parametrization (AdamW, Muon; not SGD). A spec that asks for depth scaling where it does not apply is refused (:func:`check`); a
 target at another depth where it does not apply trains as asked, with a warning (:func:`why_not`).
 
 An axis's base is its ``base_key`` (``model.base_width``), or where that is unset (``model.base_depth:
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import SpecError
 from ..mup.axes import AXES, Axis
 from ..mup.optimizers import OPTIMIZERS
+from ..mup.parametrizations import PARAMETRIZATIONS
 from .families import FAMILIES
 
 if TYPE_CHECKING:
@@ -50,9 +52,18 @@ def _depth_needs(spec: Spec) -> str:
     return ""
 
 
+def _experts_needs(spec: Spec) -> str:
+    opt = OPTIMIZERS[spec.train.optimizer]
+    with_rule = PARAMETRIZATIONS[spec.model.parametrization].axis_kinds.get("experts", ())
+    if any(kind not in with_rule for kind in opt.kinds):
+        return f"train.optimizer={opt.name} has no experts rule"
+    return ""
+
+
 # what each axis needs beyond its key, and how to meet it (said where a target changes it anyway)
 _NEEDS: dict[str, tuple[Callable[[Spec], str], str]] = {
     "depth": (_depth_needs, "CompleteP applies with model.depth_alpha > 0, a residual family and adamw"),
+    "experts": (_experts_needs, "the experts rules apply with adamw or muon"),
 }
 
 
@@ -96,9 +107,15 @@ def mult(spec: Spec, axis: Axis | str) -> float:
 
 
 def check(spec: Spec) -> None:
-    """Depth scaling asked for (``model.base_depth`` set, α > 0) where no rule exists is refused, not
-    guessed."""
+    """Depth scaling asked for (``model.base_depth`` set, α > 0), or the experts rules
+    (``model.base_experts`` set), where no rule exists is refused, not guessed."""
     m = spec.model
+    if getattr(m, "base_experts", None) is not None and (why := _experts_needs(spec)):
+        raise SpecError(
+            "model.base_experts",
+            f"{why} (the expert and router updates of SGD shrink with the expert count by no single "
+            "power, docs/mup.md) and mutune does not guess one: remove model.base_experts or use adamw or muon",
+        )
     if m.base_depth is None or m.depth_alpha == 0:
         return
     if not FAMILIES[m.family].residual:

@@ -181,8 +181,15 @@ class MoEModel(GPTModel):
         4,
         "moe: experts in each block's mixture (every block's MLP is one; each expert has the GPT's MLP shape)",
         POSITIVE,
-        across="approximate",
-        note="the number of experts: no rule yet absorbs it",
+        across="axis",
+    )
+    base_experts: int | None = key(
+        None,
+        "moe: expert count at which the experts rules are off (m_E = n_experts / base_experts); default: the "
+        "proxy's own, so a target with more experts gets them relative to the proxy",
+        POSITIVE,
+        across="fixed",
+        note="it defines what the tuned hyperparameters mean along the experts axis",
     )
     top_k: int = key(
         2,
@@ -293,6 +300,8 @@ def _smoke_moe(m: dict[str, Any]) -> None:
     _smoke_gpt(m)
     m["n_experts"] = min(m["n_experts"], 4)
     m["top_k"] = min(m["top_k"], m["n_experts"])
+    if m["base_experts"] is not None:  # the experts rules stay asked for, and are off at the smoke proxy
+        m["base_experts"] = m["n_experts"]
 
 
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")

@@ -126,7 +126,8 @@ def classify(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None)
             mult = axes.mult(spec, axis)
             if axis.found_by != "shape" and mult != 1.0:
                 at = lambda n, key=axis.key: impl.bare(spec.edit({key: n}), hp, vocab_size, width)  # noqa: E731
-                members = shapes.FINDERS[axis.found_by](at, axes.value(spec, axis))
+                arg = axis.key.partition(".")[2]  # model.n_experts: errors name n_experts
+                members = shapes.FINDERS[axis.found_by](at, axes.value(spec, axis), arg)
                 infos = shapes.along(infos, axis.name, members, mult)
         return infos
     except shapes.ShapeError as e:
