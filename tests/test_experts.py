@@ -1,21 +1,25 @@
 """The experts axis: a mixture's expert count as a scaling axis (m_E = n_experts / base_experts at a
 fixed top_k). Detection by unit, the rule rows at m_E > 1 (Adam ε/m_E; no LR factor for AdamW and
-Muon), the refusals (SGD, a family without experts), ``transfer``/``inspect --to experts=N``."""
+Muon), the refusals (SGD, a family without experts), ``transfer``/``inspect --to experts=N``, and the
+coord check across the expert count passing with the rules and failing on deliberate violations."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 
 import pytest
 import torch
 import yaml
 
-from mutune import config, models
+from mutune import checks, config, models
 from mutune.mup import axes, rules, shapes
 from mutune.mup import parametrizations as pz
 
 from .conftest import CONFIGS, write_spec
 from .test_moe import MOE, moe_spec
+from .violations import registered
 
 LR, WD, EPS = 0.01, 0.1, 1e-8
 MOE_YAML = CONFIGS / "moe.yaml"
@@ -144,6 +148,85 @@ def test_search_then_transfer_to_more_experts_trains(run_cli, workdir):
     # the spec's own target section says the same
     d = {**MOE, "target": {"width": 64, "overrides": {"experts": 8}}}
     assert config.spec_from_dict(d).target.overrides == {"experts": 8}
+
+
+# ---------------------------------------------------------------------------------------------
+# The coord check across the expert count
+
+
+def _along(broken: pz.Parametrization | None = None, *over: str, sizes=(2, 4, 8, 16)):
+    """The check across 2..16 experts, 3 seeds (closest correct slope at 0.65 of its limit on
+    moe --smoke; 2..8 needs 6 seeds, checks.AXIS_SEEDS)."""
+    spec = moe_spec(*over, depth=2)
+    with registered(broken) if broken is not None else contextlib.nullcontext():
+        return checks.coord_check(spec, along="experts", sizes=list(sizes), seeds=3)
+
+
+def _expert_lr(kind: str, exponent: int) -> pz.Parametrization:
+    """µP with the experts' and routers' LR × m_E^exponent under ``kind`` (an expert count treated as a fan-in)."""
+    table = dict(pz.MUP.table)
+    for role in ("hidden", "router"):
+        r = pz.MUP.role_rule(kind, role)
+        table[(kind, role)] = dataclasses.replace(r, lr=r.lr.plus(experts=exponent))
+    return dataclasses.replace(pz.MUP, table=table)
+
+
+def _no_eps_rule() -> pz.Parametrization:
+    """µP without Adam's ε/m_E."""
+
+    def strip(s: rules.Scaling) -> rules.Scaling:
+        return rules.Scaling(tuple(t for t in s.terms if t[0] != "experts"))
+
+    table = {k: dataclasses.replace(r, eps=strip(r.eps)) for k, r in pz.MUP.table.items()}
+    return dataclasses.replace(pz.MUP, table=table)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_coord_check_across_experts_passes_with_the_rules_and_fails_with_lr_over_m(optimizer):
+    kind = "adam" if optimizer == "adamw" else "muon"
+    ok = _along(None, f"train.optimizer={optimizer}")
+    assert ok.passed, ok.message()
+    assert {"h.0.mlp.experts.*.c_fc", "h.1.mlp.router"} <= set(ok.slopes.layer)  # the experts as one
+    bad = _along(_expert_lr(kind, -1), f"train.optimizer={optimizer}")
+    assert not bad.passed
+    assert any("experts.*" in f and "own update" in f for f in bad.failures), bad.failures
+
+
+def test_coord_check_across_experts_needs_adams_eps_rule_where_eps_matters():
+    """ε large enough to compete with the gradient (train.eps 1e-2): without ε/m_E the experts'
+    and routers' updates shrink as experts are added."""
+    assert _along(None, "train.eps=0.01").passed
+    bad = _along(_no_eps_rule(), "train.eps=0.01")
+    assert not bad.passed and all(".mlp." in f for f in bad.failures), bad.failures
+
+
+def test_coord_check_across_experts_from_the_cli(run_cli, workdir):
+    r = run_cli("coord-check", MOE_YAML, "--smoke", "--experts", "2,4,8")  # 6 seeds by default
+    assert r.code == 0, r
+    out = workdir / "runs" / "moe-smoke" / "checks"
+    records = __import__("pandas").read_csv(out / "coord_check_experts.csv")
+    assert sorted(records.experts.unique()) == [2, 4, 8] and records.width.nunique() == 1
+    assert (out / "coord_check_experts_slopes.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--experts", "4"], "at least two"),
+        (["--experts", "2,4", "train.optimizer=sgd"], "no experts rule"),
+        (["--experts", "1,4"], "more than model.n_experts=1"),
+        (["--experts", "2,4", "--depths", "2,4"], "one axis at a time"),
+    ],
+)
+def test_bad_experts_check_input_is_one_line(run_cli, workdir, args, words):
+    r = run_cli("coord-check", MOE_YAML, "--smoke", *args)
+    assert r.code == 2 and r.err.startswith("error: --experts:") and words in r.err, r
+    assert len(r.err.strip().splitlines()) == 1
+
+
+def test_coord_check_across_experts_of_a_gpt_is_refused(run_cli, workdir):
+    r = run_cli("coord-check", CONFIGS / "quickstart.yaml", "--smoke", "--experts", "2,4")
+    assert r.code == 2 and r.err.startswith("error: --experts:") and "gpt family" in r.err, r
 
 
 def test_moe_model_builds_at_any_expert_count():

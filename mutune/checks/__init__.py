@@ -41,13 +41,16 @@ from ..device import resolve_device
 from ..files import atomic_write
 from ..models import factory
 from ..mup import optim
+from ..mup.axes import AXES, Axis
 from ..mup.optimizers import OPTIMIZERS
 from ..mup.parametrizations import controls_of
 from ..mup.parametrizations import get as get_parametrization
 from . import verdict
+from .axes import AXIS_SEEDS as AXIS_SEEDS
 from .axes import DEPTH_SEEDS as DEPTH_SEEDS
 from .axes import at_point as _at_width
-from .axes import check_depths, depth_relative
+from .axes import check_sizes, flag, relative_names
+from .axes import depth_relative as depth_relative
 from .recorder import Kind, Recorder
 
 THRESHOLD = verdict.LIMITS["x"]  # the |x| and |x - x0| limit; own updates have verdict.LIMITS["own"]
@@ -76,16 +79,22 @@ class CoordCheckResult:
     limits: dict[str, float] = field(default_factory=lambda: dict(verdict.LIMITS))
     files: dict[str, Path] = field(default_factory=dict)
     control: CoordCheckResult | None = None  # the negative control's check (--compare sp)
-    depths: list[int] = field(default_factory=list)  # the depth axis (--depths), at one width
+    along: str = "width"  # the axis the slopes are fitted against (depth: --depths, at one width)
+    sizes: list[int] = field(default_factory=list)  # its sizes, for an axis other than width
 
     @property
     def axis(self) -> str:
-        """What the slopes are fitted against: ``width``, or ``depth`` for a check across depths."""
-        return "depth" if self.depths else "width"
+        """What the slopes are fitted against: ``width``, ``depth`` or ``experts``."""
+        return self.along
 
     @property
     def points(self) -> list[int]:
-        return self.depths or self.widths
+        return self.sizes or self.widths
+
+    @property
+    def depths(self) -> list[int]:
+        """The depths of a check across depth (empty otherwise)."""
+        return self.sizes if self.along == "depth" else []
 
     @property
     def verdict(self) -> str:
@@ -112,7 +121,7 @@ class CoordCheckResult:
             return (
                 f"coord check {name}: pass (every slope within its limit, |x| and |x-x0| ±{self.limits['x']:g}, "
                 f"own updates ±{self.limits['own']:g}; the closest at {self.margin:.0%} of its limit; "
-                f"{self.axis}s {self.points[0]}..{self.points[-1]}){warn}"
+                f"{flag(AXES[self.axis]).removeprefix('--')} {self.points[0]}..{self.points[-1]}){warn}"
             )
         reasons = self.problems + self.failures[:3]
         more = f" (+{len(self.failures) - 3} more)" if len(self.failures) > 3 else ""
@@ -185,11 +194,13 @@ def records(
     seq_len: int,
     batch_size: int,
     leaves: bool = True,
-    depths: list[int] | None = None,
+    along: Axis | None = None,
+    sizes: list[int] | None = None,
 ) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """One row per width (and depth, with ``depths``), seed, step and layer: mean |x_t| (``l1``) and
-    mean |x_t - x_0| (``dl1``); with the structural problems and the attention modules whose logits
-    were not found. Across depths, block layers are named by :func:`depth_relative`."""
+    """One row per width (and size along ``along``: depth, experts), seed, step and layer: mean |x_t|
+    (``l1``) and mean |x_t - x_0| (``dl1``); with the structural problems and the attention modules
+    whose logits were not found. Across another axis, layers are named by :func:`relative_names`
+    (blocks by relative depth, a mixture's experts as one)."""
     device = resolve_device(spec.train.device)
     corpus = data.load(spec.data, min_len=seq_len + 1)
     batches = []
@@ -197,21 +208,24 @@ def records(
         rng = np.random.default_rng([spec.seed, seed])
         batches.append(data.get_batch(corpus.train, batch_size, seq_len, rng, device))
     rows, problems, missing = [], [], []
-    for width, depth in [(w, d) for w in widths for d in depths or [None]]:
-        wspec = _at_width(spec, width, seq_len, batch_size, depth)
+    vocab = data.vocab_size(spec.data)
+    for width, size in [(w, n) for w in widths for n in sizes or [None]]:
+        wspec = _at_width(spec, width, seq_len, batch_size, along, size)
+        rename = (lambda layer: layer) if along is None else relative_names(wspec, hp, vocab, along, size)
         for seed in range(seeds):
             per_t, kinds, probs, miss = _run(wspec, hp, spec.seed * 1000 + seed, steps, batches[seed], leaves)
             problems += [p for p in probs if p not in problems]
             missing += [a for a in miss if a not in missing]
             for t, values in enumerate(per_t):
                 for layer, (l1, dl1, own) in values.items():
-                    name = layer if depth is None else depth_relative(layer, depth)
+                    name = rename(layer)
                     if name is None:
                         continue
                     rows.append(
                         {
                             "width": width,
                             "depth": wspec.model.depth,
+                            **({along.name: size} if along is not None else {}),
                             "seed": seed,
                             "t": t,
                             "layer": name,
@@ -236,11 +250,14 @@ def _check_one(
     limits: dict[str, float],
     seq_len: int,
     batch_size: int,
-    depths: list[int] | None = None,
+    along: Axis | None = None,
+    sizes: list[int] | None = None,
 ) -> CoordCheckResult:
     hp = dataclasses.replace(hp, lr=float(lr))
-    df, problems, missing = records(spec, hp, widths, seeds, steps, seq_len, batch_size, depths=depths)
-    slopes = verdict.slopes(df, limits, axis="depth" if depths else "width")
+    df, problems, missing = records(
+        spec, hp, widths, seeds, steps, seq_len, batch_size, along=along, sizes=sizes
+    )
+    slopes = verdict.slopes(df, limits, axis=along.name if along is not None else "width")
     warnings = [
         f"attention logits of '{a}' not found (no softmax over the keys and no "
         "scaled_dot_product_attention call inside it), so its scaling is not checked"
@@ -279,7 +296,8 @@ def _check_one(
         problems=problems,
         warnings=warnings,
         limits=dict(limits),
-        depths=list(depths or []),
+        along=along.name if along is not None else "width",
+        sizes=list(sizes or []),
     )
 
 
@@ -320,12 +338,17 @@ def coord_check(
     prefix: str = "coord_check",
     plot: bool = True,
     depths: list[int] | None = None,
+    along: str | None = None,
+    sizes: list[int] | None = None,
 ) -> CoordCheckResult:
     """Run the coord check of ``spec``'s model; write CSVs (and a PNG) to ``out_dir`` when given.
 
-    ``depths`` checks across depth instead, at the base width: the same measures, slopes against
-    log depth, with depth scaling relative to the spec's base depth (its own depth when unset) —
-    CompleteP (``model.depth_alpha = 1``) keeps every slope flat, no depth scaling does not.
+    ``along`` and ``sizes`` check across another axis instead, at the base width: the same measures,
+    slopes against the log of the axis's size, with its rules relative to the spec's base there (its
+    own size when unset). ``depths`` is ``along="depth"``: CompleteP (``model.depth_alpha = 1``) keeps
+    every slope flat, no depth scaling does not. ``along="experts"``: a mixture's experts, compared
+    as one (their mean), flat under the experts rules, not where an optimizer's update shrinks with
+    the tokens each expert sees (SGD without them).
 
     ``widths`` defaults to ``base_width × mults``; ``compare="sp"`` also checks the SP twin (a
     negative control, expected to fail) and attaches it as ``result.control``. ``threshold`` and
@@ -334,10 +357,18 @@ def coord_check(
     """
     hp = hp or spec.hparams
     if depths is not None:
-        depths = check_depths(spec, depths)
+        along, sizes = "depth", depths
+    axis = None
+    if along is not None:
+        if along not in AXES or along == "width":
+            raise SpecError(
+                "--along", f"expected one of {', '.join(a for a in AXES if a != 'width')}, got {along!r}"
+            )
+        axis = AXES[along]
+        sizes = check_sizes(spec, axis, list(sizes or []))
         widths = [spec.model.base_width]
     widths = sorted(set(widths or [spec.model.base_width * k for k in mults]))
-    if len(widths) < 2 and not depths:
+    if len(widths) < 2 and axis is None:
         raise SpecError("--widths", "a slope needs at least two widths")
     if steps < 2:
         raise SpecError("--steps", "needs at least 2 steps (t = 0 is the model at init)")
@@ -370,7 +401,8 @@ def coord_check(
         },
         seq_len=seq_len,
         batch_size=batch_size,
-        depths=depths,
+        along=axis,
+        sizes=sizes,
     )
     result = _check_one(spec, hp, **args)
     if compare is not None:
