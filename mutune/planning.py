@@ -103,7 +103,8 @@ def planned_run(spec_path: Path, smoke: bool = False) -> tuple[RunDir, Spec, Bes
 
 
 def check_provenance(proxy: Spec, best: Best, best_path: Path, force: bool) -> list[str]:
-    """Refuse hyperparameters tuned for another model family, base width or depth, or parametrization.
+    """Refuse hyperparameters tuned for another model family, base (width, depth, experts), or
+    parametrization.
 
     They would mean something else here (the µP multipliers are relative to the base width the
     search used). ``force`` overrides; what was forced is returned, to be recorded in the plan.
@@ -111,9 +112,8 @@ def check_provenance(proxy: Spec, best: Best, best_path: Path, force: bool) -> l
     mismatches = []
     for key, mine in (
         ("model_family", proxy.model.family),
-        ("base_width", proxy.model.base_width),
         ("parametrization", proxy.model.parametrization),
-        ("base_depth", proxy.model.base_depth or proxy.model.depth),
+        *spec_axes.bases(proxy).items(),  # base_width, base_depth, base_experts
         ("depth_alpha", proxy.model.depth_alpha),
     ):
         theirs = best.provenance.get(key)

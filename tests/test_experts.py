@@ -134,6 +134,8 @@ def test_transfer_to_more_experts_is_an_axis_and_equals_inspect(run_cli, workdir
     assert rows["h.0.mlp.router.weight"]["target"]["eps_mult"] == pytest.approx(1 / 4)
     assert rows["h.0.mlp.router.weight"]["target"]["shape"] == [16, 64]
     assert rows["h.0.attn.c_attn.weight"]["target"]["eps_mult"] == 1.0
+    r = run_cli("inspect", MOE_YAML, "--to", "width=256", "--format", "json")
+    assert json.loads(r.out)["target"]["multipliers"]["router"] == 0.25  # the routers' logits × 1/m
 
 
 def test_search_then_transfer_to_more_experts_trains(run_cli, workdir):
@@ -234,3 +236,35 @@ def test_moe_model_builds_at_any_expert_count():
     model, _ = models.create(spec, spec.hparams, 256)
     x = torch.randint(0, 256, (2, 8))
     assert torch.isfinite(model(x, x)[1])
+
+
+def test_provenance_records_the_base_expert_count_and_the_guard_checks_it(run_cli, workdir):
+    spec = write_spec(workdir / "moe.yaml", MOE)
+    assert run_cli("search", spec, "--smoke", "--no-transfer", "--run-dir", workdir / "run", "-q").code == 0
+    best_path = workdir / "run" / "best.yaml"
+    best = yaml.safe_load(best_path.read_text())
+    assert (best["provenance"]["base_experts"], best["provenance"]["base_width"]) == (4, 32)
+    best["provenance"]["base_experts"] = 2
+    best_path.write_text(yaml.safe_dump(best))
+    r = run_cli("transfer", workdir / "run", "--to", "experts=8", "--smoke", "--dry-run")
+    assert r.code == 2 and "base_experts: best.yaml has 2" in r.err, r
+
+
+@pytest.mark.parametrize("exponent, direction", [(1, "over"), (0, "under")])
+def test_sgd_has_no_experts_rule_because_neither_candidate_passes(exponent, direction):
+    """Why SGD is refused rather than given ×m_E (or nothing): across experts 2..16 at LR 0.1, ×m_E on
+    the experts' and routers' LR over-updates the routers and no factor under-updates them."""
+    table = dict(pz.MUP.table)
+    for role in ("hidden", "router", "vector"):
+        r = pz.MUP.role_rule("sgd", role)
+        table[("sgd", role)] = dataclasses.replace(r, lr=r.lr.plus(experts=exponent))
+    candidate = dataclasses.replace(
+        pz.MUP, table=table, axis_kinds={**pz.MUP.axis_kinds, "experts": rules.KINDS}
+    )
+    spec = moe_spec("train.optimizer=sgd", depth=2)
+    with registered(candidate):
+        res = checks.coord_check(spec, along="experts", sizes=[2, 4, 8, 16], seeds=3, lr=0.1)
+    assert not res.passed
+    router = res.slopes[(res.slopes.layer.str.endswith("mlp.router")) & (res.slopes.metric == "own")]
+    worst = router.loc[router.slope.abs().idxmax()].slope
+    assert (worst > 0.5) if direction == "over" else (worst < -0.5), router

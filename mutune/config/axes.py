@@ -89,6 +89,13 @@ def base(spec: Spec, axis: Axis | str) -> int:
     return _get(spec, axis.base_key) or value(spec, axis)
 
 
+def bases(spec: Spec) -> dict[str, int]:
+    """``base_<axis>`` of every axis the spec's family has (``base_width``, ``base_depth``,
+    ``base_experts``): what the tuned hyperparameters are relative to, recorded in best.yaml's
+    provenance and checked against a target's spec."""
+    return {f"base_{a.name}": base(spec, a) for a in AXES.values() if present(spec, a)}
+
+
 def value(spec: Spec, axis: Axis | str) -> int:
     """The spec's size along the axis (``model.width``, ``model.depth``)."""
     return _get(spec, _axis(axis).key)

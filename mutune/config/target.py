@@ -4,7 +4,7 @@ A target is the proxy's spec with some keys changed: ``--to KEY=VALUE`` on the c
 the spec's own ``target:`` section (``target.width`` and ``target.overrides``). Each key is read by
 its meaning (:mod:`.meaning`): a hyperparameter comes from best.yaml, unchanged (refused); a key
 that defines what the hyperparameters mean must keep the proxy's value (refused, saying why); a
-key of the search is not a run's (refused); an axis (width, depth) changes freely; a key the
+key of the search is not a run's (refused); an axis (width, depth, experts) changes freely; a key the
 optimum moves with, or that transfers only roughly, changes with a warning saying so.
 A target at another depth gets CompleteP's rules relative to the proxy's base depth (pinned in the
 target spec) where they apply (:mod:`.axes`), and a warning why not where they do not; so does every
