@@ -43,10 +43,10 @@ it, so their gradient entries shrink with m_E while the forward keeps its size (
 renormalised over the chosen experts). Adam and Muon normalise the update, so the LR needs no factor
 and only Adam's ε follows the gradient (ε/m_E, TP5 App. B.3's reason for ε/m). Nothing else depends
 on the expert count: attention, embeddings, norms and readout see every token whatever the number of
-experts. SGD's update is the gradient itself, and how it shrinks differs by parameter (measured with
-the coord check across experts 2..16: ×m_E on the LR over-updates the routers, slope up to +1.0, and
-no factor under-updates them, -0.9; the routers' per-token gradients differ in sign, the experts'
-less): no rule is given, and an SGD target at another expert count is warned, not guessed.
+experts. SGD's update is the gradient itself, which shrinks between 1/m_E and 1/√m_E as per-token
+gradients partly cancel (the coord check across experts 2..16: ×m_E on the LR over-updates the
+routers and experts, slopes up to +1.0, no factor under-updates them, down to -0.9; docs/mup.md): no
+rule is given, and an SGD target at another expert count is warned, not guessed.
 
 Plain data and arithmetic: no torch, no spec.
 """
