@@ -93,3 +93,18 @@ def test_horizon_transfer_quick(tmp_path):
     assert "loss with the law" in out and "(timescale kept)" in out
     best = (tmp_path / "ht" / "best.yaml").read_text()
     assert "laws:" in best and (tmp_path / "ht" / "laws" / "runs.csv").is_file()
+
+
+@pytest.mark.bench
+def test_experts_transfer_quick(tmp_path):
+    out = bench("experts_transfer.py", "--run-dir", str(tmp_path / "et"), cwd=tmp_path)
+    assert out.index("targets:") < out.index("1. across experts")  # the targets are stated before the runs
+    for row in (
+        "µP drift across experts",
+        "SP drift across width",
+        "µP drift across width",
+        "clipping norm within",
+    ):
+        assert row in out
+    assert (tmp_path / "et" / "width" / "checks" / "sweep-lr.png").is_file()
+    assert (tmp_path / "et" / "experts" / "e4" / "checks" / "sweep-lr-summary.csv").is_file()
