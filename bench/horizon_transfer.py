@@ -17,6 +17,14 @@ is ~10x this): horizons 50/100/200 -> 1600 steps, target width 128 instead of 25
     PYTHONPATH=. OMP_NUM_THREADS=1 python bench/horizon_transfer.py      # ~25-50 min on 2 cores
     PYTHONPATH=. python bench/horizon_transfer.py --quick                # tiny, seconds (CI)
 
+With ``--wsd`` (issue 26): every run a WSD run (20% 1-sqrt cooldown), the law fitted up to 400
+steps (100/200/400) from cooldown branches (each LR of a line search trained once to 400 steps, its
+100- and 200-step losses from branches), two seeds per point (the default under WSD), and LR*
+predicted and measured at 1600 steps (4x the longest). Target (2) then compares what mutune trains
+(the law where its interval excludes 0, else the copied LR: ``laws.apply_laws``) with the copy.
+
+    PYTHONPATH=. OMP_NUM_THREADS=1 python bench/horizon_transfer.py --wsd   # ~1 h on 2 busy cores
+
 Resumable: every finished run is kept in <run-dir>/laws/runs.csv (fit) and <run-dir>/runs.csv
 (the long runs); re-running trains only what is missing.
 """
@@ -70,6 +78,20 @@ QUICK = {
     "search": {"laws": {"steps": [0.5, 1.0], "lr_step": 1.0, "lr_points": 3}},
 }
 QUICK_LONG, QUICK_TARGET_WIDTH = 2.0, 64
+
+# --wsd: WSD everywhere, the law from cooldown branches with 2 seeds, fitted to 400 steps, 1600 predicted
+FULL_WSD = {
+    **FULL,
+    "name": "horizon-transfer-wsd",
+    "train": {**FULL["train"], "steps": 400, "eval_every": 400, "schedule": "wsd"},
+}
+FULL_WSD_LONG = 4.0  # 1600 steps
+QUICK_WSD = {
+    **QUICK,
+    "name": "horizon-transfer-wsd-quick",
+    "train": {**QUICK["train"], "schedule": "wsd"},
+    "search": {"laws": {"steps": [0.5, 1.0], "lr_step": 1.0, "lr_points": 3}},
+}
 
 # Bjorck et al. (ICLR 2025), "Scaling Optimal LR Across Token Horizons": LR*(D) = B·D^-β, fitted per model
 # size (LLMs of 50M parameters and up); the β values were not retrievable here. Filatov et al. 2025 (arXiv 2510.03871, Scion
@@ -144,11 +166,16 @@ def main() -> None:
     ap.add_argument("--decay", action="store_true", help="then measure the timescale weight decay too")
     ap.add_argument("--decay-only", action="store_true", help="the fit (cached), then only the decay part")
     ap.add_argument("--decay-width", type=int, default=None, help="the decay target's width [the target's]")
+    ap.add_argument(
+        "--wsd", action="store_true", help="WSD runs, the law from cooldown branches with 2 seeds (issue 26)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     base, long_mult, target_width = (
         (QUICK, QUICK_LONG, QUICK_TARGET_WIDTH) if args.quick else (FULL, FULL_LONG, FULL_TARGET_WIDTH)
     )
+    if args.wsd:
+        base, long_mult = (QUICK_WSD, QUICK_LONG) if args.quick else (FULL_WSD, FULL_WSD_LONG)
     spec = config.spec_from_dict(base)
     run_dir = args.run_dir or ROOT / "bench" / "runs" / spec.name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -158,8 +185,15 @@ def main() -> None:
         f"targets: |log2 LR*_pred - log2 LR*_meas| <= 0.5 at {long_mult:g}x the longest fitted horizon; "
         f"width-{target_width} loss with the law <= with the LR copied"
     )
+    if args.wsd:
+        print(
+            "target (2) under --wsd: what mutune trains (the law where its 95% interval excludes 0, else the "
+            "copied LR) <= the copied LR"
+        )
     print(
-        f"fitting the steps law at {[int(m * spec.train.steps) for m in ms]} steps, width {spec.model.width}"
+        f"fitting the steps law at {[int(m * spec.train.steps) for m in ms]} steps, width {spec.model.width}, "
+        f"{spec.train.schedule} schedule, {laws_run.seeds_of(spec)} seed(s) per point"
+        f"{', horizons from cooldown branches' if laws_run.branched(spec, 'steps') else ''}"
     )
 
     best = laws_run.fit_laws(spec, run_dir, config.Best(spec.hparams, {"trial_number": None}), Printer())
@@ -213,8 +247,23 @@ def main() -> None:
         f"width {target_width}, {long_steps} steps: loss with the law {loss_law:.4f} (lr {lr_pred:.5f}) vs copied "
         f"{loss_copy:.4f} (lr {lr_short:.5f}): {verdict}"
     )
+    # what a transfer trains: the law only where the proxy determined it (its interval excludes 0)
+    lr_mutune, adjustments, _ = laws.apply_laws(
+        {"steps": best.laws["steps"]}, lr_short, {"steps": spec.train.steps}, {"steps": long_steps}
+    )
+    applied = all(a.applied for a in adjustments)
+    loss_mutune = loss_law if applied else loss_copy
+    verdict = "met" if loss_mutune <= loss_copy else f"MISSED by {loss_mutune - loss_copy:.4f}"
+    print(
+        f"what mutune transfers: {'the law' if applied else 'the copied LR (the interval includes 0)'}, lr "
+        f"{lr_mutune:.5f}: loss {loss_mutune:.4f} vs copied {loss_copy:.4f}: {verdict}"
+    )
     fit_flops = sum(float(law["flops"]) for law in best.laws.values())
-    print(f"law fit compute: {fit_flops:.3g} FLOPs; literature: {LITERATURE}")
+    separate = sum(float(law.get("separate_flops") or law["flops"]) for law in best.laws.values())
+    print(
+        f"law fit compute: {fit_flops:.3g} FLOPs (separate runs of each horizon: {separate:.3g}, "
+        f"{fit_flops / separate:.2f}x); literature: {LITERATURE}"
+    )
     if args.decay:
         decay(spec, run_dir, lr_short, long_mult, args.decay_width or target_width)
     print(f"wall time {time.perf_counter() - t0:.0f}s")

@@ -32,9 +32,20 @@ target), a bigger one on all 64.
 "realised" is the one seeded search: trials 0..n-1 and their ladder, as `mutune search` runs it;
 one real end-to-end ``mutune.search`` at the headline budget checks that it picks the same winner.
 
+With ``--wsd`` (issue 26) every run, proxy and target, is a WSD run (warmup, stable, a 20% 1-sqrt
+cooldown), and the headline selection is successive halving along training length
+(``search.fidelity={rungs: [0.25, 0.5, 1.0]}``, keep 1/3): every configuration runs a quarter of
+the steps, the best third go on to half, the best third of those to the full length, each rung
+evaluated after its cooldown. Each pool configuration is trained once at the proxy with cooldown
+branches at those fractions, which give its loss at every rung bit for bit (tests/test_branches.py),
+so the selection's outcome for any subset is known without training it again. Successive halving's
+winner depends on more of the subset than its top-k, so its expectation is a Monte Carlo average over
+``DRAWS`` random subsets (seeded; its standard error printed) instead of the exact enumeration.
+
     PYTHONPATH=. python bench/mutransfer_vs_direct.py --workers 2            # hours on 2 busy CPU cores; resumable
     PYTHONPATH=. python bench/mutransfer_vs_direct.py --medium --workers 2   # widths 32 -> 256, about an hour
     PYTHONPATH=. python bench/mutransfer_vs_direct.py --quick                # widths 32 -> 128, a few minutes
+    PYTHONPATH=. python bench/mutransfer_vs_direct.py --medium --wsd --workers 2   # WSD + successive halving
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import random
 import sys
 import time
 from pathlib import Path
@@ -119,6 +131,26 @@ VARIANTS = {
     "4 finalists, 2nd seed": ["search.rungs=[1]", "search.rung_seeds=2", "search.finalists=4"],
 }
 HEADLINE = "ladder (default)"  # at the budget cfg["headline"]
+# --wsd: every run a WSD run; successive halving along training length beside the selections that
+# need no rung at another length (full-length proxy trials; the top 4 on a second seed)
+HALVING = (0.25, 0.5, 1.0)
+WSD_VARIANTS = {
+    "no ladder": [],
+    "successive halving": [f"search.fidelity={{rungs: {list(HALVING)}}}"],
+    "4 finalists, 2nd seed": ["search.rungs=[1]", "search.rung_seeds=2", "search.finalists=4"],
+}
+WSD_HEADLINE = "successive halving"
+DRAWS = 20000  # Monte Carlo subsets for successive halving's expectation
+
+
+def variants(cfg: dict) -> dict[str, list[str]]:
+    return WSD_VARIANTS if cfg.get("wsd") else VARIANTS
+
+
+def headline(cfg: dict) -> str:
+    return WSD_HEADLINE if cfg.get("wsd") else HEADLINE
+
+
 MULTIPLES = (1, 3, 10)
 COVERAGE = 0.97
 NAME = "mutransfer-vs-direct"
@@ -144,15 +176,23 @@ def open_run(spec: config.Spec, run_dir: Path) -> optuna.Study:
 
 
 def measure(
-    root: Path, width: int, seed: int, configs: list[dict], base: tuple, workers: int, sampled: int = 0
+    root: Path,
+    width: int,
+    seed: int,
+    configs: list[dict],
+    base: tuple,
+    workers: int,
+    sampled: int = 0,
+    extra: tuple[str, ...] = (),
 ) -> dict[tuple, float]:
     """Train each configuration at (width, seed) once (a study per pair, resumable); losses by key.
 
     ``sampled``: run the first ``sampled`` trials of the seeded sequence as sampled trials (they are
-    the pool's configurations 0..sampled-1); the other configurations are enqueued."""
-    names = list(config.DEFAULT_SPACE)
+    the pool's configurations 0..sampled-1); the other configurations are enqueued. ``extra``:
+    overrides of this study's runs alone (the pool's cooldown branches)."""
     run_dir = root / f"w{width}-s{seed}"
-    spec = spec_at(width, seed, 1, base)
+    spec = spec_at(width, seed, 1, base, *extra)
+    names = list(spec.search.space)  # what this parametrization searches (µP: the default five)
     study = open_run(spec, run_dir)
     trials = study.get_trials(deepcopy=False)
     done = {key(study_mod.trial_params(t), names) for t in trials if study_mod.is_finished(t)}
@@ -206,11 +246,16 @@ def pick(s: tuple[int, ...], plan: budget.Plan, loss) -> tuple[int | None, list]
     for rung in plan.rungs:
         moving = moving[: rung.entrants]
         missing = [
-            (i, rung.width, sd) for i in moving for sd in rung.seeds if loss(i, rung.width, sd) is None
+            (i, rung.width, sd)
+            for i in moving
+            for sd in rung.seeds
+            if loss(i, rung.width, sd, rung.steps) is None
         ]
         if missing:
             return None, missing
-        means = {i: sum(loss(i, rung.width, sd) for sd in rung.seeds) / len(rung.seeds) for i in moving}
+        means = {
+            i: sum(loss(i, rung.width, sd, rung.steps) for sd in rung.seeds) / len(rung.seeds) for i in moving
+        }
         moving.sort(key=lambda i: (means[i], s.index(i)))
     return moving[0], []
 
@@ -234,6 +279,40 @@ def expectation(ranked: list[int], n: int, plan: budget.Plan, loss, target: dict
     return value, known, need_runs, need_target
 
 
+def expectation_mc(members: list[int], n: int, plan: budget.Plan, pool: Pool, draws: int = DRAWS):
+    """E[target loss] of successive halving along training length over random n-subsets of
+    ``members``, by Monte Carlo (its winner depends on the whole subset's ranking at the first
+    horizon, not only on a top-k set); with its standard error and the target runs it still needs."""
+    rng = random.Random(0)
+    winners: dict[int, int] = {}
+    for _ in range(draws):
+        w = pick_halving(rng.sample(members, n), plan, pool)
+        winners[w] = winners.get(w, 0) + 1
+    need = {w for w in winners if w not in pool.target}
+    if need:
+        return math.nan, 0.0, set(), need, math.nan
+    xs = [pool.target[w] for w, c in winners.items() for _ in range(c)]
+    m = sum(xs) / len(xs)
+    se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else 0.0
+    return m, 1.0, set(), set(), se
+
+
+def pick_halving(subset, plan: budget.Plan, pool: Pool) -> int:
+    """Successive halving's winner among ``subset`` (pool indices): ranked by the loss at the first
+    horizon (the proxy trials' own length), the best ``entrants`` of each rung ranked again at its
+    length; ties by the first ranking (as mutune's ladder breaks them)."""
+
+    def at(i: int, steps: int) -> float:
+        x = pool.short[i][steps]
+        return x if math.isfinite(x) else math.inf
+
+    moving = sorted(subset, key=lambda i: (at(i, plan.proxy_steps), i))
+    order = {i: r for r, i in enumerate(moving)}
+    for rung in plan.rungs:
+        moving = sorted(moving[: rung.entrants], key=lambda i: (at(i, rung.steps), order[i]))
+    return moving[0]
+
+
 def expected_min(losses: list[float], k: int) -> float:
     """E[min of a uniformly random k-subset] of ``losses`` (non-finite = diverged, worst)."""
     ls = sorted(losses, key=lambda x: (not math.isfinite(x), x))
@@ -250,9 +329,12 @@ class Pool:
 
     def __init__(self, root: Path, cfg: dict, workers: int):
         self.root, self.cfg, self.base, self.workers = root, cfg, cfg["overrides"], workers
-        self.names = list(config.DEFAULT_SPACE)
-        measure(root, cfg["proxy"], 0, [], self.base, workers, sampled=cfg["pool"])
-        study = open_run(spec_at(cfg["proxy"], 0, 1, self.base), root / f"w{cfg['proxy']}-s0")
+        self.names = list(spec_at(cfg["proxy"], 0, 1, self.base).search.space)
+        # under WSD the pool's proxy runs carry cooldown branches at the halving's horizons
+        self.extra = (f"train.branches={list(HALVING)}",) if cfg.get("wsd") else ()
+        measure(root, cfg["proxy"], 0, [], self.base, workers, sampled=cfg["pool"], extra=self.extra)
+        study = open_run(spec_at(cfg["proxy"], 0, 1, self.base, *self.extra), root / f"w{cfg['proxy']}-s0")
+        self.short: dict[int, dict[int, float]] = {}  # config -> {horizon: loss} from the branches
         seen: dict[tuple, float] = {}
         self.configs: list[dict] = []
         for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
@@ -262,11 +344,23 @@ class Pool:
                 self.configs.append({n: float(v) for n, v in zip(self.names, k, strict=True)})
         self.proxy = [seen[key(p, self.names)] for p in self.configs]
         self.index = {key(p, self.names): i for i, p in enumerate(self.configs)}
+        for t in study.get_trials(deepcopy=False):
+            i = self.index.get(key(study_mod.trial_params(t), self.names))
+            if i is not None and study_mod.is_finished(t) and i not in self.short:
+                # a diverged run has no branches past its divergence: inf there (the worst)
+                got = {b["steps"]: b["val_loss"] for b in t.user_attrs.get("branches") or []}
+                self.short[i] = {st: got.get(st, math.inf) for st in self.horizons()}
         self.runs: dict[tuple[int, int], dict[int, float]] = {}
         self.target: dict[int, float] = {}
         self.run_target(range(cfg["direct_pool"]), sampled=cfg["direct_pool"])
 
-    def loss(self, i: int, width: int, seed: int) -> float | None:
+    def horizons(self) -> list[int]:
+        steps = spec_at(self.cfg["proxy"], 0, 1, self.base).train.steps
+        return [round(f * steps) for f in HALVING] if self.cfg.get("wsd") else []
+
+    def loss(self, i: int, width: int, seed: int, steps: int | None = None) -> float | None:
+        if steps is not None and steps in self.horizons():
+            return self.short[i][steps] if width == self.cfg["proxy"] and seed == 0 else None
         if width == self.cfg["proxy"] and seed == 0:
             return self.proxy[i]
         return self.runs.get((width, seed), {}).get(i)
@@ -292,7 +386,7 @@ class Pool:
 def make_plans(cfg: dict) -> dict[tuple[str, float], budget.Plan | str]:
     """mutune's own plan for every (variant, budget), or why there is none."""
     plans: dict[tuple[str, float], budget.Plan | str] = {}
-    for variant, extra in VARIANTS.items():
+    for variant, extra in variants(cfg).items():
         for b in cfg["budgets"]:
             spec = spec_at(
                 cfg["proxy"], 0, 1, cfg["overrides"], "search.n_trials=null", f"target.width={cfg['target']}",
@@ -311,6 +405,22 @@ def evaluate(pool: Pool, plan: budget.Plan) -> dict:
     members = range(pool.cfg["direct_pool"]) if small else range(len(pool.configs))
     if plan.n_proxy > len(members):
         return {"error": f"{plan.n_proxy} proxy trials, but the pool has {len(members)}"}
+    if plan.proxy_steps is not None:  # successive halving along training length
+        value, known, runs, targets, se = expectation_mc(list(members), plan.n_proxy, plan, pool)
+        winner = pick_halving(range(plan.n_proxy), plan, pool)
+        realised = pool.target.get(winner)
+        if realised is None:
+            targets.add(winner)
+        return {
+            "expected": value,
+            "se": se,
+            "coverage": known,
+            "pool": len(members),
+            "realised": realised,
+            "winner": winner,
+            "runs": runs,
+            "targets": targets,
+        }
     value, known, runs, targets = expectation(
         pool.ranked(members), plan.n_proxy, plan, pool.loss, pool.target
     )
@@ -409,6 +519,10 @@ def fmt(x: float | None, digits: int = 4) -> str:
 
 
 def plan_label(plan: budget.Plan) -> str:
+    if plan.proxy_steps is not None:  # successive halving: configurations @ steps
+        return "+".join(
+            [f"{plan.n_proxy}@{plan.proxy_steps}st", *(f"{r.entrants}@{r.steps}st" for r in plan.rungs)]
+        )
     if not plan.rungs:
         return f"{plan.n_proxy} proxy"
     rungs = "+".join(f"{r.entrants}@{r.width}x{len(r.seeds)}" for r in plan.rungs)
@@ -421,12 +535,15 @@ def print_curve(cfg: dict, plans: dict, results: dict, c_target: float, direct: 
     print(f"{'budget':>7} {'selection':<24} {'plan':<22} {'search':>7} {'E[loss]':>8} {'realised':>8} "
           f"{'direct 10x':>10} {'pool':>5} {'cover':>6}")  # fmt: skip
     for b in cfg["budgets"]:
-        for variant in VARIANTS:
+        for variant in variants(cfg):
             plan = plans[variant, b]
             if not isinstance(plan, budget.Plan):
                 print(f"{b:>7.0%} {variant:<24} n/a: {plan}")
                 continue
             r = results[variant, b]
+            if "error" in r:
+                print(f"{b:>7.0%} {variant:<24} {plan_label(plan):<22} n/a: {r['error']}")
+                continue
             total = plan.total_flops + c_target
             k = math.floor(10 * total / c_target + 1e-9)
             d10 = expected_min(direct, k) if k <= len(direct) else None
@@ -442,8 +559,9 @@ def print_headline(cfg: dict, plan: budget.Plan, r: dict, c_target: float, direc
     print(
         f"\nµTransfer at budget {plan.budget:g} ({plan_label(plan)}): {total / c_target:.2f}x one target run"
     )
-    print(f"{'method':<40} {'compute':>10} {'x target run':>12} {'E[target loss]':>15} {'realised':>9}")
-    rows = [(f"µTransfer, {HEADLINE}", total, r["expected"], r["realised"])]
+    print(f"{'method':<60} {'compute':>10} {'x target run':>12} {'E[target loss]':>15} {'realised':>9}")
+    se = f" (Monte Carlo s.e. {r['se']:.4f})" if "se" in r else ""
+    rows = [(f"µTransfer, {headline(cfg)}{se}", total, r["expected"], r["realised"])]
     direct_at = {}
     for mult in MULTIPLES:
         k = max(1, math.floor(mult * total / c_target + 1e-9))
@@ -457,7 +575,7 @@ def print_headline(cfg: dict, plan: budget.Plan, r: dict, c_target: float, direc
         )
     for label, compute, expected, realised in rows:
         print(
-            f"{label:<40} {flops.human(compute):>10} {compute / c_target:>12.2f} {expected:>15.4f} {fmt(realised):>9}"
+            f"{label:<60} {flops.human(compute):>10} {compute / c_target:>12.2f} {expected:>15.4f} {fmt(realised):>9}"
         )
     return direct_at
 
@@ -493,7 +611,7 @@ def end_to_end(pool: Pool, plan: budget.Plan, expected_winner: int | None) -> No
     cfg = pool.cfg
     spec = spec_at(
         cfg["proxy"], 0, 1, pool.base, "search.n_trials=null", f"target.width={cfg['target']}",
-        f"search.budget={plan.budget}", *VARIANTS[HEADLINE],
+        f"search.budget={plan.budget}", *variants(cfg)[headline(cfg)],
     )  # fmt: skip
     run_dir = pool.root / f"search-b{plan.budget:g}"
     res = search.search(spec, run_dir=run_dir, transfer=False, workers=pool.workers)
@@ -518,19 +636,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads in this process")
     ap.add_argument("--run-dir", type=Path, default=None)
     ap.add_argument("--no-samplers", action="store_true", help="skip the sampler comparison")
+    ap.add_argument(
+        "--wsd",
+        action="store_true",
+        help="every run WSD; successive halving along training length as the headline (no samplers)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     size = "quick" if args.quick else "medium" if args.medium else "full"
     cfg = {"quick": QUICK, "medium": MEDIUM, "full": FULL}[size]
-    root = args.run_dir or ROOT / "bench" / "runs" / (NAME + ("" if size == "full" else f"-{size}"))
+    if args.wsd:
+        cfg = {**cfg, "overrides": (*cfg["overrides"], "train.schedule=wsd"), "wsd": True}
+    suffix = ("" if size == "full" else f"-{size}") + ("-wsd" if args.wsd else "")
+    root = args.run_dir or ROOT / "bench" / "runs" / (NAME + suffix)
     print(
         f"# PYTHONPATH=. python bench/mutransfer_vs_direct.py {' '.join(sys.argv[1:] if argv is None else argv)}"
     )
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}, run dir {root}")
-    print(
-        "# targets: E[target loss] of µTransfer at a budget <= 1 target run (<= 2x in all) <= direct random "
-        "search at 10x µTransfer's compute; E[loss] against budget with and without the ladder; samplers: reported"
-    )
+    if args.wsd:
+        print(
+            "# target (issue 26): every run WSD; E[target loss] of µTransfer at budget 0.5 with successive halving "
+            "along training length (rungs 0.25, 0.5, 1; keep 1/3) <= direct random search at 10x its compute; "
+            "the other selections beside it"
+        )
+    else:
+        print(
+            "# targets: E[target loss] of µTransfer at a budget <= 1 target run (<= 2x in all) <= direct random "
+            "search at 10x µTransfer's compute; E[loss] against budget with and without the ladder; samplers: reported"
+        )
     t0 = time.perf_counter()
     pool = Pool(root, cfg, args.workers)
     plans = make_plans(cfg)
@@ -546,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({c_target / c_proxy:.1f}x); pools: {len(pool.configs)} proxy configurations, {len(direct)} at the target"
     )
     print_curve(cfg, plans, results, c_target, direct)
-    plan, r = plans[HEADLINE, cfg["headline"]], results[HEADLINE, cfg["headline"]]
+    plan, r = plans[headline(cfg), cfg["headline"]], results[headline(cfg), cfg["headline"]]
     direct_at = print_headline(cfg, plan, r, c_target, direct)
     print_pool(pool)
     if 10 in direct_at:
@@ -556,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
             f"or beats direct at 10x ({r['expected']:.4f} vs {direct_at[10]:.4f}, {gap:+.4f})"
         )
     end_to_end(pool, plan, r["winner"])
-    if not args.no_samplers:
+    if not args.no_samplers and not args.wsd:
         print_samplers(cfg, compare_samplers(pool), c_proxy, c_target)
     print(f"\n# {(time.perf_counter() - t0) / 60:.1f} min wall (runs already in {root} are reused)")
     return 0

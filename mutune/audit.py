@@ -1,6 +1,8 @@
 """What µP does to a spec's model, parameter by parameter: ``mutune inspect CONFIG [--to width=W]``.
 
-For every parameter: its shape, the role mutune gave it and which dims grow with width, and what
+For every parameter: its shape, the role mutune gave it and where that role came from (the module
+holding it, how the forward uses a raw parameter, its shape, or ``model.roles``), which dims grow
+with width, and what
 the rules make of it at the proxy width and at a target width: init, LR, weight decay and Adam ε
 (multipliers and the values the optimizer holds; the LR is the peak, before the schedule's factor). Then the forward multipliers, and the things
 that silently change what µP means (warnings). Everything comes from the functions the trainer
@@ -130,6 +132,9 @@ def inspect(spec: Spec, to: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     forward multipliers and the warnings, as plain data (what ``--format json`` prints)."""
     vocab = data.vocab_size(spec.data)
     target = _target(spec, list(to))
+    for s in (spec, target):  # an axis its model cannot apply is refused, as transfer refuses it
+        if s is not None:
+            models.check_axes(s)
     infos, proxy_rows, model = _per_width(spec, vocab)
     target_rows: dict[str, dict] = {}
     if target is not None:
@@ -139,6 +144,7 @@ def inspect(spec: Spec, to: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
         row = {
             "name": name,
             "role": info.role,
+            "role_source": info.source,  # the module holding it, how the forward uses it, its shape, or the user
             "module_kind": info.module_kind,
             "width_dims": list(info.inf_dims),
             "base_shape": list(info.base_shape),

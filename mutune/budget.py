@@ -23,6 +23,7 @@ import yaml
 
 from . import config
 from .config import DEFAULT_N_TRIALS, Spec, SpecError
+from .config.validate import cooldown, fidelity_steps
 from .files import atomic_write
 
 if TYPE_CHECKING:
@@ -34,11 +35,13 @@ class Rung:
     width: int
     seeds: tuple[int, ...]
     entrants: int  # configurations run at this rung
-    run_flops: float  # one run at this width
+    run_flops: float  # one run at this width (a continued run: what it trains itself)
+    steps: int | None = None  # successive halving along training length: this rung's horizon
 
     def new_runs(self, proxy_width: int, proxy_seed: int) -> int:
-        """Runs this rung adds (at the proxy width, the proxy trial itself is the proxy seed's run)."""
-        reused = self.width == proxy_width and proxy_seed in self.seeds
+        """Runs this rung adds (at the proxy width and length, the proxy trial itself is the proxy
+        seed's run)."""
+        reused = self.width == proxy_width and proxy_seed in self.seeds and self.steps is None
         return self.entrants * (len(self.seeds) - int(reused))
 
 
@@ -52,6 +55,7 @@ class Plan:
     proxy_flops: float  # one proxy run
     target_flops: float | None  # one target run (None without target.width)
     budget: float | None  # the fraction of the target run asked for
+    proxy_steps: int | None = None  # successive halving: the proxy trials' horizon (the first rung's)
 
     @property
     def ladder_runs(self) -> int:
@@ -81,24 +85,29 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Plan:
-        fields = {k: d[k] for k in cls.__dataclass_fields__ if k != "rungs"}
+        fields = {k: d[k] for k in cls.__dataclass_fields__ if k != "rungs" and k in d}
         rungs = tuple(
             Rung(
-                int(r["width"]), tuple(int(s) for s in r["seeds"]), int(r["entrants"]), float(r["run_flops"])
+                int(r["width"]),
+                tuple(int(s) for s in r["seeds"]),
+                int(r["entrants"]),
+                float(r["run_flops"]),
+                None if r.get("steps") is None else int(r["steps"]),
             )
             for r in d["rungs"]
         )
         return cls(rungs=rungs, **fields)
 
 
-def entrants(finalists: int, n_rungs: int) -> list[int]:
-    """Configurations at each rung: the better half (rounded up) moves on; a lone entrant stops it."""
-    out, n = [], finalists
+def entrants(first: int, n_rungs: int, keep: float = 0.5) -> list[int]:
+    """Configurations at each rung: ``first``, then the best ``keep`` of them (rounded up) at the
+    next, and so on; a lone entrant stops it (it could not change the winner)."""
+    out, n = [], first
     for _ in range(n_rungs):
         if n < 2:
             break
         out.append(n)
-        n = math.ceil(n / 2)
+        n = math.ceil(n * keep)
     return out
 
 
@@ -110,15 +119,42 @@ def build_rungs(spec: Spec, finalists: int, run_flops: list[float]) -> tuple[Run
     )
 
 
-def run_spec(spec: Spec, width: int, seed: int | None = None) -> Spec:
-    """The spec of one run at ``width`` (and ``seed``): a rung trial's, or a rung's for its cost."""
+def run_spec(spec: Spec, width: int, seed: int | None = None, steps: int | None = None) -> Spec:
+    """The spec of one run at ``width`` (and ``seed``, and ``steps``): a rung trial's, or a rung's for
+    its cost."""
     changes: dict[str, Any] = {"model.width": width, "search.budget": None, "search.finalists": None}
+    changes["search.fidelity.rungs"] = []  # a run, not a search: its own length is the rung's
     if seed is not None:
         changes["seed"] = seed
+    if steps is not None:
+        changes["train.steps"] = steps
     try:
         return spec.edit(changes)
     except SpecError as e:
-        raise SpecError("search.rungs", f"width {width}: {e}") from None
+        key = "search.fidelity" if steps is not None else "search.rungs"
+        raise SpecError(key, f"width {width}{f', {steps} steps' if steps else ''}: {e}") from None
+
+
+def fidelity_rungs(spec: Spec, n_proxy: int, cost: Any) -> tuple[Rung, ...]:
+    """Successive halving along training length: after the proxy trials at the first horizon, the best
+    ``keep`` of them at each longer one, continued from their stable state (each run's cost: the
+    steps it adds and its evaluations)."""
+    horizons = fidelity_steps(spec)
+    counts = entrants(
+        math.ceil(n_proxy * spec.search.fidelity.keep), len(horizons) - 1, spec.search.fidelity.keep
+    )
+    from . import flops  # (here, not at the top: the plan's readers, mutune report among them, load no torch)
+
+    rungs = []
+    for i, n in enumerate(counts):
+        longer, shorter = run_spec(spec, spec.model.width, steps=horizons[i + 1]), horizons[i]
+        begun = shorter - cooldown(shorter, spec.train.decay_fraction)  # where the longer run goes on from
+        c = flops.cost(longer)
+        run_flops = (
+            c.flops_per_step * (longer.train.steps - begun) + c.eval_flops if cost is None else cost(longer)
+        )
+        rungs.append(Rung(spec.model.width, (spec.seed,), n, run_flops, horizons[i + 1]))
+    return tuple(rungs)
 
 
 def make_plan(spec: Spec, cost: Any = None) -> Plan:
@@ -127,6 +163,8 @@ def make_plan(spec: Spec, cost: Any = None) -> Plan:
     ``cost(spec) -> FLOPs of one run`` defaults to :func:`mutune.flops.cost`'s total; tests pass
     their own to check the arithmetic without building models.
     """
+    if spec.search.fidelity.rungs:
+        return _fidelity_plan(spec, cost)
     if cost is None:
         from . import flops
 
@@ -183,6 +221,45 @@ def make_plan(spec: Spec, cost: Any = None) -> Plan:
     return Plan(n_proxy=n, finalists=k, rungs=rungs, budget=s.budget, **base)
 
 
+def _fidelity_plan(spec: Spec, cost: Any) -> Plan:
+    """The proxy trials at the first horizon and the rungs along training length: from
+    ``search.n_trials``, or as many proxy trials as ``search.budget`` affords with their rungs."""
+    s, default_cost = spec.search, cost is None
+    if cost is None:
+        from . import flops
+
+        def cost(x: Spec) -> float:
+            return flops.cost(x).total_flops
+
+    proxy = run_spec(spec, spec.model.width, steps=fidelity_steps(spec)[0])
+    c0 = cost(proxy)
+    target = (
+        cost(config.derive(spec, config.target.own_changes(spec), source="target").spec)
+        if spec.target.width
+        else None
+    )
+    base = dict(proxy_width=spec.model.width, proxy_seed=spec.seed, proxy_flops=c0, target_flops=target)
+    base["proxy_steps"] = proxy.train.steps
+
+    def plan_for(n: int) -> Plan:
+        rungs = fidelity_rungs(spec, n, None if default_cost else cost)
+        finalists = rungs[0].entrants if rungs else 0
+        return Plan(n_proxy=n, finalists=finalists, rungs=rungs, budget=s.budget, **base)
+
+    if s.budget is None:
+        return plan_for(s.n_trials or DEFAULT_N_TRIALS)
+    assert target is not None  # validated: a budget needs target.width
+    if plan_for(1).total_flops > s.budget * target:
+        raise SpecError(
+            "search.budget",
+            f"{s.budget:g} of the target run does not cover one proxy run ({c0 / target:.3g} of the target)",
+        )
+    n = 1
+    while plan_for(n + 1).total_flops <= s.budget * target:
+        n += 1
+    return plan_for(n)
+
+
 def rung_widths(spec: Spec) -> list[int]:
     """The ladder's widths: ``search.rungs`` (checked with the spec) times the proxy width.
 
@@ -209,8 +286,10 @@ def record_plan(study: optuna.Study, spec: Spec, plan: Plan, run_dir: Path | Non
     also as search_plan.yaml there, before the first trial: what the search will spend, and on what."""
     record = {"plan": plan.to_dict(), "spec_hash": spec.hash()}
     if run_dir is not None:
-        text = yaml.safe_dump({**plan_summary(plan), "proxy_width": plan.proxy_width}, sort_keys=False)
-        atomic_write(run_dir / "search_plan.yaml", lambda p: p.write_text(text))
+        text = yaml.safe_dump(
+            {**plan_summary(plan), "proxy_width": plan.proxy_width}, sort_keys=False, allow_unicode=True
+        )
+        atomic_write(run_dir / "search_plan.yaml", lambda p: p.write_text(text, encoding="utf-8"))
     if study.user_attrs.get("search_plan") != record:
         study.set_user_attr("search_plan", record)
 

@@ -222,9 +222,9 @@ def _space_entry(p: ParamSpace) -> str:
 # mutune init
 
 
-def starter_dict(model: str = "gpt", name: str = "mutune") -> dict[str, Any]:
+def starter_dict(model: str = "gpt", name: str = "mutune", factory: str | None = None) -> dict[str, Any]:
     """The values of the starter spec for family ``model`` (its registered starter values), defaults
-    elsewhere; it validates as written."""
+    elsewhere; it validates as written. ``factory``: the model file ``mutune init`` writes beside it."""
     if model not in families():
         raise SpecError(
             "--model",
@@ -236,6 +236,8 @@ def starter_dict(model: str = "gpt", name: str = "mutune") -> dict[str, Any]:
     for section, values in starter.items():
         data[section] = {**data.get(section, {}), **values}
     data["model"] = {**data.get("model", {}), "family": model}
+    if factory is not None:
+        data["model"]["factory"] = factory
     return config.spec_from_dict(data).to_dict()
 
 
@@ -273,9 +275,12 @@ def _emit(cls: type, values: dict[str, Any], indent: int, out: list[str]) -> Non
             out.append(_line(indent, f.name, scalar(value), comment))
 
 
-def starter_spec(model: str = "gpt", name: str = "mutune", filename: str | None = None) -> str:
-    """The commented starter spec ``mutune init`` writes (valid YAML that validates and runs)."""
-    values = starter_dict(model, name)
+def starter_spec(
+    model: str = "gpt", name: str = "mutune", filename: str | None = None, factory: str | None = None
+) -> str:
+    """The commented starter spec ``mutune init`` writes (valid YAML that validates and runs);
+    ``factory`` names the model file written beside it (``my_model.py:build``)."""
+    values = starter_dict(model, name, factory)
     filename = filename or f"{name}.yaml"
     out = [
         f"# mutune starter spec ({model}), written by `mutune init`. Every key is listed, with its type,",
@@ -286,6 +291,15 @@ def starter_spec(model: str = "gpt", name: str = "mutune", filename: str | None 
     ]
     _emit(Spec, values, 0, out)
     return "\n".join(out) + "\n"
+
+
+STARTER_MODEL = Path(__file__).with_name("starter_model.py")
+
+
+def starter_model() -> str:
+    """The model file ``mutune init --model factory`` writes beside the spec (read as text, never
+    imported here): a small transformer with no µP code in it, the same as examples/my_model.py."""
+    return STARTER_MODEL.read_text()
 
 
 def main(argv: list[str] | None = None) -> int:

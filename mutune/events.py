@@ -6,7 +6,7 @@ what you want to show; every hook defaults to doing nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,17 @@ class TrialEvent:
     running: int = 0  # trials running in the study now (this process's and others')
     worker: str = ""  # host:pid of the process that ran it
     ran_here: bool = True  # by this process or its worker processes (not another machine's or command's)
+    # where a ladder trial ran (ladder_width, ladder_seed, ladder_steps); {} for a proxy trial. The
+    # best so far is among trials run at the same place
+    fidelity: dict[str, Any] = field(default_factory=dict)
 
 
 class Events:
     def search_started(self, spec: Any, run_dir: Path, finished: int) -> None:
         """The study is open; ``finished`` trials were already done (a resume)."""
+
+    def search_complete(self, run_dir: Path, finished: int) -> None:
+        """The study already holds every trial this search asks for: nothing runs, no record changes."""
 
     def search_planned(self, plan: Any) -> None:
         """Before the first trial: the search's ``budget.Plan`` (proxy trials, ladder, FLOPs, budget)."""

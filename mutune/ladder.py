@@ -25,10 +25,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .budget import Plan
 from .study import is_finished, trial_params
+from .study.trials import FIDELITY_PREFIX
 
 # The fixed params that make a trial a ladder run, beside its hyperparameters (named apart from
-# a sweep point's "width" and "seed", which go through the same trial function).
-WIDTH, SEED = "ladder_width", "ladder_seed"
+# a sweep point's "width" and "seed", which go through the same trial function); a rung along
+# training length (search.fidelity) adds its horizon.
+WIDTH, SEED, STEPS = (FIDELITY_PREFIX + k for k in ("width", "seed", "steps"))
 
 
 @dataclass
@@ -55,6 +57,7 @@ class RungState:
     width: int
     seeds: tuple[int, ...]
     entries: list[Entry]
+    steps: int | None = None  # a rung along training length: its horizon
 
     @property
     def done(self) -> bool:
@@ -72,6 +75,7 @@ class LadderState:
     proxy_finished: int
     rungs: list[RungState]  # the rungs reached so far
     plan: Plan
+    keep: float = 0.5  # the share of a rung that goes on (the width ladder halves)
 
     @property
     def proxy_done(self) -> bool:
@@ -81,8 +85,8 @@ class LadderState:
     def done(self) -> bool:
         return self.proxy_done and len(self.rungs) == len(self.plan.rungs) and all(r.done for r in self.rungs)
 
-    def winner(self) -> tuple[int, float | None, int | None] | None:
-        """(proxy trial number, mean loss at the deciding rung, that rung's width), or None.
+    def winner(self) -> tuple[int, float | None, RungState | None] | None:
+        """(proxy trial number, mean loss at the deciding rung, that rung), or None.
 
         The leader of the last finished rung (the ladder's winner once it is done), else the proxy's
         best. A rung where every entrant diverged decides nothing."""
@@ -90,19 +94,19 @@ class LadderState:
             if rung.done:
                 best = rung.ranked()[0]
                 if best.mean is not None and math.isfinite(best.mean):
-                    return best.proxy_trial, best.mean, rung.width
+                    return best.proxy_trial, best.mean, rung
         if not self.proxy:
             return None
         return self.proxy[0].number, None, None
 
-    def pending(self) -> list[tuple[Entry, int, int]]:
-        """(entry, width, seed) runs the first unfinished rung still needs; [] when none can start."""
+    def pending(self) -> list[tuple[Entry, RungState, int]]:
+        """(entry, rung, seed) runs the first unfinished rung still needs; [] when none can start."""
         if not self.proxy_done:
             return []
         for rung in self.rungs:
             if not rung.done:
                 return [
-                    (e, rung.width, s)
+                    (e, rung, s)
                     for e in rung.entries
                     for s, v in zip(rung.seeds, e.losses, strict=True)
                     if v is None
@@ -113,10 +117,13 @@ class LadderState:
         """What best.yaml records of the ladder."""
         rungs = []
         for r in self.rungs:
-            kept = [e.proxy_trial for e in r.ranked()[: math.ceil(len(r.entries) / 2)]] if r.done else []
+            kept = (
+                [e.proxy_trial for e in r.ranked()[: math.ceil(len(r.entries) * self.keep)]] if r.done else []
+            )
             rungs.append(
                 {
                     "width": r.width,
+                    **({"steps": r.steps} if r.steps is not None else {}),
                     "seeds": list(r.seeds),
                     "entrants": [
                         {
@@ -132,13 +139,15 @@ class LadderState:
                 }
             )
         win = self.winner()
+        deciding = None if win is None else win[2]
         return {
             "finalists": self.plan.finalists,
             "done": self.done,
             "rungs": rungs,
             "winner": None if win is None else win[0],
             "winner_loss": None if win is None else win[1],
-            "decided_at_width": None if win is None else win[2],
+            "decided_at_width": None if deciding is None else deciding.width,
+            **({"decided_at_steps": deciding.steps} if deciding is not None and deciding.steps else {}),
         }
 
 
@@ -153,9 +162,10 @@ def trial_loss(t: FrozenTrial) -> float:
     return float(t.value) if t.state == TrialState.COMPLETE and t.value is not None else math.inf
 
 
-def state(plan: Plan, names: list[str], trials: list[FrozenTrial]) -> LadderState:
-    """Where the ladder stands, from the study's trials (``names``: the searched hyperparameters)."""
-    results: dict[tuple, tuple[float, int]] = {}  # (config, width, seed) -> (loss, trial number)
+def state(plan: Plan, names: list[str], trials: list[FrozenTrial], keep: float = 0.5) -> LadderState:
+    """Where the ladder stands, from the study's trials (``names``: the searched hyperparameters;
+    ``keep``: the share of a rung that goes on, for the record)."""
+    results: dict[tuple, tuple[float, int]] = {}  # (config, width, seed, steps) -> (loss, trial number)
     proxy: list[FrozenTrial] = []
     proxy_finished = 0
     for t in trials:
@@ -170,9 +180,10 @@ def state(plan: Plan, names: list[str], trials: list[FrozenTrial]) -> LadderStat
             continue
         width = int(params[WIDTH]) if is_rung else plan.proxy_width
         seed = int(params[SEED]) if is_rung else plan.proxy_seed
-        results.setdefault((key, width, seed), (trial_loss(t), t.number))
+        steps = int(params[STEPS]) if is_rung and STEPS in params else None
+        results.setdefault((key, width, seed, steps), (trial_loss(t), t.number))
     proxy.sort(key=lambda t: (t.value, t.number))
-    st = LadderState(proxy=proxy, proxy_finished=proxy_finished, rungs=[], plan=plan)
+    st = LadderState(proxy=proxy, proxy_finished=proxy_finished, rungs=[], plan=plan, keep=keep)
     if not st.proxy_done or not plan.rungs:
         return st
     # enough proxy trials: the best `finalists` of them start the ladder
@@ -180,7 +191,7 @@ def state(plan: Plan, names: list[str], trials: list[FrozenTrial]) -> LadderStat
     for rung in plan.rungs:
         entries = []
         for number, params, proxy_loss in moving[: rung.entrants]:
-            found = [results.get((run_key(params, names), rung.width, s)) for s in rung.seeds]
+            found = [results.get((run_key(params, names), rung.width, s, rung.steps)) for s in rung.seeds]
             entries.append(
                 Entry(
                     proxy_trial=number,
@@ -192,7 +203,7 @@ def state(plan: Plan, names: list[str], trials: list[FrozenTrial]) -> LadderStat
             )
         if not entries:  # every proxy trial diverged: nothing to re-rank
             break
-        rs = RungState(rung.width, rung.seeds, entries)
+        rs = RungState(rung.width, rung.seeds, entries, rung.steps)
         st.rungs.append(rs)
         if not rs.done:
             break

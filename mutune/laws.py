@@ -76,6 +76,9 @@ class Law:
     points: list[dict[str, Any]] = field(default_factory=list)  # {multiple, lr, interior, ...}
     flops: float = 0.0
     seconds: float = 0.0
+    separate_flops: float = 0.0  # what the same points would have cost as separate runs
+    seeds: int = 1
+    branched: bool = False  # each LR's horizons from one WSD run's cooldown branches
 
     @property
     def half_width(self) -> float | None:
@@ -100,6 +103,9 @@ class Law:
             "points": self.points,
             "flops": float(self.flops),
             "seconds": float(self.seconds),
+            "seeds": self.seeds,
+            "branched": self.branched,
+            "separate_flops": float(self.separate_flops or self.flops),
         }
 
     @classmethod
@@ -113,6 +119,9 @@ class Law:
             points=list(d.get("points") or []),
             flops=float(d.get("flops") or 0.0),
             seconds=float(d.get("seconds") or 0.0),
+            separate_flops=float(d.get("separate_flops") or d.get("flops") or 0.0),
+            seeds=int(d.get("seeds") or 1),
+            branched=bool(d.get("branched")),
         )
 
 
@@ -152,9 +161,15 @@ class Adjustment:
     lr_before: float
     lr_after: float
     extrapolation: float  # how far past the fitted multiples (1 = inside)
+    applied: bool = True  # False: the law's interval includes 0, the LR was copied
 
     def describe(self) -> str:
         pm = f" ± {self.half_width:.2f}" if self.half_width is not None else " (no interval: 2 points)"
+        if not self.applied:
+            return (
+                f"lr {self.lr_before:.4g} copied: {self.ratio:.3g}× {AXES[self.axis]}, but the law's exponent "
+                f"{self.exponent:.2f}{pm} is not determined (its interval includes 0), so it is not applied"
+            )
         return (
             f"lr {self.lr_before:.4g} → {self.lr_after:.4g}: {self.ratio:.3g}× {AXES[self.axis]} "
             f"at exponent {self.exponent:.2f}{pm} (LR* ∝ {self.axis}^exponent, fitted on the proxy)"
@@ -169,7 +184,16 @@ class Adjustment:
             "lr_before": self.lr_before,
             "lr_after": self.lr_after,
             "extrapolation": self.extrapolation,
+            "applied": self.applied,
         }
+
+
+def _beyond(past: float, edge: float) -> str:
+    """How far past the fitted range a target lies, said once: where the range's edge is the proxy's
+    own value (1×) the factor past it is the target's multiple itself, not a second figure."""
+    if edge == 1.0:
+        return "past the fitted range by that factor"
+    return f"{past:.3g}× past the range's edge ({edge:g}×)"
 
 
 def apply_laws(
@@ -186,17 +210,25 @@ def apply_laws(
         ratio = target_values[axis] / proxy_values[axis]
         lo, hi = law.fitted_range
         past = max(ratio / hi, lo / ratio, 1.0)
-        new_lr = lr * ratio**law.exponent
-        adjustments.append(Adjustment(axis, ratio, law.exponent, law.half_width, lr, new_lr, past))
         if law.interval is not None and law.interval[0] <= 0.0 <= law.interval[1]:
+            # the proxy did not determine the law: applying its noisy exponent can move the LR the
+            # wrong way (bench/RESULTS.md §9), so the LR is copied, and the plan says so
+            adjustments.append(
+                Adjustment(axis, ratio, law.exponent, law.half_width, lr, lr, past, applied=False)
+            )
             warns.append(
                 f"{AXES[axis]}: the law's 95% interval [{law.interval[0]:.2f}, {law.interval[1]:.2f}] includes 0, "
-                "so the proxy did not determine it; more multiples or search.laws.seeds would, or --no-laws"
+                "so the proxy did not determine it and the LR is copied, not adjusted; more multiples or "
+                "search.laws.seeds would determine it"
             )
+            continue
+        new_lr = lr * ratio**law.exponent
+        adjustments.append(Adjustment(axis, ratio, law.exponent, law.half_width, lr, new_lr, past))
         if past > EXTRAPOLATION_WARN:
             warns.append(
-                f"{AXES[axis]}: the law was fitted on {lo:g}–{hi:g}× the proxy's value and the target is "
-                f"{ratio:.3g}×, {past:.1f}× past that range (more than {EXTRAPOLATION_WARN:g}×): fit it further "
+                f"{AXES[axis]}: the law was fitted on {lo:g}–{hi:g}× the proxy's value and the target is at "
+                f"{ratio:.3g}×, {_beyond(past, lo if ratio < lo else hi)} (more than {EXTRAPOLATION_WARN:g}×): "
+                "fit it further "
                 f"with `mutune laws RUN_DIR --{axis.replace('_', '-')} ...`"
             )
         lr = new_lr

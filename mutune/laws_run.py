@@ -25,13 +25,13 @@ import yaml
 
 from .config import Best, HParams, RunDir, Spec, SpecError
 from .config.meaning import LAW_POINT_EFFECTS, keys_where, select
-from .errors import SearchFailed
+from .errors import SearchFailed, arg
 from .events import SILENT, Events
 from .files import atomic_write
 from .laws import AXES, Law, fit_law, lr_optimum, timescale_decay
 
 COLUMNS = ("key", "axis", "multiple", "steps", "batch_size", "lr", "weight_decay", "seed", "loss")
-COLUMNS += ("flops", "seconds")
+COLUMNS += ("flops", "separate_flops", "seconds")
 MAX_EXTRA = 4  # points a line search may add beyond its initial grid, to bring the argmin inside
 
 
@@ -108,14 +108,35 @@ def line_search(
     return [center * 2.0 ** (k * step) for k in ordered], [losses[k] for k in ordered]
 
 
+def seeds_of(spec: Spec) -> int:
+    """``search.laws.seeds``, by default 2 where branches make each LR's horizons one run (WSD), else 1."""
+    return spec.search.laws.seeds or (2 if spec.train.schedule == "wsd" else 1)
+
+
+def branched(spec: Spec, axis: str) -> bool:
+    """Whether the law's points along ``axis`` come from one run's cooldown branches: the horizon
+    axis of a WSD run (a shorter WSD run is a branch of the longest one, bit for bit)."""
+    return axis == "steps" and spec.train.schedule == "wsd"
+
+
 def _loss_fn(
-    spec: Spec, point: Spec, hp: HParams, axis: str, multiple: float, runs: Runs, events: Events, used: set
+    spec: Spec,
+    point: Spec,
+    hp: HParams,
+    axis: str,
+    multiple: float,
+    runs: Runs,
+    events: Events,
+    used: set,
+    multiples: list[float],
 ):
     """The loss at an LR for one multiple: the mean over seeds, each from runs.csv or trained now;
-    the keys of the runs it read go into ``used`` (the law's cost)."""
+    the keys of the runs it read go into ``used`` (the law's cost). On a WSD run's horizon axis a
+    point not yet trained is trained as the longest multiple with branches at the others, and every
+    multiple's row is recorded from that one run."""
     from .train import train
 
-    n_seeds = spec.search.laws.seeds
+    n_seeds = seeds_of(spec)
 
     def loss_at(lr: float) -> float:
         wd = hp.weight_decay
@@ -129,12 +150,15 @@ def _loss_fn(
             key = point_key(pspec, php, seed)
             row = runs.get(key)
             used.add(key)
+            if row is None and branched(spec, axis):
+                _train_branched(spec, php, axis, multiples, seed, runs, events)
+                row = runs.get(key)
             if row is None:
                 r = train(pspec, php)
                 loss = math.inf if r.diverged or not math.isfinite(r.final_val_loss) else r.final_val_loss
                 row = {"key": key, "axis": axis, "multiple": multiple, "steps": pspec.train.steps}
                 row.update(batch_size=pspec.train.batch_size, lr=lr, weight_decay=wd, seed=seed, loss=loss)
-                row.update(flops=r.flops, seconds=r.seconds)
+                row.update(flops=r.flops, separate_flops=r.flops, seconds=r.seconds)
                 runs.add(row)
                 events.law_point(
                     f"laws: {AXES[axis]}={getattr(pspec.train, axis)} ({multiple:g}×) lr {lr:.4g} "
@@ -146,6 +170,43 @@ def _loss_fn(
     return loss_at
 
 
+def _train_branched(
+    spec: Spec, hp: HParams, axis: str, multiples: list[float], seed: int, runs: Runs, events: Events
+) -> None:
+    """One WSD run at the longest multiple, branches at the others: a row per multiple in runs.csv,
+    keyed as the separate run it equals. The run's compute is on the longest multiple's row; each row
+    also records what its separate run would have cost (the saving, in the law)."""
+    from . import flops
+    from .train import train
+
+    top = max(multiples)
+    longest = axis_spec(spec, axis, top).edit({"seed": seed})
+    fractions = sorted({m / top for m in multiples})
+    r = train(longest.edit({"train.branches": fractions}), hp)
+    by_steps = {b["steps"]: b for b in r.branches}
+    for m in multiples:
+        point = axis_spec(spec, axis, m).edit({"seed": seed})
+        b = by_steps.get(point.train.steps)  # missing: the run diverged before that horizon
+        loss = float(b["val_loss"]) if b is not None else math.inf
+        loss = loss if math.isfinite(loss) else math.inf
+        row = {"key": point_key(point, hp, seed), "axis": axis, "multiple": m, "steps": point.train.steps}
+        row.update(
+            batch_size=point.train.batch_size, lr=hp.lr, weight_decay=hp.weight_decay, seed=seed, loss=loss
+        )
+        separate = flops.cost(point, hp=hp).total_flops
+        row.update(
+            flops=r.flops if m == top else 0.0,
+            separate_flops=separate,
+            seconds=r.seconds if m == top else 0.0,
+        )
+        runs.add(row)
+    events.law_point(
+        f"laws: {AXES[axis]}={longest.train.steps} with branches at {', '.join(f'{m:g}×' for m in multiples)} "
+        f"lr {hp.lr:.4g} seed {seed}: losses "
+        + ", ".join(f"{by_steps[s]['val_loss']:.4f}" for s in sorted(by_steps))
+    )
+
+
 def fit_axis(spec: Spec, hp: HParams, axis: str, multiples: list[float], runs: Runs, events: Events) -> Law:
     """The law along one axis: a line search at each multiple, then the fit."""
     ls = spec.search.laws
@@ -153,7 +214,7 @@ def fit_axis(spec: Spec, hp: HParams, axis: str, multiples: list[float], runs: R
     for m in multiples:
         point = axis_spec(spec, axis, m)
         lrs, losses = line_search(
-            _loss_fn(spec, point, hp, axis, m, runs, events, keys), hp.lr, ls.lr_step, ls.lr_points
+            _loss_fn(spec, point, hp, axis, m, runs, events, keys, multiples), hp.lr, ls.lr_step, ls.lr_points
         )
         opt = lr_optimum(lrs, losses)
         if opt is None:
@@ -173,6 +234,9 @@ def fit_axis(spec: Spec, hp: HParams, axis: str, multiples: list[float], runs: R
     law.points = points
     law.flops = sum(float(runs.rows[k]["flops"]) for k in keys)
     law.seconds = sum(float(runs.rows[k]["seconds"]) for k in keys)
+    law.separate_flops = sum(float(runs.rows[k].get("separate_flops") or runs.rows[k]["flops"]) for k in keys)
+    law.seeds = seeds_of(spec)
+    law.branched = branched(spec, axis)
     return law
 
 
@@ -196,10 +260,13 @@ def fit_laws(
         "around": {"trial_number": best.provenance.get("trial_number"), "hparams": asdict(hp)},
         "laws": laws,
     }
-    text = yaml.safe_dump(doc, sort_keys=False)
-    atomic_write(run_dir / "laws" / "laws.yaml", lambda p: p.write_text(text))
+    text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+    atomic_write(run_dir / "laws" / "laws.yaml", lambda p: p.write_text(text, encoding="utf-8"))
     merged = merge(best.to_dict(), run_dir)
-    atomic_write(run_dir / "best.yaml", lambda p: p.write_text(yaml.safe_dump(merged, sort_keys=False)))
+    atomic_write(
+        run_dir / "best.yaml",
+        lambda p: p.write_text(yaml.safe_dump(merged, sort_keys=False, allow_unicode=True), encoding="utf-8"),
+    )
     return Best.from_dict(merged, str(run_dir / "best.yaml"))
 
 
@@ -221,7 +288,7 @@ def merge(best: dict, run_dir: Path) -> dict:
     return best
 
 
-OPTION = {"steps": "--steps", "batch_size": "--batch-size"}
+ARGUMENT = {"steps": "multiples.steps", "batch_size": "multiples.batch_size"}  # errors name them
 
 
 def extend(
@@ -231,10 +298,13 @@ def extend(
     seeds: int | None = None,
     lr_step: float | None = None,
     lr_points: int | None = None,
+    threads: int | None = None,
     events: Events = SILENT,
 ) -> Best:
     """``mutune laws``: fit (or extend) the laws of an existing run dir. The multiples asked are added
-    to those laws/laws.yaml already holds; runs in laws/runs.csv are reused, so only new points train."""
+    to those laws/laws.yaml already holds; runs in laws/runs.csv are reused, so only new points train.
+    The runs use ``threads`` CPU threads, by default this process's share of the cores (not the
+    search's, which config.yaml records for its workers)."""
     spec, best = RunDir(Path(run_dir)).load()
     path = run_dir / "laws" / "laws.yaml"
     had = (yaml.safe_load(path.read_text()) or {}).get("laws", {}) if path.is_file() else {}
@@ -245,21 +315,22 @@ def extend(
             changes[f"search.laws.{axis}"] = sorted(set(ms) | set(known))
     if not changes:
         raise SpecError(
-            "--steps", "give the multiples to fit at, e.g. --steps 0.25,0.5,1 or --batch-size 0.5,1,2"
+            "multiples.steps",
+            f"give the multiples to fit at, e.g. {arg('multiples.steps', [0.25, 0.5, 1])} or "
+            f"{arg('multiples.batch_size', [0.5, 1, 2])}",
         )
     for key, value in (("seeds", seeds), ("lr_step", lr_step), ("lr_points", lr_points)):
         if value is not None:
             changes[f"search.laws.{key}"] = value
+    changes["train.threads"] = threads
     try:
         spec = spec.edit(changes)
     except SpecError as e:
         axis = e.key.split(".")[2].split("[")[0] if e.key.startswith("search.laws.") else ""
-        raise SpecError(
-            OPTION.get(axis, e.key.replace("search.laws.", "--").replace("_", "-")), e.message
-        ) from None
+        raise SpecError(ARGUMENT.get(axis, e.key.replace("search.laws.", "")), e.message) from None
     asked = {a: getattr(spec.search.laws, a) for a in AXES}
     try:
         return fit_laws(spec, run_dir, best, events, asked)
     except SpecError as e:
         axis = e.key.rsplit(".", 1)[-1]
-        raise SpecError(OPTION.get(axis, e.key), e.message) from None
+        raise SpecError(ARGUMENT.get(axis, e.key), e.message) from None

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import torch
 
+from .device import resolve_device
 from .errors import SpecError
 from .flops import human_bytes
 
+FALLBACK_GIB = 80.0  # an 80 GB A100/H100, the usual training GPU, for a device this machine lacks
 UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
 UNITS.update({"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30})
 
@@ -82,6 +84,28 @@ def available(device: torch.device | str) -> tuple[float, str] | None:
         if free is None or cap < free:
             free, desc = cap, f"MUTUNE_MEMORY_LIMIT allows {human_bytes(cap)} on {device.type}"
     return None if free is None else (free, desc)
+
+
+def budget(device_name: str, processes: int = 1) -> tuple[float, str]:
+    """What a plan compares its memory estimate with when no ``--gpu-memory`` is given: the memory the
+    run's device has free here, in GiB per process (a GPU each; on the CPU the ``processes`` share the
+    machine's), and a description naming it. A device this machine does not have (a CUDA spec planned
+    on a laptop) falls back to an 80 GiB GPU, and says so."""
+    try:
+        device = resolve_device(device_name)
+        have = available(device)
+    except SpecError:
+        have, device = None, None
+    if have is None:
+        what = f"no {device_name} here" if device is None else f"{device.type}'s memory is unknown here"
+        return (
+            FALLBACK_GIB,
+            f"an {FALLBACK_GIB:g} GiB GPU (assumed: {what}; --gpu-memory GIB to plan for another)",
+        )
+    share = processes if device.type in ("cpu", "mps") else 1
+    gib = have[0] / share / (1 << 30)
+    shared = f", shared by {share} processes" if share > 1 else ""
+    return gib, f"{have[1]}{shared}"
 
 
 def check(need_bytes: float, device: torch.device | str, *, what: str = "the run", force: str = "") -> None:

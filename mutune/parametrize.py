@@ -9,7 +9,8 @@ argument at fault when something is wrong (a :class:`~mutune.config.SpecError`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,12 +38,30 @@ def classify(
     base_width: int,
     readout: Iterable[str] = (),
     out_features: int | None = None,
+    roles: Mapping[str, str] | None = None,
+    forward: Callable[[nn.Module], object] | None = None,
 ) -> dict[str, ParamInfo]:
     """:func:`mutune.mup.shapes.classify`, with its errors naming this API's arguments."""
     try:
-        return shapes.classify(build, width, base_width, readout, out_features)
+        return shapes.classify(build, width, base_width, readout, out_features, roles=roles, forward=forward)
     except ShapeError as e:
         raise SpecError(e.arg or "factory", str(e)) from None
+
+
+def _example_forward(model: nn.Module, example_input: Any) -> Callable[[nn.Module], object] | None:
+    """One forward on ``example_input`` (moved to where a model's parameters are), or, not given, on
+    one token id for a model with an ``nn.Embedding``; None when there is nothing to run it on."""
+    if example_input is None:
+        if not any(isinstance(m, nn.Embedding) for m in model.modules()):
+            return None
+        example_input = torch.zeros(1, 1, dtype=torch.long)
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+
+    def run(m: nn.Module) -> object:
+        device = next(m.parameters()).device
+        return m(*(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs))
+
+    return run
 
 
 def parametrize(
@@ -62,6 +81,8 @@ def parametrize(
     scale_readout: bool = True,
     readout: Iterable[str] = (),
     out_features: int | None = None,
+    roles: Mapping[str, str] | None = None,
+    example_input: Any = None,
     parametrization: Parametrization | str = "mup",
     seed: int = 0,
 ) -> list[dict]:
@@ -86,10 +107,14 @@ def parametrize(
       error that says what to do. Attention logits, if any, should use α_attn·√d_head_base/d_head
       rather than 1/√d_head (see ``multipliers``).
 
-    ``out_features`` (your model's output size, e.g. the vocabulary) is needed only when a weight
-    that maps the width to a fixed size is a raw ``nn.Parameter`` rather than a Linear's weight: it
-    tells a readout (paired with the output size) from a table such as a (seq_len, width) position
-    embedding.
+    A raw ``nn.Parameter`` (one no Linear, convolution, Embedding or norm holds) gets its role from
+    how one forward uses it (indexed as a table, added to the stream, multiplied into it: see
+    :mod:`mutune.mup.uses`), run on the meta device on ``example_input`` (a tensor or a tuple of
+    arguments; default: one token id, for a model with an ``nn.Embedding``). Where that cannot run,
+    its shape decides, with ``out_features`` (your model's output size, e.g. the vocabulary; default:
+    the output size of its Linear readouts) telling a readout (paired with the output size) from a
+    table such as a (seq_len, width) position embedding. ``roles`` ({parameter name: role}) overrides
+    any parameter's role.
 
     Returns one param group per LR/weight-decay/eps treatment, each a dict with ``params``, ``lr``
     (``lr`` × the group's µP multiplier), ``weight_decay``, ``eps`` (Adam) and, for reference,
@@ -136,7 +161,9 @@ def parametrize(
     def build(w: int) -> nn.Module:
         return model if w == width else base if w == base_width else delta
 
-    infos = classify(build, width, base_width, readout, out_features)
+    infos = classify(
+        build, width, base_width, readout, out_features, roles, _example_forward(model, example_input)
+    )
     if init_std is not None:
         init.init_weights(
             model, infos, parametrization, init_std, base_width, torch.Generator().manual_seed(seed)

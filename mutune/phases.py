@@ -31,9 +31,14 @@ PostStep = Callable[[budget.Plan, Spec, list[FrozenTrial]], list[dict[str, Any]]
 
 
 def ladder_step(plan: budget.Plan, spec: Spec, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
-    """The runs the ladder's first unfinished rung still needs: its configurations at its width and seeds."""
+    """The runs the ladder's first unfinished rung still needs: its configurations at its width and
+    seeds (and, along training length, its horizon)."""
     st = ladder.state(plan, list(spec.search.space), trials)
-    return [{**e.params, ladder.WIDTH: width, ladder.SEED: seed} for e, width, seed in st.pending()]
+    return [
+        {**e.params, ladder.WIDTH: rung.width, ladder.SEED: seed}
+        | ({ladder.STEPS: rung.steps} if rung.steps is not None else {})
+        for e, rung, seed in st.pending()
+    ]
 
 
 POST_STEPS: list[PostStep] = [ladder_step]
@@ -60,6 +65,15 @@ class Phases:
         if not self.proxy():
             return False
         return all(self.step(step) for step in POST_STEPS)
+
+    def pending(self) -> bool:
+        """Whether any phase has a trial to run: False for a search whose study already holds what it
+        asks for (the same or fewer proxy trials, a finished ladder). Reads the study; writes nothing."""
+        trials = self.study.get_trials(deepcopy=False)
+        proxy = [t for t in trials if ladder.WIDTH not in trial_params(t)]
+        if sum(is_finished(t) for t in proxy) < self.plan.n_proxy:
+            return True
+        return any(step(self.plan, self.spec, trials) for step in POST_STEPS)
 
     def trials(self) -> list[FrozenTrial]:
         reap_orphans(self.study, self.storage)

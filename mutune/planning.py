@@ -11,18 +11,20 @@ computed on the meta device, so planning a width-8192 model allocates nothing.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import config, flops, laws, models
+from . import arguments, config, flops, laws, memory, models
 from .config import Best, HParams, RunDir, Spec, SpecError
 from .config import axes as spec_axes
-from .config.meaning import NAMING_EFFECTS, meaning_of
+from .device import threads_for
+from .errors import arg
 from .mup.axes import AXES
 
 STRATEGIES = ("ddp", "fsdp")
-DEFAULT_GPU_GIB = 80.0  # an 80 GB A100/H100, the usual training GPU; --gpu-memory changes it
+DEFAULT_GPU_GIB = memory.FALLBACK_GIB  # a device this machine lacks; else the run's device, or --gpu-memory
 
 
 @dataclass
@@ -39,7 +41,8 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     forced: list[str] = field(default_factory=list)  # provenance mismatches overridden with --force
     nproc: int = 1  # processes (GPUs) the run is planned for
-    gpu_gib: float = DEFAULT_GPU_GIB  # the GPU memory the per-GPU estimates are compared with
+    gpu_gib: float = DEFAULT_GPU_GIB  # the memory per process the estimates are compared with, GiB
+    memory_budget: str = ""  # where gpu_gib comes from: --gpu-memory, or the run's device here
     provenance: dict[str, Any] = field(default_factory=dict)  # best.yaml's
     transferred_hparams: HParams | None = None  # best.yaml's, before the laws adjusted them
     adjustments: list[dict[str, Any]] = field(default_factory=list)  # the laws applied (mutune.laws)
@@ -79,6 +82,7 @@ class Plan:
             "nproc": self.nproc,
             "parallel": self.spec.train.parallel,
             "gpu_gib": self.gpu_gib,
+            "memory_budget": self.memory_budget,
             "per_gpu": {s: g.to_dict() for s, g in self.per_gpu.items()},
         }
 
@@ -103,34 +107,9 @@ def planned_run(spec_path: Path, smoke: bool = False) -> tuple[RunDir, Spec, Bes
 
 
 def check_provenance(proxy: Spec, best: Best, best_path: Path, force: bool) -> list[str]:
-    """Refuse hyperparameters tuned for another model family, base (width, depth, experts), or
-    parametrization.
-
-    They would mean something else here (the µP multipliers are relative to the base width the
-    search used). ``force`` overrides; what was forced is returned, to be recorded in the plan.
-    """
-    mismatches = []
-    for key, mine in (
-        ("model_family", proxy.model.family),
-        ("parametrization", proxy.model.parametrization),
-        *spec_axes.bases(proxy).items(),  # base_width, base_depth, base_experts
-        ("depth_alpha", proxy.model.depth_alpha),
-    ):
-        theirs = best.provenance.get(key)
-        if theirs is not None and theirs != mine:
-            mismatches.append(f"{key}: best.yaml has {theirs!r}, the spec has {mine!r}")
-    if mismatches and not force:
-        raise SpecError(
-            str(best_path),
-            f"was tuned for a different model ({'; '.join(mismatches)}); pass --force to apply it anyway",
-        )
-    return [f"forced: {m}" for m in mismatches]
-
-
-def _names_target(key: str) -> bool:
-    """A key that changes what the target trains (an unknown one too: the derivation names it)."""
-    m = meaning_of(Spec, config.target.canonical(key))
-    return m is None or m.effect in NAMING_EFFECTS
+    """Refuse hyperparameters tuned for another model (:func:`mutune.arguments.provenance`, torch-free,
+    so the command line refuses them before loading torch)."""
+    return arguments.provenance(proxy, best, best_path, force)
 
 
 def plan(
@@ -163,25 +142,27 @@ def plan(
         if not dry_run:
             raise SpecError(
                 str(run.path),
-                "is a spec, not a search run directory: search it first, or plan it with --dry-run",
+                "is a spec, not a search run directory: search it first, or plan it with "
+                f"{arg('dry_run', True)}",
             )
         run, proxy, best = planned_run(run.path, smoke)
     elif proxy is None or best is None:
         proxy, best = run.load()
     forced = check_provenance(proxy, best, run.best_path, force)
-    changes = config.target.parse_changes(to)
-    if not any(_names_target(k) for k in changes):  # only how-to-run keys: the spec's own target, run so
-        changes = {**config.target.own_changes(proxy), **changes}
-    if not any(_names_target(k) for k in changes):
-        raise SpecError("--to", "give --to width=W (the spec names no target.width)")
-    target = config.derive(proxy, changes, smoke_run=smoke, force=force)
+    target = config.derive(proxy, config.target.changes_for(proxy, to), smoke_run=smoke, force=force)
+    models.check_axes(target.spec)  # an axis its model cannot apply is refused, not planned
     hp, lp, warnings = _apply_laws(best, proxy, target, smoke, no_laws, run.path)
+    # this process's share of the cores, shared with the ranks on this machine; its config.yaml records it
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", nproc))
+    spec = target.spec.edit({"train.threads": threads_for(target.spec.train.threads, local)})
+    # what the estimate must fit: --gpu-memory, else what the run's device has free here
+    gib, where = (gpu_gib, "--gpu-memory") if gpu_gib is not None else memory.budget(spec.train.device, local)
     p = Plan(
         run_dir=run.path,
         target_dir=run.path / f"target-{target.key()}{'-nolaws' if lp.skipped else ''}",
-        spec=target.spec,
+        spec=spec,
         hparams=hp,
-        cost=flops.cost(target.spec, hp=hp),
+        cost=flops.cost(spec, hp=hp),
         proxy_cost=flops.cost(proxy, hp=hp),
         proxy_width=proxy.model.width,
         search_flops=best.search_flops,
@@ -189,7 +170,8 @@ def plan(
         warnings=forced + warnings,
         forced=forced,
         nproc=nproc,
-        gpu_gib=DEFAULT_GPU_GIB if gpu_gib is None else gpu_gib,
+        gpu_gib=gib,
+        memory_budget=where,
         provenance=best.provenance,
         transferred_hparams=best.hparams,
         adjustments=lp.adjustments,

@@ -37,15 +37,34 @@ def write_figures(rep: Report, out: Path) -> list[Path]:
     return paths
 
 
-def _failed_marks(ax, xs, label: str) -> None:
-    """Trials without a loss (diverged, failed) as red crosses on the top edge of the axes."""
+STOPPED = "interrupted or killed (re-run on resume)"
+# the fail reasons of a trial stopped from outside, not by its hyperparameters (mutune.study.loop)
+STOP_REASONS = ("interrupted", "orphaned")
+
+
+def _failed(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The FAIL trials, split: those that diverged or failed on their own, and those stopped from
+    outside (Ctrl-C, a killed worker), which say nothing about their hyperparameters."""
+    if not len(df):
+        return df, df
+    fail = df[df["state"] == "FAIL"]
+    reasons = (
+        fail["fail_reason"].fillna("").astype(str) if "fail_reason" in fail else pd.Series("", fail.index)
+    )
+    stopped = reasons.str.startswith(STOP_REASONS)
+    return fail[~stopped], fail[stopped]
+
+
+def _failed_marks(ax, xs, label: str, color: str = "tab:red") -> None:
+    """Trials without a loss as crosses on the top edge of the axes: red for diverged or failed, grey
+    for interrupted or killed."""
     if len(xs):
         ax.scatter(
             xs,
             [1.0] * len(xs),
             transform=ax.get_xaxis_transform(),
             marker="x",
-            color="tab:red",
+            color=color,
             clip_on=False,
             label=label,
             zorder=3,
@@ -73,8 +92,9 @@ def _history(rep: Report, plt):
             zorder=4,
             label=f"best: #{int(b['number'])} ({b['loss']:.4f})",
         )
-    bad = df[(df["state"] == "FAIL")] if len(df) else df
+    bad, stopped = _failed(df)
     _failed_marks(ax, bad["number"].tolist() if len(bad) else [], "diverged / failed (no loss)")
+    _failed_marks(ax, stopped["number"].tolist() if len(stopped) else [], STOPPED, color="tab:gray")
     c = rep.counts()
     ax.set_title(f"{rep.study_name}: optimization history ({c['complete']} complete of {c['total']} trials)")
     ax.set_xlabel("trial number")
@@ -97,7 +117,7 @@ def _params(rep: Report, plt):
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), sharey=True, squeeze=False)
     done = df[(df["state"] == "COMPLETE") & df["loss"].notna()] if len(df) else df
-    bad = df[df["state"] == "FAIL"] if len(df) else df
+    bad, stopped = _failed(df)
     best_number = rep.provenance.get("trial_number")
     for i, ax in enumerate(axes.flat):
         if i >= len(names):
@@ -121,6 +141,8 @@ def _params(rep: Report, plt):
                 )
         if name in bad and len(bad):
             _failed_marks(ax, bad[name].dropna().tolist(), "diverged / failed")
+        if name in stopped and len(stopped):
+            _failed_marks(ax, stopped[name].dropna().tolist(), STOPPED, color="tab:gray")
         if _is_log(space):
             _log_axis(ax, space)
         if space.type != "categorical" and space.low is not None:
@@ -178,11 +200,15 @@ def _curves(rep: Report, plt):
         series.append((label, tr.get("step", []), tr.get("train_loss", []), colors[0], False))
         series.append((label, va.get("step", []), va.get("val_loss", []), colors[0], True))
     targets = [t for t in rep.targets if t.path is not None and (t.path / "metrics.csv").is_file()]
+    last = {}  # a series' label -> how its last value is named: final only for a run that finished
     for i, t in enumerate(targets):
         m = pd.read_csv(t.path / "metrics.csv")
         color = colors[(i + 1) % len(colors)]
         tr, va = m.dropna(subset=["train_loss"]), m.dropna(subset=["val_loss"])
         label = f"target w={t.width}"
+        if t.status != "finished":
+            done = int(m["step"].max()) if len(m) else 0
+            last[label] = f"{t.status} at step {done}" + (f" of {t.steps}" if t.steps else "") + ", last"
         series.append((label, tr["step"].tolist(), tr["train_loss"].tolist(), color, False))
         series.append((label, va["step"].tolist(), va["val_loss"].tolist(), color, True))
     late: list[float] = []
@@ -190,7 +216,8 @@ def _curves(rep: Report, plt):
         if not steps:
             continue
         if is_val:
-            ax.plot(steps, losses, "o-", color=color, ms=4, label=f"{label} val, final {losses[-1]:.4f}")
+            word = last.get(label, "final")
+            ax.plot(steps, losses, "o-", color=color, ms=4, label=f"{label} val, {word} {losses[-1]:.4f}")
         else:
             ax.plot(steps, losses, color=color, alpha=0.45, lw=1, label=f"{label} train")
         late += _late(steps, losses)

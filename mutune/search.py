@@ -14,6 +14,8 @@ its trial (a proxy run), its outputs (trials.csv, best.yaml), the coord-check ga
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import time
 import warnings
@@ -27,10 +29,24 @@ import torch
 import yaml
 from optuna.trial import TrialState
 
-from . import __version__, budget, checks, config, data, flops, ladder, laws_run, memory, models, trackers
-from .config import Best, RunDir, Spec, SpecError
-from .device import resolve_device
-from .errors import MutuneWarning
+from . import (
+    __version__,
+    arguments,
+    budget,
+    checks,
+    config,
+    data,
+    flops,
+    ladder,
+    laws_run,
+    memory,
+    models,
+    trackers,
+)
+from .config import Best, RunDir, Spec
+from .config.validate import fidelity_steps
+from .device import resolve_device, threads_for, use_threads
+from .errors import MutuneWarning, arg
 from .events import SILENT, Events
 from .files import atomic_write
 from .phases import Phases
@@ -45,7 +61,8 @@ from .study import (
     trial_params,
 )
 from .study.samplers import suggest
-from .train import train
+from .train import Stable, train
+from .train import stable as stable_mod
 from .trials import write_trials_csv
 
 __all__ = ["GateFailed", "SearchFailed", "SearchResult", "search"]
@@ -71,8 +88,8 @@ def write_config(run_dir: Path, spec: Spec, argv: list[str] | None = None) -> No
         f"# resolved spec, written by mutune {__version__} on {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
         f"# argv: {' '.join(argv)}\n"
     )
-    text = header + yaml.safe_dump(spec.to_dict(), sort_keys=False)
-    atomic_write(run_dir / "config.yaml", lambda p: p.write_text(text))
+    text = header + yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True)
+    atomic_write(run_dir / "config.yaml", lambda p: p.write_text(text, encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +97,12 @@ def write_config(run_dir: Path, spec: Spec, argv: list[str] | None = None) -> No
 
 
 def evaluate_trial(
-    trial: optuna.Trial, spec: Spec, events: Events = SILENT, *, tracking: trackers.Tracking | None = None
+    trial: optuna.Trial,
+    spec: Spec,
+    events: Events = SILENT,
+    *,
+    tracking: trackers.Tracking | None = None,
+    states: Path | None = None,
 ) -> tuple[TrialState, float | None]:
     """Train one proxy run for ``trial``; record its cost and curve as trial attributes.
 
@@ -88,16 +110,29 @@ def evaluate_trial(
     when the pruner stopped it, FAIL when the loss diverged (with the reason as an attribute).
     A ladder trial (fixed ``width`` and ``seed``) trains at its width and seed and is never pruned:
     its losses are not comparable with the proxy's, and a rung needs every entrant's.
-    With ``tracking``, the trial is also a run in the experiment tracker.
+    With ``tracking``, the trial is also a run in the experiment tracker. Under successive halving
+    along training length (``search.fidelity``), a proxy trial runs the first rung's horizon and
+    saves its stable state under ``states``; a rung trial continues its configuration's from there.
     """
     fixed = trial.user_attrs.get("fixed_params") or {}
     rung = ladder.WIDTH in fixed
+    horizons = fidelity_steps(spec)
     if rung:
-        spec = budget.run_spec(spec, int(fixed[ladder.WIDTH]), int(fixed[ladder.SEED]))
+        steps = int(fixed[ladder.STEPS]) if ladder.STEPS in fixed else None
+        spec = budget.run_spec(spec, int(fixed[ladder.WIDTH]), int(fixed[ladder.SEED]), steps)
+    elif horizons:
+        spec = budget.run_spec(spec, spec.model.width, steps=horizons[0])
     hp = suggest(trial, spec.search.space, spec.hparams)
+    stable = None
+    if horizons and states is not None:  # this configuration's stable states, one folder per (config, seed)
+        folder = states / _config_key(trial, spec)
+        stable = Stable(
+            save_dir=folder,
+            start_from=stable_mod.latest(folder, stable_mod.stable_end(spec)) if rung else None,
+        )
     run = _track_trial(tracking, trial, spec, hp, "ladder-trial" if rung else "proxy-trial")
     try:
-        state, value = _train_trial(trial, spec, hp, events, run)
+        state, value = _train_trial(trial, spec, hp, events, run, stable)
     except BaseException as e:
         if run is not None:
             run.finish({}, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
@@ -131,8 +166,20 @@ def _track_trial(
     return tracking.start(f"trial-{trial.number:04d}", kind, asdict(hp), provenance)
 
 
+def _config_key(trial: optuna.Trial, spec: Spec) -> str:
+    """A configuration's folder name: its searched hyperparameters, width and seed, hashed."""
+    params = {n: trial.params[n] for n in spec.search.space if n in trial.params}
+    what = json.dumps({"params": params, "width": spec.model.width, "seed": spec.seed}, sort_keys=True)
+    return hashlib.sha256(what.encode()).hexdigest()[:16]
+
+
 def _train_trial(
-    trial: optuna.Trial, spec: Spec, hp: config.HParams, events: Events, run: trackers.TrackedRun | None
+    trial: optuna.Trial,
+    spec: Spec,
+    hp: config.HParams,
+    events: Events,
+    run: trackers.TrackedRun | None,
+    stable: Stable | None = None,
 ) -> tuple[TrialState, float | None]:
     prune = ladder.WIDTH not in (trial.user_attrs.get("fixed_params") or {})  # a rung trial runs to the end
     last_step = 0
@@ -155,7 +202,7 @@ def _train_trial(
 
     on_log, on_eval = trackers.attach(run, on_log, on_eval)
     try:
-        result = train(spec, hp, on_eval=on_eval, on_log=on_log)
+        result = train(spec, hp, on_eval=on_eval, on_log=on_log, stable=stable)
     except optuna.TrialPruned as e:
         cost = flops.cost(spec, hp=hp)
         trial.set_user_attr("steps", last_step)
@@ -165,6 +212,11 @@ def _train_trial(
         return TrialState.PRUNED, None
     for key in ("flops", "tokens", "seconds", "steps", "params"):
         trial.set_user_attr(key, getattr(result, key))
+    if result.flops_before:  # continued from a shorter rung: its own compute only (search_flops sums them)
+        trial.set_user_attr("flops", result.flops - result.flops_before)
+    if result.branches:  # a WSD run's cooldown branches: the loss at each shorter horizon
+        trial.set_user_attr("branches", result.branches)
+    trial.set_user_attr("threads", torch.get_num_threads())  # trials.csv: what its last bits depend on
     # the loss curves, so `mutune report` can draw the proxy next to the target (not in trials.csv)
     trial.set_user_attr("train_curve", train_curve)
     trial.set_user_attr(
@@ -191,7 +243,8 @@ def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
     proxy loss; ``ladder`` records every rung."""
     plan, spec_hash = budget.recorded_plan(study, spec)
     all_trials = study.get_trials(deepcopy=False)
-    st = ladder.state(plan, list(spec.search.space), all_trials)
+    keep = spec.search.fidelity.keep if spec.search.fidelity.rungs else 0.5
+    st = ladder.state(plan, list(spec.search.space), all_trials, keep)
     win = st.winner()
     if win is None:
         return None
@@ -238,7 +291,12 @@ def write_best(study: optuna.Study, spec: Spec, run_dir: Path) -> dict | None:
     doc = best_document(study, spec, storage_url(spec, run_dir))
     if doc is not None:
         doc = laws_run.merge(doc, run_dir)  # laws fitted around this winner stay in best.yaml
-        atomic_write(run_dir / "best.yaml", lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False)))
+        atomic_write(
+            run_dir / "best.yaml",
+            lambda p: p.write_text(
+                yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8"
+            ),
+        )
     return doc
 
 
@@ -254,13 +312,15 @@ def coord_gate(spec: Spec, study: optuna.Study, run_dir: Path, skip: bool = Fals
     """The fast coord check before the first trial; its record is kept in the study's user attrs.
 
     A µP spec whose check fails raises :class:`GateFailed`: searching it would tune hyperparameters
-    that do not transfer. A study that passed once is not checked again when resumed (the spec
+    that do not transfer. A check that could not see some attention's scores (:mod:`mutune.checks`:
+    incomplete) does not stop the search, but says so and is recorded as ``incomplete``, even where
+    ``model.allow_unchecked`` accepts it. A study that passed once is not checked again when resumed (the spec
     guard in :func:`open_study` makes sure the model is the same). SP specs are the control and are
     not checked. Widths base × 1, 2, 4, 8, two seeds, five forwards on 2×16 tokens: well under a
     second on the test specs, a few seconds at base width 256.
     """
     done = study.user_attrs.get("coord_check") or {}
-    if done.get("verdict") == "passed":
+    if done.get("verdict") in ("passed", "incomplete"):
         return done
     rules = models.parametrization(spec)
     if rules.coord_check != "verify":
@@ -276,21 +336,28 @@ def coord_gate(spec: Spec, study: optuna.Study, run_dir: Path, skip: bool = Fals
         result = checks.coord_check(
             spec, mults=checks.GATE_MULTS, seeds=2, out_dir=out, prefix="gate_coord_check", plot=False
         )
+        failed = result.verdict == "fail"
         record = {
-            "verdict": "passed" if result.passed else "failed",
+            "verdict": "failed" if failed else "incomplete" if result.unchecked else "passed",
             "widths": result.widths,
             "lr": result.lr,
             "largest_slope": round(result.largest_slope, 4),
             "threshold": result.threshold,
+            # the row nearest its limit, with that limit (an own update's is not |x|'s): what the line says
+            "closest": {
+                k: round(v, 4) if isinstance(v, float) else v for k, v in (result.closest or {}).items()
+            },
             "seconds": round(time.perf_counter() - t0, 3),
         }
-        if not result.passed:
+        if result.unchecked:  # attention whose scores the check could not see: its scale is unchecked
+            record["unchecked"] = list(result.unchecked)
+        if failed:
             checks.write(result, out, "gate_coord_check", plot=True)  # the picture, for the diagnosis
             study.set_user_attr("coord_check", record)
             raise GateFailed(
                 f"{result.message()}. µP is broken, so the search would tune hyperparameters that do not "
                 f"transfer; see {out / 'gate_coord_check_slopes.csv'} and .png; fix the model, or pass "
-                "--skip-check to search anyway"
+                f"{arg('skip_check', True)} to search anyway"
             )
     if done != record:
         study.set_user_attr("coord_check", record)
@@ -315,11 +382,12 @@ def search(
     The plan (:func:`mutune.budget.make_plan`) is made before anything runs and recorded. A
     ``KeyboardInterrupt`` stops after marking the running trial failed; the same call resumes.
     """
-    if workers < 1:
-        raise SpecError("--workers", f"must be >= 1, got {workers}")
-    trackers.check(spec.tracker.backend)  # a missing extra is refused before anything is written
+    arguments.search(spec, workers=workers, where=run_dir)  # as the command line checked them before torch
     if smoke:
         spec = config.smoke(spec)
+    # each process's share of the cores, recorded in config.yaml (the count decides the last bits)
+    threads = spec.train.threads  # as asked (--threads): the search's own target runs with it too
+    spec = spec.edit({"train.threads": threads_for(threads, workers)})
     if spec.model.base_width > spec.model.width:
         warnings.warn(
             f"model.base_width ({spec.model.base_width}) is larger than model.width ({spec.model.width}): "
@@ -338,11 +406,21 @@ def search(
     storage = open_storage(storage_url(spec, run_dir))
     study = open_study(spec, storage)  # fails fast on a spec that does not match the study
     tracking = trackers.Tracking.from_spec(spec.tracker, run_dir, spec.name, study.study_name)
-    job = (
-        SEARCH_JOB
-        if tracking is None
-        else replace(SEARCH_JOB, evaluate=partial(evaluate_trial, tracking=tracking))
-    )
+    extra = {"tracking": tracking} if tracking is not None else {}
+    if spec.search.fidelity.rungs:  # successive halving: the configurations' stable states live here
+        extra["states"] = run_dir / "fidelity"
+    job = replace(SEARCH_JOB, evaluate=partial(evaluate_trial, **extra)) if extra else SEARCH_JOB
+    phases = Phases(spec, plan, run_dir, study, storage, job, workers, events)
+    laws = spec.search.laws.steps or spec.search.laws.batch_size
+    recorded = RunDir(run_dir).best() if (run_dir / "trials.csv").is_file() else None
+    if recorded is not None and not laws and not phases.pending():
+        # the study already holds what this call asks for (fewer trials, say): its records, written by
+        # the calls that ran the trials, stay as they are, and so does best.yaml's plan
+        finished, running = count(study)
+        events.search_complete(run_dir, finished)
+        result = SearchResult(run_dir=run_dir, best=recorded, n_finished=finished, n_running=running)
+        return _with_target(result, spec, transfer, events, threads)
+    use_threads(spec.train.threads)  # the coord check and the trials run here (one worker)
     write_config(run_dir, spec, argv)
     budget.record_plan(study, spec, plan, run_dir)
     events.search_planned(plan)
@@ -350,7 +428,7 @@ def search(
     shown = spec.edit({"search.budget": None, "search.finalists": None, "search.n_trials": plan.n_trials})
     events.search_started(shown, run_dir, count(study)[0])
     try:
-        Phases(spec, plan, run_dir, study, storage, job, workers, events).run()
+        phases.run()
     finally:
         # whatever happened, leave the table and the best-so-far on disk
         write_trials_csv(study, run_dir)
@@ -364,11 +442,21 @@ def search(
     if spec.search.laws.steps or spec.search.laws.batch_size:
         won = laws_run.fit_laws(spec, run_dir, won, events)  # LR* across horizon / batch size
     result = SearchResult(run_dir=run_dir, best=won, n_finished=finished, n_running=running)
+    return _with_target(result, spec, transfer, events, threads)
+
+
+def _with_target(
+    result: SearchResult, spec: Spec, transfer: bool, events: Events, threads: int | None = None
+) -> SearchResult:
+    """The search's result, with its target trained (or, finished before, read back) when the spec
+    names one and ``transfer``. A thread count the search was given is the target's too; without one
+    the target takes its own share of the cores (the search's was its workers')."""
     if transfer and spec.target.width is not None:
         from . import transfer as transfer_mod
 
+        to = [f"train.threads={threads}"] if threads is not None else []
         result.target = transfer_mod.transfer(
-            RunDir(run_dir), resume=True, events=events, proxy=spec, best=won
+            RunDir(result.run_dir), to, resume=True, events=events, proxy=spec, best=result.best
         )
     return result
 

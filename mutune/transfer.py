@@ -18,11 +18,12 @@ import yaml
 
 from . import data, flops, memory, trackers
 from .config import PROVENANCE_TAGS, Best, RunDir, Spec, SpecError
-from .device import resolve_device
+from .device import resolve_device, threads_for
+from .errors import arg
 from .events import SILENT, Events
 from .files import atomic_write
 from .planning import DEFAULT_GPU_GIB, Plan, multipliers_of, plan  # noqa: F401 (part of transfer's API)
-from .train import RunResult, has_checkpoint, train
+from .train import RunResult, has_checkpoint, read_result, train
 from .train.checkpoint import FolderLock
 
 
@@ -30,11 +31,6 @@ from .train.checkpoint import FolderLock
 class TransferResult:
     plan: Plan
     result: RunResult | None  # None for a dry run
-
-
-def latest_run(root: str | Path = "runs") -> Path:
-    """The most recently modified run directory (one holding a best.yaml) under ``root``."""
-    return RunDir.latest(root).path
 
 
 def transfer(
@@ -88,16 +84,18 @@ def transfer(
             resolve_device(p.spec.train.device),
             what=f"the width-{p.spec.model.width} target"
             + (f" ({p.spec.train.parallel}, {world} processes)" if world > 1 else ""),
-            force="--force",
+            force=arg("force", True),
         )
+    # a finished target, resumed, is read back (train checks it was this spec's): no record is rewritten
+    finished = resume and _finished(p)
     # one writer per target folder: a second transfer (or search) into it is refused while this one trains
     with FolderLock(p.target_dir) if world_main else contextlib.nullcontext():
-        if world_main:
-            plan_doc = yaml.safe_dump(p.to_dict(), sort_keys=False)
-            atomic_write(p.target_dir / "plan.yaml", lambda f: f.write_text(plan_doc))
-            spec_doc = yaml.safe_dump(p.spec.to_dict(), sort_keys=False)
-            atomic_write(p.target_dir / "config.yaml", lambda f: f.write_text(spec_doc))
-        run = _track_target(p) if world_main else None
+        if world_main and not finished:
+            plan_doc = yaml.safe_dump(p.to_dict(), sort_keys=False, allow_unicode=True)
+            atomic_write(p.target_dir / "plan.yaml", lambda f: f.write_text(plan_doc, encoding="utf-8"))
+            spec_doc = yaml.safe_dump(p.spec.to_dict(), sort_keys=False, allow_unicode=True)
+            atomic_write(p.target_dir / "config.yaml", lambda f: f.write_text(spec_doc, encoding="utf-8"))
+        run = _track_target(p) if world_main and not finished else None
         on_log, on_eval = trackers.attach(run, lambda log: events.step(None, log), None)
         try:
             result = train(
@@ -109,9 +107,15 @@ def transfer(
             raise
         if run is not None:
             run.finish(result.summary(), "FAILED" if result.diverged else "FINISHED")
-        if world_main:
+        if world_main and not finished:
             _record_transfer(p)
     return TransferResult(plan=p, result=result)
+
+
+def _finished(p: Plan) -> bool:
+    """Whether the plan's target folder holds a run that reached its last step."""
+    path = p.target_dir / "result.yaml"
+    return path.is_file() and int(read_result(path).get("steps") or 0) >= p.spec.train.steps
 
 
 def _record_transfer(p: Plan) -> None:
@@ -125,7 +129,10 @@ def _record_transfer(p: Plan) -> None:
         "adjusted_hparams": asdict(p.hparams),
         "adjustments": p.adjustments,
     }
-    atomic_write(path, lambda f: f.write_text(yaml.safe_dump(doc, sort_keys=False)))
+    atomic_write(
+        path,
+        lambda f: f.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8"),
+    )
 
 
 def _track_target(p: Plan) -> trackers.TrackedRun | None:
@@ -159,15 +166,17 @@ def launch_distributed(
     gloo on CPU). For several machines, call torchrun yourself (see docs/recipes.md):
     ``torchrun --nnodes N --node-rank R --rdzv-endpoint HOST:29500 --nproc-per-node G -m mutune transfer ...``
     """
-    run_dir = latest_run() if run_dir is None else Path(run_dir)
-    p = plan(
-        run_dir, to, smoke=smoke, force=force, no_laws=no_laws
-    )  # user errors surface here, once, not in every rank
+    run_dir = RunDir.latest().path if run_dir is None else Path(run_dir)
+    # user errors surface here, once, not in every rank
+    p = plan(run_dir, to, smoke=smoke, force=force, no_laws=no_laws, nproc=nproc)
     if p.spec.train.batch_size % nproc:
-        raise SpecError("train.batch_size", f"{p.spec.train.batch_size} is not divisible by --nproc {nproc}")
+        raise SpecError(
+            "train.batch_size", f"{p.spec.train.batch_size} is not divisible by {arg('nproc')} {nproc}"
+        )
     if not resume and has_checkpoint(p.target_dir):  # say it once here, not from every rank
         raise SpecError(
-            str(p.target_dir), "already holds a run; pass --resume to continue it, or remove the folder"
+            str(p.target_dir),
+            f"already holds a run; pass {arg('resume', True)} to continue it, or remove the folder",
         )
     cmd = [
         sys.executable,
@@ -185,7 +194,7 @@ def launch_distributed(
     flags = (("--resume", resume), ("--force", force), ("--smoke", smoke), ("--no-laws", no_laws))
     cmd += [flag for flag, on in flags if on]
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    env.setdefault("OMP_NUM_THREADS", str(threads_for(p.spec.train.threads, nproc)))  # each rank's share
     return subprocess.call(cmd, env=env)
 
 

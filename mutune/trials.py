@@ -17,13 +17,13 @@ from .files import atomic_write
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, rung, width, seed, loss, every HP, steps, tokens, FLOPs,
-    seconds, reason. Proxy trials are rung 0; a ladder trial's rung is its width's place in the plan."""
+    seconds, CPU threads, reason. Proxy trials are rung 0; a ladder trial's rung is its width's place in the plan."""
     rows = []
     trials = study.get_trials(deepcopy=False)
     recorded = (study.user_attrs.get("search_plan") or {}).get("plan") or {}
     relevant = study.user_attrs.get("spec") or {}
     proxy_width, proxy_seed = relevant.get("model.width"), relevant.get("seed")
-    rung_of = {r["width"]: i + 1 for i, r in enumerate(recorded.get("rungs", []))}
+    rung_of = {(r["width"], r.get("steps")): i + 1 for i, r in enumerate(recorded.get("rungs", []))}
     retried_as = {t.user_attrs["retry_of"]: t.number for t in trials if "retry_of" in t.user_attrs}
     for t in trials:
         ua = t.user_attrs
@@ -32,13 +32,13 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         row = {
             "number": t.number,
             "state": t.state.name,
-            "rung": 0 if width is None else rung_of.get(width),
+            "rung": 0 if width is None else rung_of.get((width, fixed.get(ladder.STEPS))),
             "width": proxy_width if width is None else width,
             "seed": proxy_seed if width is None else fixed.get(ladder.SEED),
             "loss": t.value if t.state == TrialState.COMPLETE else None,
         }
         row.update(t.params)
-        for key in ("steps", "tokens", "flops", "seconds", "params"):
+        for key in ("steps", "tokens", "flops", "seconds", "params", "threads"):
             row[key] = ua.get(key)
         row["fail_reason"] = ua.get("fail_reason", "")
         if t.number in retried_as:

@@ -206,3 +206,75 @@ def test_own_loop_example_shows_the_lr_staying_put_under_mup_only(one_thread):
     best = {p: lrs[min(range(3), key=losses(512, p).__getitem__)] for p in ("mup", "sp")}
     assert lrs[min(range(3), key=base.__getitem__)] == best["mup"] == 0.004
     assert best["sp"] < 0.004
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw parameters classified by their use (issue 21)
+
+
+class RawPosGPT(nn.Module):
+    """nanoGPT's layout with a raw (block, width) position parameter and a tied, biased head."""
+
+    def __init__(self, width: int, vocab: int = 64, block: int = 16):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, width)
+        self.wpe = nn.Parameter(torch.zeros(block, width))
+        self.h = nn.ModuleList(nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width)) for _ in range(2))
+        self.ln_f = nn.LayerNorm(width)
+        self.lm_head = nn.Linear(width, vocab, bias=True)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.wte(idx) + self.wpe[: idx.shape[1]]
+        for block in self.h:
+            x = x + block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+@pytest.mark.parametrize("alpha_out", [1.0, 2.0])
+def test_raw_position_and_tied_biased_head_give_scaled_logits_plus_bias(alpha_out):
+    """No readout= argument: the raw (T, d) position parameter is a table (indexed, added), not a
+    readout, and the logits are (h Wᵀ)·α_out/m + b, the bias not divided by m."""
+    torch.manual_seed(0)
+    model = RawPosGPT(128)
+    mutune.parametrize(
+        model, base_width=32, factory=lambda w: RawPosGPT(w), init_std=0.02, alpha_out=alpha_out
+    )
+    infos = mutune.parametrize.classify(
+        lambda w: RawPosGPT(w),
+        128,
+        32,
+        forward=lambda m: m(torch.zeros(1, 4, dtype=torch.long, device="meta")),
+    )
+    assert infos["wpe"].role == "embedding" and infos["wpe"].source.startswith("use: indexed as a table")
+    assert infos["wte.weight"].tied_readout and infos["lm_head.bias"].role == "scalar"
+    with torch.no_grad():
+        model.lm_head.bias.normal_()  # a bias of size 1: dividing it by m would show
+    seen = {}
+    handle = model.ln_f.register_forward_hook(lambda mod, args, out: seen.setdefault("h", out))
+    idx = torch.randint(0, 64, (2, 8))
+    logits = model(idx)
+    handle.remove()
+    W, b, h = model.lm_head.weight, model.lm_head.bias, seen["h"]
+    expected = (h @ W.T) * (alpha_out / 4) + b
+    torch.testing.assert_close(logits, expected)
+    assert not torch.allclose(logits, (h @ W.T + b) * (alpha_out / 4))  # the bias is not scaled
+
+
+def test_roles_override_and_raw_tables_without_a_forward():
+    """roles= overrides any parameter (source user); with no forward to watch, a raw table's shape and
+    the Linear readouts' output size (64) still tell it from a readout."""
+    infos = mutune.parametrize.classify(lambda w: RawPosGPT(w), 128, 32)
+    assert infos["wpe"].role == "embedding" and infos["wpe"].source.startswith(
+        "shape (its finite side is not"
+    )
+    infos = mutune.parametrize.classify(
+        lambda w: RawPosGPT(w), 128, 32, roles={"wpe": "vector", "h.0.1.weight": "hidden"}
+    )
+    assert infos["wpe"].role == "vector" and infos["wpe"].source == "user (roles)"
+    assert infos["h.0.1.weight"].fan_in == 128 and infos["h.0.1.weight"].source == "user (roles)"
+    with pytest.raises(SpecError, match="roles.wpx") as e:
+        mutune.parametrize.classify(lambda w: RawPosGPT(w), 128, 32, roles={"wpx": "vector"})
+    assert "did you mean 'wpe'" in str(e.value)
+    with pytest.raises(SpecError, match="roles.wpe"):
+        mutune.parametrize.classify(lambda w: RawPosGPT(w), 128, 32, roles={"wpe": "bias"})

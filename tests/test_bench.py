@@ -53,6 +53,17 @@ def test_mutransfer_vs_direct_quick(tmp_path):
 
 
 @pytest.mark.bench
+def test_mutransfer_vs_direct_wsd_quick(tmp_path):
+    """Under WSD the pool's cooldown branches stand in for successive halving's rung runs: the
+    estimate's realised pick must be the winner a real ``mutune.search`` with search.fidelity picks."""
+    out = bench("mutransfer_vs_direct.py", "--wsd", "--run-dir", str(tmp_path / "mvd"), cwd=tmp_path)
+    assert "µTransfer, successive halving (Monte Carlo s.e." in out
+    assert "4@5st+2@10st" in out  # the plan: 4 configurations at 5 steps, the best 2 continued to 10
+    assert "(the same as the estimate's realised pick" in out
+    assert "samplers" not in out
+
+
+@pytest.mark.bench
 def test_throughput_quick(tmp_path):
     out = bench("throughput.py", cwd=tmp_path)
     assert "mutune µP / plain loop" in out and "µP time over SP" in out
@@ -93,6 +104,31 @@ def test_horizon_transfer_quick(tmp_path):
     assert "loss with the law" in out and "(timescale kept)" in out
     best = (tmp_path / "ht" / "best.yaml").read_text()
     assert "laws:" in best and (tmp_path / "ht" / "laws" / "runs.csv").is_file()
+
+
+@pytest.mark.bench
+def test_horizon_transfer_wsd_quick(tmp_path):
+    out = bench("horizon_transfer.py", "--wsd", "--run-dir", str(tmp_path / "ht"), cwd=tmp_path)
+    assert "wsd schedule, 2 seed(s) per point, horizons from cooldown branches" in out
+    assert "what mutune transfers:" in out and "separate runs of each horizon" in out
+    best = (tmp_path / "ht" / "best.yaml").read_text()
+    assert "branched: true" in best
+
+
+@pytest.mark.bench
+def test_umup_quick(tmp_path):
+    out = bench("umup.py", "--run-dir", str(tmp_path / "umup"), cwd=tmp_path)
+    assert "targets: (a)" in out and "target (a):" in out and "target (b):" in out
+    assert "umup width" in out and "LR only" in out and "full space" in out
+
+
+@pytest.mark.bench
+def test_vit_width_quick(tmp_path):
+    out = bench("vit_width.py", "--run-dir", str(tmp_path / "vit"), cwd=tmp_path)
+    assert "target: |µP LR drift| <= 0.5 log2 and |SP LR drift| >= 1.0 log2" in out
+    assert "mup width   32" in out and "sp width   64" in out
+    assert "mup drift of the optimum" in out and "sp drift of the optimum" in out and "target: " in out
+    assert (tmp_path / "vit" / "checks" / "sweep-lr-summary.csv").is_file()
 
 
 @pytest.mark.bench

@@ -110,15 +110,21 @@ def test_zero_init_readout_is_a_named_exception():
 
 
 def test_attention_scale_of_a_user_model_is_checked():
-    """Two heads at every width (d_head grows) with SDPA's default 1/√d_head: the attention logits
-    grow like a power of width once q and k align (+0.3 over these tiny widths in 4 steps, +0.5 in
-    the limit). mutune does not touch a user's attention; the check names the offending layer."""
+    """Two heads at every width (d_head grows) with SDPA's default 1/√d_head: its scale × head dim
+    grows like width^+0.5 exactly (5× its limit), and the attention logits grow like a power of
+    width once q and k align (+0.3 over these tiny widths in 4 steps, +0.5 in the limit). mutune
+    does not touch a user's attention; the check names the offending layer."""
     spec = config.spec_from_dict(factory_spec("sqrt_attention_lm"))
     res = checks.coord_check(spec, seeds=2)
     assert not res.passed
     failing = res.slopes[res.slopes.status == "fail"]
-    assert set(failing.layer) == {"layers.1.logits"} and (failing.t >= 1).all() and (failing.slope > 0).all()
-    assert "layers.1.logits" in res.message()
+    assert set(failing.layer) == {"layers.1.logits", "layers.1.scale"} and (failing.slope > 0).all()
+    logits, scale = failing[failing.kind == "attn_logits"], failing[failing.kind == "attn_scale"]
+    assert (logits.t >= 1).all() and len(logits)
+    assert list(scale.t) == [0] and scale.slope.iloc[0] == pytest.approx(0.5, abs=1e-6)
+    assert res.message().index(
+        "layers.1.scale scale × head dim: slope +0.50 (limit ±0.1)"
+    ) < res.message().index("layers.1.logits")  # the strongest sign first
 
 
 def test_sdpa_is_restored_and_python_api_returns_data():
@@ -272,8 +278,11 @@ def test_bmm_attention_with_fixed_heads_fails_and_with_fixed_head_dim_passes(tmp
     s = pd.read_csv(tmp_path / "fixed_heads" / "coord_check_slopes.csv")
     assert not res.passed and set(s.verdict) == {"fail"}
     failing = s[s.status == "fail"]
-    assert set(failing.kind) == {"attn_logits"} and (failing.slope > failing.limit).all()
-    assert set(failing.layer) <= {"blocks.0.attn.logits", "blocks.1.attn.logits"}
+    assert set(failing.kind) == {"attn_logits", "attn_scale"} and (failing.slope > failing.limit).all()
+    assert set(failing.layer) <= {f"blocks.{i}.attn.{w}" for i in (0, 1) for w in ("logits", "scale")}
+    scale = s[s.kind == "attn_scale"]  # torch.bmm(q, kᵀ) / √d_head: the scale read off the scores
+    assert set(scale.layer) == {"blocks.0.attn.scale", "blocks.1.attn.scale"}
+    assert np.allclose(scale.slope, 0.5, atol=1e-6) and (scale.status == "fail").all()
     records = pd.read_csv(tmp_path / "fixed_heads" / "coord_check.csv")
     # the logits are recorded before the log_softmax: |log p| would be about ln(256) = 5.5
     assert records[(records.layer == "logits") & (records.t == 0)].l1.max() < 1.0
@@ -281,16 +290,29 @@ def test_bmm_attention_with_fixed_heads_fails_and_with_fixed_head_dim_passes(tmp
         config.spec_from_dict(factory_spec("bmm_fixed_head_dim")), mults=checks.GATE_MULTS, seeds=2
     )
     assert ok.passed, ok.message()
+    scale = ok.slopes[ok.slopes.kind == "attn_scale"]  # a fixed head dim: 1/√d_head is a constant
+    assert len(scale) == 2 and (scale.slope.abs() < 1e-6).all() and (scale.status == "ok").all()
 
 
-def test_attention_the_check_cannot_see_is_a_named_warning(tmp_path):
-    """A module named like attention whose logits never meet a softmax or SDPA: not a silent pass."""
+def test_attention_the_check_cannot_see_is_incomplete_not_a_pass(tmp_path):
+    """A module named like attention whose scores are never normalised (a sigmoid of them): not a
+    silent pass. The verdict is incomplete, naming it; allowed (--allow-unchecked attention), it passes
+    on the rest and still names it."""
     spec = config.spec_from_dict(factory_spec("sigmoid_attention_lm"))
     res = checks.coord_check(spec, widths=[32, 64], seeds=1, steps=3, out_dir=tmp_path, plot=False)
-    assert res.warnings and "blocks.0" in res.warnings[0] and "blocks.0" in res.message()
+    assert res.verdict == "incomplete" and not res.passed and not res.failures, res.message()
+    assert res.unchecked == ["blocks.0"] and "INCOMPLETE" in res.message() and "'blocks.0'" in res.message()
+    assert "--allow-unchecked attention" in res.message()
     s = pd.read_csv(tmp_path / "coord_check_slopes.csv")
     row = s[s.status == "not_found"]
     assert list(row.layer) == ["blocks.0.logits"] and "not checked" in row.reason.iloc[0]
+    assert set(s.verdict) == {"incomplete"}
+    allowed = checks.coord_check(spec, widths=[32, 64], seeds=1, steps=3, allow_unchecked=["attention"])
+    assert (
+        allowed.passed and allowed.verdict == "pass" and "'blocks.0' unchecked (allowed)" in allowed.message()
+    )
+    with pytest.raises(SpecError, match="--allow-unchecked"):
+        checks.coord_check(spec, widths=[32, 64], allow_unchecked=["everything"])
 
 
 def test_multihead_attention_is_seen_inside_torch(tmp_path):

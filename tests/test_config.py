@@ -32,7 +32,7 @@ def test_overrides_are_typed_and_dotted():
     # an override edits the default space instead of replacing it
     assert spec.search.space["lr"].low == pytest.approx(1e-5)
     assert spec.search.space["lr"].high == pytest.approx(0.1)
-    assert set(spec.search.space) == set(config.DEFAULT_SPACE)
+    assert set(spec.search.space) == set(config.default_space(spec.model.family, spec.model.parametrization))
 
 
 def test_yaml_space_replaces_default_space():

@@ -235,19 +235,25 @@ def test_a_raw_position_table_is_a_table_not_a_readout():
     assert model._mutune_readouts == ("head",)
 
 
-def test_parametrize_tells_a_raw_table_from_a_readout_by_the_output_size():
+def test_parametrize_tells_a_raw_table_from_a_readout_by_its_use_or_the_output_size():
+    """A raw (seq_len, width) position table is not a readout: its use says so (rows sliced and added:
+    a table), and where no forward is watched, the output size of the Linear readout (out_features,
+    given or found) does. It used to be taken for a readout and refused without out_features."""
     from . import factory_models as fm
 
     def build(w):
         return fm.bmm_fixed_head_dim(w, VOCAB, 16)
 
-    with pytest.raises(SpecError, match="out_features") as e:
-        mutune.parametrize(build(64), base_width=32, factory=build)
-    assert e.value.key == "scale_readout"
-    groups = mutune.parametrize(build(64), base_width=32, factory=build, out_features=VOCAB, lr=0.01)
+    groups = mutune.parametrize(build(64), base_width=32, factory=build, lr=0.01)
     assert {n: g["lr"] for g in groups for n in g["names"]}["pos"] == 0.01
-    infos = mutune.parametrize.classify(build, 64, 32, out_features=VOCAB)
-    assert infos["pos"].role == "embedding" and infos["head.weight"].role == "readout"
+    watched = mutune.parametrize.classify(
+        build, 64, 32, forward=lambda m: m(torch.zeros(1, 16, dtype=torch.long, device="meta"))
+    )
+    assert watched["pos"].role == "embedding" and watched["pos"].source.startswith("use: indexed as a table")
+    for out_features in (VOCAB, None):  # no forward: the shape, against the output size given or found
+        infos = mutune.parametrize.classify(build, 64, 32, out_features=out_features)
+        assert infos["pos"].role == "embedding" and infos["head.weight"].role == "readout"
+        assert infos["pos"].source.startswith(f"shape (its finite side is not the output size {VOCAB})")
 
 
 def test_conv1d_weights_stored_in_out_get_the_init_of_a_linear():

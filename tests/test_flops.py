@@ -101,5 +101,6 @@ def test_numbers_for_people_stay_readable_at_pretraining_scale():
 
     assert human(1_737_984) == "1.74M"
     assert human(4.58e12, " FLOPs") == "4.58T FLOPs"
-    assert human(1.295e22) == "1.3e+22"  # not '1.3e+04E'
+    assert human(1.295e22) == "13Z"  # one style beside '907E' on a plan's line, not '1.3e+22'
+    assert human(9.07e20, " FLOPs") == "907E FLOPs" and human(2e24) == "2Y"
     assert human_bytes(139 * 2**20) == "139 MiB"

@@ -206,7 +206,7 @@ def test_per_gpu_arithmetic():
 
 
 def test_plan_gives_per_gpu_memory_and_which_fits(proxy_run, run_cli):
-    p = transfer.plan(proxy_run, ["width=8192", "model.depth=24"], nproc=8)
+    p = transfer.plan(proxy_run, ["width=8192", "model.depth=24"], nproc=8, gpu_gib=80)  # 80 GB GPUs
     ddp, fsdp = p.per_gpu["ddp"], p.per_gpu["fsdp"]
     assert fsdp.total < ddp.total and not ddp.fits(80) and fsdp.fits(80)  # ~20 G parameters
     assert ddp.total == pytest.approx(

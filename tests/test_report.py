@@ -16,7 +16,7 @@ import yaml
 
 from mutune import config, report, search
 
-from .conftest import ROOT, TINY, write_spec
+from .conftest import TINY, write_spec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -229,13 +229,10 @@ def test_init_mlp_starter_runs_as_written(run_cli, workdir):
 
 
 def test_init_factory_and_overwrite(run_cli, workdir):
-    import shutil
-
-    shutil.copytree(ROOT / "examples", workdir / "examples")  # the starter points at examples/my_model.py
-    r = run_cli("init", "--model", "factory", "f.yaml")
+    r = run_cli("init", "--model", "factory", "f.yaml")  # the model file beside it: no examples/ needed
     assert r.code == 0, r
     spec = config.load_spec(workdir / "f.yaml")
-    assert spec.model.family == "factory" and spec.model.factory == "examples.my_model:build"
+    assert spec.model.family == "factory" and spec.model.factory == f"{workdir / 'f_model.py'}:build"
     assert run_cli("search", "f.yaml", "--smoke", "--no-transfer").code == 0  # it runs as written
     assert run_cli("init", "x.yaml").code == 0
     before = (workdir / "x.yaml").read_text()
@@ -251,7 +248,9 @@ def test_show_config_applies_overrides_and_smoke(run_cli, tiny_spec):
     d = yaml.safe_load(r.out)
     assert d["train"]["steps"] == 7 and d["search"]["space"]["lr"]["high"] == 0.2
     assert d["train"]["eval_batches"] == TINY["train"]["eval_batches"] and d["data"]["corpus"] == "stdlib"
-    assert set(d["search"]["space"]) == set(config.DEFAULT_SPACE)
+    assert set(d["search"]["space"]) == set(
+        config.default_space(d["model"]["family"], d["model"]["parametrization"])
+    )
     r = run_cli("show-config", tiny_spec, "--smoke")
     assert r.code == 0 and yaml.safe_load(r.out)["search"]["n_trials"] == 3
     r = run_cli("show-config", tiny_spec, "train.stepz=3")

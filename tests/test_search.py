@@ -96,6 +96,21 @@ def test_reap_orphans_fails_only_dead_workers(tmp_path):
     assert "orphaned" in study.get_trials()[orphan.number].user_attrs["fail_reason"]
 
 
+def test_an_untagged_trial_is_reaped_at_once_only_under_the_budget_lock(tmp_path):
+    """A worker that died between asking for a trial and tagging it (a kill, a full disk tearing the
+    tag's record) leaves an untagged RUNNING trial; a resumed search must not count it as running."""
+    storage = study_mod.open_storage(str(tmp_path / "study.journal"))
+    study = study_mod.open_study(config.spec_from_dict(TINY), storage)
+    untagged = study.ask()
+    assert study_mod.reap_orphans(study, storage) == []  # may be a live worker about to tag it
+    assert study_mod.reap_orphans(study, storage, locked=True) == [untagged.number]
+    assert study.get_trials()[untagged.number].state == TrialState.FAIL
+    # a worker on another machine shares the journal (Slurm): its untagged trial may be live
+    elsewhere, untagged = study.ask(), study.ask()
+    elsewhere.set_user_attr("worker", "some-other-host:1")
+    assert study_mod.reap_orphans(study, storage, locked=True) == []
+
+
 def test_changed_spec_is_refused_but_budget_may_change(tmp_path):
     storage = study_mod.open_storage(str(tmp_path / "study.journal"))
     spec = config.spec_from_dict(TINY)

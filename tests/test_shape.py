@@ -170,10 +170,23 @@ def test_an_axis_is_an_object_and_its_factors_name_the_exponents():
     assert [a.name for a in axes.AXES.values()] == ["width", "depth", "experts"]
     assert axes.by_key("depth") is axes.DEPTH and axes.by_key("model.width") is axes.WIDTH
     info = ParamInfo(
-        "h.0.w", "hidden", (128, 128), (32, 32), (0, 1), 4.0, 4.0, 128, 32, "linear", along=(("depth", 2.0),)
+        "h.0.w",
+        "hidden",
+        (128, 128),
+        (32, 32),
+        (0, 1),
+        4.0,
+        4.0,
+        128,
+        32,
+        "linear",
+        along=(("depth", 2.0, 8),),
     )
     s = rules.Scaling.of(fan_in=-1, depth=-1, depth_alpha=1)
     assert s(info, alpha=1.0) == 0.25 and s(info, alpha=0.0) == 0.125
+    assert rules.Scaling.of(size_in=-0.5, blocks=-0.5)(info) == pytest.approx(
+        (128 * 8) ** -0.5
+    )  # sizes, for u-µP
     with pytest.raises(ValueError, match="no scaling axis has the factor"):
         rules.Scaling.of(heads=-1)
 
@@ -208,7 +221,8 @@ def test_the_run_dir_reads_back_as_typed_objects(run_cli, workdir, tiny_spec):
     assert r.code == 0, r
     spec, best = config.RunDir(workdir / "runs" / "tiny").load()
     assert isinstance(best.hparams, config.HParams) and best.provenance["n_trials_finished"] == 2
-    assert spec == config.load_spec(tiny_spec, ["search.n_trials=2"])
+    # config.yaml is the spec as the trials ran it: with the thread count they used (the suite's one)
+    assert spec == config.load_spec(tiny_spec, ["search.n_trials=2", "train.threads=1"])
     bad = workdir / "runs" / "tiny" / "best.yaml"
     bad.write_text("hparams: [1, 2]\n")
     with pytest.raises(config.SpecError, match="no 'hparams' mapping"):

@@ -19,8 +19,11 @@ recorded more widely and *decided*:
    and pass when every slope is within its limit (:mod:`.verdict`, where the limits and the named
    exceptions are explained; docs/mup.md §3 has the measurements behind them).
 
-An attention-looking module (``*Attention*``, ``*Attn*``) whose logits no softmax or SDPA call
-revealed is a named warning: the check cannot see its scale.
+A module that looks like attention (a class named ``*Attention*`` / ``*Attn*``, or one computing a
+square product of two activations) whose scores were never seen (:mod:`.scores`) makes the verdict
+**incomplete**: the check cannot see its scale, so it does not pass it. ``allow_unchecked=("attention",)``
+(``--allow-unchecked attention``, ``model.allow_unchecked``) accepts that and passes on the rest;
+the unchecked modules are still named.
 """
 
 from __future__ import annotations
@@ -35,21 +38,21 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import data, models
-from ..config import HParams, Spec, SpecError
-from ..device import resolve_device
+from .. import arguments, data, models
+from ..arguments import UNCHECKABLE as UNCHECKABLE
+from ..config import HParams, Spec
+from ..device import resolve_device, threads_for, use_threads
 from ..files import atomic_write
 from ..models import factory
 from ..mup import optim
 from ..mup.axes import AXES, Axis
 from ..mup.optimizers import OPTIMIZERS
-from ..mup.parametrizations import controls_of
 from ..mup.parametrizations import get as get_parametrization
-from . import verdict
+from . import unit, verdict
 from .axes import AXIS_SEEDS as AXIS_SEEDS
 from .axes import DEPTH_SEEDS as DEPTH_SEEDS
 from .axes import at_point as _at_width
-from .axes import check_sizes, flag, relative_names
+from .axes import check_sizes, relative_names
 from .axes import depth_relative as depth_relative
 from .recorder import Kind, Recorder
 
@@ -81,6 +84,9 @@ class CoordCheckResult:
     control: CoordCheckResult | None = None  # the negative control's check (--compare sp)
     along: str = "width"  # the axis the slopes are fitted against (depth: --depths, at one width)
     sizes: list[int] = field(default_factory=list)  # its sizes, for an axis other than width
+    unit_scales: pd.DataFrame | None = None  # u-µP: RMS of every activation and gradient at init
+    unchecked: list[str] = field(default_factory=list)  # attention-like modules whose scores were not seen
+    allowed: tuple[str, ...] = ()  # what the check was allowed to leave unchecked ("attention")
 
     @property
     def axis(self) -> str:
@@ -98,30 +104,83 @@ class CoordCheckResult:
 
     @property
     def verdict(self) -> str:
-        return "pass" if self.passed else "fail"
+        """``pass``; ``fail`` (a slope, a unit scale or the model's structure); ``incomplete``: nothing
+        failed, but attention the check could not see was not allowed to stay unchecked."""
+        if self.failures or self.problems:
+            return "fail"
+        return "incomplete" if self.unchecked and "attention" not in self.allowed else "pass"
 
     @property
     def largest_slope(self) -> float:
         """The largest |slope| the limits alone decided: not exempt rows, nor shrinking ones that
         would be exempt anyway."""
-        g = verdict.gated(self.slopes).slope.abs().dropna()
+        g = verdict.gated(self.slopes)
+        g = verdict.deviation(g).abs().dropna()
         return float(g.max()) if len(g) else float("nan")
 
     @property
     def margin(self) -> float:
         """The largest |slope| / limit among the gated rows: below 1 passes; how close it came."""
         g = verdict.gated(self.slopes).dropna(subset=["slope"])
-        return float((g.slope.abs() / g.limit).max()) if len(g) else float("nan")
+        return float((verdict.deviation(g).abs() / g.limit).max()) if len(g) else float("nan")
+
+    @property
+    def closest(self) -> dict | None:
+        """The gated row nearest its limit, named: layer, measure, step, slope, limit and the slope's
+        share of the limit (``margin``). What the gate and ``coord-check`` report beside a pass."""
+        g = verdict.gated(self.slopes).dropna(subset=["slope"])
+        if not len(g):
+            return None
+        r = g.loc[(g.slope.abs() / g.limit).idxmax()]
+        share = abs(float(r.slope)) / float(r.limit)
+        measure = verdict.MEASURES[r.metric]
+        return {
+            "layer": r.layer,
+            "measure": measure,
+            "t": int(r.t),
+            "slope": float(r.slope),
+            "limit": float(r.limit),
+            "share": share,
+        }
 
     def message(self) -> str:
         """One line: the verdict and, for a failure, the offending layer(s); then any warnings."""
         name = get_parametrization(self.parametrization).label
         warn = "".join(f"; warning: {w}" for w in self.warnings)
-        if self.passed:
+        modules = ", ".join(f"'{a}'" for a in self.unchecked)
+        if self.verdict == "incomplete":
             return (
-                f"coord check {name}: pass (every slope within its limit, |x| and |x-x0| ±{self.limits['x']:g}, "
-                f"own updates ±{self.limits['own']:g}; the closest at {self.margin:.0%} of its limit; "
-                f"{flag(AXES[self.axis]).removeprefix('--')} {self.points[0]}..{self.points[-1]}){warn}"
+                f"coord check {name}: INCOMPLETE: the attention scores of {modules} were never seen (no "
+                "product of two activations normalised across its last axis, no scaled_dot_product_attention "
+                "call), so their scale is unchecked; every slope the check could see is within its limit (the "
+                f"closest at {self.margin:.0%}). Pass --allow-unchecked attention (or set model.allow_unchecked: "
+                "[attention]) to accept that"
+            )
+        if self.unchecked:
+            warn = f"; attention of {modules} unchecked (allowed)" + "".join(
+                f"; warning: {w}" for w in self.warnings if not w.startswith("attention")
+            )
+        if self.passed:
+            unit_note = ""
+            if self.unit_scales is not None and len(self.unit_scales):
+                u = self.unit_scales
+                unit_note = (
+                    f"; unit scale at init: activations {u.x_rms.min():.2g}..{u.x_rms.max():.2g}, gradients "
+                    f"{u.grad_rms.min():.2g}..{u.grad_rms.max():.2g} RMS (within ×{get_parametrization(self.parametrization).unit_rms:g} "
+                    "of 1; the logits exempt)"
+                )
+            c = self.closest
+            nearest = (
+                f"; the closest, {c['layer']} {c['measure']} at t={c['t']}, {c['slope']:+.2f} against "
+                f"±{c['limit']:g}: {c['share']:.0%} of its limit"
+                if c
+                else ""
+            )
+            return (
+                f"coord check {name}: pass (every slope within its limit: |x| and |x-x0| ±{self.limits['x']:g}, "
+                f"own updates ±{self.limits['own']:g}{nearest}; {arguments.sizes_arg(AXES[self.axis])} "
+                f"{self.points[0]}..{self.points[-1]}"
+                f"{unit_note}){warn}"
             )
         reasons = self.problems + self.failures[:3]
         more = f" (+{len(self.failures) - 3} more)" if len(self.failures) > 3 else ""
@@ -154,13 +213,7 @@ def _run(
     groups = models.param_groups(spec, model, infos, hp)
     opt = optim.make_optimizer(groups, hp, t.optimizer)
     x, y = batch
-    rec = Recorder(
-        model,
-        _readouts(model, spec),
-        seq_len=x.shape[1],
-        out_features=data.vocab_size(spec.data),
-        leaves=leaves,
-    )
+    rec = Recorder(model, _readouts(model, spec), out_features=data.vocab_size(spec.data), leaves=leaves)
     rows: list[dict[str, tuple[float, float, float]]] = []
     problems: list[str] = []
     try:
@@ -185,6 +238,34 @@ def _run(
     return rows, dict(rec.kinds), problems, rec.missing_attention()
 
 
+def _batches(
+    spec: Spec, seeds: int, seq_len: int, batch_size: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One fixed batch per seed, the same at every width."""
+    device = resolve_device(spec.train.device)
+    corpus = data.load(spec.data, min_len=seq_len + 1)
+    out = []
+    for seed in range(seeds):
+        rng = np.random.default_rng([spec.seed, seed])
+        out.append(data.get_batch(corpus.train, batch_size, seq_len, rng, device))
+    return out
+
+
+def unit_records(
+    spec: Spec, hp: HParams, widths: list[int], seeds: int, seq_len: int, batch_size: int
+) -> pd.DataFrame:
+    """The unit-scale check's rows (:mod:`.unit`): RMS of every activation and its gradient at init."""
+    batches = _batches(spec, seeds, seq_len, batch_size)
+    rows = []
+    for width in widths:
+        wspec = _at_width(spec, width, seq_len, batch_size)
+        for seed in range(seeds):
+            rows += unit.unit_scales(wspec, hp, width, spec.seed * 1000 + seed, batches[seed])
+    df = pd.DataFrame(rows)
+    df.insert(0, "parametrization", spec.model.parametrization)
+    return df
+
+
 def records(
     spec: Spec,
     hp: HParams,
@@ -201,12 +282,7 @@ def records(
     (``l1``) and mean |x_t - x_0| (``dl1``); with the structural problems and the attention modules
     whose logits were not found. Across another axis, layers are named by :func:`relative_names`
     (blocks by relative depth, a mixture's experts as one)."""
-    device = resolve_device(spec.train.device)
-    corpus = data.load(spec.data, min_len=seq_len + 1)
-    batches = []
-    for seed in range(seeds):
-        rng = np.random.default_rng([spec.seed, seed])
-        batches.append(data.get_batch(corpus.train, batch_size, seq_len, rng, device))
+    batches = _batches(spec, seeds, seq_len, batch_size)
     rows, problems, missing = [], [], []
     vocab = data.vocab_size(spec.data)
     for width, size in [(w, n) for w in widths for n in sizes or [None]]:
@@ -252,15 +328,18 @@ def _check_one(
     batch_size: int,
     along: Axis | None = None,
     sizes: list[int] | None = None,
+    allowed: tuple[str, ...] = (),
 ) -> CoordCheckResult:
     hp = dataclasses.replace(hp, lr=float(lr))
     df, problems, missing = records(
         spec, hp, widths, seeds, steps, seq_len, batch_size, along=along, sizes=sizes
     )
-    slopes = verdict.slopes(df, limits, axis=along.name if along is not None else "width")
+    expected = models.parametrization(spec).expected_slopes
+    axis = along.name if along is not None else "width"
+    slopes = verdict.slopes(df, limits, axis=axis, expected=expected)
     warnings = [
-        f"attention logits of '{a}' not found (no softmax over the keys and no "
-        "scaled_dot_product_attention call inside it), so its scaling is not checked"
+        f"attention scores of '{a}' not found (no product of two activations normalised across its "
+        "last axis, no scaled_dot_product_attention call inside it), so its scaling is not checked"
         for a in missing
     ]
     if missing:
@@ -279,12 +358,13 @@ def _check_one(
         ]
         slopes = pd.concat([slopes, pd.DataFrame(rows)], ignore_index=True)
     failures = verdict.failures(slopes)
-    passed = not failures and not problems
-    slopes.insert(0, "parametrization", spec.model.parametrization)
-    slopes["verdict"] = "pass" if passed else "fail"
-    return CoordCheckResult(
+    scales, tolerance = None, models.parametrization(spec).unit_rms
+    if tolerance is not None and along is None:  # the parametrization promises unit scale at init (u-µP)
+        scales = unit_records(spec, hp, widths, seeds, seq_len, batch_size)
+        failures += unit.verdict(scales, tolerance)
+    result = CoordCheckResult(
         parametrization=spec.model.parametrization,
-        passed=passed,
+        passed=False,
         widths=list(widths),
         seeds=seeds,
         steps=steps,
@@ -296,9 +376,16 @@ def _check_one(
         problems=problems,
         warnings=warnings,
         limits=dict(limits),
-        along=along.name if along is not None else "width",
+        along=axis,
         sizes=list(sizes or []),
+        unit_scales=scales,
+        unchecked=list(missing),
+        allowed=tuple(allowed),
     )
+    result.passed = result.verdict == "pass"
+    slopes.insert(0, "parametrization", spec.model.parametrization)
+    slopes["verdict"] = result.verdict
+    return result
 
 
 def default_lr(spec: Spec) -> float:
@@ -311,7 +398,8 @@ def default_lr(spec: Spec) -> float:
     32..128, Adam at 0.003 leaves the init part of the logits (∝ width^-1/2) dominant until t = 3,
     at 0.03 or 0.1 the blocks already drift by slopes of 0.3-0.4 from finite-width effects alone.
     """
-    fixed = OPTIMIZERS[spec.train.optimizer].check_lr
+    own = models.parametrization(spec).check_lr  # a parametrization whose LR scale is its own (u-µP)
+    fixed = own if own is not None else OPTIMIZERS[spec.train.optimizer].check_lr
     if fixed is not None:
         return fixed
     space = spec.search.space.get("lr")
@@ -338,10 +426,14 @@ def coord_check(
     prefix: str = "coord_check",
     plot: bool = True,
     depths: list[int] | None = None,
+    allow_unchecked: tuple[str, ...] | list[str] = (),
     along: str | None = None,
     sizes: list[int] | None = None,
 ) -> CoordCheckResult:
     """Run the coord check of ``spec``'s model; write CSVs (and a PNG) to ``out_dir`` when given.
+
+    ``allow_unchecked=("attention",)`` (with the spec's ``model.allow_unchecked``) lets attention the
+    check cannot see stay unchecked: the verdict is then ``pass`` on the rest, not ``incomplete``.
 
     ``along`` and ``sizes`` check across another axis instead, at the base width: the same measures,
     slopes against the log of the axis's size, with its rules relative to the spec's base there (its
@@ -356,35 +448,24 @@ def coord_check(
     (:data:`verdict.LIMITS`).
     """
     hp = hp or spec.hparams
-    if depths is not None:
-        along, sizes = "depth", depths
-    axis = None
-    if along is not None:
-        if along not in AXES or along == "width":
-            raise SpecError(
-                "--along", f"expected one of {', '.join(a for a in AXES if a != 'width')}, got {along!r}"
-            )
-        axis = AXES[along]
-        sizes = check_sizes(spec, axis, list(sizes or []))
-        widths = [spec.model.base_width]
-    widths = sorted(set(widths or [spec.model.base_width * k for k in mults]))
-    if len(widths) < 2 and axis is None:
-        raise SpecError("--widths", "a slope needs at least two widths")
-    if steps < 2:
-        raise SpecError("--steps", "needs at least 2 steps (t = 0 is the model at init)")
-    if seeds < 1:
-        raise SpecError("--seeds", f"must be >= 1, got {seeds}")
-    if compare is not None:
-        mine = models.parametrization(spec)
-        controls = [p.name for p in controls_of(mine)]
-        if mine.coord_check == "control":
-            raise SpecError(
-                "--compare", f"the spec is already {mine.label}, a control; compare a spec it controls for"
-            )
-        if compare not in controls:
-            raise SpecError(
-                "--compare", f"expected one of {', '.join(controls)} (a negative control), got {compare!r}"
-            )
+    use_threads(threads_for(spec.train.threads))
+    # the arguments, checked as the command line checks them before loading torch
+    widths, along, sizes = arguments.coord_check(
+        spec,
+        compare=compare,
+        seeds=seeds,
+        steps=steps,
+        widths=widths,
+        mults=mults,
+        depths=depths,
+        allow_unchecked=allow_unchecked,
+        along=along,
+        sizes=sizes,
+    )
+    axis = AXES[along] if along is not None else None
+    if axis is not None:  # and where the model cannot apply the axis
+        sizes = check_sizes(spec, axis, sizes)
+    allowed = tuple(dict.fromkeys([*allow_unchecked, *getattr(spec.model, "allow_unchecked", ())]))
     # a shorter context is the same model for a GPT (position rows and attention length are finite
     # dims); for the MLP it is the input size, so each family says which context the check may use
     seq_len = models.family(spec).coord_seq_len(spec, seq_len)
@@ -403,6 +484,7 @@ def coord_check(
         batch_size=batch_size,
         along=axis,
         sizes=sizes,
+        allowed=allowed,
     )
     result = _check_one(spec, hp, **args)
     if compare is not None:
@@ -425,6 +507,11 @@ def write(result: CoordCheckResult, out_dir: Path, prefix: str = "coord_check", 
     slopes = pd.concat([r.slopes for r in runs], ignore_index=True)
     paths = {"records": out_dir / f"{prefix}.csv", "slopes": out_dir / f"{prefix}_slopes.csv"}
     atomic_write(paths["records"], lambda p: records.to_csv(p, index=False))
+    scales = [r.unit_scales for r in runs if r.unit_scales is not None]
+    if scales:  # u-µP: RMS of every activation and gradient at init
+        paths["unit"] = out_dir / f"{prefix}_unit.csv"
+        table = pd.concat(scales, ignore_index=True)
+        atomic_write(paths["unit"], lambda p: table.to_csv(p, index=False, float_format="%.4f"))
     atomic_write(paths["slopes"], lambda p: slopes.to_csv(p, index=False, float_format="%.4f"))
     if plot:
         paths["png"] = out_dir / f"{prefix}.png"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .. import models
+from .. import arguments, models
 from ..config import HParams, Spec, SpecError
 from ..config import axes as spec_axes
 from ..mup import shapes
@@ -25,11 +25,6 @@ from ..mup.axes import AXES, Axis
 # came to 1.26 with 3 seeds and 0.82 with 6; across 2..16, 0.65 and 0.43 (docs/mup.md, experts)
 AXIS_SEEDS = 6
 DEPTH_SEEDS = AXIS_SEEDS
-
-
-def flag(axis: Axis) -> str:
-    """The command-line option of a check across ``axis``: ``--depths``, ``--experts``."""
-    return f"--{axis.name}" if axis.name.endswith("s") else f"--{axis.name}s"
 
 
 def at_point(
@@ -89,21 +84,18 @@ def relative_names(spec: Spec, hp: HParams, vocab_size: int, along: Axis, size: 
 
 
 def check_sizes(spec: Spec, along: Axis, sizes: list[int]) -> list[int]:
-    """The sizes of a check across ``along``, sorted; refused (naming its option, ``--depths``) where
-    a spec at them is (a family without the axis, depth scaling asked for with an optimizer that has
-    no depth rule). Depths must be even (a block half way and a last one)."""
-    sizes, option = sorted(set(sizes)), flag(along)
-    if along.found_by == "blocks" and (len(sizes) < 2 or any(d < 2 or d % 2 for d in sizes)):
-        raise SpecError(
-            option, f"needs at least two even depths (a block half way and a last one), got {sizes}"
-        )
-    if len(sizes) < 2 or any(n < 1 for n in sizes):
-        raise SpecError(option, f"needs at least two sizes, got {sizes}")
+    """The sizes of a check across ``along``, sorted, or refused naming them (``depths``,
+    ``experts``): as the command line checks them first (:func:`mutune.arguments.check_sizes`,
+    torch-free), then where the model cannot apply the axis at one of them
+    (:func:`mutune.models.check_axes`)."""
+    sizes = arguments.check_sizes(spec, along, sizes)
     try:
         for n in sizes:
-            at_point(spec, spec.model.base_width, spec.model.seq_len, spec.train.batch_size, along, n)
+            models.check_axes(
+                at_point(spec, spec.model.base_width, spec.model.seq_len, spec.train.batch_size, along, n)
+            )
     except SpecError as e:
-        raise SpecError(option, f"{e.key}: {e.message}") from None
+        raise SpecError(arguments.sizes_arg(along), f"{e.key}: {e.message}") from None
     return sizes
 
 

@@ -17,7 +17,7 @@ ROWS = (("x", "l1", "mean |x_t|"), ("dx", "dl1", "mean |x_t - x_0|"))
 
 
 def _panel(ax: Any, r: Any, metric: str, col: str, t: int, layers: list[str], colors: dict) -> None:
-    mean = r.records[r.records.kind != "leaf"].groupby(["layer", "t", r.axis])[col].mean()
+    mean = r.records[~r.records.kind.isin(("leaf", "attn_scale"))].groupby(["layer", "t", r.axis])[col].mean()
     status = {(x.layer, x.t): x.status for x in r.slopes[r.slopes.metric == metric].itertuples()}
     for layer in layers:
         if (layer, t) not in mean.index.droplevel(2):
@@ -52,7 +52,11 @@ def plot_png(runs: list[Any], path: Path) -> None:
 
     runs = sorted(runs, key=lambda r: parametrizations.get(r.parametrization).coord_check != "control")
     steps = runs[0].steps
-    layers = list(dict.fromkeys(x.layer for r in runs for x in r.records.itertuples() if x.kind != "leaf"))
+    layers = list(
+        dict.fromkeys(
+            x.layer for r in runs for x in r.records.itertuples() if x.kind not in ("leaf", "attn_scale")
+        )
+    )
     cmap = plt.get_cmap("tab10" if len(layers) <= 10 else "tab20")
     colors = {layer: cmap(i % cmap.N) for i, layer in enumerate(layers)}
     legend_w = 1.8  # inches kept free on the right for the legend

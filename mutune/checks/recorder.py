@@ -10,11 +10,20 @@ layers, found at any nesting depth:
 - ``leaf``: with ``leaves=True``, every module inside a block that holds parameters itself (each
   Linear, norm, convolution): a layer whose own LR is wrong shows here before it shows in a block;
 - ``other``: every other module holding parameters outside the blocks (a final norm);
-- ``attn_logits``: what enters every attention softmax, however it is computed: the input of any
-  softmax over the key axis (``torch.bmm`` + ``softmax`` attention, ``nn.MultiheadAttention``,
-  Hugging Face's eager attention) and q·kᵀ·scale (+ an additive mask) recomputed from the
-  arguments of every ``scaled_dot_product_attention`` call; masked entries are left out;
+- ``attn_logits``: what enters every attention softmax, however it is computed and over however
+  many tokens: scores found by what they are (:mod:`.scores`: a product of two activations, scaled
+  and masked, normalised across its last axis: ``torch.bmm`` / ``einsum`` / ``matmul`` with a
+  softmax or with ``exp`` over its sum, Hugging Face's eager attention), q·kᵀ·scale (+ an additive
+  mask) recomputed from the arguments of every ``scaled_dot_product_attention`` call, and the input
+  of any softmax torch's own attention code runs (``nn.MultiheadAttention``); masked entries are
+  left out;
+- ``attn_scale``: with them, once (t = 0), the scale each attention applies times its head dim,
+  where it can be read exactly (:mod:`.scores`; SDPA's ``scale`` or its default 1/√d);
 - ``logits``: the model's output, or the input of the ``log_softmax`` that produced it.
+
+A module that looks like attention (a class named so, or one computing a square product of two
+activations) whose scores none of these revealed is listed (:meth:`Recorder.missing_attention`):
+the check cannot see its scale, and says so.
 
 Calls are seen through a ``TorchFunctionMode`` (so ``from torch.nn.functional import
 scaled_dot_product_attention`` is seen too) and, for torch's own Python code such as
@@ -37,12 +46,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-Kind = Literal["embedding", "block", "leaf", "attn_logits", "other", "logits"]
+from .scores import LOG_SOFTMAX, SOFTMAX, WATCHED, ScoreTracer
+
+Kind = Literal["embedding", "block", "leaf", "attn_logits", "attn_scale", "other", "logits"]
 
 ATTENTION_NAME = re.compile(r"attn|attention", re.IGNORECASE)
 MASKED = -1e4  # an entry of the softmax input at or below this is a mask (-inf, finfo.min, -1e9), not a logit
-SOFTMAX = {"softmax", "_softmax", "special_softmax"}
-LOG_SOFTMAX = {"log_softmax", "_log_softmax", "special_log_softmax"}
 SDPA = "scaled_dot_product_attention"
 DROPOUT = {
     "dropout",
@@ -73,6 +82,11 @@ def first_tensor(out: Any) -> torch.Tensor | None:
 
 def _floating(x: Any) -> bool:
     return isinstance(x, torch.Tensor) and x.is_floating_point()
+
+
+def _kept(x: torch.Tensor) -> torch.Tensor:
+    """The entries of a softmax input that are logits, not masks."""
+    return torch.isfinite(x) & (x > MASKED)
 
 
 def _has_params(module: nn.Module, recurse: bool = True) -> bool:
@@ -135,11 +149,10 @@ class Recorder:
         self,
         model: nn.Module,
         readouts: tuple[str, ...],
-        seq_len: int,
         out_features: int | None = None,
         leaves: bool = True,
     ):
-        self.seq_len, self.out_features = seq_len, out_features
+        self.out_features = out_features
         self.values: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
         self.kinds: dict[str, Kind] = {}
         self.first: dict[str, list[torch.Tensor]] = defaultdict(list)  # x_0 of every call, per layer
@@ -148,8 +161,10 @@ class Recorder:
         self.stack: list[str] = []
         self.handles: list = []
         self.pre_log_softmax: list[tuple[torch.Tensor, torch.Tensor]] = []  # (output, input) pairs
-        self.attention = attention_modules(model)
-        self.attention_seen: set[str] = set()
+        self.attention = attention_modules(model)  # named like attention
+        self.attention_like: list[str] = []  # computing a square product of two activations
+        self.attention_seen: set[str] = set()  # every module running when scores were recorded
+        self.tracer = ScoreTracer()
         self.busy = False  # inside an intercepted call: do not intercept again
         self.quiet = False  # recomputing a module at its init parameters: record nothing
         self._embedding_done = False
@@ -268,13 +283,16 @@ class Recorder:
         self.values = defaultdict(list)
         self.calls = defaultdict(int)
         self.pre_log_softmax = []
+        self.tracer.reset()
         self._embedding_done = False
         self.t += 1
         return out
 
     def missing_attention(self) -> list[str]:
-        """Attention-looking modules whose logits no softmax or SDPA call revealed."""
-        return [a for a in self.attention if a not in self.attention_seen]
+        """Attention-looking modules (named so, or computing a square product of two activations)
+        whose scores were never seen entering a normalisation or an SDPA call."""
+        looks = self.attention + [a for a in self.attention_like if a not in self.attention]
+        return [a for a in looks if a not in self.attention_seen]
 
     def remove(self) -> None:
         for h in self.handles:
@@ -291,16 +309,21 @@ class Recorder:
                     return a
         return self.stack[-1] if self.stack else ""
 
-    def _attn(self, logits: torch.Tensor, keep: torch.Tensor | None) -> None:
+    def _attn(self, logits: torch.Tensor, keep: torch.Tensor | None, scale_d: float | None = None) -> None:
         if self.quiet:
             return
+        self.attention_seen.update(self.stack)
         owner = self._owner()
         if keep is not None:
             logits = logits[keep.expand_as(logits)]
         self.add(f"{owner}.logits" if owner else "attn.logits", "attn_logits", logits)
+        if scale_d is not None and self.t == 0:  # the scale is read once: it does not train
+            name = f"{owner}.scale" if owner else "attn.scale"
+            self.add(name, "attn_scale", torch.tensor([abs(scale_d)], dtype=torch.float64))
 
-    def handle(self, name: str, func, args: tuple, kwargs: dict) -> Any:
-        """One intercepted call: record what it reveals, then run it (dropout as the identity)."""
+    def handle(self, name: str, func, args: tuple, kwargs: dict, internal: bool = False) -> Any:
+        """One intercepted call: record what it reveals, then run it (dropout as the identity).
+        ``internal``: called by torch's own Python code (the mode popped), whose ops are not seen."""
         if name in DROPOUT:
             return args[0] if args else kwargs["input"]
         if name == SDPA:
@@ -313,18 +336,24 @@ class Recorder:
         if dim is None or dim not in (-1, x.ndim - 1):
             return out
         with torch.no_grad():
-            # a softmax over the keys: one row per query position (the key axis may be longer:
-            # MultiheadAttention's bias_k adds a column), and not over the vocabulary
-            if (
-                name in SOFTMAX
-                and x.ndim >= 3
-                and x.shape[-2] == self.seq_len
-                and x.shape[-1] != self.out_features
-            ):
-                self._attn(x.float(), torch.isfinite(x) & (x > MASKED))
+            scores = self.tracer.traced(x)
+            if scores is not None:  # the scores of an attention, normalised across the keys
+                self._attn(scores.value.float(), _kept(scores.value), scores.scale_d())
+            elif internal and name in SOFTMAX and x.ndim >= 3 and x.shape[-1] != self.out_features:
+                # torch's own attention (nn.MultiheadAttention): its product ran where no mode sees it
+                self._attn(x.float(), _kept(x))
             elif not self.quiet:  # a (log-)softmax over the output: the logits are its input
                 self.pre_log_softmax.append((out, x))
         return out
+
+    def watch(self, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+        """After an op the attention scores may pass through (:mod:`.scores`)."""
+        scores, square = self.tracer.observe(name, args, kwargs, out)
+        if scores is not None:
+            with torch.no_grad():
+                self._attn(scores.value.detach().float(), _kept(scores.value), scores.scale_d())
+        if square and self.stack and not self.quiet and self.stack[-1] not in self.attention_like:
+            self.attention_like.append(self.stack[-1])
 
     def _sdpa(self, func, args: tuple, kwargs: dict) -> Any:
         names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale")
@@ -338,6 +367,7 @@ class Recorder:
             scale = p.get("scale")
             s = scale if scale is not None else q.shape[-1] ** -0.5
             logits = (q.float() @ k.float().transpose(-2, -1)) * s  # (B, nh, T, S)
+            scale_d = s * self.tracer.factor(p["query"]) * self.tracer.factor(p["key"]) * q.shape[-1]
             keep = None
             if p.get("is_causal"):
                 T, S = logits.shape[-2:]
@@ -347,7 +377,7 @@ class Recorder:
             elif mask is not None:
                 logits = logits + mask.float()
                 keep = torch.isfinite(logits) & (logits > MASKED)
-            self._attn(logits, keep)
+            self._attn(logits, keep, scale_d)
         rest = {k: v for k, v in p.items() if k not in ("query", "key", "value")}
         return func(p["query"], p["key"], p["value"], **rest)
 
@@ -358,19 +388,21 @@ class Recorder:
         originals = {n: getattr(F, n) for n in names if hasattr(F, n)}
         rec = self
 
-        def guarded(name: str, fn, args, kwargs):
+        def guarded(name: str, fn, args, kwargs, internal: bool = False):
             """One recorded call at a time: what ``handle`` itself calls runs unrecorded."""
             if rec.busy:
                 return fn(*args, **kwargs)
             rec.busy = True
             try:
-                return rec.handle(name, fn, args, kwargs)
+                return rec.handle(name, fn, args, kwargs, internal)
             finally:
                 rec.busy = False
 
         def patched(name: str, original):
             def call(*args, **kwargs):
-                return guarded(name, original, args, kwargs)
+                # with the mode popped: torch's own Python code (multi_head_attention_forward) calling
+                internal = not torch._C._is_torch_function_mode_enabled()
+                return guarded(name, original, args, kwargs, internal)
 
             return call
 
@@ -378,9 +410,12 @@ class Recorder:
             def __torch_function__(self, func, types, args=(), kwargs=None):
                 kwargs = kwargs or {}
                 name = getattr(func, "__name__", "")
-                if name not in originals and name not in SOFTMAX | LOG_SOFTMAX:
-                    return func(*args, **kwargs)
-                return guarded(name, func, args, kwargs)
+                if name in originals or name in SOFTMAX | LOG_SOFTMAX:
+                    return guarded(name, func, args, kwargs)
+                out = func(*args, **kwargs)
+                if name in WATCHED and not rec.busy:
+                    rec.watch(name, args, kwargs, out)
+                return out
 
         for n, fn in originals.items():
             setattr(F, n, patched(n, fn))

@@ -14,8 +14,17 @@ seeds) against log(width):
   every layer's own update to move its output by Θ(1) (TP5 §5); a wrong LR for one class of
   parameters (norm gains, biases) shows here and nowhere else.
 
-A slope passes when |slope| ≤ its limit (:data:`LIMITS`). Named exceptions, status ``exempt`` in
-the slopes CSV with the reason, never hidden:
+- ``x`` of ``attn_scale`` (the attention's scale × head dim, read once: :mod:`.scores`): µP's 1/d
+  attention (or any constant scale with a fixed head dim) keeps it the same at every width, exactly;
+  1/√d_head with a growing head dim makes it grow like width^+0.5, exactly. Being exact, its limit
+  (``scale``) is tight, 0.1: the violation clears it 5×, where on the logits themselves it showed at
+  +0.3 to +0.5 against a limit of 0.3.
+
+A slope passes when |slope − expected| ≤ its limit (:data:`LIMITS`). The expected slope is 0
+(µP: nothing grows or shrinks with width) unless the parametrization says otherwise for a kind of
+layer and measure (``Parametrization.expected_slopes``, with its reason in the CSV: u-µP's embedding
+moves like width^-1/2 by its LR rule). Named exceptions, status ``exempt`` in the slopes CSV with the
+reason, never hidden:
 
 - attention logits may shrink at any step (µP's 1/d attention times q and k that are not yet
   aligned shrinks like d_head^-1/2 until training aligns them, TP5 App. D.1); they may not grow;
@@ -29,15 +38,18 @@ reproduces it): correct µP against each deliberate violation, on the gate's wid
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
 # |slope| limits per measure; see the module doc and docs/mup.md §3 for the measurements
-LIMITS = {"x": 0.3, "dx": 0.3, "own": 0.5}
+LIMITS = {"x": 0.3, "dx": 0.3, "own": 0.5, "scale": 0.1}
 COLUMNS = {"x": "l1", "dx": "dl1", "own": "own"}
+MEASURES = {"x": "|x|", "dx": "|x-x0|", "own": "own update"}  # how every output names the measures
 TRANSIENT_STEPS = 2
 GATED_KINDS = {
-    "x": ("embedding", "block", "other", "attn_logits", "logits"),
+    "x": ("embedding", "block", "other", "attn_logits", "attn_scale", "logits"),
     "dx": ("embedding", "block", "other", "attn_logits", "logits"),
     "own": ("leaf", "other"),
 }
@@ -60,9 +72,19 @@ def _exemption(kind: str, metric: str, t: int, slope: float) -> str:
     return ""
 
 
-def _row(layer: str, kind: str, metric: str, t: int, mean: pd.Series, limit: float, axis: str) -> dict:
+def _row(
+    layer: str,
+    kind: str,
+    metric: str,
+    t: int,
+    mean: pd.Series,
+    limit: float,
+    axis: str,
+    expected: tuple[float, str] = (0.0, ""),
+) -> dict:
     widths, values = mean.index.to_numpy(dtype=float), mean.to_numpy(dtype=float)
     slope, status, reason = float("nan"), "ok", ""
+    want, why = expected
     if not np.all(np.isfinite(values)):
         bad = int(widths[~np.isfinite(values)][0])
         status, reason = "fail", f"non-finite at {axis} {bad} (diverged: lower the check's LR?)"
@@ -72,17 +94,20 @@ def _row(layer: str, kind: str, metric: str, t: int, mean: pd.Series, limit: flo
         status, reason = "fail", f"0 at some {axis}s only"
     else:
         slope = float(np.polyfit(np.log(widths), np.log(values), 1)[0])
-        if abs(slope) > limit:
-            reason = _exemption(kind, metric, t, slope)
+        if abs(slope - want) > limit:
+            reason = _exemption(kind, metric, t, slope - want)
             status = "exempt" if reason else "fail"
             if not reason:
-                reason = f"|slope| {abs(slope):.2f} > {limit}"
+                reason = f"|slope{f' - ({want:+g})' if want else ''}| {abs(slope - want):.2f} > {limit}"
+        if want and status == "ok":
+            reason = f"expected {want:+g}: {why}"
     return {
         "layer": layer,
         "kind": kind,
         "metric": metric,
         "t": int(t),
         "slope": slope,
+        "expected": want,
         "limit": limit,
         "status": status,
         "reason": reason,
@@ -90,11 +115,16 @@ def _row(layer: str, kind: str, metric: str, t: int, mean: pd.Series, limit: flo
 
 
 def slopes(
-    records: pd.DataFrame, limits: dict[str, float] | None = None, axis: str = "width"
+    records: pd.DataFrame,
+    limits: dict[str, float] | None = None,
+    axis: str = "width",
+    expected: Mapping[tuple[str, str], tuple[float, str]] | None = None,
 ) -> pd.DataFrame:
     """One row per (layer, measure, step): the slope against log ``axis`` (width, or depth for a
-    check across depths), its limit, status (ok, exempt, fail) and reason."""
+    check across depths), the slope expected (by kind of layer and measure; 0 unless ``expected``
+    says otherwise, and only along width), its limit, status (ok, exempt, fail) and reason."""
     limits = {**LIMITS, **(limits or {})}
+    expected = (expected or {}) if axis == "width" else {}
     rows = []
     for (layer, t), g in records.groupby(["layer", "t"], sort=False):
         kind = g.kind.iloc[0]
@@ -104,10 +134,14 @@ def slopes(
             if g[col].isna().all():
                 continue
             mean = g.groupby(axis)[col].mean().sort_index()
-            rows.append(_row(layer, kind, metric, int(t), mean, limits[metric], axis))
+            want = expected.get((kind, metric), (0.0, ""))
+            limit = limits["scale"] if kind == "attn_scale" else limits[metric]
+            rows.append(_row(layer, kind, metric, int(t), mean, limit, axis, want))
     out = pd.DataFrame(rows)
     if out.empty:
-        return pd.DataFrame(columns=["layer", "kind", "metric", "t", "slope", "limit", "status", "reason"])
+        return pd.DataFrame(
+            columns=["layer", "kind", "metric", "t", "slope", "expected", "limit", "status", "reason"]
+        )
     order = {layer: i for i, layer in enumerate(dict.fromkeys(records.layer))}
     m_order = {m: i for i, m in enumerate(COLUMNS)}
     out["_l"], out["_m"] = out.layer.map(order), out.metric.map(m_order)
@@ -117,17 +151,31 @@ def slopes(
 def failures(s: pd.DataFrame) -> list[str]:
     """One line per failing row, the worst (relative to its limit) first."""
     fails = s[s.status == "fail"].copy()
-    fails["size"] = (fails.slope.abs() / fails.limit).fillna(np.inf)
+    fails["size"] = (deviation(fails).abs() / fails.limit).fillna(np.inf)
     fails = fails.sort_values("size", ascending=False)
-    names = {"x": "|x|", "dx": "|x-x0|", "own": "own update"}
     return [
-        f"{r.layer} {names[r.metric]} at t={r.t}: "
-        + (f"slope {r.slope:+.2f} (limit ±{r.limit:g})" if np.isfinite(r.slope) else r.reason)
+        f"{r.layer} {'scale × head dim' if r.kind == 'attn_scale' else MEASURES[r.metric] + f' at t={r.t}'}: "
+        + (f"slope {r.slope:+.2f} (limit {_around(r)}±{r.limit:g})" if np.isfinite(r.slope) else r.reason)
         for r in fails.itertuples()
     ]
 
 
+def deviation(s: pd.DataFrame) -> pd.Series:
+    """Each row's slope less the slope expected of it (0 in a table from before expectations)."""
+    return s.slope - (s.expected.fillna(0.0) if "expected" in s else 0.0)
+
+
+def _around(r: object) -> str:
+    want = getattr(r, "expected", 0.0)
+    return f"{want:+g} " if want == want and want else ""  # (NaN-safe)
+
+
 def gated(s: pd.DataFrame) -> pd.DataFrame:
     """The rows the limits alone decided: not exempt, nor shrinking rows that would be exempt."""
-    would_be_exempt = s.apply(lambda r: bool(_exemption(r.kind, r.metric, r.t, r.slope)), axis=1)
-    return s[(s.status != "exempt") & ~would_be_exempt.astype(bool)]
+    dev = deviation(s)
+    would_be_exempt = pd.Series(
+        [bool(_exemption(k, m, t, d)) for k, m, t, d in zip(s.kind, s.metric, s.t, dev, strict=True)],
+        index=s.index,
+        dtype=bool,
+    )
+    return s[(s.status != "exempt") & ~would_be_exempt]

@@ -18,7 +18,7 @@ from .console import state
 
 # isort: off
 # The commands register on import, in the order --help lists them.
-from . import search, transfer, report, spec, checks, sweep, laws  # noqa: F401
+from . import search, transfer, report, spec, checks, sweep, laws, export, data  # noqa: F401
 # isort: on
 
 from .main import main

@@ -51,6 +51,23 @@ OverridesArg = Annotated[
 ]
 
 
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        metavar="N",
+        help="CPU threads per training process (train.threads); default: $OMP_NUM_THREADS, else the "
+        "cores shared by the processes that train at once",
+        show_default=False,
+    ),
+]
+
+
+def threads_override(threads: int | None) -> list[str]:
+    """``--threads N`` as the spec key it sets (validated with the spec, named ``train.threads``)."""
+    return [] if threads is None else [f"train.threads={threads}"]
+
+
 def comma_list(text: str | None, key: str, cast: type) -> list | None:
     """``--widths 64,128`` / ``--values 1e-3,3e-3``: a list of ``cast``, or a user error naming the option."""
     if text is None:

@@ -12,10 +12,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from .. import config
+from .. import arguments, config
 from ..errors import SpecError
-from .app import OverridesArg, app, comma_list
-from .console import err, out
+from .app import OverridesArg, ThreadsOpt, app, comma_list, threads_override
+from .console import err, out, show
 
 
 @app.command("coord-check")
@@ -54,18 +54,28 @@ def coord_check(
             help="check across the expert count of a moe model instead (at the base width)",
         ),
     ] = None,
+    allow_unchecked: Annotated[
+        str | None,
+        typer.Option(
+            "--allow-unchecked",
+            metavar="attention",
+            help="pass even where the model has attention whose scores the check cannot see (default: "
+            "the verdict is incomplete, exit 1); also model.allow_unchecked",
+        ),
+    ] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Check that activations keep their size as the model widens (µP), or deepens, with a verdict.
 
     Trains the model at base_width × 1, 2, 4, 8, 16 for a few steps and fits the slope of every
     layer's mean |x| against width; writes CSVs and a PNG to RUN_DIR/checks. With --depths, the
     same at the listed depths (slopes against depth; files coord_check_depth*); with --experts, at
-    the listed expert counts (files coord_check_experts*). Exit 0 when the
-    spec's model passes, 1 when it fails.
+    the listed expert counts (files coord_check_experts*). Exit 0 when the spec's model passes, 1
+    when it fails or the check is incomplete (attention it cannot see).
 
     Example: mutune coord-check configs/quickstart.yaml --compare sp
     """
-    spec = config.load_spec(config_path, overrides or [], smoke=smoke)
+    spec = config.load_spec(config_path, [*(overrides or []), *threads_override(threads)], smoke=smoke)
     if depths is not None and experts is not None:
         raise SpecError("--experts", "one axis at a time: give --depths or --experts")
     along, sizes = (
@@ -74,6 +84,16 @@ def coord_check(
         else ("experts", comma_list(experts, "--experts", int))
         if experts is not None
         else (None, None)
+    )
+    allowed = comma_list(allow_unchecked, "--allow-unchecked", str) or ()
+    # the arguments, as the check itself will refuse them, before torch loads
+    arguments.coord_check(
+        spec,
+        compare=compare,
+        seeds=3 if seeds is None else seeds,
+        along=along,
+        sizes=sizes,
+        allow_unchecked=allowed,
     )
     from .. import checks as checks_mod
     from .. import search as search_mod
@@ -88,6 +108,7 @@ def coord_check(
         along=along,
         sizes=sizes,
         prefix=f"coord_check_{along}" if along else "coord_check",
+        allow_unchecked=allowed,
     )
     print_coord_check(res)
     out.print(f"-> {res.files['slopes']}, {res.files['png']}", highlight=False)
@@ -113,11 +134,13 @@ def inspect(
 
     Example: mutune inspect configs/quickstart.yaml --to width=512
     """
-    from .. import audit
-
     if fmt not in ("table", "json"):
         raise SpecError("--format", f"expected table or json, got {fmt!r}")
-    result = audit.inspect(config.load_spec(config_path, overrides or []), to or [])
+    spec = config.load_spec(config_path, overrides or [])
+    arguments.inspect(spec, to or [])  # a --to key the transfer would refuse, before torch loads
+    from .. import audit
+
+    result = audit.inspect(spec, to or [])
     if fmt == "json":
         sys.stdout.write(json.dumps(result, indent=1) + "\n")
     else:
@@ -126,22 +149,28 @@ def inspect(
 
 def print_coord_check(res: Any) -> None:
     """The verdict line and the slope table ((layer, measure) × step) of a coord check and its
-    control. The modules inside the blocks are shown only where they fail (the CSV has them all)."""
-    names = {"x": "|x|", "dx": "|x-x0|", "own": "own update"}
+    control, each row with its limit; an exempt cell is marked ``*`` and its exemption said below the
+    table (a mark that survives a pipe, where dim text does not). The modules inside the blocks are
+    shown only where they fail or come closest to their limit (the CSV has them all)."""
+    from ..checks.verdict import MEASURES
+
     for r in [res] + ([res.control] if res.control is not None else []):
         out.print(r.message(), highlight=False, soft_wrap=True)
         table = Table(
-            title=f"slope of log size against log {r.axis} (lr {r.lr:g}, {r.seeds} seeds; limits "
-            f"|x|, |x-x0| ±{r.limits['x']:g}, own update ±{r.limits['own']:g})",
+            title=f"slope of log size against log {r.axis} (lr {r.lr:g}, {r.seeds} seeds): a row passes while "
+            "every slope is within ±its limit; * exempt, see below",
             title_justify="left",
         )
         table.add_column("layer")
         table.add_column("measure")
+        table.add_column("limit", justify="right")
         for t in range(r.steps):
             table.add_column(f"t={t}", justify="right")
         s = r.slopes[r.slopes.status != "not_found"]
+        exempt: dict[str, list[str]] = {}  # reason -> the cells it covers
+        closest = (r.closest or {}).get("layer") if r.passed else None  # the message names it: shown
         for (layer, metric), g in s.groupby(["layer", "metric"], sort=False):
-            if g.kind.iloc[0] == "leaf" and not (g.status == "fail").any():
+            if g.kind.iloc[0] == "leaf" and not (g.status == "fail").any() and layer != closest:
                 continue
             cells = {x.t: x for x in g.itertuples()}
             row = []
@@ -151,10 +180,15 @@ def print_coord_check(res: Any) -> None:
                     row.append("")
                     continue
                 text = f"{x.slope:+.2f}" if math.isfinite(x.slope) else x.status
+                if x.status == "exempt":
+                    text += "*"
+                    exempt.setdefault(x.reason, []).append(f"{layer} {MEASURES[metric]} t={t}")
                 style = {"fail": "bold red", "exempt": "dim"}.get(x.status, "")
                 row.append(f"[{style}]{text}[/]" if style else text)
-            table.add_row(layer, names.get(metric, metric), *row)
-        out.print(table)
+            table.add_row(layer, MEASURES.get(metric, metric), f"±{g.limit.iloc[0]:g}", *row)
+        show(table)
+        for reason, where in exempt.items():
+            out.print(f"* exempt ({', '.join(where)}): {reason}", highlight=False, soft_wrap=True)
     if res.control is not None and res.control.passed:
         err.print(
             "[yellow]warning:[/] the SP control passed too, so this check cannot tell µP from SP here; "
@@ -181,6 +215,23 @@ def _cell(p: dict, key: Any, fmt: Any = _mult) -> str:
     return a if a == b else f"{a} -> {b}"
 
 
+def _source(text: str) -> str:
+    """Where a role came from, short for the table (``--format json`` has it whole): the module's
+    type, the use (table, added, elementwise, or the product), shape, user."""
+    if text.startswith("module: "):
+        return text[len("module: ") :].split(",")[0].split(" (")[0]
+    if text.startswith("use: "):
+        for words, short in (
+            ("indexed as a table", "table"),
+            ("added to the stream", "added"),
+            ("elementwise", "× elementwise"),
+        ):
+            if words in text:
+                return f"use: {short}"
+        return "use: " + text.split("(", 1)[-1].split(", summed")[0].rstrip(")")
+    return text.split(" (")[0].split(";")[0]
+
+
 def print_inspect(res: dict) -> None:
     """``mutune inspect``: one row per parameter (proxy -> target where they differ), then the
     forward multipliers and the warnings."""
@@ -192,21 +243,33 @@ def print_inspect(res: dict) -> None:
         f"{widths}; {res['optimizer']} lr {res['hparams']['lr']:g}",
         title_justify="left",
     )
-    for col in ("parameter", "shape", "role", "width dims", "init std", "lr mult", "wd mult", "ε mult"):
-        table.add_column(col, justify="left" if col in ("parameter", "role") else "right")
+    cols = (
+        "parameter",
+        "shape",
+        "role",
+        "role from",
+        "width dims",
+        "init std",
+        "lr mult",
+        "wd mult",
+        "ε mult",
+    )
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("parameter", "role", "role from") else "right")
     for p in res["parameters"]:
         role = p["role"] + (" (tied)" if p["tied_readout"] else "")
         table.add_row(
             p["name"],
             _cell(p, "shape", lambda s: "×".join(map(str, s))),
             role,
+            _source(p.get("role_source", "")),
             ",".join(map(str, p["width_dims"])) or "-",
             _cell(p, lambda row: row, _init),
             _cell(p, "lr_mult"),
             _cell(p, "wd_mult"),
             _cell(p, "eps_mult"),
         )
-    out.print(table)
+    show(table)
     for label, side in (("proxy", res["proxy"]), ("target", target)):
         if side is None:
             continue

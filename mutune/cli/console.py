@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import os
 
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
 
 # soft_wrap: a printed line is never broken by the renderer (on a terminal or piped), so commands,
 # paths and resume lines can be pasted; tables still fit their cells to the width.
@@ -50,3 +51,18 @@ def log_line(msg: str) -> None:
     """A progress line on stderr, where results on stdout stay clean; nothing under ``--quiet``."""
     if not state.quiet:
         err.print(msg, highlight=False, soft_wrap=True)
+
+
+def show(table: RenderableType, console: Console | None = None) -> None:
+    """A table, never cut: on a terminal it fits the terminal's width (long names wrap in their cell,
+    their columns fold rather than end in "…"); piped or logged, it takes the width it needs, so a
+    log or ``| less`` holds every name and value whole, whatever ``COLUMNS`` says."""
+    console = console or out
+    for column in getattr(table, "columns", ()):
+        if column.overflow == "ellipsis":  # rich's default: "wte.we…"
+            column.overflow = "fold"
+    if not console.is_terminal:
+        need = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        if need > console.width:
+            console = Console(file=console.file, width=need, soft_wrap=True, no_color=True, highlight=False)
+    console.print(table)

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from .app import app, comma_list
-from .console import out
+from .app import ThreadsOpt, app, comma_list
 from .progress import Display
 from .signals import interruptible
+from .target import print_laws
 
 
 @app.command()
@@ -30,6 +30,7 @@ def laws(
     lr_step: Annotated[
         float | None, typer.Option("--lr-step", metavar="OCT", help="octaves between LRs [default: 0.5]")
     ] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Fit (or extend) the LR laws across training length and batch size on a run dir's proxy.
 
@@ -47,13 +48,8 @@ def laws(
 
     display = Display()
     with interruptible(display, run_dir):
-        best = laws_run.extend(run_dir, multiples, seeds=seeds, lr_step=lr_step, events=display)
-    for axis, law in (best.laws or {}).items():
-        iv = law["interval"]
-        interval = f"[{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "none (2 points)"
-        out.print(
-            f"{law['key']}: LR* ∝ {axis}^{law['exponent']:.3f}, 95% interval {interval}, "
-            f"{len(law['points'])} points -> {run_dir / 'best.yaml'}",
-            highlight=False,
+        best = laws_run.extend(
+            run_dir, multiples, seeds=seeds, lr_step=lr_step, threads=threads, events=display
         )
+    print_laws(best.laws, run_dir / "best.yaml")
     raise typer.Exit(0)

@@ -7,13 +7,14 @@ Tracebacks only with ``--debug``.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import warnings
 
 import typer
 
 from .. import files
-from ..errors import MutuneWarning, SearchFailed, SpecError
+from ..errors import MutuneWarning, SearchFailed, SpecError, for_cli
 from .app import GLOBAL_FLAGS, HELP_NAMES, app
 from .console import err, out, state
 from .signals import stop_once
@@ -45,10 +46,10 @@ def _run(command, args: list[str]) -> int:
     except SpecError as e:
         if state.debug:
             raise
-        _error_line(str(e))
+        _error_line(for_cli(str(e)))  # the options, where the core names its arguments
         return 2
     except SearchFailed as e:
-        _error_line(str(e))
+        _error_line(for_cli(str(e)))
         return 1
     except KeyboardInterrupt:
         return 130
@@ -59,7 +60,8 @@ def _run(command, args: list[str]) -> int:
             if type(e).__name__ == "NoArgsIsHelpError":
                 out.print(e.format_message(), markup=False, highlight=False)
                 return 0
-            _error_line(e.format_message())
+            # typer's validation says "Value error, 'xml' is not one of ...": the reason alone reads better
+            _error_line(e.format_message().replace("Value error, ", ""))
             return e.exit_code
         if state.debug:
             raise
@@ -80,14 +82,27 @@ def _error_line(text: str) -> None:
 
 
 def _plain_flags(command) -> None:
-    """Show flags as flags in the help: no ``<bool>`` type column for ``--smoke``, ``--help`` and the like."""
+    """The help as people write it: flags as flags (no ``<bool>`` type column for ``--smoke``,
+    ``--help`` and the like); a required argument as ``CONFIG``, not typer's ``{CONFIG}``; and each
+    paragraph of a docstring one paragraph, wrapped to the terminal, not broken where the source
+    line ended."""
     ctx = typer.Context(command, help_option_names=HELP_NAMES)  # the app's, which subcommands inherit
     help_option = command.get_help_option(ctx)
     for param in [*command.params, *([help_option] if help_option is not None else [])]:
         if getattr(param, "is_flag", False):
             param.metavar = ""
+        if hasattr(param, "_usage_display_name") and getattr(param, "required", False):
+            param._usage_display_name = lambda p=param: p.display_name_raw + ("..." if p.nargs != 1 else "")
+    if command.help:
+        command.help = _paragraphs(command.help)
     for sub in getattr(command, "commands", {}).values():
         _plain_flags(sub)
+
+
+def _paragraphs(text: str) -> str:
+    """A docstring with its paragraphs' line breaks joined (blank lines still separate paragraphs)."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

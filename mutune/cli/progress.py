@@ -31,8 +31,15 @@ def plan_lines(plan: Any) -> list[str]:
     if plan.budget is None and not plan.rungs:
         return []
     proxy = plan.n_proxy * plan.proxy_flops
-    lines = [f"plan: {plan.n_proxy} proxy trials at width {plan.proxy_width} ({human(proxy)}FLOPs)"]
-    if plan.rungs:
+    horizon = f", {plan.proxy_steps} steps" if getattr(plan, "proxy_steps", None) else ""
+    lines = [f"plan: {plan.n_proxy} proxy trials at width {plan.proxy_width}{horizon} ({human(proxy)}FLOPs)"]
+    if plan.rungs and plan.rungs[0].steps is not None:  # successive halving along training length
+        rungs = ", then ".join(f"{r.entrants} to {r.steps} steps" for r in plan.rungs)
+        lines.append(
+            f"  + successive halving: the best continued from their stable state: {rungs} "
+            f"({plan.ladder_runs} runs, {human(plan.ladder_flops)}FLOPs)"
+        )
+    elif plan.rungs:
         rungs = ", then ".join(
             f"{r.entrants} at width {r.width} x {len(r.seeds)} seed{'s' if len(r.seeds) > 1 else ''}"
             for r in plan.rungs
@@ -54,6 +61,20 @@ def plan_lines(plan: Any) -> list[str]:
     return [*lines, total]
 
 
+def _place(fidelity: dict) -> str:
+    """A ladder trial's rung as people say it: 'width 64, seed 1' or '400 steps'."""
+    from ..ladder import SEED, STEPS, WIDTH  # here: --help and config errors load no optuna
+
+    parts = []
+    if WIDTH in fidelity:
+        parts.append(f"width {fidelity[WIDTH]}")
+    if STEPS in fidelity:
+        parts.append(f"{fidelity[STEPS]} steps")
+    if SEED in fidelity:
+        parts.append(f"seed {fidelity[SEED]}")
+    return "rung: " + ", ".join(parts) if parts else ""
+
+
 class Display(Events):
     """Renders the core's events: trials done, best so far and ETA for a search; step, loss,
     tokens/s and ETA for each run. Live bars on a terminal, one line per event elsewhere."""
@@ -65,6 +86,7 @@ class Display(Events):
         self.done_here = 0
         self.ran_here: list[int] = []  # trial numbers this process (or its workers) ran
         self.start_finished = 0  # finished trials in the study when this process started
+        self.total = 0  # the plan's trials, proxy and ladder: one denominator for every line
         self.target_dir: Path | None = None  # the planned target's folder, for the resume hint
 
     def _bars(self) -> Progress:
@@ -87,6 +109,8 @@ class Display(Events):
     def search_started(self, spec, run_dir: Path, finished: int) -> None:
         m = spec.model
         self.start_finished = finished
+        self.total = spec.search.n_trials or 0
+        self.t0 = time.perf_counter()  # the pace of trials, not of the set-up before them (the coord check)
         resumed = f", resuming a study that holds {finished} finished" if finished else ""
         log_line(
             f"searching {m.family} proxy width {m.width} (base {m.base_width}, {m.parametrization}) for "
@@ -94,6 +118,13 @@ class Display(Events):
         )
         if self.live:
             self._bars().update(self.trials, total=spec.search.n_trials, completed=finished, visible=True)
+
+    def search_complete(self, run_dir: Path, finished: int) -> None:
+        self.start_finished = finished
+        log_line(
+            f"nothing to run: the study in {run_dir} already holds {finished} finished trials, as many as "
+            "asked or more; its records are left as they are (raise search.n_trials to run more)"
+        )
 
     def search_planned(self, plan) -> None:
         for line in plan_lines(plan):
@@ -122,20 +153,31 @@ class Display(Events):
         best = f"best {ev.best_value:.4f} (#{ev.best_number})" if ev.best_value is not None else "best -"
         value = f"loss {ev.value:.4f}" if ev.value is not None else ev.reason or ""
         where = "" if ev.ran_here else f" (ran by {ev.worker or 'another process'})"
+        at = _place(ev.fidelity)
+        if at:
+            best = best.replace("best", "best there", 1)
+            where = f" ({at}){where}"
         if self.live:
             bars = self._bars()
-            bars.update(self.trials, completed=ev.finished, info=best)
+            bars.update(
+                self.trials,
+                completed=ev.finished,
+                total=max(self.total, ev.n_trials, ev.finished),
+                info=best,
+            )
             bars.console.print(
                 f"trial {ev.number:>3} {ev.state:<8} {value}  ({ev.seconds:.1f}s){where}", highlight=False
             )
         else:
             # the study's pace since this process started, whoever ran the trials (shared studies)
+            # the plan's total (proxy and ladder), not each phase's own count, so the denominator holds
+            total = max(self.total, ev.n_trials, ev.finished)
             gained = max(1, ev.finished - self.start_finished)
-            eta = (time.perf_counter() - self.t0) / gained * max(0, ev.n_trials - ev.finished)
+            eta = (time.perf_counter() - self.t0) / gained * max(0, total - ev.finished)
             running = f", {ev.running} running" if ev.running else ""
             log_line(
                 f"trial {ev.number} {ev.state} {value} ({ev.seconds:.1f}s){where} "
-                f"[{ev.finished}/{ev.n_trials} finished in the study{running}; {len(self.ran_here)} ran here] "
+                f"[{ev.finished}/{total} finished in the study{running}; {len(self.ran_here)} ran here] "
                 f"{best} eta {fmt_secs(eta)}"
             )
 
@@ -165,9 +207,25 @@ class Display(Events):
     def coord_checked(self, record: dict) -> None:
         v = record.get("verdict")
         if v == "passed" and "seconds" in record:
+            c = record.get("closest") or {}
+            nearest = (
+                f"; the closest slope, {c['layer']} {c['measure']} at t={c['t']}: {c['slope']:+.2f} against its "
+                f"limit ±{c['limit']:g}, {c['share']:.0%} of it"
+                if c
+                else ""
+            )
             log_line(
-                f"coord check passed (widths {record['widths'][0]}..{record['widths'][-1]}, largest |slope| "
-                f"{record['largest_slope']}, {record['seconds']:.1f}s)"
+                f"coord check passed (widths {record['widths'][0]}..{record['widths'][-1]}{nearest}; "
+                f"{record['seconds']:.1f}s)"
+            )
+        elif v == "incomplete":
+            modules = ", ".join(f"'{a}'" for a in record.get("unchecked", []))
+            console.err.print(
+                f"[yellow]warning:[/] coord check incomplete: the attention scores of {modules} were never seen, "
+                f"so their scale is unchecked (every slope it could see within its limit, largest |slope| "
+                f"{record.get('largest_slope')}); best.yaml records coord_check: incomplete",
+                highlight=False,
+                soft_wrap=True,
             )
         elif v == "skipped":
             console.err.print(
@@ -194,6 +252,7 @@ class SweepDisplay(Display):  # noqa: D101 (rendered below)
         if self.live:
             self._bars().update(self.trials, total=len(grid), completed=finished, visible=True)
         self.grid, self.base = grid, finished
+        self.t0 = time.perf_counter()
 
     def trial_ended(self, ev: TrialEvent) -> None:
         p = ev.params

@@ -15,7 +15,8 @@ from rich.table import Table
 
 from .. import config
 from .app import app
-from .console import fmt_secs, log_line, out
+from .console import fmt_secs, log_line, out, show
+from .target import decided
 
 
 class ReportFormat(str, Enum):
@@ -31,7 +32,7 @@ def report(
         Path | None,
         typer.Argument(
             metavar="RUN_DIR",
-            help="a search run dir (default: the latest under ./runs), or with --dry-run a spec not searched yet",
+            help="a search run dir (default: the one under ./runs used last)",
         ),
     ] = None,
     fmt: Annotated[
@@ -107,7 +108,7 @@ def print_report(rep: Any, top: int) -> None:
             fmt_secs(secs) if isinstance(secs, float) and math.isfinite(secs) else "-",
         ]
         table.add_row(*cells, style=style)
-    out.print(table)
+    show(table)
     if rep.best is not None:
         searched = set(rep.spec.search.space)
         hp = Table(title=f"winning hyperparameters (trial #{best_number}) -> best.yaml", title_justify="left")
@@ -121,7 +122,7 @@ def print_report(rep: Any, top: int) -> None:
                 fmt_value(v) if k in searched else f"[dim]{fmt_value(v)} (default)[/]",
                 f"{imp:.2f} " + "█" * round(imp * 20) if imp is not None else "",
             )
-        out.print(hp)
+        show(hp)
     for line in ladder_lines(rep.provenance.get("ladder")):
         out.print(line, highlight=False)
     out.print(f"importances: {rep.importance_note}", highlight=False)
@@ -148,8 +149,9 @@ def ladder_lines(ladder: dict | None) -> list[str]:
             for e in r["entrants"]
         )
         kept = f"; kept {', '.join(f'#{t}' for t in r['kept'])}" if r["kept"] else ""
-        lines.append(f"ladder: width {r['width']} x {len(r['seeds'])} seed(s): {cells}{kept}")
+        where = f"{r['steps']} steps" if r.get("steps") else f"width {r['width']} x {len(r['seeds'])} seed(s)"
+        lines.append(f"ladder: {where}: {cells}{kept}")
     if ladder.get("winner") is not None:
         state = "winner" if ladder["done"] else "leader so far"
-        lines.append(f"ladder: {state} #{ladder['winner']} (decided at width {ladder['decided_at_width']})")
+        lines.append(f"ladder: {state} #{ladder['winner']} (decided at {decided(ladder)})")
     return lines

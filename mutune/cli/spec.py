@@ -34,19 +34,27 @@ def init(
 ) -> None:
     """Write a commented starter spec: every key, its type, default and meaning.
 
-    It validates and runs as written: mutune search PATH --smoke.
+    It validates and runs as written, from any folder: mutune search PATH --smoke. With --model
+    factory, a model file goes beside it (NAME_model.py, the spec's model.factory), to replace with
+    your own.
 
     Example: mutune init --model mlp my-mlp.yaml
     """
     from .. import docs as docs_mod
 
-    if path.exists() and not force:
-        raise SpecError(str(path), "already exists; pick another path or pass --force")
     name = path.stem if path.suffix in (".yaml", ".yml") else path.name
-    text = docs_mod.starter_spec(model.value, name=name, filename=str(path))
+    model_file = path.parent / f"{name}_model.py" if model.value == "factory" else None
+    for p in (path, model_file):
+        if p is not None and p.exists() and not force:
+            raise SpecError(str(p), "already exists; pick another path or pass --force")
+    factory = f"{model_file.name}:build" if model_file is not None else None  # relative to the spec
+    text = docs_mod.starter_spec(model.value, name=name, filename=str(path), factory=factory)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if model_file is not None:
+        model_file.write_text(docs_mod.starter_model())
     path.write_text(text)
-    log_line(f"wrote {path}; next: mutune search {shlex.quote(str(path))} --smoke")
+    wrote = f"{path} and {model_file}" if model_file is not None else str(path)
+    log_line(f"wrote {wrote}; next: mutune search {shlex.quote(str(path))} --smoke")
 
 
 @app.command("show-config")

@@ -11,8 +11,8 @@ from rich.table import Table
 from .. import config
 from ..config import PARAMETRIZATION_NAMES as NAMES
 from ..errors import SpecError
-from .app import OverridesArg, app, comma_list
-from .console import err, out
+from .app import OverridesArg, ThreadsOpt, app, comma_list, threads_override
+from .console import err, out, show
 from .progress import SweepDisplay
 from .signals import interruptible
 
@@ -71,6 +71,7 @@ def sweep(
         ),
     ] = 1.0,
     strict: Annotated[bool, typer.Option("--strict", help="exit 1 when a µP check is flagged")] = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Train a width (and/or depth) x value grid and show whether the optimum stays put (TP5 Figure 1).
 
@@ -80,32 +81,32 @@ def sweep(
 
     Example: mutune sweep configs/quickstart.yaml --widths 64,128,256 --compare sp
     """
-    spec = config.load_spec(config_path, overrides or [])
+    spec = config.load_spec(config_path, [*(overrides or []), *threads_override(threads)])
     if smoke:  # the sweep's smoke variant fixes its shape, widths and seeds: an explicit choice would be lost
         clash = config.smoke_conflict(config_path, overrides or [])
         clash = clash or ("--widths" if widths else "--seeds" if seeds != 1 else None)
         if clash:
             raise SpecError(clash, "--smoke would replace this explicit value; drop --smoke or the value")
+    from .. import sweep as sweep_mod  # the grid (torch-free; its trials load torch when they run)
+
+    args = dict(
+        param=param,
+        widths=comma_list(widths, "--widths", int),
+        values=comma_list(values, "--values", float),
+        seeds=seeds,
+        compare=compare,
+        smoke=smoke,
+        workers=workers,
+        max_drift=max_drift,
+        depths=comma_list(depths, "--depths", int),
+    )
+    sweep_mod.prepare(spec, **args)  # every point's spec, so a bad argument answers before torch loads
     from .. import search as search_mod
-    from .. import sweep as sweep_mod
 
     where = run_dir or search_mod.default_run_dir(spec, smoke)
     display = SweepDisplay()
     with interruptible(display, where):
-        res = sweep_mod.sweep(
-            spec,
-            param,
-            comma_list(widths, "--widths", int),
-            comma_list(values, "--values", float),
-            seeds=seeds,
-            compare=compare,
-            run_dir=run_dir,
-            smoke=smoke,
-            workers=workers,
-            max_drift=max_drift,
-            depths=comma_list(depths, "--depths", int),
-            events=display,
-        )
+        res = sweep_mod.sweep(spec, **args, run_dir=run_dir, events=display)
     print_sweep(res)
     raise typer.Exit(1 if strict and not res.passed else 0)
 
@@ -142,7 +143,7 @@ def _print_sweep_axis(a: Any, n: int) -> None:
             f"{o.loss:.4f}",
             "yes" if o.interior else "no",
         )
-    out.print(table)
+    show(table)
     for par, d in a.drift.items():
         bound = " (a bound: an optimum is at the grid edge)" if d.bound else ""
         out.print(

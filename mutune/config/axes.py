@@ -1,14 +1,21 @@
-"""Which scaling axes apply to a spec, and the multiplier each gives it: the one place that decides.
+"""Which scaling axes apply to a spec, and the multiplier each gives it: decided from the spec alone.
 
 An axis applies where the spec's family has its key (a GPT has no experts) and where its own
 requirements hold. Width always applies. Depth (CompleteP) applies where the rules exist:
 ``model.depth_alpha`` > 0, a family whose blocks are residual branches, an optimizer with a published
-depth rule. The experts (a mixture's) apply with an optimizer whose every rule kind has an experts
-rule in the parametrization (AdamW, Muon; not SGD). A spec that asks for depth scaling where it does not apply is refused (:func:`check`); a
-target at another depth where it does not apply trains as asked, with a warning (:func:`why_not`).
+depth rule, a parametrization without its own depth rule (u-µP's, in the number of blocks). The
+experts (a mixture's) apply with an optimizer whose every rule kind has an experts rule in the
+parametrization (AdamW, Muon; not SGD). A spec that asks for depth scaling where it does not apply
+is refused (:func:`check`); a target at another depth where it does not apply trains as asked, with
+a warning (:func:`why_not`).
 
 An axis's base is its ``base_key`` (``model.base_width``), or where that is unset (``model.base_depth:
 null``) the spec's own size: a target derived from a proxy pins the proxy's (:mod:`.target`).
+
+Whether the spec's *model* can apply what is decided here (a factory that does not take
+``residual_mult`` cannot scale its residual branches) needs the model's code, which this layer does
+not import: :func:`mutune.models.check_axes` asks this module and the family, and is what every
+command that plans or trains along an axis calls.
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ def present(spec: Spec, axis: Axis | str) -> bool:
 
 def _depth_needs(spec: Spec) -> str:
     m, opt = spec.model, spec.train.optimizer
+    par = PARAMETRIZATIONS[m.parametrization]
+    if own_rule(spec, "depth"):
+        return f"{par.label} scales depth by its own rule, in the number of blocks"
     if m.depth_alpha == 0:
         return "model.depth_alpha is 0"
     if not FAMILIES[m.family].residual:
@@ -80,6 +90,14 @@ def remedy(axis: Axis | str) -> str:
     """How to make ``axis``'s rules apply where :func:`why_not` says they do not ('' if nothing to say)."""
     needs = _NEEDS.get(_axis(axis).name)
     return needs[1] if needs else ""
+
+
+def own_rule(spec: Spec, axis: Axis | str) -> bool:
+    """Whether the spec's parametrization states its rules along ``axis`` in absolute sizes (u-µP's
+    depth^-1/2), so the relative rules (CompleteP's m_L) do not apply: a target at another size along
+    it transfers by that rule."""
+    axis = AXES[axis] if isinstance(axis, str) else axis
+    return PARAMETRIZATIONS[spec.model.parametrization].uses(axis.size)
 
 
 def base(spec: Spec, axis: Axis | str) -> int:
@@ -125,6 +143,12 @@ def check(spec: Spec) -> None:
         )
     if m.base_depth is None or m.depth_alpha == 0:
         return
+    if own_rule(spec, "depth"):
+        raise SpecError(
+            "model.base_depth",
+            f"{PARAMETRIZATIONS[m.parametrization].label} scales depth by its own rule (in the number of blocks), "
+            "so CompleteP's base depth does not apply; remove model.base_depth",
+        )
     if not FAMILIES[m.family].residual:
         raise SpecError(
             "model.base_depth",

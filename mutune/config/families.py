@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Literal
 
 from ..errors import SpecError
 from ..mup.parametrizations import PARAMETRIZATIONS
+from ..mup.rules import ROLES
 from .meaning import key
 from .typed import NON_NEGATIVE, POSITIVE, Range
 
@@ -218,8 +219,9 @@ class MLPModel(ModelSpec):
 class FactoryModel(ModelSpec):
     factory: str | None = key(
         None,
-        "factory: 'package.module:function', called as function(width, **factory_kwargs) -> nn.Module "
-        "whose forward(idx) returns logits (imported, never evaluated; see docs/mup.md)",
+        "factory: 'package.module:function' or 'path/to/file.py:function' (a path relative to the spec "
+        "file's folder), called as function(width, **factory_kwargs) -> nn.Module whose forward(idx) "
+        "returns logits (imported, never evaluated; see docs/mup.md)",
         across="fixed",
         note="the hyperparameters were tuned on the proxy's model",
     )
@@ -234,6 +236,28 @@ class FactoryModel(ModelSpec):
         "factory: readout module names, e.g. [lm_head] (default: inferred from the shapes)",
         across="fixed",
         note="it decides where α_out/m applies, part of what the hyperparameters mean",
+    )
+    roles: dict[str, Literal[ROLES]] = key(
+        {},
+        "factory: the µP role of named parameters, e.g. {pos: embedding}, overriding what mutune finds "
+        "(from the module holding it, else from how the forward uses it, else from its shape; "
+        "`mutune inspect` shows which)",
+        across="fixed",
+        note="a role decides a parameter's init, LR and multipliers: part of what the hyperparameters mean",
+    )
+    task: Literal["next_token", "classification"] = key(
+        "next_token",
+        "factory: next_token (token ids in, next-token logits out, on data.corpus) or classification "
+        "(tensors in, class logits out, on the (x, y) examples of data.module)",
+        across="fixed",
+        note="the hyperparameters were tuned on the proxy's task",
+    )
+    allow_unchecked: list[Literal["attention"]] = key(
+        [],
+        "factory: what the coord check may leave unchecked: [attention] passes a model whose attention "
+        "scores it cannot see (otherwise its verdict is incomplete); as --allow-unchecked",
+        across="free",
+        effect="none",
     )
 
 
@@ -260,6 +284,8 @@ class FamilyEntry:
     smoke: Callable[[dict[str, Any]], None] = _no_smoke  # its shapes under --smoke
     residual: bool = True  # its blocks are residual branches, so depth scaling (CompleteP) applies
     starter: dict[str, dict[str, Any]] | None = None  # `mutune init --model NAME`: values by section
+    # the parametrizations its model can compute (u-µP needs every op of the forward unit-scaled)
+    parametrizations: tuple[str, ...] = ("mup", "sp")
 
     def module(self) -> ModuleType:
         return importlib.import_module(self.impl)
@@ -305,21 +331,25 @@ def _smoke_moe(m: dict[str, Any]) -> None:
 
 
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+FACTORY_FILE_PATTERN = re.compile(r"^[^:]+\.py:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")  # file.py:function
 
 
 def _check_factory(m: FactoryModel) -> None:
     if not m.factory:
         raise SpecError("model.factory", "family 'factory' needs model.factory: 'package.module:function'")
-    if not FACTORY_PATTERN.match(m.factory):
+    if not (FACTORY_PATTERN.match(m.factory) or FACTORY_FILE_PATTERN.match(m.factory)):
         raise SpecError(
             "model.factory",
-            f"expected 'package.module:function' (an import path, no code), got {m.factory!r}",
+            f"expected 'package.module:function' or 'file.py:function' (no code), got {m.factory!r}",
         )
     if "width" in m.factory_kwargs:
         raise SpecError("model.factory_kwargs.width", "mutune passes the width itself (model.width)")
     for i, name in enumerate(m.readout):
         if not name or name.startswith(".") or name.endswith("."):
             raise SpecError(f"model.readout[{i}]", f"expected a module name such as 'lm_head', got {name!r}")
+    for name in m.roles:
+        if not name or name.startswith(".") or name.endswith("."):
+            raise SpecError(f"model.roles.{name}", f"expected a parameter name such as 'pos', got {name!r}")
 
 
 FAMILIES: dict[str, FamilyEntry] = {
@@ -330,9 +360,10 @@ FAMILIES: dict[str, FamilyEntry] = {
             "decoder-only LM",
             GPTModel,
             "mutune.models.gpt",
-            ("alpha_in", "alpha_out", "alpha_attn"),
+            ("alpha_in", "alpha_out", "alpha_attn", "alpha_res", "alpha_res_attn_ratio", "alpha_ffn_act"),
             check=_check_gpt,
             smoke=_smoke_gpt,
+            parametrizations=("mup", "sp", "umup"),
         ),
         FamilyEntry(
             "moe",

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from . import target
-from .schema import HParams, Spec, from_dict
-from .typed import build, check_ranges, parse_override, read_yaml
+from .schema import HParams, Spec, deciding, from_dict
+from .typed import apply_overrides, build, check_ranges, parse_override, read_yaml
 from .variants import offline_data, smoke, tiny
 
 
@@ -32,13 +32,26 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, 
     file's smoke variant with ``overrides`` applied after it (:func:`smoke_with`)."""
     data = read_yaml(path)
     data.setdefault("name", Path(path).stem)
+    _anchor_factory(data, Path(path).parent)
     return smoke_with(data, overrides) if smoke else spec_from_dict(data, overrides)
+
+
+def _anchor_factory(data: dict[str, Any], folder: Path) -> None:
+    """A ``model.factory: file.py:function`` written in a spec file is relative to that file's folder:
+    made absolute here, so the spec works from any folder and the run's config.yaml (a copy elsewhere)
+    still finds the file. (Given on the command line, a path is relative to where it was typed.)"""
+    model = data.get("model")
+    factory = model.get("factory") if isinstance(model, dict) else None
+    if isinstance(factory, str) and ":" in factory:
+        file, _, function = factory.rpartition(":")
+        if file.endswith(".py") and not Path(file).expanduser().is_absolute():
+            model["factory"] = f"{(folder / Path(file)).resolve()}:{function}"
 
 
 def smoke_with(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> Spec:
     """``load_spec(smoke=True)``: the smoke variant of a spec file's ``data``, then the user's
     overrides on it, so what they typed wins (a ``search.budget`` typed derives its own trial count)."""
-    d = tiny(spec_from_dict(data)).to_dict()
+    d = tiny(spec_from_dict(apply_overrides(data, deciding(overrides)))).to_dict()
     typed = {parse_override(o)[0] for o in overrides}
     if "search.budget" in typed and "search.n_trials" not in typed:
         d["search"]["n_trials"] = None

@@ -23,7 +23,9 @@ two facts about its meaning:
 - ``transfer``: read only when a target is derived from the proxy.
 - ``trials``: which configurations a search tries (sampler, seed, space).
 - ``plan``: how much a search runs and what follows it (trial counts, ladder, laws, storage).
-- ``none``: no number at all (how to run: device, compile, checkpoints, trackers).
+- ``none``: not what a run computes but how (device, CPU threads, compile, checkpoints, trackers).
+  The device and the thread count still decide the last bits of float results (the order of
+  sums), so a run records them: the same spec on the same device and threads repeats bit for bit.
 
 The lists of keys that used to be kept by hand are derived here, by effect (:func:`keys_where`):
 what a resumed study must share with the one that made its trials, what a checkpoint must share
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -79,9 +82,11 @@ def _variants(cls: type) -> list[type]:
     return [cls, *getattr(cls, "variants", lambda: [])()]
 
 
+@functools.cache
 def meanings(cls: type, prefix: str = "") -> dict[str, Meaning]:
     """Every dotted key of ``cls`` with its meaning. A section field whose own meaning is not one of
-    its keys' (``search.laws``: plan) is one key; otherwise its keys are listed, for every variant."""
+    its keys' (``search.laws``: plan) is one key; otherwise its keys are listed, for every variant.
+    (Cached: the schema does not change while mutune runs; do not modify the result.)"""
     out: dict[str, Meaning] = {}
     for klass in _variants(cls):
         hints = typing.get_type_hints(klass)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import SpecError
+from ..errors import SpecError, arg
 from .load import hparams_from_dict, spec_from_dict
 from .schema import HParams, Spec
 from .typed import read_yaml
@@ -101,14 +101,16 @@ class RunDir:
 
     @staticmethod
     def latest(root: str | Path = "runs") -> RunDir:
-        """The most recently modified run directory (one holding a best.yaml) under ``root``."""
+        """The run directory (one holding a best.yaml) under ``root`` that was used last: by its newest
+        file two levels down, so a target trained, a law fitted or a report written counts, not only
+        the search that last rewrote best.yaml."""
         root = Path(root)
         runs = [p.parent for p in root.glob("*/best.yaml")] if root.is_dir() else []
         if not runs:
             raise SpecError(
                 str(root), "no run directory with a best.yaml here; run `mutune search` first or name RUN_DIR"
             )
-        return RunDir(max(runs, key=lambda p: (p / "best.yaml").stat().st_mtime))
+        return RunDir(max(runs, key=_last_used))
 
     def claim(self, spec: Spec) -> None:
         """A run dir holds one search study: its best.yaml, trials.csv and config.yaml describe it, and
@@ -117,7 +119,7 @@ class RunDir:
         overwriting them. (The same study with a different spec is refused by the study's spec guard.)"""
         run_dir = self.path
         if run_dir.exists() and not run_dir.is_dir():
-            raise SpecError("--run-dir", f"{run_dir} is a file, not a folder")
+            raise SpecError("run_dir", f"{run_dir} is a file, not a folder")
         run_dir.mkdir(parents=True, exist_ok=True)
         if not self.config_path.is_file():
             return
@@ -130,7 +132,7 @@ class RunDir:
             raise SpecError(
                 key,
                 f"{run_dir} holds the study {their_name!r} (see its config.yaml), and a run dir holds one study; "
-                f"give study {mine!r} its own --run-dir (or use {key}={their_name} to continue that one)",
+                f"give study {mine!r} its own {arg('run_dir')} (or use {key}={their_name} to continue that one)",
             )
         default = str(run_dir / "study.journal")
         their_storage, my_storage = (
@@ -140,5 +142,17 @@ class RunDir:
             raise SpecError(
                 "search.storage",
                 f"{run_dir}'s study {mine!r} lives in {their_storage or run_dir / 'study.journal'}, not in "
-                f"{my_storage or run_dir / 'study.journal'}; give this one its own --run-dir",
+                f"{my_storage or run_dir / 'study.journal'}; give this one its own {arg('run_dir')}",
             )
+
+
+def _last_used(run_dir: Path) -> float:
+    """The newest modification time among a run dir's files and those of its folders (targets, laws,
+    checks, report)."""
+    newest = 0.0
+    for p in (*run_dir.iterdir(), *run_dir.glob("*/*")):
+        try:
+            newest = max(newest, p.stat().st_mtime)
+        except OSError:  # removed meanwhile
+            continue
+    return newest

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from ..errors import SpecError
 from ..mup.optimizers import OPTIMIZER_NAMES, OPTIMIZERS
+from ..mup.parametrizations import PARAMETRIZATIONS
+from .corpus import read_meta
 from .families import FAMILIES, ModelSpec
 from .meaning import key, section
 from .typed import (
@@ -56,14 +58,24 @@ class DataSpec:
     )
     path: str | None = key(
         None,
-        "text: a file or folder; tokens: a uint16 .bin file or a folder with train.bin/val.bin",
+        "text: a file or folder; tokens: a uint16 .bin file or a folder with train.bin/val.bin (`mutune data "
+        "prepare` writes one)",
         across="approximate",
         note=APPROX_DATA,
     )
     vocab_size: int | None = key(
         None,
-        "tokens: vocabulary size (byte corpora use 256)",
+        "tokens: vocabulary size (byte corpora use 256); default: the tokenizer's, from a folder `mutune data "
+        "prepare` wrote; module: the number of classes (default: the largest label + 1)",
         POSITIVE,
+        across="approximate",
+        note=APPROX_DATA,
+    )
+    module: str | None = key(
+        None,
+        "'package.module:function' returning (train, val), each an iterable of (x, y): input tensors and "
+        "class labels, one example or one batch at a time, for a factory model with model.task: "
+        "classification (imported, never evaluated; replaces data.corpus)",
         across="approximate",
         note=APPROX_DATA,
     )
@@ -100,9 +112,10 @@ class TrainSpec:
         across="fixed",
         note="the hyperparameters were tuned for the proxy's optimizer, under its width rules",
     )
-    schedule: Literal["cosine", "linear", "constant"] = key(
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = key(
         "cosine",
-        "LR shape after warmup",
+        "LR shape after warmup: cosine, linear or constant over the run, or wsd (warmup-stable-decay: "
+        "constant, then a cooldown over the last train.decay_fraction of the steps)",
         across="approximate",
         note="the LR schedule's shape was tuned with the rest",
     )
@@ -119,6 +132,28 @@ class TrainSpec:
         Range(0, 1),
         across="approximate",
         note="the LR schedule's shape was tuned with the rest",
+    )
+    decay_fraction: float = key(
+        0.2,
+        "wsd: the cooldown's share of the steps (20%, with the 1-sqrt shape, matched cosine in Hägele et "
+        "al. 2024, arXiv 2405.18392)",
+        Range(0, 1, low_open=True, high_open=True),
+        across="approximate",
+        note="the LR schedule's shape was tuned with the rest",
+    )
+    decay_shape: Literal["1-sqrt", "linear"] = key(
+        "1-sqrt",
+        "wsd: the cooldown's shape, from 1 to train.min_lr_ratio: 1-sqrt (Hägele et al. 2024) or linear",
+        across="approximate",
+        note="the LR schedule's shape was tuned with the rest",
+    )
+    branches: list[float] = key(
+        [],
+        "wsd: cooldown branches at these fractions of the steps (increasing, in (0, 1]): the run saves its "
+        "stable state there, trains that horizon's cooldown, records its loss and goes on, so one run "
+        "gives the loss of a run of each length",
+        across="free",
+        effect="measure",
     )
     grad_clip: float = key(
         1.0,
@@ -146,6 +181,17 @@ class TrainSpec:
     eval_batches: int = key(8, "validation batches per evaluation", POSITIVE, across="free", effect="measure")
     device: Literal["auto", "cpu", "cuda", "mps"] = key(
         "auto", "auto picks cuda, then mps, then cpu", across="free", effect="none"
+    )
+    threads: int | None = key(
+        None,
+        "torch CPU threads per training process; default $OMP_NUM_THREADS, else the usable cores ÷ the "
+        "processes training at once (--workers, --nproc). The search's config.yaml and each target's "
+        "record the count used: CPU float sums depend on it, so a run repeats bit for bit at the same "
+        "count. A target picks its own unless --threads (its transfer's, or the search's that trains it) "
+        "or target.overrides names one",
+        POSITIVE,
+        across="free",
+        effect="none",
     )
     precision: Literal["auto", "bf16", "fp32"] = key(
         "auto", "auto uses bf16 autocast on CUDA, fp32 elsewhere", across="free"
@@ -202,6 +248,21 @@ class HParams:
     alpha_in: float = key(1.0, "embedding output multiplier α_in", POSITIVE, across="tuned")
     alpha_out: float = key(1.0, "readout multiplier α_out (µP applies α_out / m)", POSITIVE, across="tuned")
     alpha_attn: float = key(1.0, "attention logit multiplier α_attn", POSITIVE, across="tuned")
+    alpha_res: float = key(
+        1.0,
+        "u-µP: the residual branches' contribution relative to the embedding's (α_res)",
+        POSITIVE,
+        across="tuned",
+    )
+    alpha_res_attn_ratio: float = key(
+        1.0,
+        "u-µP: attention branches' contribution relative to the MLP's (α_res-attn-ratio)",
+        POSITIVE,
+        across="tuned",
+    )
+    alpha_ffn_act: float = key(
+        1.0, "u-µP: the MLP nonlinearity's input multiplier (α_ffn-act)", POSITIVE, across="tuned"
+    )
     weight_decay: float = key(
         0.0, "weight decay λ on weight matrices (does not µTransfer)", NON_NEGATIVE, across="tuned"
     )
@@ -215,14 +276,15 @@ MULTIPLIER_HPARAMS = tuple(n for n in HPARAM_NAMES if n.startswith("alpha_"))  #
 OPTIMIZER_HPARAMS = tuple(sorted({h for o in OPTIMIZERS.values() for h in o.hparams}))
 
 
-def hparams_used(family: str, optimizer: str) -> tuple[str, ...]:
-    """The hyperparameters a run of this family and optimizer reads: the rest change nothing."""
-    fam, opt = FAMILIES[family], OPTIMIZERS[optimizer]
+def hparams_used(family: str, optimizer: str, parametrization: str) -> tuple[str, ...]:
+    """The hyperparameters a run of this family, optimizer and parametrization reads: the rest change
+    nothing (a family applies its multipliers, an optimizer reads its own, a parametrization the rest)."""
+    fam, opt, par = FAMILIES[family], OPTIMIZERS[optimizer], PARAMETRIZATIONS[parametrization]
     return tuple(
         n
         for n in HPARAM_NAMES
-        if (n not in MULTIPLIER_HPARAMS or n in fam.multipliers)
-        and (n not in OPTIMIZER_HPARAMS or n in opt.hparams)
+        if (n in opt.hparams if n in OPTIMIZER_HPARAMS else n in par.hparams)
+        and (n not in MULTIPLIER_HPARAMS or n in fam.multipliers)
     )
 
 
@@ -243,13 +305,22 @@ DEFAULT_SPACE: dict[str, ParamSpace] = {
     "alpha_in": ParamSpace("log_uniform", 0.3, 10.0),
     "alpha_out": ParamSpace("log_uniform", 0.1, 10.0),
     "alpha_attn": ParamSpace("log_uniform", 0.3, 3.0),
+    "alpha_res": ParamSpace("log_uniform", 0.25, 4.0),
+    "alpha_res_attn_ratio": ParamSpace("log_uniform", 0.25, 4.0),
+    "alpha_ffn_act": ParamSpace("log_uniform", 0.25, 4.0),
 }
 
 
-def default_space(family: str) -> dict[str, ParamSpace]:
-    """The default search space of a family: the LR, the init scale and the multipliers it applies."""
-    used = FAMILIES[family].multipliers
-    return {n: copy.deepcopy(p) for n, p in DEFAULT_SPACE.items() if n not in MULTIPLIER_HPARAMS or n in used}
+def default_space(family: str, parametrization: str = "mup") -> dict[str, ParamSpace]:
+    """The default search space: the LR, the init scale and the multipliers, each where the family,
+    the parametrization (and its own ranges) read it."""
+    par = PARAMETRIZATIONS[parametrization]
+    used = hparams_used(family, OPTIMIZER_NAMES[0], parametrization)  # (the space holds no optimizer's)
+    space = {n: copy.deepcopy(p) for n, p in DEFAULT_SPACE.items() if n in used}
+    for n, (low, high) in par.space.items():
+        if n in space:
+            space[n] = ParamSpace("log_uniform", low, high)
+    return space
 
 
 DEFAULT_N_TRIALS = 16  # proxy trials when neither search.n_trials nor search.budget is given
@@ -281,8 +352,34 @@ class LawsSpec:
         across="search",
         effect="plan",
     )
-    seeds: int = key(
-        1, "seeds per line-search point (the loss is their mean)", POSITIVE, across="search", effect="plan"
+    seeds: int | None = key(
+        None,
+        "seeds per line-search point (the loss is their mean); default 2 with train.schedule=wsd (each LR's "
+        "horizons come from one run's cooldown branches, so a seed costs 0.66x separate runs at multiples "
+        "0.25/0.5/1: two cost 1.3x one seed of separate runs), else 1",
+        POSITIVE,
+        across="search",
+        effect="plan",
+    )
+
+
+@dataclass
+class FidelitySpec:
+    """``search.fidelity``: successive halving along training length (WSD runs, docs/cli.md)."""
+
+    rungs: list[float] = key(
+        [],
+        "fractions of train.steps, increasing, the last 1: every configuration runs to the first (evaluated "
+        "after its cooldown), the best go on to the next, continued from their stable state",
+        across="search",
+        effect="trials",
+    )
+    keep: float = key(
+        1 / 3,
+        "the share of a rung's configurations that go on to the next (at least one); 1/3 as in Hyperband",
+        Range(0, 1, low_open=True, high_open=True),
+        across="search",
+        effect="trials",
     )
 
 
@@ -339,6 +436,13 @@ class SearchSpec:
         "LR laws across training length and batch size (docs/laws.md)",
         across="search",
         effect="plan",
+    )
+    fidelity: FidelitySpec = section(
+        FidelitySpec,
+        "successive halving along training length: many configurations at a short horizon, the best "
+        "continued (needs train.schedule=wsd); default: none, every trial runs train.steps",
+        across="search",
+        effect="trials",
     )
 
 
@@ -444,18 +548,28 @@ def _replaced(node: Any, path: list[str], value: Any, dotted: str, prefix: str =
 def _filled(data: dict[str, Any]) -> Spec:
     """``data`` typed, with every default filled in; the default search space is the family's."""
     spec = build(Spec, data)
+    if spec.data.corpus == "tokens" and spec.data.vocab_size is None:  # a prepared folder records its own
+        spec.data.vocab_size = (read_meta(spec.data.path) or {}).get("vocab_size")
     if "space" not in (data.get("search") or {}):
-        spec.search.space = default_space(spec.model.family)
+        spec.search.space = default_space(spec.model.family, spec.model.parametrization)
     return spec
+
+
+DECIDING_KEYS = ("model.family", "model.parametrization")  # the keys other keys' defaults depend on
+
+
+def deciding(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """The overrides of :data:`DECIDING_KEYS`, to apply before any default is filled."""
+    return [o for o in overrides if parse_override(o)[0] in DECIDING_KEYS]
 
 
 def from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """Types are checked, defaults filled, then overrides land on the filled spec (so
     ``search.space.lr.low=1e-4`` edits the default space instead of replacing it), then validation.
-    An override of ``model.family`` is applied first, so the defaults filled are that family's."""
+    Overrides of the keys that decide defaults (the model's family and parametrization) are applied
+    first, so the defaults filled are theirs."""
     if overrides:
-        family = [o for o in overrides if parse_override(o)[0] == "model.family"]
-        data = apply_overrides(_filled(apply_overrides(data, family)).to_dict(), overrides)
+        data = apply_overrides(_filled(apply_overrides(data, deciding(overrides))).to_dict(), overrides)
     spec = _filled(data)
     validate(spec)
     return spec

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SpecError
+from ..errors import SpecError, arg
 from ..mup.axes import AXES
 from ..mup.axes import by_key as axis_by_key
 from . import axes
@@ -68,7 +68,7 @@ def own_changes(spec: Spec) -> dict[str, Any]:
     return out | {canonical(k): v for k, v in t.overrides.items()}
 
 
-def parse_changes(tokens: Sequence[str], source: str = "--to") -> dict[str, Any]:
+def parse_changes(tokens: Sequence[str], source: str = "to") -> dict[str, Any]:
     """``["width=1024", "train.steps=400"]`` as canonical changes; a key given twice is refused."""
     out: dict[str, Any] = {}
     for token in tokens:
@@ -78,6 +78,23 @@ def parse_changes(tokens: Sequence[str], source: str = "--to") -> dict[str, Any]
             raise SpecError(f"{source} {k}", f"given twice ({out[k]!r} and {value!r}); give it once")
         out[k] = value
     return out
+
+
+def names_target(k: str) -> bool:
+    """A key that changes what a target trains (an unknown one too: the derivation names it)."""
+    m = meaning_of(Spec, canonical(k))
+    return m is None or m.effect in NAMING_EFFECTS
+
+
+def changes_for(proxy: Spec, to: Sequence[str]) -> dict[str, Any]:
+    """A transfer's changes: ``to``'s; where they only say how to run (a tracker, the threads), the
+    spec's own target with them; refused when neither names a target."""
+    changes = parse_changes(to)
+    if not any(names_target(k) for k in changes):
+        changes = {**own_changes(proxy), **changes}
+    if not any(names_target(k) for k in changes):
+        raise SpecError("to", f"give {arg('to', ['width=W'])} (the spec names no target.width)")
+    return changes
 
 
 def _check_key(k: str, where: str) -> None:
@@ -105,14 +122,14 @@ def derive(
     proxy: Spec,
     changes: Mapping[str, Any] | Sequence[str],
     *,
-    source: str = "--to",
+    source: str = "to",
     smoke_run: bool = False,
     force: bool = False,
 ) -> Target:
     """The target of ``proxy`` with ``changes`` (canonical or short keys, or ``KEY=VALUE`` tokens).
 
-    ``source`` names where the changes came from in errors: ``--to`` (``--to model.base_width: …``)
-    or ``target`` (the spec's own section: ``target.overrides.model.base_width: …``). ``smoke_run``
+    ``source`` names where the changes came from in errors: ``to`` (``to model.base_width: …``, which
+    the command line prints as ``--to model.base_width: …``) or ``target`` (the spec's own section: ``target.overrides.model.base_width: …``). ``smoke_run``
     derives from the proxy's smoke variant and caps the width; ``force`` also lets a target above the
     device's free memory try (``train.memory_check: false``).
     """
@@ -147,6 +164,8 @@ def derive(
             warnings.append(f"{k}={value} does not µTransfer exactly ({meaning.note})")
     # a target is a run, not a search: no budget relative to itself, no target of its own
     d["search"].update(budget=None, finalists=None)
+    # nor the search's thread count, chosen for its workers: a target picks its own unless named
+    d["train"]["threads"] = None
     d["target"] = {"width": None, "overrides": {}}
     try:
         target = from_dict(d, [f"{k}={json.dumps(v)}" for k, v in changes.items()])
@@ -169,6 +188,8 @@ def _on_axes(target: Spec, proxy: Spec) -> tuple[Spec, list[str]]:
     notes, pins = [], {}
     for axis in AXES.values():
         if not axes.present(target, axis) or axes.value(target, axis) == axes.value(proxy, axis):
+            continue
+        if axes.own_rule(target, axis):  # u-µP's depth: its rule is in absolute sizes, nothing to pin
             continue
         why = axes.why_not(target, axis)
         if why:

@@ -58,6 +58,9 @@ def forward_multipliers(spec: Spec, hp: HParams | None = None, width: int | None
         alpha_in=hp.alpha_in,
         alpha_out=hp.alpha_out,
         alpha_attn=hp.alpha_attn,
+        alpha_res=hp.alpha_res,
+        alpha_res_attn_ratio=hp.alpha_res_attn_ratio,
+        alpha_ffn_act=hp.alpha_ffn_act,
         depth_mult=depth_mult(spec),
         depth_alpha=m.depth_alpha,
         **heads,
@@ -100,35 +103,77 @@ def router_names(spec: Spec) -> tuple[str, ...]:
     return tuple(names(spec)) if names is not None else ()
 
 
+def axis_refusal(spec: Spec, axis: str) -> tuple[str, str] | None:
+    """(the key at fault, why) where ``spec``'s model cannot apply ``axis`` as the spec asks; None
+    where it can. The spec decides
+    whether an axis's rules apply (:func:`mutune.config.axes.why_not`: depth needs α > 0, residual
+    blocks, an optimizer with a depth rule; where they do not, a target at another depth trains as
+    asked, with a warning); the model decides whether it can do what they say (a factory that does
+    not take ``residual_mult`` cannot scale its residual branches): its family's ``axis_refusal``."""
+    impl = family(spec)
+    return impl.axis_refusal(spec, axis) if hasattr(impl, "axis_refusal") else None
+
+
+def check_axes(spec: Spec) -> None:
+    """The one place that refuses a spec whose model cannot apply an axis it is planned or trained
+    along (depth without ``residual_mult``): called by every command that plans or trains (search,
+    transfer and its plan, inspect, the coord check across depths, every run)."""
+    for axis in AXES.values():
+        refused = axis_refusal(spec, axis.name)
+        if refused:
+            raise SpecError(*refused)
+
+
 def validate(spec: Spec, hp: HParams, vocab_size: int) -> None:
     """Everything about the model that can be wrong, checked on the meta device (nothing allocated):
-    a factory that does not import or build, width dims µP cannot handle, a readout not found."""
+    a factory that does not import or build, an axis it cannot apply, width dims µP cannot handle,
+    a readout not found."""
     family(spec).validate(spec)
+    check_axes(spec)
     with torch.device("meta"):
         build(spec, hp, vocab_size)
 
 
+_CLASSIFIED: dict[str, dict[str, ParamInfo]] = {}  # the last few classifications (they are plain data)
+
+
 def classify(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None) -> dict[str, ParamInfo]:
-    """:func:`mutune.shapes.classify` of the spec's model, its errors naming the spec's keys."""
+    """:func:`mutune.shapes.classify` of the spec's model, its errors naming the spec's keys.
+
+    Remembered for the last few (model section, hyperparameters, output size, width): a run builds
+    its model and classifies it more than once, and a raw parameter's classification runs a forward."""
+    width = spec.model.width if width is None else width
+    key = repr((spec.model, spec.data, hp, id(parametrization(spec)), vocab_size, width))
+    if key not in _CLASSIFIED:
+        if len(_CLASSIFIED) >= 16:
+            _CLASSIFIED.pop(next(iter(_CLASSIFIED)))
+        _CLASSIFIED[key] = _classify(spec, hp, vocab_size, width)
+    return dict(_CLASSIFIED[key])
+
+
+def _classify(spec: Spec, hp: HParams, vocab_size: int, width: int) -> dict[str, ParamInfo]:
     m = spec.model
     impl = family(spec)
-    width = m.width if width is None else width
     try:
         infos = shapes.classify(
             lambda w: impl.bare(spec, hp, vocab_size, w),
             width,
             m.base_width,
             readout_names(spec),
-            out_features=vocab_size,  # every family predicts a token: its output size is the vocabulary
+            out_features=vocab_size,  # the vocabulary, or a classifier's classes: the output size
             routers=router_names(spec),
+            roles=getattr(m, "roles", None),
+            # a family with raw parameters says how to run one forward, so their use decides their role
+            forward=impl.watch(spec, hp, vocab_size) if hasattr(impl, "watch") else None,
         )
+        rules = parametrization(spec)
         for axis in AXES.values():  # the axes found by something other than shape (depth: by block)
-            mult = axes.mult(spec, axis)
-            if axis.found_by != "shape" and mult != 1.0:
+            mult, size = axes.mult(spec, axis), axes.value(spec, axis)
+            if axis.found_by != "shape" and (mult != 1.0 or rules.uses(axis.size)):
                 at = lambda n, key=axis.key: impl.bare(spec.edit({key: n}), hp, vocab_size, width)  # noqa: E731
                 arg = axis.key.partition(".")[2]  # model.n_experts: errors name n_experts
-                members = shapes.FINDERS[axis.found_by](at, axes.value(spec, axis), arg)
-                infos = shapes.along(infos, axis.name, members, mult)
+                members = shapes.FINDERS[axis.found_by](at, size, arg)
+                infos = shapes.along(infos, axis.name, members, mult, size)
         return infos
     except shapes.ShapeError as e:
         raise SpecError(f"model.{e.arg}" if e.arg else "model", str(e)) from None

@@ -3,8 +3,12 @@
 The contract (docs/mup.md §4 has the long form, docs/recipes.md nanoGPT and Hugging Face examples):
 
 - ``function(width: int, **model.factory_kwargs) -> nn.Module``. mutune also passes ``vocab_size``,
-  ``seq_len`` and ``alpha_attn`` when the function names them as parameters and ``factory_kwargs``
-  does not set them. The same parameter names must exist at every width.
+  ``num_classes`` (the same number: the output size), ``seq_len``, ``alpha_attn``, ``depth`` and
+  ``residual_mult`` when the function names them as parameters and ``factory_kwargs`` does not set
+  them. The same parameter names must exist at every width.
+- with ``model.task: classification``: the forward takes a batch of inputs from ``data.module``
+  (``(B, ...)`` tensors, images say) and returns ``(B, classes)`` logits (alone, first in a tuple,
+  or as ``.logits``); the loss is their cross-entropy against the labels.
 - the model's forward takes a ``(B, T)`` LongTensor of tokens as its first argument, and also
   ``targets`` (the next tokens, same shape) when its signature names a ``targets`` parameter
   (nanoGPT's convention: without targets it returns the last position only). It may return the
@@ -16,7 +20,8 @@ The contract (docs/mup.md §4 has the long form, docs/recipes.md nanoGPT and Hug
 What mutune does to the model, so that it is µP without edits to the user's code:
 
 - it builds it at ``base_width`` and ``2 * base_width`` on the meta device and classifies every
-  parameter from the shape difference (:func:`mutune.mup.shapes.classify`);
+  parameter from the shape difference (:func:`mutune.mup.shapes.classify`), a raw parameter by how
+  one forward on an example input uses it (:mod:`mutune.mup.uses`), ``model.roles`` over both;
 - it re-initialises every parameter by its µP rule (the factory's own init is overwritten, except
   for 1-D parameters that are neither norms nor biases) and builds the per-group optimizer;
 - it multiplies the output of every module that holds an embedding / input weight by α_in and the
@@ -34,38 +39,44 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import importlib
+import importlib.util
 import inspect
 import os
 import sys
 import types
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import HParams, Spec, SpecError
+from ..config import HParams, Spec, SpecError, axes
 from ..flops import Workload
 from ..mup import hooks
 from ..mup.shapes import ParamInfo, ShapeError
 from . import depth_mult, forward_multipliers
 
-AUTO_KWARGS = ("vocab_size", "seq_len", "alpha_attn", "depth", "residual_mult")
-DEPTH_KWARGS = ("depth", "residual_mult")  # what a factory must take for depth scaling (CompleteP)
+AUTO_KWARGS = ("vocab_size", "num_classes", "seq_len", "alpha_attn", "depth", "residual_mult")
 
 
 @functools.lru_cache(maxsize=32)
 def load(path: str) -> Callable[..., nn.Module]:
-    """Import ``package.module:function`` (never eval'd). The current directory is importable too,
-    so ``examples.my_model:build`` works from a checkout as it does with ``python -m``."""
-    module_name, _, attr = path.partition(":")
+    """Import ``package.module:function`` or ``file.py:function`` (never eval'd). The current directory
+    is importable too, so ``examples.my_model:build`` works from a checkout as it does with
+    ``python -m``; a file is loaded from its path (a spec file's relative path is made absolute when
+    the spec loads, so it works from any folder)."""
+    module_name, _, attr = path.rpartition(":")
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.append(cwd)
     try:
-        module = importlib.import_module(module_name)
+        module = (
+            _from_file(module_name) if module_name.endswith(".py") else importlib.import_module(module_name)
+        )
     except ModuleNotFoundError as e:
         raise SpecError(
             "model.factory", f"cannot import module '{module_name}' ({e}); is it installed or in this folder?"
@@ -82,6 +93,26 @@ def load(path: str) -> Callable[..., nn.Module]:
     if not callable(obj):
         raise SpecError("model.factory", f"'{path}' is not callable")
     return obj  # type: ignore[return-value]
+
+
+def _from_file(file: str) -> types.ModuleType:
+    """A factory module given by its file, imported under a name of its own (registered, so that its
+    classes pickle and spawned workers load the same file)."""
+    p = Path(file).expanduser().resolve()
+    if not p.is_file():
+        raise SpecError("model.factory", f"file not found: {p}")
+    name = f"mutune_factory_{p.stem}_{hashlib.sha1(str(p).encode()).hexdigest()[:8]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, p)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def user_code_error(call: str, e: BaseException) -> SpecError:
@@ -106,6 +137,7 @@ def call_kwargs(spec: Spec, hp: HParams, vocab_size: int) -> dict:
     m_L = depth_mult(spec)
     auto = {
         "vocab_size": vocab_size,
+        "num_classes": vocab_size,
         "seq_len": m.seq_len,
         "alpha_attn": hp.alpha_attn,
         "depth": m.depth,
@@ -144,21 +176,36 @@ def validate(spec: Spec) -> None:
             f"{spec.model.factory} has no alpha_attn parameter, so searching it would change nothing; "
             "remove it from search.space or let the factory take alpha_attn",
         )
+
+
+def axis_refusal(spec: Spec, axis: str) -> tuple[str, str] | None:
+    """(``model.factory``, why) where the user's model cannot apply ``axis`` as the spec asks: the part of
+    :func:`mutune.models.check_axes` only the imported function can tell. Depth: a spec at a depth
+    other than its base needs ``depth=``; depth scaling (CompleteP: ``model.base_depth`` with α > 0,
+    or m_L != 1) needs ``residual_mult=`` too, or plan.yaml and the LRs would say one thing and
+    the forward do another."""
+    if axis != "depth":
+        return None
     m = spec.model
-    if (m.base_depth is not None and m.depth_alpha > 0) or depth_mult(spec) != 1.0:
-        missing = [k for k in DEPTH_KWARGS if k not in named]
-        if missing or "depth" in m.factory_kwargs:
-            raise SpecError(
-                "model.factory",
-                f"depth scaling (model.base_depth, model.depth_alpha) passes depth= (model.depth) and "
-                f"residual_mult= (each residual branch's multiplier) to the factory; {m.factory} "
-                + (
-                    f"does not take {', '.join(missing)}"
-                    if missing
-                    else "gets depth from model.factory_kwargs"
-                )
-                + ": take both, build `depth` blocks and compute x + residual_mult * branch(x)",
-            )
+    named = _parameters(load(m.factory))
+    moved = axes.value(spec, "depth") != axes.base(spec, "depth")
+    scaled = not axes.why_not(spec, "depth") and (m.base_depth is not None or axes.mult(spec, "depth") != 1.0)
+    need = [k for k, wanted in (("depth", moved or scaled), ("residual_mult", scaled)) if wanted]
+    missing = [k for k in need if k not in named]
+    if not missing and not (need and "depth" in m.factory_kwargs):
+        return None
+    what = f"depth {m.depth}" + (
+        f" with depth scaling (m_L = {axes.mult(spec, 'depth'):g})" if scaled else ""
+    )
+    lacks = f"does not take {' or '.join(missing)}" if missing else "gets depth from model.factory_kwargs"
+    return "model.factory", (
+        f"{m.factory} cannot apply {what}: it {lacks}; it must accept "
+        + (
+            "depth= (build that many blocks) and residual_mult= (compute x + residual_mult * branch(x))"
+            if scaled
+            else "depth= (build that many blocks)"
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +218,7 @@ def takes_targets(cls: type) -> bool:
     return "targets" in _parameters(cls.forward)
 
 
-def logits_of(out: object, idx: torch.Tensor) -> torch.Tensor:
+def logits_of(out: object, idx: torch.Tensor, ndims: tuple[int, ...] = (2, 3)) -> torch.Tensor:
     """The logits in whatever a forward returned: a tensor, ``(logits, ...)``, or ``.logits``."""
     logits = out
     if isinstance(out, (tuple, list)) and out:
@@ -180,12 +227,13 @@ def logits_of(out: object, idx: torch.Tensor) -> torch.Tensor:
         logits = out["logits"]
     elif not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
         logits = out.logits
-    if not isinstance(logits, torch.Tensor) or logits.ndim not in (2, 3) or logits.shape[0] != idx.shape[0]:
+    if not isinstance(logits, torch.Tensor) or logits.ndim not in ndims or logits.shape[0] != idx.shape[0]:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(out).__name__
+        want = "(B, classes)" if ndims == (2,) else "(B, T, vocab) or (B, vocab)"
         raise SpecError(
             "model.factory",
-            f"forward(idx) with idx of shape {tuple(idx.shape)} returned {got}; expected logits of shape "
-            "(B, T, vocab) or (B, vocab), alone, first in a tuple, or as .logits",
+            f"forward(x) with x of shape {tuple(idx.shape)} returned {got}; expected logits of shape "
+            f"{want}, alone, first in a tuple, or as .logits",
         )
     return logits
 
@@ -217,6 +265,55 @@ def _lm_forward(self: nn.Module, idx: torch.Tensor, targets: torch.Tensor | None
     return logits, loss
 
 
+def _classify_forward(self: nn.Module, x: torch.Tensor, targets: torch.Tensor | None = None):
+    """mutune's training contract for a classifier (``model.task: classification``): ``(logits, loss)``
+    with the loss the cross-entropy of the (B, classes) logits against the (B,) labels."""
+    try:
+        out = type(self).forward(self, x)
+    except (SpecError, torch.OutOfMemoryError):
+        raise
+    except (Exception, SystemExit) as e:
+        if x.device.type == "meta":
+            raise
+        raise user_code_error(f"{type(self).__name__}.forward(x)", e) from e
+    logits = logits_of(out, x, ndims=(2,))
+    root_mult = getattr(self, "_mutune_root_output_mult", None)
+    if root_mult is not None:
+        logits = logits * root_mult
+    if targets is None:
+        return logits, None
+    return logits, F.cross_entropy(logits.float(), targets)
+
+
+def classifies(spec: Spec) -> bool:
+    return getattr(spec.model, "task", "next_token") == "classification"
+
+
+def example_input(spec: Spec, device: torch.device | str) -> torch.Tensor:
+    """What one forward is run on to measure or watch it: a sequence of ``model.seq_len`` tokens, or one
+    input of the data module."""
+    if classifies(spec):
+        from .. import data
+
+        x = data.example_input(spec.data)
+        return torch.zeros(x.shape, dtype=x.dtype, device=device)
+    return torch.zeros(1, spec.model.seq_len, dtype=torch.long, device=device)
+
+
+def watch(spec: Spec, hp: HParams, vocab_size: int) -> Callable[[nn.Module], object]:
+    """One forward of a bare (uninstrumented) model on an example input made where its parameters
+    are, for :func:`mutune.mup.shapes.classify` to see how it uses its raw parameters."""
+
+    def run(model: nn.Module) -> object:
+        device = next(model.parameters()).device
+        x = example_input(spec, device)
+        if not classifies(spec) and takes_targets(type(model)):
+            return model(x, targets=torch.zeros_like(x))
+        return model(x)
+
+    return run
+
+
 def _spec_error(key: str):
     return lambda message: SpecError(key, message)
 
@@ -242,7 +339,7 @@ def instrument(
     hooks.hook_readouts(model, readouts, mult.output)
     model._mutune_readouts = tuple(readouts)
     model._mutune_inputs = tuple(inputs)
-    model.forward = types.MethodType(_lm_forward, model)
+    model.forward = types.MethodType(_classify_forward if classifies(spec) else _lm_forward, model)
     return model
 
 
@@ -294,7 +391,7 @@ def workload(spec: Spec, model: nn.Module, width: int, vocab_size: int) -> Workl
     warning. A plan or a search is never stopped by its accounting."""
     m, t = spec.model, spec.train
     try:
-        fwd_flops, act_per_seq, logits_per_seq, per_position = _measure(model, m.seq_len, "meta")
+        fwd_flops, act_per_seq, logits_per_seq, per_position = _measure(model, spec, "meta")
     except SpecError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure of the meta pass falls back, never crashes
@@ -321,7 +418,7 @@ def _fallback(
         try:
             with torch.device("cpu"):
                 real = build(spec, spec.hparams, vocab_size, width)
-            result = _measure(real, spec.model.seq_len, "cpu")
+            result = _measure(real, spec, "cpu")
         except SpecError:
             raise
         except Exception as e:  # noqa: BLE001
@@ -339,9 +436,9 @@ def _fallback(
     return result
 
 
-def _measure(model: nn.Module, seq_len: int, device: str) -> tuple[float, int, int, bool]:
-    """Forward FLOPs of one sequence, its activation bytes at 16 bit, its logits' elements, and
-    whether it predicts every position: one pass on ``device``."""
+def _measure(model: nn.Module, spec: Spec, device: str) -> tuple[float, int, int, bool]:
+    """Forward FLOPs of one sequence (one example for a classifier), its activation bytes at 16 bit,
+    its logits' elements, and whether it predicts every position: one pass on ``device``."""
     from torch.utils.flop_counter import FlopCounterMode
 
     sizes: list[int] = []
@@ -354,7 +451,7 @@ def _measure(model: nn.Module, seq_len: int, device: str) -> tuple[float, int, i
     was_training = model.training
     try:
         with torch.device(device), torch.no_grad(), FlopCounterMode(display=False) as counter:
-            logits, _ = model(torch.zeros(1, seq_len, dtype=torch.long))
+            logits, _ = model(example_input(spec, device))
     finally:
         model.train(was_training)
         for h in handles:

@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..flops import Workload, matmul_params
+from ..mup import unit
 from ..mup.init import assign_, full_value
+from ..mup.parametrizations import UnitScales
 from . import forward_multipliers
 
 
@@ -33,6 +35,7 @@ class GPTConfig:
     output_mult: float = 1.0  # α_out / m on the logits (µP) or α_out (SP)
     attn_scale: float | None = None  # logit scale; None means SDPA's default 1/√d_head
     residual_mult: float = 1.0  # each residual branch × this: m_L^-α under depth scaling (CompleteP)
+    unit: UnitScales | None = None  # u-µP: every op unit-scaled (UnitGPT), with these scales
 
     @property
     def head_dim(self) -> int:
@@ -122,6 +125,84 @@ class GPT(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
+# The same GPT, every op unit-scaled (u-µP): the same parameters, the ops of mutune.mup.unit
+
+
+class UnitAttention(CausalSelfAttention):
+    def __init__(self, cfg: GPTConfig):
+        nn.Module.__init__(self)
+        self.n_head, self.mult = cfg.n_head, cfg.unit.attn
+        self.c_attn = unit.Linear(cfg.width, 3 * cfg.width, bias=cfg.bias)
+        self.c_proj = unit.Linear(cfg.width, cfg.width, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()
+        q, k, v = (
+            t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+            for t in self.c_attn(x).split(C, dim=2)
+        )
+        y = unit.attention(q, k, v, mult=self.mult).transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y)
+
+
+class UnitMLP(MLPBlock):
+    def __init__(self, cfg: GPTConfig):
+        nn.Module.__init__(self)
+        self.mult = cfg.unit.act
+        self.c_fc = unit.Linear(cfg.width, cfg.mlp_ratio * cfg.width, bias=cfg.bias)
+        self.c_proj = unit.Linear(cfg.mlp_ratio * cfg.width, cfg.width, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(unit.gelu(self.c_fc(x), self.mult))
+
+
+class UnitBlock(nn.Module):
+    """Pre-norm, each branch weighted against the skip by its τ (u-µP App. G), unit in both passes."""
+
+    def __init__(self, cfg: GPTConfig, taus: tuple[float, float]):
+        super().__init__()
+        self.ln_1 = unit.LayerNorm(cfg.width, bias=cfg.bias)
+        self.attn = UnitAttention(cfg)
+        self.ln_2 = unit.LayerNorm(cfg.width, bias=cfg.bias)
+        self.mlp = UnitMLP(cfg)
+        self.taus = taus
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for norm, branch, tau in ((self.ln_1, self.attn, self.taus[0]), (self.ln_2, self.mlp, self.taus[1])):
+            h, skip = unit.residual_split(x, tau)
+            x = unit.residual_add(branch(norm(h)), skip, tau)
+        return x
+
+
+class UnitGPT(GPT):
+    """The GPT under u-µP: unit init (the rules), unit-scaled ops, the token and position embeddings
+    summed unit-scaled, the readout × 1/fan_in, α_loss-softmax on the logits, a unit-scaled loss."""
+
+    def __init__(self, cfg: GPTConfig):
+        nn.Module.__init__(self)
+        self.cfg = cfg
+        self.wte = unit.Embedding(cfg.vocab_size, cfg.width)
+        self.wpe = unit.Embedding(cfg.seq_len, cfg.width)
+        taus = unit.residual_taus(cfg.depth, cfg.unit.residual, cfg.unit.residual_attn_ratio)
+        self.h = nn.ModuleList(UnitBlock(cfg, t) for t in taus)
+        self.ln_f = unit.LayerNorm(cfg.width, bias=cfg.bias)
+        self.lm_head = unit.Readout(cfg.width, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        B, T = idx.size()
+        x = unit.add(self.wte(idx), self.wpe(torch.arange(T, device=idx.device)))  # (B, T, C)
+        for block in self.h:
+            x = block(x)
+        logits = unit.scale_fwd(self.lm_head(self.ln_f(x)), self.cfg.unit.loss)  # (B, T, V)
+        if targets is None:
+            return logits, None
+        wide = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 at least (bf16 logits)
+        return logits, unit.cross_entropy(wide.view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+# ---------------------------------------------------------------------------------------------
 # The family's registry interface (see mutune.config.families)
 
 
@@ -137,7 +218,7 @@ def build(spec, hp, vocab_size: int, width: int) -> GPT:
     m = spec.model
     n_head, _ = head_dims(spec, width)
     mult = forward_multipliers(spec, hp, width)
-    return GPT(
+    return (GPT if mult.unit is None else UnitGPT)(
         GPTConfig(
             vocab_size=vocab_size,
             seq_len=m.seq_len,
@@ -151,6 +232,7 @@ def build(spec, hp, vocab_size: int, width: int) -> GPT:
             output_mult=mult.output,
             attn_scale=mult.attn,
             residual_mult=mult.residual,
+            unit=mult.unit,
         )
     )
 

@@ -19,6 +19,11 @@ exponents of :class:`mutune.mup.rules.Scaling` use):
   chosen experts, :mod:`mutune.models.moe`): the rules put back what an optimizer does not normalise
   away (:mod:`mutune.mup.parametrizations`).
 
+Each axis also names the *absolute* size a parameter has along it (``size_in``: a weight's fan-in as
+unit scaling counts it; ``blocks``: the number of blocks; ``n_experts``: the experts of its mixture),
+for rules stated in sizes rather than in multipliers of a base shape (u-µP's: a weight's LR
+η·fan_in^-1/2, a block's depth^-1/2).
+
 Adding an axis is one more :class:`Axis` here, its detection in :mod:`mutune.mup.shapes` where it is
 found by something new, and the rows of the rule tables that use its multiplier. Whether an axis
 *applies* to a given spec (depth needs residual branches and an optimizer with a published rule; the
@@ -40,6 +45,7 @@ class Axis:
     doc: str
     found_by: Literal["shape", "blocks", "units"]  # how a parameter is found to scale along it
     factors: tuple[str, ...]  # its multipliers, as the rule table's exponents name them
+    size: str  # the absolute size a parameter has along it, for rules stated in sizes (u-µP's)
 
     @property
     def short(self) -> str:
@@ -58,6 +64,7 @@ WIDTH = Axis(
     "µP: hidden sizes grow; LR, init and multipliers follow m = width / base_width",
     "shape",
     ("fan_out", "fan_in", "width"),
+    "size_in",  # a weight's fan-in as unit scaling counts it: its second dim (an embedding's width)
 )
 DEPTH = Axis(
     "depth",
@@ -66,6 +73,7 @@ DEPTH = Axis(
     "CompleteP: blocks are added; per-block LR, ε and the residual branches follow m_L = depth / base_depth",
     "blocks",
     ("depth",),
+    "blocks",  # the number of blocks, for a per-block parameter
 )
 
 EXPERTS = Axis(
@@ -76,11 +84,15 @@ EXPERTS = Axis(
     "follow m_E = n_experts / base_experts",
     "units",
     ("experts",),
+    "n_experts",  # the number of experts of the mixture a parameter belongs to
 )
 
 AXES: dict[str, Axis] = {a.name: a for a in (WIDTH, DEPTH, EXPERTS)}
-# every multiplier name a rule's exponent may use, in the order they are multiplied
-FACTORS: tuple[str, ...] = tuple(f for a in AXES.values() for f in a.factors)
+# every multiplier name a rule's exponent may use, in the order they are multiplied: the relative
+# multipliers (µP's, relative to the base shape), then the absolute sizes (u-µP's rules are stated in them)
+FACTORS: tuple[str, ...] = tuple(f for a in AXES.values() for f in a.factors) + tuple(
+    a.size for a in AXES.values()
+)
 
 
 def by_key(key: str) -> Axis | None:

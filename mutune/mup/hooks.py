@@ -7,7 +7,11 @@ module, so the two give the same logits:
   convolution): exactly what mup's ``MuReadout`` does, so a readout bias is not divided by m. A
   weight tied to the embedding is a readout where a Linear uses it (nanoGPT's and GPT-2's
   ``lm_head``), and is hooked there.
-- α_in multiplies the output of every module holding an embedding / input weight.
+- α_in multiplies the output of every module holding an embedding / input weight, once: where
+  such modules nest (Hugging Face ViT's ``embeddings`` holds the position table and contains the
+  patch projection), only the outermost is hooked, so everything inside it gets α_in exactly once;
+- α_out/m likewise once: a readout weight the model itself registers and a Linear also holds (a
+  raw table tied into ``lm_head``) is scaled at the Linear's input only, not again on the logits.
 
 Anything that cannot be hooked safely raises :class:`~mutune.shapes.ShapeError` naming the
 argument at fault (``readout``, ``readout[i]``; empty for the model itself), never a silent SP.
@@ -55,6 +59,8 @@ def readout_modules(model: nn.Module, infos: dict[str, ParamInfo], named: tuple[
     for pname, info in readouts.items():
         # where the weight acts as a readout: its Linear holders (for a tied weight, not the Embedding)
         holders = [o for o in info.owners if not isinstance(_module(model, o), nn.Embedding)]
+        if any(o and isinstance(_module(model, o), SCALABLE) for o in holders):
+            holders = [o for o in holders if o]  # a Linear uses it: the model merely registers it too
         if not holders:
             raise ShapeError(
                 f"'{pname}' is tied to a readout but only nn.Embedding modules hold it; an Embedding's "
@@ -88,7 +94,10 @@ def input_modules(model: nn.Module, infos: dict[str, ParamInfo]) -> tuple[list[s
             unreached.append(name)
         elif owner not in found:
             found.append(owner)
-    return found, unreached
+    # nested holders (an embeddings module holding a table and containing the patch projection): the
+    # outermost one's output already carries the inner one's, so only it is hooked (α_in once)
+    outermost = [o for o in found if not any(o.startswith(f + ".") for f in found if f != o)]
+    return outermost, unreached
 
 
 def _scale_input(mult: float):

@@ -72,7 +72,7 @@ def param_groups(
                 "kind": kind,
                 "lr": hp.lr * lr_mult,
                 "lr_mult": lr_mult,
-                "weight_decay": hp.weight_decay * wd_mult,
+                "weight_decay": _decay(hp, lr_mult, wd_mult, rules.independent_weight_decay),
                 "clip_scale": clip,
             }
             if kind == "adam":
@@ -85,6 +85,14 @@ def param_groups(
         g["roles"] = sorted(g["roles"])
         out.append(g)
     return out
+
+
+def _decay(hp: OptimizerHParams, lr_mult: float, wd_mult: float, independent: bool) -> float:
+    """A group's weight decay: λ·(its multiplier); independent of the LR (u-µP, unit_scaling's
+    ``independent_weight_decay``): λ / (its peak LR), so that PyTorch's per-step decay lr·λ is λ."""
+    if independent and wd_mult:
+        return hp.weight_decay * wd_mult / (hp.lr * lr_mult)
+    return hp.weight_decay * wd_mult
 
 
 def grad_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
@@ -122,8 +130,14 @@ def clip_grad_norm_(model: nn.Module, optimizer: torch.optim.Optimizer, max_norm
     grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if any(hasattr(x, "full_tensor") for x in grads):  # a DTensor times a plain tensor is refused
         coef = coef.item()  # so the factor as a number: one sync per step, not one per parameter
-    for x in grads:
-        x.mul_(coef if isinstance(coef, float) else coef.to(x.device))
+        for x in grads:
+            x.mul_(coef)
+    elif grads:  # one fused call per device (as torch's own clipping), the same products as one by one
+        by_device: dict[torch.device, list[torch.Tensor]] = {}
+        for x in grads:
+            by_device.setdefault(x.device, []).append(x)
+        for device, xs in by_device.items():
+            torch._foreach_mul_(xs, coef.to(device))
     return total
 
 

@@ -65,15 +65,27 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class UnitScales:
+    """u-µP's forward hyperparameters (Blake et al. 2025, Table 3), for a model whose every op is unit-scaled."""
+
+    attn: float  # α_attn-softmax: attention logits × α / d_head
+    act: float  # α_ffn-act: the MLP's nonlinearity applied to α·x (and divided by α)
+    loss: float  # α_loss-softmax: the logits × α inside the loss
+    residual: float  # α_res: the residual branches' contribution relative to the embedding's
+    residual_attn_ratio: float  # α_res-attn-ratio: attention branches' relative to MLP branches'
+
+
+@dataclass(frozen=True)
 class Multipliers:
     """Forward multipliers a model applies: embedding output, logits, attention logits, residual
-    branches, router logits."""
+    branches, router logits; and, for a unit-scaled model (u-µP), its scales."""
 
     input: float
     output: float
     attn: float | None  # None for models without attention
     residual: float = 1.0  # each residual branch's output, m_L^-α (CompleteP); 1 without depth scaling
     router: float = 1.0  # a router's (a mixture's gate's) logits: 1/m under µP
+    unit: UnitScales | None = None  # set: the model computes every op unit-scaled (u-µP)
 
 
 @dataclass(frozen=True)
@@ -87,15 +99,39 @@ class Parametrization:
     table: dict[tuple[str, str], RoleRule]
     logits_width_exponent: float  # the logits × α_out · m^this (µP -1: α_out/m; SP 0)
     attention: Literal["1/d", "1/sqrt(d)"]  # the attention logit scale, relative to the base head dim
-    clip_by_base_width: bool  # gradient norms measured as at the base width (see clip_scale)
+    # gradient clipping: norms measured as at the base width (see clip_scale), plain, or none at all
+    clip: Literal["base_width", "global", "none"]
     # what the coord check expects: "verify" (activations keep their size as the model widens) or
     # "control" (they grow: the negative control, checked only beside a verified one)
     coord_check: Literal["verify", "control"]
     axis_kinds: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # axis -> kinds with its rule
+    # the hyperparameters it reads (beyond the optimizer's own): the rest change nothing under it
+    hparams: tuple[str, ...] = ("lr", "init_std", "weight_decay", "alpha_in", "alpha_out", "alpha_attn")
+    kinds: tuple[str, ...] = KINDS  # the optimizer kinds its table has rules for
+    # PyTorch decays by lr·λ per step; independent decay makes it λ, whatever the (peak) LR (u-µP)
+    independent_weight_decay: bool = False
+    # its own default search ranges (log-uniform), where they differ from the usual ones
+    space: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    # the coord check's extra property: every activation and gradient of RMS within this factor of 1
+    # at init (unit scaling); None: not expected
+    unit_rms: float | None = None
+    # slopes against log width the coord check expects other than 0: (layer kind, measure) -> (slope, why)
+    expected_slopes: Mapping[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
+    check_lr: float | None = None  # the coord check's LR where its LR scale is its own (else the optimizer's)
+
+    def uses(self, factor: str) -> bool:
+        """Whether any rule of its table has an exponent on ``factor`` (an axis multiplier or size)."""
+        return any(
+            any(f == factor and (e or a) for f, e, a in s.terms)
+            for r in self.table.values()
+            for s in (r.lr, r.weight_decay, r.eps)
+        )
 
     def role_rule(self, kind: str, role: Role) -> RoleRule:
-        if kind not in KINDS:
-            raise ValueError(f"no µP rules for optimizer kind {kind!r} (known: {', '.join(KINDS)})")
+        if kind not in self.kinds:
+            raise ValueError(
+                f"no {self.label} rules for optimizer kind {kind!r} (known: {', '.join(self.kinds)})"
+            )
         return self.table.get((kind, role)) or self.table.get(("*", role)) or RoleRule()
 
     def init(self, info: ParamInfo, init_std: float, base_width: int) -> tuple[InitKind, float]:
@@ -104,9 +140,11 @@ class Parametrization:
         if kind != "normal":
             return kind, 0.0
         if info.role == "vector":  # stored with extra dims of 1 ((1, 1, E) bias_k): Θ(1) entries at any width
-            return kind, init_std
+            return kind, 1.0 if self.role_rule("adam", "vector").init_fan_in == "unit" else init_std
         # the init does not depend on the optimizer: every kind's table agrees on it
         r = self.role_rule("adam", info.role)
+        if r.init_fan_in == "unit":
+            return kind, 1.0
         fan_in = {"fan_in": info.fan_in, "base_fan_in": info.base_fan_in, "none": None}[r.init_fan_in]
         return kind, init_std if fan_in is None else init_std * math.sqrt(base_width / fan_in)
 
@@ -119,7 +157,7 @@ class Parametrization:
                 f"'{info.name}': its fan-in grows {info.fan_in_mult:g}x and its fan-out "
                 f"{info.fan_out_mult:g}x; the {kind} width rule assumes a hidden matrix whose dims grow together"
             )
-        for axis, m in info.along:
+        for axis, m, _ in info.along:
             if m != 1.0 and kind not in self.axis_kinds.get(axis, ()):
                 raise ValueError(f"'{info.name}': no published {axis} rule for optimizer kind {kind!r}")
         return (
@@ -144,12 +182,16 @@ class Parametrization:
         alpha_in: float = 1.0,
         alpha_out: float = 1.0,
         alpha_attn: float = 1.0,
+        alpha_res: float = 1.0,
+        alpha_res_attn_ratio: float = 1.0,
+        alpha_ffn_act: float = 1.0,
         head_dim: int | None = None,
         base_head_dim: int | None = None,
         depth_mult: float = 1.0,
         depth_alpha: float = 1.0,
     ) -> Multipliers:
-        """The forward multipliers of a model at ``width`` (and m_L = ``depth_mult``)."""
+        """The forward multipliers of a model at ``width`` (and m_L = ``depth_mult``); the u-µP
+        hyperparameters (``alpha_res``, ...) are read by u-µP only."""
         m = width / base_width
         e = self.logits_width_exponent
         output = alpha_out if e == 0 else alpha_out / m if e == -1 else alpha_out * m**e
@@ -175,7 +217,7 @@ class Parametrization:
         √m; a parameter with no width dim 1. At the base width every factor is 1. SP measures the
         plain norm (factor 1).
         """
-        if not self.clip_by_base_width or not info.inf_dims:
+        if self.clip != "base_width" or not info.inf_dims:
             return 1.0
         n, n_base = math.prod(info.shape), math.prod(info.base_shape)
         return info.width_mult * math.sqrt(n_base / n)
@@ -242,7 +284,7 @@ MUP = Parametrization(
     },
     logits_width_exponent=-1,
     attention="1/d",
-    clip_by_base_width=True,
+    clip="base_width",
     coord_check="verify",
     axis_kinds={"depth": DEPTH_KINDS, "experts": EXPERTS_KINDS},
 )
@@ -255,12 +297,90 @@ SP = Parametrization(
     table={("*", "embedding"): RoleRule(init_fan_in="none")},
     logits_width_exponent=0,
     attention="1/sqrt(d)",
-    clip_by_base_width=False,
+    clip="global",
     coord_check="control",
     axis_kinds={"depth": DEPTH_KINDS, "experts": EXPERTS_KINDS},
 )
 
-PARAMETRIZATIONS: dict[str, Parametrization] = {p.name: p for p in (MUP, SP)}
+
+@dataclass(frozen=True)
+class UnitMuP(Parametrization):
+    """u-µP: every op of the model unit-scaled, so its forward carries its own scales (:class:`UnitScales`)."""
+
+    def multipliers(
+        self,
+        width: int,
+        base_width: int,
+        *,
+        alpha_in: float = 1.0,
+        alpha_out: float = 1.0,
+        alpha_attn: float = 1.0,
+        alpha_res: float = 1.0,
+        alpha_res_attn_ratio: float = 1.0,
+        alpha_ffn_act: float = 1.0,
+        head_dim: int | None = None,
+        base_head_dim: int | None = None,
+        depth_mult: float = 1.0,
+        depth_alpha: float = 1.0,
+    ) -> Multipliers:
+        """No width factor anywhere: unit scaling's ops take their scales from the shapes they see."""
+        unit = UnitScales(alpha_attn, alpha_ffn_act, alpha_out, alpha_res, alpha_res_attn_ratio)
+        return Multipliers(input=1.0, output=alpha_out, attn=alpha_attn if head_dim else None, unit=unit)
+
+
+# u-µP (Blake et al., "u-µP: The Unit-Scaled Maximal Update Parametrization", ICLR 2025; Graphcore's
+# unit_scaling 0.3.5, unit_scaling/optim.py): every weight starts at unit variance; Adam's LR is η for
+# the output (readout) weight, norms and biases, η·fan_in^-1/2 for every other weight (an embedding
+# table's "fan-in" is its width), times depth^-1/2 for a parameter of a residual block; SGD's is the
+# same (unit-scaled gradients, readout constraint None); weight decay independent of the LR.
+UNIT_WEIGHT = RoleRule(init_fan_in="unit", lr=Scaling.of(size_in=-0.5, blocks=-0.5))
+UNIT_OUTPUT = RoleRule(init_fan_in="unit", lr=Scaling.of(blocks=-0.5))
+
+UMUP = UnitMuP(
+    name="umup",
+    label="u-µP",
+    doc="unit-scaled µP (Blake et al. 2025): unit init, every op unit-scaled, fewer hyperparameters",
+    table={
+        ("*", "embedding"): UNIT_WEIGHT,
+        ("*", "input"): UNIT_WEIGHT,
+        ("*", "hidden"): UNIT_WEIGHT,
+        ("*", "scalar"): UNIT_WEIGHT,
+        ("*", "readout"): UNIT_OUTPUT,
+        ("*", "router"): UNIT_OUTPUT,
+        ("*", "vector"): UNIT_OUTPUT,
+    },
+    logits_width_exponent=0,
+    attention="1/d",
+    # the gradients are unit-scaled (the loss's backward is not divided by the batch), so a norm
+    # threshold in the loss's units does not apply: train.grad_clip is not used
+    clip="none",
+    coord_check="verify",
+    hparams=(
+        "lr",
+        "weight_decay",
+        "alpha_out",
+        "alpha_attn",
+        "alpha_res",
+        "alpha_res_attn_ratio",
+        "alpha_ffn_act",
+    ),
+    kinds=("adam", "sgd"),  # Muon: no u-µP rule published
+    independent_weight_decay=True,
+    space={"lr": (2.0**-6, 2.0**3)},
+    unit_rms=4.0,
+    expected_slopes={
+        ("embedding", "dx"): (
+            -0.5,
+            "u-µP's embedding LR is η/√fan-out (u-µP Table 2, after Everett et al. 2024), so the table moves "
+            "like width^-1/2 by design",
+        )
+    },
+    # u-µP's LR scale is its own (η ~ 1): at 0.5 correct u-µP's closest slope on quickstart --smoke was
+    # at 25% of its limit; at 2 the own-update slopes reached 0.35 (limit 0.5)
+    check_lr=0.5,
+)
+
+PARAMETRIZATIONS: dict[str, Parametrization] = {p.name: p for p in (MUP, SP, UMUP)}
 
 
 def get(name: str) -> Parametrization:

@@ -29,7 +29,7 @@ from .axes import FACTORS
 if TYPE_CHECKING:
     from .shapes import ParamInfo, Role
 
-InitFanIn = Literal["fan_in", "base_fan_in", "none"]
+InitFanIn = Literal["fan_in", "base_fan_in", "none", "unit"]
 InitKind = Literal["normal", "zeros", "ones", "keep"]
 ROLES: tuple[Role, ...] = ("embedding", "input", "hidden", "readout", "router", "vector", "scalar")
 KINDS = ("adam", "sgd", "muon")  # rule kinds with a table; an optimizer maps each parameter to one of them
@@ -89,7 +89,8 @@ ONE = Scaling()
 @dataclass(frozen=True)
 class RoleRule:
     """How one role's init, LR, weight decay and ε scale. ``init_fan_in``: a normal init has std
-    σ·√(base_width / fan_in) at the fan-in named here (``none``: σ, whatever the fan-in)."""
+    σ·√(base_width / fan_in) at the fan-in named here (``none``: σ, whatever the fan-in; ``unit``: 1,
+    whatever σ, as unit scaling initialises)."""
 
     init_fan_in: InitFanIn = "fan_in"
     lr: Scaling = ONE

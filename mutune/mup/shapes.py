@@ -17,9 +17,16 @@ A parameter is a readout because of what it does, mapping the width to the model
 because its last dim is the one that grows. For the weight of an ``nn.Linear`` or a convolution
 (stored (out, in, ...)) or of a Hugging Face ``Conv1D`` (stored (in, out)) the layout says it. For a
 raw parameter of any other module the layout is unknown: a (seq_len, width) position table and a
-(vocab, width) readout used as ``x @ w.T`` look alike. There the output size decides
-(``out_features``, the vocabulary for a language model): a width dim paired with exactly the output
-size is a readout, with anything else a table (the ``embedding`` role: constant init, η).
+(vocab, width) readout used as ``x @ w.T`` look alike. There how the forward uses it decides
+(:mod:`.uses`, when ``classify`` is given a forward to watch): indexed as a table, an embedding;
+added to the stream, vector-like; multiplied into it, a matrix whose fan-in is what the product
+sums over. Only where the forward cannot run or never uses it does the shape decide: a width dim
+paired with exactly the output size (``out_features``, the vocabulary for a language model; found
+from the model's Linear readouts when not given) is a readout, with anything else a table (the
+``embedding`` role: constant init, η); a raw (k, d, d) is k stacked matrices of fan-in d.
+
+Each :class:`ParamInfo` says where its role came from (``source``): the module holding it, the
+observed use, the shape, or the user (``roles``, which overrides any parameter).
 
 This module knows nothing of the spec or the CLI: it raises :class:`ShapeError`, a plain
 ``ValueError`` whose ``arg`` says which of its own arguments was at fault, and the caller names
@@ -30,12 +37,16 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 from torch import nn
+
+from .axes import AXES
+from .rules import ROLES
+from .uses import Use, observe
 
 Role = Literal["embedding", "input", "hidden", "readout", "router", "vector", "scalar"]
 ModuleKind = Literal["linear", "embedding", "norm", "other"]
@@ -71,18 +82,35 @@ class ParamInfo:
     is_bias: bool = False
     tied_readout: bool = False
     owners: tuple[str, ...] = ()  # names of the modules holding it (more than one when tied)
-    along: tuple[tuple[str, float], ...] = ()  # (axis, its multiplier) for the other axes it scales along
+    # (axis, its multiplier, its size) for the other axes it scales along: ("depth", m_L, L) for a
+    # per-block parameter where depth scaling or a rule stated in blocks needs it
+    along: tuple[tuple[str, float, int], ...] = ()
+    # where its role came from: "module: Linear", "use: indexed as a table (F.embedding)", "shape", "user"
+    source: str = ""
 
     def mult(self, axis: str) -> float:
         """Its multiplier along a non-width axis (``depth``: m_L for a per-block parameter), else 1."""
-        return dict(self.along).get(axis, 1.0)
+        return next((m for a, m, _ in self.along if a == axis), 1.0)
+
+    @property
+    def size_in(self) -> int:
+        """Its fan-in as unit scaling counts it: the second dim of a matrix (an embedding table's
+        width, a Linear's input size), the product of the rest for a convolution, a vector's length."""
+        return self.shape[0] if len(self.shape) == 1 else math.prod(self.shape[1:])
 
     def factor(self, name: str) -> float:
-        """A multiplier by the name a rule's exponent uses (:data:`mutune.mup.axes.FACTORS`)."""
-        width = {"fan_in": self.fan_in_mult, "fan_out": self.fan_out_mult}
+        """A multiplier or a size by the name a rule's exponent uses (:data:`mutune.mup.axes.FACTORS`)."""
+        width = {"fan_in": self.fan_in_mult, "fan_out": self.fan_out_mult, "width": self.width_mult}
         if name in width:
             return width[name]
-        return self.width_mult if name == "width" else self.mult(name)
+        for axis in AXES.values():  # an absolute size: the width's is the parameter's own fan-in
+            if name == axis.size:
+                return float(self.size_in if axis.found_by == "shape" else self.size(axis.name))
+        return self.mult(name)
+
+    def size(self, axis: str) -> int:
+        """Its size along a non-width axis (``depth``: the number of blocks of a per-block parameter), else 1."""
+        return next((n for a, _, n in self.along if a == axis), 1)
 
     @property
     def is_matrix(self) -> bool:
@@ -178,6 +206,10 @@ def _fans(
         w = next(iter(mult.values()), 1.0)
         finite = math.prod(d for i, d in enumerate(shape) if i not in mult)
         return 1.0, w, finite, finite
+    if kind == "other" and len(shape) >= 3 and 0 not in mult:
+        # a raw (k, out, in) parameter: k stacked matrices (a fused q/k/v), each of fan-in `in`
+        n = len(shape) - 1
+        return mult.get(n, 1.0), mult.get(n - 1, 1.0), shape[n], base_shape[n]
     if len(shape) >= 2:
         return mult.get(1, 1.0), mult.get(0, 1.0), math.prod(shape[1:]), math.prod(base_shape[1:])
     return 1.0, mult.get(0, 1.0), 1, 1
@@ -211,6 +243,7 @@ def _info(
     readout: tuple[str, ...],
     out_features: int | None,
     routers: tuple[str, ...] = (),
+    uses: list[Use] | None = None,
 ) -> ParamInfo:
     """One parameter's classification (see :func:`classify`)."""
     if not (len(shape) == len(base_shape) == len(delta_shape)):
@@ -227,13 +260,26 @@ def _info(
     kind: ModuleKind = "embedding" if "embedding" in kinds else kinds[0]
     # a parameter is a named readout if it, or the module holding it, is named in `readout`
     is_readout_module = any(n == r or n.startswith(r + ".") for _, n in mods for r in readout)
+    tied_by_use = False
+    holder = type(mods[0][0]).__name__
     # classify a Conv1D (in, out) weight in the (out, in) layout of a Linear
     if kind == "other" and transposed(mods[0][0]) and mods[0][1].endswith("weight"):
         kind = "linear"
         flipped_inf = tuple(sorted({0: 1, 1: 0}.get(i, i) for i in inf))
         role, fans = _role_and_fans(_flip(shape), _flip(base_shape), flipped_inf, kind, out_features)
+        source = f"module: {holder} (a Linear stored (in, out))"
+    elif kind == "other" and uses and (found := _from_uses(shape, base_shape, inf, uses)) is not None:
+        role, fans, tied_by_use, source = found
     else:
         role, fans = _role_and_fans(shape, base_shape, inf, kind, out_features)
+        if kind != "other":
+            others = sorted({type(m).__name__ for m, _ in mods} - {holder})
+            source = f"module: {holder}" + (f", tied to {', '.join(others)}" if others else "")
+        elif role in ("by_output", "table"):
+            side = "is" if role == "by_output" else "is not"
+            source = f"shape (its finite side {side} the output size {out_features})"
+        else:
+            source = "shape"
     # a raw parameter: "by_output" when its finite side is the output size, else a table
     role = {"by_output": "readout", "table": "readout" if is_readout_module else "embedding"}.get(role, role)
     fan_in_mult, fan_out_mult, fan_in, base_fan_in = fans
@@ -257,8 +303,129 @@ def _info(
         base_fan_in=base_fan_in,
         module_kind=kind,
         is_bias=mods[0][1].rsplit(".", 1)[-1] == "bias",
-        tied_readout=kind == "embedding" and (is_readout_module or "linear" in kinds),
+        tied_readout=tied_by_use or (kind == "embedding" and (is_readout_module or "linear" in kinds)),
         owners=tuple(n.rpartition(".")[0] for _, n in mods),
+        source=source,
+    )
+
+
+def _from_uses(
+    shape: tuple[int, ...], base_shape: tuple[int, ...], inf: tuple[int, ...], uses: list[Use]
+) -> tuple[Role, tuple[float, float, int, int], bool, str] | None:
+    """(role, fans, tied readout, source) of a raw parameter from how the forward used it (:mod:`.uses`);
+    None when no use decides (it was seen only in ways that say nothing of its role)."""
+    mult = {i: shape[i] / base_shape[i] for i in inf}
+    tables = [u for u in uses if u.kind == "table"]
+    products = [u for u in uses if u.kind == "product"]
+    if products:
+        u = products[0]
+        wide_in = any(d in inf for d in u.contracted)
+        wide_out = any(d in inf for d in u.outputs)
+        role: Role = (
+            "hidden" if wide_in and wide_out else "readout" if wide_in else "input" if wide_out else "scalar"
+        )
+        fans = (
+            math.prod(mult.get(d, 1.0) for d in u.contracted),
+            math.prod(mult.get(d, 1.0) for d in u.outputs),
+            math.prod(shape[d] for d in u.contracted),
+            math.prod(base_shape[d] for d in u.contracted),
+        )
+        if tables and role == "readout":  # a table the logits reuse: an embedding tied to the readout
+            return (
+                "embedding",
+                _fans(shape, base_shape, mult, "other", "embedding"),
+                True,
+                (f"use: {tables[0].describe()} and {u.describe()}"),
+            )
+        return role, fans, False, f"use: {u.describe()}"
+    if tables:
+        return (
+            "embedding",
+            _fans(shape, base_shape, mult, "other", "embedding"),
+            False,
+            f"use: {tables[0].describe()}",
+        )
+    if len(inf) == 1:  # added to the stream, or multiplied into it elementwise: vector-like
+        return "vector", (1.0, mult[inf[0]], 1, 1), False, f"use: {uses[0].describe()}"
+    return None
+
+
+REAL_FORWARD_MAX_PARAMS = (
+    50_000_000  # a forward that cannot run on meta is watched on a real CPU copy up to this
+)
+
+
+def raw_parameters(model: nn.Module) -> list[str]:
+    """Parameters no Linear, convolution, Embedding, norm or Conv1D holds: their role needs their use."""
+    found = []
+    for name, mods in owners(model).items():
+        if all(module_kind(m) == "other" for m, _ in mods) and not (
+            transposed(mods[0][0]) and mods[0][1].endswith("weight")
+        ):
+            found.append(name)
+    return found
+
+
+def watch_uses(
+    model: nn.Module,
+    build: Callable[[int], nn.Module],
+    base_width: int,
+    forward: Callable[[nn.Module], object],
+    names: list[str],
+) -> tuple[dict[str, list[Use]], str]:
+    """Each raw parameter's uses (:mod:`.uses`) in one forward of ``model`` (the model at
+    ``base_width`` on the meta device), or, for a forward that needs values, of a real CPU copy
+    (``build(base_width)``) when it is small; and why not ('' when watched). The global random state
+    is left as it was."""
+    try:
+        return observe(model, forward, names), ""
+    except Exception as e:  # noqa: BLE001 - a forward that cannot run on meta is tried for real
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if sum(p.numel() for p in model.parameters()) > REAL_FORWARD_MAX_PARAMS:
+        return {}, f"its forward cannot run on the meta device ({why}) and it is too large to run for real"
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+            real = build(base_width)
+            return observe(real, forward, names), ""
+    except Exception as e:  # noqa: BLE001
+        return {}, f"its forward could not be watched ({why}; on the CPU: {type(e).__name__}: {e})"
+
+
+def _output_size(shapes: dict, base_shapes: dict, holders: dict) -> int | None:
+    """The model's output size from the Linears that map the width to a fixed size (its readouts),
+    when they agree: what tells a raw readout from a raw table where the forward cannot be watched."""
+    sizes = set()
+    for name, mods in holders.items():
+        linear = any(isinstance(m, nn.Linear) and n.endswith("weight") for m, n in mods)
+        if linear and len(shapes[name]) == 2:
+            out_grows = shapes[name][0] != base_shapes[name][0]
+            in_grows = shapes[name][1] != base_shapes[name][1]
+            if in_grows and not out_grows:
+                sizes.add(shapes[name][0])
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _with_role(info: ParamInfo, role: Role, source: str) -> ParamInfo:
+    """``info`` with the role a user gave it: its fans kept where it stays a matrix of the same kind."""
+    if role == info.role:
+        return replace(info, source=source)
+    mult = {i: info.shape[i] / info.base_shape[i] for i in info.inf_dims}
+    if role == "embedding":
+        fans = _fans(info.shape, info.base_shape, mult, "other", "embedding")
+    elif role in ("vector", "scalar") or info.role in ("embedding", "vector", "scalar"):
+        kind = "other" if info.module_kind == "other" else "linear"
+        fans = _fans(info.shape, info.base_shape, mult, kind, role)
+    else:
+        fans = (info.fan_in_mult, info.fan_out_mult, info.fan_in, info.base_fan_in)
+    return replace(
+        info,
+        role=role,
+        fan_in_mult=fans[0],
+        fan_out_mult=fans[1],
+        fan_in=fans[2],
+        base_fan_in=fans[3],
+        tied_readout=info.tied_readout and role == "embedding",
+        source=source,
     )
 
 
@@ -269,6 +436,8 @@ def classify(
     readout: Iterable[str] = (),
     out_features: int | None = None,
     routers: Iterable[str] = (),
+    roles: Mapping[str, str] | None = None,
+    forward: Callable[[nn.Module], object] | None = None,
 ) -> dict[str, ParamInfo]:
     """Classify every parameter of ``build(width)``.
 
@@ -276,10 +445,13 @@ def classify(
     at ``width``, ``base_width`` and ``2 * base_width``. A dim is infinite when its size differs
     between the base and the delta model. ``readout`` names modules (or parameters) that are
     readouts even if the shape rule would not find them; a name covers the modules under it.
+    ``forward(model)`` runs one forward of a model (its input made on the model's device): with it,
+    each raw parameter's role comes from how that forward uses it (:func:`watch_uses`).
     ``out_features`` (the model's output size, e.g. the vocabulary) tells a raw-parameter readout
-    from a raw-parameter table (module doc); without it a raw parameter is classified by its layout
-    as if it were a Linear weight. ``routers`` names modules whose width -> fixed-size weight is
+    from a raw-parameter table where the use cannot (module doc); without it, the output size of
+    the model's Linear readouts. ``routers`` names modules whose width -> fixed-size weight is
     used inside the network (a mixture's gate) rather than as the output: role ``router``.
+    ``roles`` ({parameter name: role}) overrides any parameter's role (source ``user``).
     """
     with torch.device("meta"):
         model, base, delta = build(width), build(base_width), build(2 * base_width)
@@ -288,12 +460,35 @@ def classify(
         raise ShapeError("the model has different parameters at different widths")
     readout, routers = tuple(readout), tuple(routers)
     _check_readout_names(readout, dict(model.named_modules()), shapes)
+    roles = dict(roles or {})
+    for name, role in roles.items():
+        if name not in shapes:
+            hint = difflib.get_close_matches(name, list(shapes), n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ShapeError(f"the model has no parameter named '{name}'{suggestion}", f"roles.{name}")
+        if role not in ROLES:
+            raise ShapeError(f"expected one of {', '.join(ROLES)}, got {role!r}", f"roles.{name}")
     holders = owners(model)
+    raw = raw_parameters(model)
+    uses: dict[str, list[Use]] = {}
+    unwatched = ""
+    if raw and forward is not None:
+        uses, unwatched = watch_uses(base, build, base_width, forward, raw)
+    if out_features is None:
+        out_features = _output_size(shapes, base_shapes, holders)
     infos: dict[str, ParamInfo] = {}
     for name, shape in shapes.items():
-        infos[name] = _info(
-            name, shape, base_shapes[name], delta_shapes[name], holders[name], readout, out_features, routers
-        )
+        args = (name, shape, base_shapes[name], delta_shapes[name], holders[name])
+        try:
+            info = _info(*args, readout, out_features, routers, uses.get(name))
+        except ShapeError:
+            if name not in roles:
+                raise
+            info = _info(*args, (), out_features, routers, uses.get(name))  # the user says what it is
+        if info.source.startswith("shape") and name in raw:
+            why = unwatched or ("no forward to watch" if forward is None else "the forward never used it")
+            info = replace(info, source=f"{info.source}; {why}")
+        infos[name] = _with_role(info, roles[name], "user (roles)") if name in roles else info
     if not any(i.inf_dims for i in infos.values()):
         raise ShapeError(
             f"no parameter changes shape between widths {base_width} and {2 * base_width}: "
@@ -393,6 +588,11 @@ def per_unit(build: Callable[[int], nn.Module], count: int, arg: str = "n_expert
 FINDERS: dict[str, Callable[..., set[str]]] = {"blocks": per_block, "units": per_unit}
 
 
-def along(infos: dict[str, ParamInfo], axis: str, members: set[str], mult: float) -> dict[str, ParamInfo]:
-    """``infos`` with multiplier ``mult`` along ``axis`` on ``members`` (the others keep 1)."""
-    return {n: replace(i, along=(*i.along, (axis, mult))) if n in members else i for n, i in infos.items()}
+def along(
+    infos: dict[str, ParamInfo], axis: str, members: set[str], mult: float, size: int
+) -> dict[str, ParamInfo]:
+    """``infos`` with multiplier ``mult`` and size ``size`` along ``axis`` on ``members`` (the others
+    keep 1)."""
+    return {
+        n: replace(i, along=(*i.along, (axis, mult, size))) if n in members else i for n, i in infos.items()
+    }

@@ -9,6 +9,7 @@ import optuna
 
 from ..config import Spec, SpecError
 from ..config.meaning import STUDY_EFFECTS, flatten, keys_where
+from ..errors import arg
 from .samplers import make_pruner, make_sampler
 
 
@@ -26,14 +27,18 @@ def open_study(spec: Spec, storage: optuna.storages.BaseStorage, worker: int = 0
     name = spec.search.study_name or spec.name
     summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
     n_existing = summaries[name].n_trials if name in summaries else 0
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        direction="minimize",
-        load_if_exists=True,
-        sampler=make_sampler(spec, worker, n_existing),
-        pruner=make_pruner(spec),
-    )
+    sampler, pruner = make_sampler(spec, worker, n_existing), make_pruner(spec)
+    if name in summaries:  # loaded, not created again: a journal would record another creation
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    else:
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            direction="minimize",
+            load_if_exists=True,  # another worker may create it at the same moment
+            sampler=sampler,
+            pruner=pruner,
+        )
     relevant = trial_relevant(spec)
     recorded = study.user_attrs.get("spec")
     if recorded is None:
@@ -44,6 +49,6 @@ def open_study(spec: Spec, storage: optuna.storages.BaseStorage, worker: int = 0
         raise SpecError(
             changed[0],
             f"study '{name}' was run with a different spec (changed: "
-            f"{', '.join(changed)}); use another --run-dir or name, or revert the change",
+            f"{', '.join(changed)}); use another {arg('run_dir')} or name, or revert the change",
         )
     return study

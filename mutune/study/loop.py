@@ -47,11 +47,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def reap_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
+def reap_orphans(
+    study: optuna.Study, storage: optuna.storages.BaseStorage, *, locked: bool = False
+) -> list[int]:
     """Fail RUNNING trials whose worker process is gone (killed, crashed, pre-empted).
 
     RDB storages do this through Optuna's heartbeat; the journal file has none, so mutune
-    records ``host:pid`` on each trial and, for trials of this machine, checks the pid here.
+    records ``host:pid`` on each trial and, for trials of this machine, checks the pid here; a trial
+    of another machine (workers sharing the journal on a shared file system, as Slurm array tasks
+    do) is failed once its heartbeat has been silent for 4 intervals (:class:`Heartbeat`).
+
+    An untagged trial was made by a worker between asking for it and tagging it, or by one that
+    died there (a kill, or a full disk that tore the tag's record). ``locked``: the caller holds
+    the run dir's :class:`BudgetLock`, under which every worker of this machine asks and tags; then,
+    unless another machine's worker has tagged a trial of this study (its lock may not span
+    machines), the untagged trial is an orphan and is failed at once. Otherwise it is failed only
+    once clearly stale (2 minutes).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -61,15 +72,21 @@ def reap_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> l
     host = socket.gethostname()
     study_id = storage.get_study_id_from_name(study.study_name)
     reaped = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    trials = study.get_trials(deepcopy=False)
+    only_here = all(t.user_attrs.get("worker", host + ":").rpartition(":")[0] == host for t in trials)
+    for t in trials:
+        if t.state != TrialState.RUNNING:
+            continue
         worker = t.user_attrs.get("worker")
         if worker is None:
-            # killed between creating the trial and tagging it: reap only when clearly stale
-            if t.datetime_start is None or time.time() - t.datetime_start.timestamp() < 120:
+            stale = t.datetime_start is None or time.time() - t.datetime_start.timestamp() >= 120
+            if not (stale or (locked and only_here)):
                 continue
         else:
             w_host, _, w_pid = worker.rpartition(":")
-            if w_host != host or _pid_alive(int(w_pid)):
+            if w_host != host and not _silent(t):  # another machine's (a Slurm node's): by its heartbeat
+                continue
+            if w_host == host and _pid_alive(int(w_pid)):
                 continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         storage.set_trial_user_attr(trial_id, "fail_reason", f"orphaned: worker {worker} is gone")
@@ -80,6 +97,20 @@ def reap_orphans(study: optuna.Study, storage: optuna.storages.BaseStorage) -> l
             continue  # another process got there first
         reaped.append(t.number)
     return reaped
+
+
+JOURNAL_HEARTBEAT_SECONDS = (
+    30  # a journal trial's heartbeat; another machine fails it after 4x this of silence
+)
+
+
+def _silent(t: optuna.trial.FrozenTrial) -> bool:
+    """A trial of another machine whose worker stopped beating (:class:`Heartbeat`): its last beat,
+    or its start if it never beat (a live one beats within the interval), is older than 4 intervals."""
+    last = t.user_attrs.get("heartbeat")
+    if last is None:
+        last = t.datetime_start.timestamp() if t.datetime_start is not None else time.time()
+    return time.time() - float(last) > 4 * JOURNAL_HEARTBEAT_SECONDS
 
 
 class BudgetLock:
@@ -111,12 +142,26 @@ class Heartbeat:
         interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
         self.stop = threading.Event()
         self.thread = None
-        if interval:
+        if isinstance(storage, optuna.storages.JournalStorage):
+            # the journal has no heartbeat of its own; a worker on another machine (a Slurm array task)
+            # can't be checked by its pid, so the trial records a beat (module doc, reap_orphans)
+            study_id = storage.get_study_id_from_name(study.study_name)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+            self.thread = threading.Thread(target=self._journal_beat, args=(storage, trial_id), daemon=True)
+            self.thread.start()
+        elif interval:
             study_id = storage.get_study_id_from_name(study.study_name)
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
             storage.record_heartbeat(trial_id)
             self.thread = threading.Thread(target=self._beat, args=(storage, trial_id, interval), daemon=True)
             self.thread.start()
+
+    def _journal_beat(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+        while not self.stop.wait(JOURNAL_HEARTBEAT_SECONDS):
+            try:
+                storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+            except optuna.exceptions.UpdateFinishedTrialError:
+                return
 
     def _beat(self, storage: optuna.storages.BaseStorage, trial_id: int, interval: float) -> None:
         while not self.stop.wait(interval):
@@ -160,7 +205,7 @@ def run_trials(
     n_trials = spec.search.n_trials or DEFAULT_N_TRIALS  # (a search passes its phase's count)
     while parent_pid is None or os.getppid() == parent_pid:
         with BudgetLock(run_dir / ".budget.lock"):
-            reap_orphans(study, storage)
+            reap_orphans(study, storage, locked=True)
             finished, running = count(study)
             if finished + running >= n_trials:
                 break

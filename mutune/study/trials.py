@@ -10,6 +10,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..events import TrialEvent
 
+# Fixed parameters named so say where a trial ran (the ladder's width, seed and training length),
+# not what it ran: its loss compares only with trials run at the same place.
+FIDELITY_PREFIX = "ladder_"
+
+
+def fidelity(params: dict[str, Any]) -> dict[str, Any]:
+    """Where a trial ran, beyond the proxy's own width, length and seed ({} for a proxy trial)."""
+    return {k: v for k, v in params.items() if k.startswith(FIDELITY_PREFIX)}
+
 
 def is_finished(t: FrozenTrial) -> bool:
     """Counts toward n_trials: complete, pruned, or failed because the loss diverged."""
@@ -51,8 +60,14 @@ def enqueue_retries(study: optuna.Study, limit: int) -> int:
 
 
 def trial_event(study: optuna.Study, trial: FrozenTrial, n_trials: int, ran_here: bool = True) -> TrialEvent:
+    # a longer or wider run's loss is lower for reasons that are not its hyperparameters: the best
+    # so far is among trials run where this one was (the seed aside: a rung's seeds are one place)
+    place = {k: v for k, v in fidelity(trial_params(trial)).items() if k != FIDELITY_PREFIX + "seed"}
     complete = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None
+        and {k: v for k, v in fidelity(trial_params(t)).items() if k != FIDELITY_PREFIX + "seed"} == place
     ]
     best = min(complete, key=lambda t: (t.value, t.number)) if complete else None
     finished, running = count(study)
@@ -61,6 +76,7 @@ def trial_event(study: optuna.Study, trial: FrozenTrial, n_trials: int, ran_here
         state=trial.state.name,
         value=trial.value,
         params=trial.params,
+        fidelity=fidelity(trial_params(trial)),
         seconds=float(trial.user_attrs.get("seconds") or 0.0),
         reason=trial.user_attrs.get("fail_reason", ""),
         finished=finished,

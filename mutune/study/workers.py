@@ -19,6 +19,7 @@ import torch
 
 from .. import config
 from ..config import Spec, SpecError
+from ..device import threads_for, use_threads
 from ..errors import SearchFailed
 from ..events import SILENT, Events
 from .guard import open_study
@@ -32,7 +33,7 @@ def _worker_main(
 ) -> None:
     """Entry point of a worker process (spawned): run trials silently until the budget is met."""
     _interrupt_once()
-    torch.set_num_threads(threads)
+    use_threads(threads)
     try:
         spec = config.spec_from_dict(spec_dict)
         run_trials(spec, Path(run_dir), job=job, worker=rank, parent_pid=parent_pid)
@@ -71,10 +72,13 @@ def run_workers(
 ) -> None:
     """Run ``n_workers`` processes on the study and relay their finished trials as events.
 
-    CPU threads are split between workers; on a multi-GPU machine each worker sees one GPU.
+    Each worker uses ``spec.train.threads`` CPU threads (by default the usable cores shared by the
+    workers, :func:`mutune.device.threads_for`); on a multi-GPU machine each worker sees one GPU.
     """
     ctx = multiprocessing.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    threads = threads_for(
+        spec.train.threads, n_workers
+    )  # the search resolved it; a direct call shares the cores
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     storage = open_storage(storage_url(spec, run_dir))
     study = open_study(spec, storage)

@@ -38,14 +38,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .. import config, data
-from .. import search as search_mod
-from .. import study as study_mod
+from .. import config
+from ..arguments import corpus, factory, positive
 from ..config import HPARAM_NAMES, Spec, SpecError
 from ..events import SILENT, Events
 from ..files import atomic_write
 from ..mup.parametrizations import PARAMETRIZATIONS as REGISTERED
-from ..study import workers as workers_mod
 from .analysis import Analysis, Drift, Optimum, WiderCheck, analyze, curves, find_optimum, parabola_vertex
 from .figure import NAMES, plot
 from .grid import (
@@ -62,7 +60,27 @@ from .grid import (
     study_spec,
     to_x,
 )
-from .trials import RUN_COLUMNS, evaluate_point, prepare_study, runs_path, runs_table, sweep_job, write_runs
+
+# The sweep's trials train, so they load torch: imported on first use (PEP 562), which keeps the grid
+# (and so the command line's checks of --param, --widths, --values) free of the training stack.
+_TRIALS = (
+    "RUN_COLUMNS",
+    "evaluate_point",
+    "prepare_study",
+    "runs_path",
+    "runs_table",
+    "sweep_job",
+    "write_runs",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TRIALS:
+        from . import trials
+
+        return getattr(trials, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_OCTAVES",
@@ -173,6 +191,37 @@ def report(analyses: dict[str, Analysis], grid: Grid, spec: Spec, files: dict[st
     )
 
 
+def prepare(
+    spec: Spec,
+    param: str = "lr",
+    widths: list[int] | tuple[int, ...] | None = None,
+    values: list[float] | tuple[float, ...] | None = None,
+    *,
+    seeds: int = 1,
+    compare: str | None = None,
+    smoke: bool = False,
+    workers: int = 1,
+    max_drift: float = 1.0,
+    depths: list[int] | tuple[int, ...] | None = None,
+) -> tuple[Spec, Grid]:
+    """The spec a sweep trains (its smoke variant with ``smoke``) and its grid, with every point's spec
+    built once: a bad argument is refused here, named, before anything trains. Torch-free, so the
+    command line calls it before loading the training stack."""
+    if smoke:
+        spec = config.smoke(spec)
+        widths = [SMOKE_WIDTHS[0]] if depths else list(SMOKE_WIDTHS)
+        seeds = 1
+        if values is None and param in HPARAM_NAMES:
+            values = default_values(param, getattr(spec.hparams, param), SMOKE_OCTAVES)
+    positive("workers", workers)
+    if not max_drift > 0:
+        raise SpecError("max_drift", f"must be > 0, got {max_drift}")
+    grid = make_grid(spec, param, widths, values, seeds, compare, depths)
+    corpus(spec)
+    factory(spec)
+    return spec, grid
+
+
 def sweep(
     spec: Spec,
     param: str = "lr",
@@ -199,17 +248,26 @@ def sweep(
     Resumable: the same call trains only what is missing. A ``KeyboardInterrupt`` keeps every
     finished point in the study and in the runs CSV.
     """
-    if smoke:
-        spec = config.smoke(spec)
-        widths = [SMOKE_WIDTHS[0]] if depths else list(SMOKE_WIDTHS)
-        seeds = 1
-        if values is None and param in HPARAM_NAMES:
-            values = default_values(param, getattr(spec.hparams, param), SMOKE_OCTAVES)
-    if workers < 1:
-        raise SpecError("--workers", f"must be >= 1, got {workers}")
-    if not max_drift > 0:
-        raise SpecError("--max-drift", f"must be > 0, got {max_drift}")
-    grid = make_grid(spec, param, widths, values, seeds, compare, depths)
+    spec, grid = prepare(
+        spec,
+        param,
+        widths,
+        values,
+        seeds=seeds,
+        compare=compare,
+        smoke=smoke,
+        workers=workers,
+        max_drift=max_drift,
+        depths=depths,
+    )
+    from .. import data
+    from .. import search as search_mod
+    from .. import study as study_mod
+    from ..device import threads_for
+    from ..study import workers as workers_mod
+    from .trials import prepare_study, runs_path, runs_table, sweep_job, write_runs
+
+    spec = spec.edit({"train.threads": threads_for(spec.train.threads, workers)})  # each point's share
     run_dir = Path(run_dir) if run_dir is not None else search_mod.default_run_dir(spec, smoke)
     data.load(spec.data, min_len=spec.model.seq_len + 1)  # a missing corpus fails here, not in a worker
     sspec = study_spec(spec, grid)
@@ -262,6 +320,8 @@ def write_outputs(
 ) -> tuple[dict[str, Path], dict]:
     """The summary CSVs, the figures (one per size axis; a width sweep's keep their names) and the
     report YAML of a finished sweep (the runs CSV is kept current by the trials themselves)."""
+    from .trials import runs_path
+
     checks = run_dir / "checks"
     p = grid.param
     files = {"runs": runs_path(run_dir, p), "report": checks / f"sweep-{p}.yaml"}
@@ -281,7 +341,10 @@ def write_outputs(
         )
         plot(analysis, files[f"figure{key}"], title=title)
     doc = report(analyses, grid, spec, files)
-    atomic_write(files["report"], lambda f: f.write_text(yaml.safe_dump(doc, sort_keys=False)))
+    atomic_write(
+        files["report"],
+        lambda f: f.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8"),
+    )
     return files, doc
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..config import HPARAM_NAMES, HParams, Spec, SpecError
+from ..errors import arg
 from ..mup.parametrizations import PARAMETRIZATIONS as REGISTERED
 
 PARAMETRIZATIONS = tuple(REGISTERED)  # registration order: the trial's categorical choices
@@ -37,7 +38,7 @@ def default_values(param: str, center: float, octaves: int = DEFAULT_OCTAVES) ->
     if not center > 0:
         raise SpecError(
             f"hparams.{param}",
-            f"is {center}; a log2 grid needs a positive centre: give the values with --values",
+            f"is {center}; a log2 grid needs a positive centre: give the values with {arg('values')}",
         )
     return [center * 2.0**k for k in range(-octaves, octaves + 1)]
 
@@ -104,30 +105,30 @@ def make_grid(
 
         hint = difflib.get_close_matches(param, HPARAM_NAMES, n=1)
         suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(HPARAM_NAMES)})"
-        raise SpecError("--param", f"'{param}' is not a hyperparameter{suggestion}")
+        raise SpecError("param", f"'{param}' is not a hyperparameter{suggestion}")
     base = spec.model.width
     widths = list(widths) if widths else ([base] if depths else [base, 2 * base, 4 * base, 8 * base])
     if any(w <= 0 for w in widths) or len(set(widths)) != len(widths):
-        raise SpecError("--widths", f"need distinct positive widths, got {widths}")
+        raise SpecError("widths", f"need distinct positive widths, got {widths}")
     depths = list(depths) if depths else [spec.model.depth]
     if any(d <= 0 for d in depths) or len(set(depths)) != len(depths):
-        raise SpecError("--depths", f"need distinct positive depths, got {depths}")
+        raise SpecError("depths", f"need distinct positive depths, got {depths}")
     if values is None:
         values = default_values(param, getattr(spec.hparams, param))
     values = [float(v) for v in values]
     if len(set(values)) != len(values) or not values:
-        raise SpecError("--values", f"need distinct values, got {values}")
+        raise SpecError("values", f"need distinct values, got {values}")
     for v in values:
         bad = not (0.0 <= v < 1.0) if param in ONE_MINUS else not v > 0
         if bad or not math.isfinite(v):
             need = "in [0, 1)" if param in ONE_MINUS else "> 0 (the axis is log2)"
-            raise SpecError("--values", f"{param} values must be {need}, got {v}")
+            raise SpecError("values", f"{param} values must be {need}, got {v}")
     if seeds < 1:
-        raise SpecError("--seeds", f"must be >= 1, got {seeds}")
+        raise SpecError("seeds", f"must be >= 1, got {seeds}")
     parametrizations = [spec.model.parametrization]
     if compare is not None:
         if compare not in PARAMETRIZATIONS:
-            raise SpecError("--compare", f"expected one of {', '.join(PARAMETRIZATIONS)}, got {compare!r}")
+            raise SpecError("compare", f"expected one of {', '.join(PARAMETRIZATIONS)}, got {compare!r}")
         if compare != spec.model.parametrization:
             parametrizations.append(compare)
     # the verified parametrizations first, the controls after, whatever the spec says
@@ -159,14 +160,8 @@ def _check_point(spec: Spec, grid: Grid, point: Point) -> None:
     try:
         point_spec(spec, point, grid)
     except SpecError as e:
-        where = (
-            "--depths"
-            if e.key.endswith("depth")
-            else "--widths"
-            if e.key.startswith("model.")
-            else "--values"
-        )
-        what = {"--widths": point.width, "--depths": point.depth, "--values": point.value}[where]
+        where = "depths" if e.key.endswith("depth") else "widths" if e.key.startswith("model.") else "values"
+        what = {"widths": point.width, "depths": point.depth, "values": point.value}[where]
         raise SpecError(where, f"{what}: {e.key}: {e.message}") from None
 
 

@@ -150,7 +150,7 @@ def prepare_study(spec: Spec, run_dir: Path, grid: Grid) -> tuple[Spec, int]:
     study = study_mod.open_study(spec, storage)
     wanted = set(grid.points())
     with study_mod.BudgetLock(run_dir / ".budget.lock"):
-        study_mod.reap_orphans(study, storage)
+        study_mod.reap_orphans(study, storage, locked=True)
         trials = study.get_trials(deepcopy=False)
         covered: set[Point] = set()
         last_fail: dict[Point, int] = {}

@@ -14,6 +14,7 @@ the ``on_eval`` callback (which may raise to stop the run, e.g. pruning), progre
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,15 @@ import torch
 
 from .. import flops, memory
 from ..config import HParams, Spec, SpecError
+from ..device import threads_for, use_threads
+from ..errors import arg
 from . import checkpoint
 from . import sharded as sharded_ckpt
 from .checkpoint import FolderLock, Metrics, read_result, resume_signature
 from .loop import _loop
 from .parallel import Distributed, init_distributed, teardown
 from .run import LOG_EVERY, Run, RunResult, StepLog, _parallelize, build, evaluate, lr_factor, train_step
+from .stable import Stable, continued_state, reschedule
 
 __all__ = [
     "LOG_EVERY",
@@ -39,6 +43,7 @@ __all__ = [
     "has_checkpoint",
     "lr_factor",
     "read_result",
+    "Stable",
     "train",
     "train_step",
 ]
@@ -52,8 +57,13 @@ def train(
     on_eval: Callable[[int, float], None] | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    stable: Stable | None = None,
 ) -> RunResult:
     """Train ``spec``'s model with hyperparameters ``hp``.
+
+    ``stable`` (WSD runs, successive halving along training length): save the state at the end of
+    the stable phase into ``stable.save_dir``, and/or start from ``stable.start_from``, the stable
+    state a shorter WSD run of the same configuration saved (the same run up to there, bit for bit).
 
     With ``out_dir``: metrics.csv (row by row), checkpoint.pt every ``train.checkpoint_every``
     steps (atomic), result.yaml at the end. ``resume`` continues from out_dir's checkpoint: the
@@ -61,12 +71,14 @@ def train(
     equal an uninterrupted run's. Under torchrun each rank trains on its slice of the same global
     batch (DDP averages the gradients), so N processes match one with the same global batch.
     """
+    # this process's share of the cores (the ranks torchrun started on this machine share them)
+    use_threads(threads_for(spec.train.threads, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     world, device = init_distributed(spec.train.device)
     try:
         # one writer per folder (rank 0 writes for every rank)
         lock = FolderLock(Path(out_dir)) if out_dir is not None and world.main else contextlib.nullcontext()
         with lock:
-            return _train(spec, hp, world, device, on_log, on_eval, out_dir, resume)
+            return _train(spec, hp, world, device, on_log, on_eval, out_dir, resume, stable)
     finally:
         teardown(world)
 
@@ -96,7 +108,7 @@ def _resumable_state(spec: Spec, hp: HParams, out: Path | None, resume: bool, de
         raise SpecError(
             str(out),
             f"already holds a run (checkpoint at step {state['step']} of {spec.train.steps}); "
-            "pass --resume to continue it, or remove the folder to start over",
+            f"pass {arg('resume', True)} to continue it, or remove the folder to start over",
         )
     changed = _changed(state.get("signature") or {}, resume_signature(spec, hp))
     if changed:
@@ -133,6 +145,7 @@ def _train(
     on_eval: Callable[[int, float], None] | None,
     out_dir: str | Path | None,
     resume: bool,
+    stable: Stable | None = None,
 ) -> RunResult:
     t = spec.train
     if t.batch_size % world.world:
@@ -150,9 +163,22 @@ def _train(
         return state
     run = build(spec, hp, world, device)
     start, curve, seconds_before = 0, [], 0.0
+    if state is None and stable is not None and stable.start_from is not None:
+        state = continued_state(spec, hp, stable.start_from, device)
+        run.flops_before = (
+            state["step"] * cost.flops_per_step
+            + sum(1 for r in state["curve"] if "branch" not in r)
+            * t.eval_batches
+            * cost.tokens_per_step
+            * cost.flops_per_token
+            / 3
+        )
     if state is not None:
         restore = sharded_ckpt.restore if "dir" in state else checkpoint.restore
         start, curve, seconds_before = restore(state, run.model, run.opt, run.sched, run.rng)
+        if run.flops_before:  # continued from a shorter run's stable state: this run's LRs from there on
+            reschedule(run.opt, run.sched, lambda s: lr_factor(s, t))
+    run.stable_dir = stable.save_dir if stable is not None else None
     if run.fwd is None:
         run.fwd = _parallelize(run.model, spec, world, device)
     if t.compile:

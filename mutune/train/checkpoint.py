@@ -22,6 +22,7 @@ import yaml
 
 from ..config import HParams, Spec, SpecError
 from ..config.meaning import RESUME_EFFECTS, keys_where, select
+from ..errors import arg
 from ..files import atomic_write, describe, os_error
 
 try:
@@ -112,7 +113,7 @@ class Metrics:
     """metrics.csv, appended row by row so a killed run keeps what it logged. On resume, rows
     after the checkpoint's step are dropped (they are about to be recomputed)."""
 
-    COLUMNS = ("step", "train_loss", "val_loss", "lr", "tokens", "seconds")
+    COLUMNS = ("step", "train_loss", "val_loss", "lr", "tokens", "branch", "seconds")
 
     def __init__(self, path: Path | None, keep_until: int = 0):
         self.path = path
@@ -143,16 +144,21 @@ class Metrics:
 
 
 def _step(row: dict) -> int | None:
-    """A row's step, or None for a row cut off by a kill or a full disk (it is dropped on resume)."""
+    """A row's step, or None for a row cut off by a kill or a full disk (it is dropped on resume). A
+    branch's row (its horizon's loss) is kept while the checkpoint is past the branch's start."""
+    complete = row.get(Metrics.COLUMNS[-1]) not in (None, "") or row.get("branch") not in (None, "")
     try:
-        return int(row.get("step") or "") if row.get(Metrics.COLUMNS[-1]) not in (None, "") else None
+        return int(row.get("step") or "") if complete else None
     except ValueError:
         return None
 
 
 def write_result(path: Path, summary: dict, curve: list[dict], hp: HParams) -> None:
     doc = {"hparams": asdict(hp), **summary, "curve": curve}
-    atomic_write(path, lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False)))
+    atomic_write(
+        path,
+        lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8"),
+    )
 
 
 def read_result(path: Path) -> dict:
@@ -167,7 +173,8 @@ class FolderLock:
 
     A second process (two searches launching the same target, a transfer started twice) is refused
     at once with the holder's pid, instead of interleaving metrics.csv and racing checkpoints. The
-    kernel drops the lock when its holder dies, so a killed run never leaves the folder locked.
+    kernel drops the lock when its holder dies, so a killed run never leaves the folder locked; a run
+    that ends removes the file.
     Re-entrant within a process (``transfer`` holds it while writing the plan, ``train`` while
     training).
     """
@@ -184,8 +191,10 @@ class FolderLock:
         if self.key in self._held:
             self._held[self.key][1] += 1
             return self
-        f = open(self.path, "a+")  # noqa: SIM115 (held until __exit__)
-        if fcntl is not None:
+        while True:
+            f = open(self.path, "a+")  # noqa: SIM115 (held until __exit__)
+            if fcntl is None:
+                break
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -195,8 +204,11 @@ class FolderLock:
                 raise SpecError(
                     str(self.folder),
                     f"is being trained by {holder}; wait for it to finish (or stop it), then run again "
-                    "(with --resume to continue from its checkpoint)",
+                    f"(with {arg('resume', True)} to continue from its checkpoint)",
                 ) from None
+            if _same_file(f, self.path):
+                break
+            f.close()  # its holder removed it as we opened it (the run ended): take the new one
         with contextlib.suppress(OSError):  # who holds it is for the message; a full disk may refuse it
             os.ftruncate(f.fileno(), 0)
             os.pwrite(f.fileno(), f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
@@ -208,6 +220,18 @@ class FolderLock:
         entry[1] -= 1
         if entry[1] == 0:
             del self._held[self.key]
+            # a finished (or stopped) run leaves no .lock behind; removed while still held, so a
+            # process that opened it meanwhile finds it gone and takes a fresh one (_same_file)
+            with contextlib.suppress(OSError):
+                self.path.unlink()
             if fcntl is not None:
                 fcntl.flock(entry[0], fcntl.LOCK_UN)
             entry[0].close()
+
+
+def _same_file(f: Any, path: Path) -> bool:
+    """Whether the open file ``f`` is still the one at ``path`` (not removed or replaced since)."""
+    try:
+        return os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+    except OSError:
+        return False

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import SpecError
 from ..mup import optim
-from . import checkpoint, signals
+from . import branches, checkpoint, signals, stable
 from . import sharded as sharded_ckpt
 from .checkpoint import Metrics
 from .parallel import global_mean
@@ -32,12 +33,20 @@ def _loop(
     t = run.spec.train
     every = t.checkpoint_every if t.checkpoint_every is not None else max(50, t.steps // 10)
     max_loss = t.max_loss if t.max_loss is not None else 10 * math.log(run.corpus.vocab_size)
-    val_loss = curve[-1]["val_loss"] if curve else float("nan")
+    evals = [r for r in curve if "branch" not in r]
+    val_loss = evals[-1]["val_loss"] if evals else float("nan")
     reason, step, t0 = "", start, time.perf_counter()
+    starts = branches.starts(t, done={r["branch"] for r in curve if "branch" in r})
     with signals.deferred(out is not None) as poll:
         for step in range(start + 1, t.steps + 1):
+            if step - 1 in starts:  # a shorter run's cooldown starts here: train it on the side
+                row = branches.branch(run, starts[step - 1], max_loss)
+                curve.append(row)
+                metrics.row(step=step - 1, val_loss=f"{row['val_loss']:.6g}", branch=row["branch"])
             loss = train_step(run)
             elapsed = seconds_before + time.perf_counter() - t0
+            if run.stable_dir is not None and step == stable.stable_end(run.spec):
+                _save_stable(run, step, curve, elapsed)
             reason = _log_and_eval(
                 run, step, start, t0, elapsed, loss, curve, metrics, max_loss, on_log, on_eval
             )
@@ -49,7 +58,8 @@ def _loop(
                 if not (every and step % every == 0):
                     _checkpoint(run, out, step, curve, elapsed)
                 raise signals.Interrupted(out, step, t.steps, poll() or signal.SIGTERM)
-        val_loss = curve[-1]["val_loss"] if curve else val_loss
+        evals = [r for r in curve if "branch" not in r]
+        val_loss = evals[-1]["val_loss"] if evals else val_loss
         # (still deferred: a signal now does not cut the last checkpoint and result.yaml short)
         return _finish(run, out, step, curve, seconds_before + time.perf_counter() - t0, val_loss, reason)
 
@@ -112,6 +122,27 @@ def _log_and_eval(
     return ""
 
 
+def _save_stable(run: Run, step: int, curve: list[dict], elapsed: float) -> None:
+    """The state at the end of a WSD run's stable phase, for a longer run to continue from
+    (:mod:`.stable`); one process writes it (every rank holds the same state under DDP)."""
+    if run.spec.train.parallel == "fsdp" and run.world.world > 1:
+        raise SpecError("search.fidelity", "a sharded (FSDP) run's stable state is not saved yet: use ddp")
+    if run.world.main:
+        run.stable_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.save(
+            stable.path(run.stable_dir, step),
+            run.model,
+            run.opt,
+            run.sched,
+            run.rng,
+            step,
+            curve,
+            elapsed,
+            run.spec,
+            run.hp,
+        )
+
+
 def _checkpoint(run: Run, out: Path | None, step: int, curve: list[dict], elapsed: float) -> None:
     """Called on every rank: a sharded run's ranks each write their shards; otherwise rank 0 writes all."""
     if out is not None and run.spec.train.parallel == "fsdp":
@@ -137,17 +168,22 @@ def _finish(
     """The run's result (written with a last checkpoint when it has a folder)."""
     t, cost = run.spec.train, run.cost
     diverged = bool(reason)
+    evals = [r for r in curve if "branch" not in r]
+    side = branches.results(run.spec.train, curve, float("nan") if diverged else val_loss, step)
+    extra = sum(b["steps_trained"] for b in side)  # the branches' own cooldown steps
     result = RunResult(
         final_val_loss=float("nan") if diverged else val_loss,
         diverged=diverged,
         steps=step,
         tokens=step * cost.tokens_per_step,
-        flops=step * cost.flops_per_step
-        + len(curve) * t.eval_batches * cost.tokens_per_step * cost.flops_per_token / 3,
+        flops=(step + extra) * cost.flops_per_step
+        + (len(evals) + len(side)) * t.eval_batches * cost.tokens_per_step * cost.flops_per_token / 3,
         seconds=seconds,
         params=cost.params,
         reason=reason,
-        curve=curve,
+        curve=evals,
+        branches=side,
+        flops_before=run.flops_before,
     )
     _checkpoint(run, out, step, curve, seconds)
     if out is not None and run.world.main:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 
 from .. import data, flops, models
 from ..config import HParams, Spec, TrainSpec
+from ..config.validate import cooldown
 from ..device import autocast, uses_bf16
 from ..mup import optim
 from .parallel import Distributed, parallelize
@@ -44,20 +46,33 @@ class RunResult:
     params: int
     reason: str = ""
     curve: list[dict] = field(default_factory=list)  # one row per evaluation
+    branches: list[dict] = field(default_factory=list)  # WSD cooldown branches: fraction, steps, val_loss
+    flops_before: float = 0.0  # of ``flops``, what a shorter run trained before this one continued it
 
     def summary(self) -> dict:
         """The result without the curve, as plain types (for YAML and trial attributes)."""
         d = asdict(self)
         d.pop("curve")
+        for key in ("branches", "flops_before"):  # (only where they say something)
+            if not d[key]:
+                d.pop(key)
         return d
 
 
 def lr_factor(step: int, t: TrainSpec) -> float:
-    """Multiplier on every group's LR before step ``step + 1`` (``LambdaLR`` convention)."""
+    """Multiplier on every group's LR before step ``step + 1`` (``LambdaLR`` convention). Under µP
+    every group's LR is scaled by it relatively, whatever the shape (WSD included)."""
     if step < t.warmup_steps:
         return (step + 1) / t.warmup_steps
     if t.schedule == "constant":
         return 1.0
+    if t.schedule == "wsd":  # warmup, stable at 1, then the cooldown to min_lr_ratio at the last step
+        decay = cooldown(t.steps, t.decay_fraction)
+        stable = t.steps - decay
+        if step < stable:
+            return 1.0
+        p = min(1.0, (step - stable + 1) / decay)
+        return 1.0 - (1 - t.min_lr_ratio) * (math.sqrt(p) if t.decay_shape == "1-sqrt" else p)
     progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
     if t.schedule == "cosine":
         return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -96,6 +111,8 @@ class Run:
     rng: np.random.Generator  # the data order
     fwd: torch.nn.Module | None = None
     cost: flops.Cost | None = None
+    flops_before: float = 0.0  # compute of the steps a continued run did not train itself (stable state)
+    stable_dir: Path | None = None  # where to save the state at the end of the stable phase (WSD)
 
 
 def sharded(spec: Spec, world: Distributed) -> bool:
@@ -126,6 +143,7 @@ def build(spec: Spec, hp: HParams, world: Distributed, device: torch.device) -> 
     the model itself. Other runs are wrapped later, by :func:`_train`.
     """
     t, m = spec.train, spec.model
+    models.check_axes(spec)  # a run along an axis its model cannot apply would train something else
     corpus = data.load(spec.data, min_len=m.seq_len + 1)
     fwd = None
     if sharded(spec, world):
@@ -149,8 +167,8 @@ def train_step(run: Run) -> torch.Tensor:
     with autocast(run.device, t.precision):
         _, loss = run.fwd(x, y)
     loss.backward()
-    if t.grad_clip > 0:  # the norm as at the base width: the same steps clipped at any width
-        optim.clip_grad_norm_(run.model, run.opt, t.grad_clip)
+    if t.grad_clip > 0 and models.parametrization(run.spec).clip != "none":
+        optim.clip_grad_norm_(run.model, run.opt, t.grad_clip)  # as at the base width (µP): any width alike
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
     run.sched.step()
