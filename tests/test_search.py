@@ -121,6 +121,22 @@ def test_changed_spec_is_refused_but_budget_may_change(tmp_path):
     assert e.value.key == "train.steps"
 
 
+def test_a_study_opens_after_the_schema_gains_a_null_key(tmp_path):
+    """A study recorded before a key with a null default existed (an upgrade) is the same spec; it
+    had raised IndexError, as no key differed though the recorded dicts did."""
+    storage = study_mod.open_storage(str(tmp_path / "study.journal"))
+    spec = config.spec_from_dict(TINY)
+    study = study_mod.open_study(spec, storage)
+    old = {k: v for k, v in study.user_attrs["spec"].items() if v is not None or k != "data.path"}
+    assert "data.path" not in old and study.user_attrs["spec"]["data.path"] is None
+    study.set_user_attr("spec", old)
+    study_mod.open_study(spec, storage)  # opens
+    study.set_user_attr("spec", {**old, "data.path": "elsewhere"})
+    with pytest.raises(SpecError) as e:
+        study_mod.open_study(spec, storage)
+    assert e.value.key == "data.path"
+
+
 def test_suggest_fills_unsearched_hparams_from_defaults():
     spec = config.spec_from_dict(TINY, ["hparams.weight_decay=0.3"])
     trial = optuna.trial.FixedTrial(

@@ -45,7 +45,11 @@ def open_study(spec: Spec, storage: optuna.storages.BaseStorage, worker: int = 0
         study.set_user_attr("spec", relevant)
         study.set_user_attr("spec_hash", spec.hash())
     elif recorded != relevant:
+        # a key absent on one side and null on the other is no change: the schema gained (or lost) a key
+        # whose default is null since the study was made, and a study must open across that upgrade
         changed = sorted(k for k in set(recorded) | set(relevant) if recorded.get(k) != relevant.get(k))
+        if not changed:
+            return study
         raise SpecError(
             changed[0],
             f"study '{name}' was run with a different spec (changed: "
