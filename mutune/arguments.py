@@ -18,8 +18,10 @@ from pathlib import Path
 
 from . import config
 from .config import Best, RunDir, Spec, SpecError
+from .config import axes as spec_axes
 from .config.meaning import flatten
 from .errors import arg
+from .mup.axes import AXES, Axis
 from .mup.parametrizations import controls_of
 from .mup.parametrizations import get as get_parametrization
 
@@ -112,7 +114,8 @@ def proxy_of(
 
 
 def provenance(proxy: Spec, best: Best, best_path: Path, force: bool) -> list[str]:
-    """Refuse hyperparameters tuned for another model family, base width or depth, or parametrization.
+    """Refuse hyperparameters tuned for another model family, base (width, depth, experts), or
+    parametrization.
 
     They would mean something else here (the µP multipliers are relative to the base width the
     search used). ``force`` overrides; what was forced is returned, to be recorded in the plan.
@@ -120,9 +123,8 @@ def provenance(proxy: Spec, best: Best, best_path: Path, force: bool) -> list[st
     mismatches = []
     for key, mine in (
         ("model_family", proxy.model.family),
-        ("base_width", proxy.model.base_width),
         ("parametrization", proxy.model.parametrization),
-        ("base_depth", proxy.model.base_depth or proxy.model.depth),
+        *spec_axes.bases(proxy).items(),  # base_width, base_depth, base_experts
         ("depth_alpha", proxy.model.depth_alpha),
     ):
         theirs = best.provenance.get(key)
@@ -199,20 +201,29 @@ def coord_check(
     mults: Sequence[int] = DEFAULT_MULTS,
     depths: Sequence[int] | None = None,
     allow_unchecked: Sequence[str] = (),
-) -> tuple[list[int], list[int] | None]:
-    """The coord check's widths and depths (sorted), or a refusal naming the argument: fewer than two
-    widths, fewer than two steps or seeds, a control for a spec that is itself the control, depths a
-    check across depth cannot use (odd, or where the spec's family or optimizer has no depth rule,
-    as a target at another depth would be refused), something to leave unchecked that is not
-    :data:`UNCHECKABLE`."""
+    along: str | None = None,
+    sizes: Sequence[int] | None = None,
+) -> tuple[list[int], str | None, list[int] | None]:
+    """The coord check's widths, the axis it runs along instead of width (``depths`` is
+    ``along="depth"``) and its sizes there (sorted), or a refusal naming the argument: fewer than
+    two widths, fewer than two steps or seeds, a control for a spec that is itself the control, an
+    axis that is not one, sizes a check along it cannot use (odd depths; where the spec's family
+    has no such axis, or its optimizer no rule along it, as a target there would be refused),
+    something to leave unchecked that is not :data:`UNCHECKABLE`."""
     for what in allow_unchecked:
         if what not in UNCHECKABLE:
             raise SpecError("allow_unchecked", f"expected one of {', '.join(UNCHECKABLE)}, got {what!r}")
     if depths is not None:
-        depths = check_depths(spec, list(depths))
+        along, sizes = "depth", depths
+    if along is not None:
+        if along not in AXES or along == "width":
+            raise SpecError(
+                "along", f"expected one of {', '.join(a for a in AXES if a != 'width')}, got {along!r}"
+            )
+        sizes = check_sizes(spec, AXES[along], list(sizes or []))
         widths = [spec.model.base_width]
     widths = sorted(set(widths or [spec.model.base_width * k for k in mults]))
-    if len(widths) < 2 and not depths:
+    if len(widths) < 2 and along is None:
         raise SpecError("widths", "a slope needs at least two widths")
     if steps < 2:
         raise SpecError("steps", "needs at least 2 steps (t = 0 is the model at init)")
@@ -231,24 +242,39 @@ def coord_check(
             )
     corpus(spec)
     factory(spec)
-    return widths, depths
+    return widths, along, (list(sizes) if along is not None else None)
+
+
+def sizes_arg(axis: Axis) -> str:
+    """The argument (and, as ``--<it>``, the option) that lists a check's sizes along ``axis``:
+    ``depths``, ``experts``."""
+    return axis.name if axis.name.endswith("s") else f"{axis.name}s"
+
+
+def check_sizes(spec: Spec, axis: Axis, sizes: list[int]) -> list[int]:
+    """The sizes of a check across ``axis``, sorted; refused (naming ``depths``, ``experts``) where a
+    spec at them is (a family without the axis, a rule along it the optimizer does not have, as a
+    target there would be). Depths must be even (a block half way and a last one)."""
+    sizes, name = sorted(set(sizes)), sizes_arg(axis)
+    if axis.found_by == "blocks" and (len(sizes) < 2 or any(d < 2 or d % 2 for d in sizes)):
+        raise SpecError(
+            name, f"needs at least two even depths (a block half way and a last one), got {sizes}"
+        )
+    if len(sizes) < 2 or any(n < 1 for n in sizes):
+        raise SpecError(name, f"needs at least two sizes, got {sizes}")
+    try:
+        # the check's point at each size (checks.axes.at_point), the axis's rules pinned to the spec's base
+        for n in sizes:
+            edit = {"model.width": spec.model.base_width, axis.key: n}
+            spec.edit(edit | {axis.base_key: spec_axes.base(spec, axis)})
+    except SpecError as e:
+        raise SpecError(name, f"{e.key}: {e.message}") from None
+    return sizes
 
 
 def check_depths(spec: Spec, depths: list[int]) -> list[int]:
-    """The depths of a check across depth, sorted; refused (naming ``depths``) where the spec's
-    family or optimizer has no depth rule, as a target at another depth would be."""
-    depths = sorted(set(depths))
-    if len(depths) < 2 or any(d < 2 or d % 2 for d in depths):
-        raise SpecError(
-            "depths", f"needs at least two even depths (a block half way and a last one), got {depths}"
-        )
-    base = spec.model.base_depth or spec.model.depth
-    try:
-        for d in depths:  # the check's point at each depth (checks.axes.at_point), depth scaling pinned
-            spec.edit({"model.width": spec.model.base_width, "model.depth": d, "model.base_depth": base})
-    except SpecError as e:
-        raise SpecError("depths", f"{e.key}: {e.message}") from None
-    return depths
+    """:func:`check_sizes` along depth."""
+    return check_sizes(spec, AXES["depth"], depths)
 
 
 def inspect(spec: Spec, to: Sequence[str] = ()) -> None:

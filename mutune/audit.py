@@ -71,6 +71,8 @@ def _forward_multipliers(spec: Spec, model: torch.nn.Module) -> dict[str, Any]:
         "attention": mult.attn,
         "residual": mult.residual,
     }
+    if models.router_names(spec):  # a mixture's gates: their logits × this
+        out["router"] = mult.router
     if hasattr(model, "_mutune_readouts"):  # a factory model: where mutune's hooks sit
         out["input_modules"] = list(model._mutune_inputs)
         out["readout_modules"] = list(model._mutune_readouts)

@@ -47,6 +47,7 @@ FLAGS = {
     "nproc": "--nproc",
     "widths": "--widths",
     "depths": "--depths",
+    "experts": "--experts",
     "values": "--values",
     "param": "--param",
     "seeds": "--seeds",

@@ -246,6 +246,8 @@ def multipliers_of(spec: Spec, hp: HParams) -> dict[str, Any]:
     """The axes' and the forward multipliers a target run applies (recorded in its plan.yaml)."""
     out: dict[str, Any] = {}
     for axis in AXES.values():
+        if not spec_axes.present(spec, axis):  # a family without the axis (a GPT has no experts)
+            continue
         out[f"{axis.name}_mult"] = spec_axes.mult(spec, axis)
         out[f"base_{axis.name}"] = spec_axes.base(spec, axis)
     mult = models.forward_multipliers(spec, hp)

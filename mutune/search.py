@@ -262,8 +262,7 @@ def best_document(study: optuna.Study, spec: Spec, url: str) -> dict | None:
         "model_family": spec.model.family,
         "parametrization": spec.model.parametrization,
         "proxy_width": spec.model.width,
-        "base_width": spec.model.base_width,
-        "base_depth": spec.model.base_depth or spec.model.depth,
+        **config.axes.bases(spec),  # base_width, base_depth (and base_experts for a mixture)
         "depth_alpha": spec.model.depth_alpha,
         "proxy": fixed_keys(spec),
         "trial_number": best.number,

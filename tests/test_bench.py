@@ -129,3 +129,18 @@ def test_vit_width_quick(tmp_path):
     assert "mup width   32" in out and "sp width   64" in out
     assert "mup drift of the optimum" in out and "sp drift of the optimum" in out and "target: " in out
     assert (tmp_path / "vit" / "checks" / "sweep-lr-summary.csv").is_file()
+
+
+@pytest.mark.bench
+def test_experts_transfer_quick(tmp_path):
+    out = bench("experts_transfer.py", "--run-dir", str(tmp_path / "et"), cwd=tmp_path)
+    assert out.index("targets:") < out.index("1. across experts")  # the targets are stated before the runs
+    for row in (
+        "µP drift across experts",
+        "SP drift across width",
+        "µP drift across width",
+        "clipping norm within",
+    ):
+        assert row in out
+    assert (tmp_path / "et" / "width" / "checks" / "sweep-lr.png").is_file()
+    assert (tmp_path / "et" / "experts" / "e4" / "checks" / "sweep-lr-summary.csv").is_file()

@@ -76,6 +76,7 @@ CASES = {
     "coord-check": [
         (["coord-check", S, "--depths", "3,5"], "--depths"),
         (["coord-check", S, "--depths", "2,x"], "--depths"),
+        (["coord-check", S, "--experts", "2,4"], "--experts"),  # the gpt family has no experts
         (["coord-check", S, "--compare", "mup"], "--compare"),
         (["coord-check", S, "--seeds", "0"], "--seeds"),
         (["coord-check", S, "model.depth=0"], "model.depth"),
@@ -162,6 +163,7 @@ def test_python_errors_name_the_argument_and_the_cli_the_option(place, monkeypat
         (lambda: sweep.prepare(spec, widths=[32, 0]), "widths", "--widths"),
         (lambda: sweep.prepare(spec, workers=0), "workers", "--workers"),
         (lambda: checks.coord_check(spec, depths=[3, 5]), "depths", "--depths"),
+        (lambda: checks.coord_check(spec, along="experts", sizes=[2, 4]), "experts", "--experts"),
         (lambda: search.search(spec, run_dir=place / "a-file"), "run_dir", "--run-dir"),
     ]
     for call, key, option in cases:

@@ -112,7 +112,7 @@ def test_an_optimizer_never_accepts_a_hyperparameter_it_does_not_use(run_cli, wo
 
 def test_a_key_of_another_family_is_refused_by_name(run_cli, workdir):
     r = run_cli("show-config", CONFIGS / "mlp.yaml", "model.head_dim=16")
-    assert r.code == 2 and "model.head_dim: not a key of the mlp family (only of gpt)" in r.err, r
+    assert r.code == 2 and "model.head_dim: not a key of the mlp family (only of gpt, moe)" in r.err, r
     assert type(
         config.spec_from_dict({"model": {"family": "factory", "factory": "a.b:c"}}).model
     ).__name__ == ("FactoryModel")
@@ -168,7 +168,7 @@ def test_nothing_outside_the_parametrizations_compares_their_names():
 
 
 def test_an_axis_is_an_object_and_its_factors_name_the_exponents():
-    assert [a.name for a in axes.AXES.values()] == ["width", "depth"]
+    assert [a.name for a in axes.AXES.values()] == ["width", "depth", "experts"]
     assert axes.by_key("depth") is axes.DEPTH and axes.by_key("model.width") is axes.WIDTH
     info = ParamInfo(
         "h.0.w",
@@ -189,7 +189,7 @@ def test_an_axis_is_an_object_and_its_factors_name_the_exponents():
         (128 * 8) ** -0.5
     )  # sizes, for u-µP
     with pytest.raises(ValueError, match="no scaling axis has the factor"):
-        rules.Scaling.of(experts=-1)
+        rules.Scaling.of(heads=-1)
 
 
 def test_a_router_is_its_own_role_not_a_readout():

@@ -18,6 +18,7 @@ ROLES = {
     "hidden": ("hidden",),
     "readout": ("readout",),
     "vector": ("vector",),
+    "router": ("router",),  # a mixture's gates (the moe family only, so not among LR_CLASSES)
 }
 
 
@@ -45,37 +46,44 @@ def lr_class(name: str, exponent: int):
 
 @dataclasses.dataclass(frozen=True)
 class BrokenMultipliers(pz.Parametrization):
-    """µP whose forward multipliers lack the readout's 1/m, or use 1/√d attention."""
+    """µP whose forward multipliers lack the readout's 1/m or the router's, or use 1/√d attention."""
 
     no_readout: bool = False
     sqrt_attention: bool = False
+    no_router: bool = False
 
     def multipliers(self, width: int, base_width: int, **kw) -> pz.Multipliers:
         m = super().multipliers(width, base_width, **kw)
         changes = {}
         if self.no_readout:
             changes["output"] = m.output * width / base_width
+        if self.no_router:
+            changes["router"] = 1.0
         if self.sqrt_attention and m.attn is not None:
             changes["attn"] = kw.get("alpha_attn", 1.0) / kw["head_dim"] ** 0.5
         return dataclasses.replace(m, **changes)
 
 
-def broken_multipliers(no_readout: bool = False, sqrt_attention: bool = False):
-    """The families' forward multipliers without the readout's 1/m, or with 1/√d attention."""
+def broken_multipliers(no_readout: bool = False, sqrt_attention: bool = False, no_router: bool = False):
+    """The families' forward multipliers without the readout's 1/m, or the router's, or with 1/√d attention."""
     mup = pz.PARAMETRIZATIONS["mup"]
     fields = {f.name: getattr(mup, f.name) for f in dataclasses.fields(pz.Parametrization)}
-    return registered(BrokenMultipliers(**fields, no_readout=no_readout, sqrt_attention=sqrt_attention))
+    return registered(
+        BrokenMultipliers(**fields, no_readout=no_readout, sqrt_attention=sqrt_attention, no_router=no_router)
+    )
 
 
 def violation(name: str):
     """``mup`` (none), ``<class>/m`` or ``<class>*m`` (an LR class, see :data:`LR_CLASSES`),
-    ``no_readout_mult`` or ``sqrt_attention``."""
+    ``no_readout_mult``, ``no_router_mult`` or ``sqrt_attention``."""
     if name == "mup":
         return contextlib.nullcontext()
     if name == "no_readout_mult":
         return broken_multipliers(no_readout=True)
     if name == "sqrt_attention":
         return broken_multipliers(sqrt_attention=True)
+    if name == "no_router_mult":
+        return broken_multipliers(no_router=True)
     role, op = name[:-2], name[-2]
     return lr_class(role, -1 if op == "/" else 1)
 

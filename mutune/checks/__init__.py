@@ -45,12 +45,15 @@ from ..device import resolve_device, threads_for, use_threads
 from ..files import atomic_write
 from ..models import factory
 from ..mup import optim
+from ..mup.axes import AXES, Axis
 from ..mup.optimizers import OPTIMIZERS
 from ..mup.parametrizations import get as get_parametrization
 from . import unit, verdict
+from .axes import AXIS_SEEDS as AXIS_SEEDS
 from .axes import DEPTH_SEEDS as DEPTH_SEEDS
 from .axes import at_point as _at_width
-from .axes import check_depths, depth_relative
+from .axes import check_sizes, relative_names
+from .axes import depth_relative as depth_relative
 from .recorder import Kind, Recorder
 
 THRESHOLD = verdict.LIMITS["x"]  # the |x| and |x - x0| limit; own updates have verdict.LIMITS["own"]
@@ -79,19 +82,25 @@ class CoordCheckResult:
     limits: dict[str, float] = field(default_factory=lambda: dict(verdict.LIMITS))
     files: dict[str, Path] = field(default_factory=dict)
     control: CoordCheckResult | None = None  # the negative control's check (--compare sp)
-    depths: list[int] = field(default_factory=list)  # the depth axis (--depths), at one width
+    along: str = "width"  # the axis the slopes are fitted against (depth: --depths, at one width)
+    sizes: list[int] = field(default_factory=list)  # its sizes, for an axis other than width
     unit_scales: pd.DataFrame | None = None  # u-µP: RMS of every activation and gradient at init
     unchecked: list[str] = field(default_factory=list)  # attention-like modules whose scores were not seen
     allowed: tuple[str, ...] = ()  # what the check was allowed to leave unchecked ("attention")
 
     @property
     def axis(self) -> str:
-        """What the slopes are fitted against: ``width``, or ``depth`` for a check across depths."""
-        return "depth" if self.depths else "width"
+        """What the slopes are fitted against: ``width``, ``depth`` or ``experts``."""
+        return self.along
 
     @property
     def points(self) -> list[int]:
-        return self.depths or self.widths
+        return self.sizes or self.widths
+
+    @property
+    def depths(self) -> list[int]:
+        """The depths of a check across depth (empty otherwise)."""
+        return self.sizes if self.along == "depth" else []
 
     @property
     def verdict(self) -> str:
@@ -169,7 +178,8 @@ class CoordCheckResult:
             )
             return (
                 f"coord check {name}: pass (every slope within its limit: |x| and |x-x0| ±{self.limits['x']:g}, "
-                f"own updates ±{self.limits['own']:g}{nearest}; {self.axis}s {self.points[0]}..{self.points[-1]}"
+                f"own updates ±{self.limits['own']:g}{nearest}; {arguments.sizes_arg(AXES[self.axis])} "
+                f"{self.points[0]}..{self.points[-1]}"
                 f"{unit_note}){warn}"
             )
         reasons = self.problems + self.failures[:3]
@@ -265,28 +275,33 @@ def records(
     seq_len: int,
     batch_size: int,
     leaves: bool = True,
-    depths: list[int] | None = None,
+    along: Axis | None = None,
+    sizes: list[int] | None = None,
 ) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """One row per width (and depth, with ``depths``), seed, step and layer: mean |x_t| (``l1``) and
-    mean |x_t - x_0| (``dl1``); with the structural problems and the attention modules whose logits
-    were not found. Across depths, block layers are named by :func:`depth_relative`."""
+    """One row per width (and size along ``along``: depth, experts), seed, step and layer: mean |x_t|
+    (``l1``) and mean |x_t - x_0| (``dl1``); with the structural problems and the attention modules
+    whose logits were not found. Across another axis, layers are named by :func:`relative_names`
+    (blocks by relative depth, a mixture's experts as one)."""
     batches = _batches(spec, seeds, seq_len, batch_size)
     rows, problems, missing = [], [], []
-    for width, depth in [(w, d) for w in widths for d in depths or [None]]:
-        wspec = _at_width(spec, width, seq_len, batch_size, depth)
+    vocab = data.vocab_size(spec.data)
+    for width, size in [(w, n) for w in widths for n in sizes or [None]]:
+        wspec = _at_width(spec, width, seq_len, batch_size, along, size)
+        rename = (lambda layer: layer) if along is None else relative_names(wspec, hp, vocab, along, size)
         for seed in range(seeds):
             per_t, kinds, probs, miss = _run(wspec, hp, spec.seed * 1000 + seed, steps, batches[seed], leaves)
             problems += [p for p in probs if p not in problems]
             missing += [a for a in miss if a not in missing]
             for t, values in enumerate(per_t):
                 for layer, (l1, dl1, own) in values.items():
-                    name = layer if depth is None else depth_relative(layer, depth)
+                    name = rename(layer)
                     if name is None:
                         continue
                     rows.append(
                         {
                             "width": width,
                             "depth": wspec.model.depth,
+                            **({along.name: size} if along is not None else {}),
                             "seed": seed,
                             "t": t,
                             "layer": name,
@@ -311,13 +326,17 @@ def _check_one(
     limits: dict[str, float],
     seq_len: int,
     batch_size: int,
-    depths: list[int] | None = None,
+    along: Axis | None = None,
+    sizes: list[int] | None = None,
     allowed: tuple[str, ...] = (),
 ) -> CoordCheckResult:
     hp = dataclasses.replace(hp, lr=float(lr))
-    df, problems, missing = records(spec, hp, widths, seeds, steps, seq_len, batch_size, depths=depths)
+    df, problems, missing = records(
+        spec, hp, widths, seeds, steps, seq_len, batch_size, along=along, sizes=sizes
+    )
     expected = models.parametrization(spec).expected_slopes
-    slopes = verdict.slopes(df, limits, axis="depth" if depths else "width", expected=expected)
+    axis = along.name if along is not None else "width"
+    slopes = verdict.slopes(df, limits, axis=axis, expected=expected)
     warnings = [
         f"attention scores of '{a}' not found (no product of two activations normalised across its "
         "last axis, no scaled_dot_product_attention call inside it), so its scaling is not checked"
@@ -340,7 +359,7 @@ def _check_one(
         slopes = pd.concat([slopes, pd.DataFrame(rows)], ignore_index=True)
     failures = verdict.failures(slopes)
     scales, tolerance = None, models.parametrization(spec).unit_rms
-    if tolerance is not None and not depths:  # the parametrization promises unit scale at init (u-µP)
+    if tolerance is not None and along is None:  # the parametrization promises unit scale at init (u-µP)
         scales = unit_records(spec, hp, widths, seeds, seq_len, batch_size)
         failures += unit.verdict(scales, tolerance)
     result = CoordCheckResult(
@@ -357,7 +376,8 @@ def _check_one(
         problems=problems,
         warnings=warnings,
         limits=dict(limits),
-        depths=list(depths or []),
+        along=axis,
+        sizes=list(sizes or []),
         unit_scales=scales,
         unchecked=list(missing),
         allowed=tuple(allowed),
@@ -407,15 +427,20 @@ def coord_check(
     plot: bool = True,
     depths: list[int] | None = None,
     allow_unchecked: tuple[str, ...] | list[str] = (),
+    along: str | None = None,
+    sizes: list[int] | None = None,
 ) -> CoordCheckResult:
     """Run the coord check of ``spec``'s model; write CSVs (and a PNG) to ``out_dir`` when given.
 
     ``allow_unchecked=("attention",)`` (with the spec's ``model.allow_unchecked``) lets attention the
     check cannot see stay unchecked: the verdict is then ``pass`` on the rest, not ``incomplete``.
 
-    ``depths`` checks across depth instead, at the base width: the same measures, slopes against
-    log depth, with depth scaling relative to the spec's base depth (its own depth when unset) —
-    CompleteP (``model.depth_alpha = 1``) keeps every slope flat, no depth scaling does not.
+    ``along`` and ``sizes`` check across another axis instead, at the base width: the same measures,
+    slopes against the log of the axis's size, with its rules relative to the spec's base there (its
+    own size when unset). ``depths`` is ``along="depth"``: CompleteP (``model.depth_alpha = 1``) keeps
+    every slope flat, no depth scaling does not. ``along="experts"``: a mixture's experts, compared
+    as one (their mean), flat under the experts rules, not where an optimizer's update shrinks with
+    the tokens each expert sees (SGD without them).
 
     ``widths`` defaults to ``base_width × mults``; ``compare="sp"`` also checks the SP twin (a
     negative control, expected to fail) and attaches it as ``result.control``. ``threshold`` and
@@ -425,7 +450,7 @@ def coord_check(
     hp = hp or spec.hparams
     use_threads(threads_for(spec.train.threads))
     # the arguments, checked as the command line checks them before loading torch
-    widths, depths = arguments.coord_check(
+    widths, along, sizes = arguments.coord_check(
         spec,
         compare=compare,
         seeds=seeds,
@@ -434,9 +459,12 @@ def coord_check(
         mults=mults,
         depths=depths,
         allow_unchecked=allow_unchecked,
+        along=along,
+        sizes=sizes,
     )
-    if depths is not None:  # and where the model cannot apply depth
-        depths = check_depths(spec, depths)
+    axis = AXES[along] if along is not None else None
+    if axis is not None:  # and where the model cannot apply the axis
+        sizes = check_sizes(spec, axis, sizes)
     allowed = tuple(dict.fromkeys([*allow_unchecked, *getattr(spec.model, "allow_unchecked", ())]))
     # a shorter context is the same model for a GPT (position rows and attention length are finite
     # dims); for the MLP it is the input size, so each family says which context the check may use
@@ -454,7 +482,8 @@ def coord_check(
         },
         seq_len=seq_len,
         batch_size=batch_size,
-        depths=depths,
+        along=axis,
+        sizes=sizes,
         allowed=allowed,
     )
     result = _check_one(spec, hp, **args)

@@ -1,23 +1,45 @@
-"""The coord check's axes: a spec at one point of the width or depth axis, and how blocks are
-named across depths so that the same layer is compared."""
+"""The coord check's axes: a spec at one point of the width axis or of another scaling axis, and how
+layers are named across that axis's sizes so that the same layer is compared.
+
+Along an axis found by block (depth) the blocks form a sequence: a block is compared with the block
+at the same *relative* depth (:func:`depth_relative`). Along an axis found by unit (a mixture's
+experts) the units are interchangeable: expert 3 of a 4-expert mixture has no counterpart in a
+16-expert one, so every unit's layer is recorded under one name with the index replaced by ``*``
+(:func:`unit_relative`), and the check compares their mean.
+"""
 
 from __future__ import annotations
 
 import re
 
-from .. import models
-from ..config import Spec, SpecError
+from .. import arguments, models
+from ..config import HParams, Spec, SpecError
+from ..config import axes as spec_axes
+from ..mup import shapes
+from ..mup.axes import AXES, Axis
 
-# seeds for a check across depths: depths 2..8 span 2 octaves against the width check's 4, so a
-# slope's seed noise is about twice as large; on quickstart --smoke, CompleteP's closest own-update
-# slope came to 1.11 of its limit with 3 seeds and 0.87 with 6 (docs/mup.md, depth)
-DEPTH_SEEDS = 6
+# seeds for a check across another axis than width: depths 2..8 span 2 octaves against the width
+# check's 4, so a slope's seed noise is about twice as large; on quickstart --smoke, CompleteP's
+# closest own-update slope came to 1.11 of its limit with 3 seeds and 0.87 with 6 (docs/mup.md, depth).
+# Across experts 2..8 on moe --smoke, the closest (an attention projection's own update, no expert's)
+# came to 1.26 with 3 seeds and 0.82 with 6; across 2..16, 0.65 and 0.43 (docs/mup.md, experts)
+AXIS_SEEDS = 6
+DEPTH_SEEDS = AXIS_SEEDS
 
 
-def at_point(spec: Spec, width: int, seq_len: int, batch_size: int, depth: int | None = None) -> Spec:
+def at_point(
+    spec: Spec,
+    width: int,
+    seq_len: int,
+    batch_size: int,
+    along: Axis | None = None,
+    size: int | None = None,
+) -> Spec:
+    """The spec at ``width`` and, along another axis, at ``size`` relative to the spec's own base
+    there (its base key, else its own size), pinned."""
     edit = {"model.width": width, "model.seq_len": seq_len, "train.batch_size": batch_size}
-    if depth is not None:  # depth scaling relative to the spec's own base depth, pinned
-        edit |= {"model.depth": depth, "model.base_depth": spec.model.base_depth or spec.model.depth}
+    if along is not None:
+        edit |= {along.key: size, along.base_key: spec_axes.base(spec, along)}
     return spec.edit(edit)
 
 
@@ -38,18 +60,45 @@ def depth_relative(layer: str, depth: int) -> str | None:
     return None if name is None else layer[: m.start(1)] + name + layer[m.end(1) :]
 
 
-def check_depths(spec: Spec, depths: list[int]) -> list[int]:
-    """The depths of a check across depth, sorted, or refused naming ``depths``: as the command line
-    checks them first (:func:`mutune.arguments.check_depths`, torch-free), then where the model
-    cannot apply depth at one of them (:func:`mutune.models.check_axes`)."""
-    from ..arguments import check_depths as checked
+def unit_relative(layer: str, prefixes: set[str]) -> str:
+    """A layer's name in a check across a count of interchangeable units: the unit's index under
+    one of ``prefixes`` replaced by ``*`` (``h.0.mlp.experts.3.c_fc`` -> ``h.0.mlp.experts.*.c_fc``)."""
+    for prefix in prefixes:
+        head = f"{prefix}."
+        if layer.startswith(head):
+            index, dot, rest = layer[len(head) :].partition(".")
+            if index.isdigit():
+                return f"{head}*{dot}{rest}"
+    return layer
 
-    depths = checked(spec, depths)
+
+def relative_names(spec: Spec, hp: HParams, vocab_size: int, along: Axis, size: int):
+    """How the layers of ``spec``'s model (at ``size`` along ``along``) are named across the axis's
+    sizes: a function of the layer's name, returning None for a layer left out."""
+    if along.found_by == "blocks":
+        return lambda layer: depth_relative(layer, size)
+    impl, width = models.family(spec), spec.model.width
+    build = lambda n: impl.bare(spec.edit({along.key: n}), hp, vocab_size, width)  # noqa: E731
+    prefixes = shapes.unit_prefixes(build, size, along.key.partition(".")[2])
+    return lambda layer: unit_relative(layer, prefixes)
+
+
+def check_sizes(spec: Spec, along: Axis, sizes: list[int]) -> list[int]:
+    """The sizes of a check across ``along``, sorted, or refused naming them (``depths``,
+    ``experts``): as the command line checks them first (:func:`mutune.arguments.check_sizes`,
+    torch-free), then where the model cannot apply the axis at one of them
+    (:func:`mutune.models.check_axes`)."""
+    sizes = arguments.check_sizes(spec, along, sizes)
     try:
-        for d in depths:
+        for n in sizes:
             models.check_axes(
-                at_point(spec, spec.model.base_width, spec.model.seq_len, spec.train.batch_size, d)
+                at_point(spec, spec.model.base_width, spec.model.seq_len, spec.train.batch_size, along, n)
             )
     except SpecError as e:
-        raise SpecError("depths", f"{e.key}: {e.message}") from None
-    return depths
+        raise SpecError(arguments.sizes_arg(along), f"{e.key}: {e.message}") from None
+    return sizes
+
+
+def check_depths(spec: Spec, depths: list[int]) -> list[int]:
+    """:func:`check_sizes` along depth."""
+    return check_sizes(spec, AXES["depth"], depths)

@@ -220,7 +220,7 @@ class Recorder:
 
         def hook(module, args, kwargs, output):
             out = first_tensor(output)
-            if self.quiet or not _floating(out):
+            if self.quiet or not _floating(out) or not out.numel():
                 return
             own = 0.0 if self.t == 0 else self._own_update(module, args, kwargs, out)
             self.add(layer, kind, out, own)
@@ -255,7 +255,11 @@ class Recorder:
 
     def add(self, layer: str, kind: Kind, x: torch.Tensor, own: float = float("nan")) -> None:
         """Record one call's mean |x| and, after init, mean |x − x_0| against the same call at t = 0
-        (and ``own``, the change due to the module's own parameters, where it was measured)."""
+        (and ``own``, the change due to the module's own parameters, where it was measured). An empty
+        output (a mixture's expert that no token reached in this forward) is not a size: nothing is
+        recorded of it."""
+        if not x.numel():
+            return
         x = x.detach().float()
         self.kinds.setdefault(layer, kind)
         i = self.calls[layer]

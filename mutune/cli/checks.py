@@ -33,7 +33,10 @@ def coord_check(
     ] = None,
     lr: Annotated[float | None, typer.Option("--lr", metavar="LR", help="default: 0.01 (AdamW)")] = None,
     seeds: Annotated[
-        int | None, typer.Option("--seeds", metavar="N", help="seeds per width (default 3; 6 with --depths)")
+        int | None,
+        typer.Option(
+            "--seeds", metavar="N", help="seeds per width (default 3; 6 with --depths or --experts)"
+        ),
     ] = None,
     depths: Annotated[
         str | None,
@@ -41,6 +44,14 @@ def coord_check(
             "--depths",
             metavar="L1,L2,...",
             help="check across depth instead (even depths, at the base width): CompleteP keeps every slope flat",
+        ),
+    ] = None,
+    experts: Annotated[
+        str | None,
+        typer.Option(
+            "--experts",
+            metavar="E1,E2,...",
+            help="check across the expert count of a moe model instead (at the base width)",
         ),
     ] = None,
     allow_unchecked: Annotated[
@@ -58,19 +69,33 @@ def coord_check(
 
     Trains the model at base_width × 1, 2, 4, 8, 16 for a few steps and fits the slope of every
     layer's mean |x| against width; writes CSVs and a PNG to RUN_DIR/checks. With --depths, the
-    same at the listed depths (slopes against depth; files coord_check_depth*). Exit 0 when the
-    spec's model passes, 1 when it fails or the check is incomplete (attention it cannot see).
+    same at the listed depths (slopes against depth; files coord_check_depth*); with --experts, at
+    the listed expert counts (files coord_check_experts*). Exit 0 when the spec's model passes, 1
+    when it fails or the check is incomplete (attention it cannot see).
 
     Example: mutune coord-check configs/quickstart.yaml --compare sp
     """
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise SpecError("--lr", f"must be a finite number > 0, got {lr}")
     spec = config.load_spec(config_path, [*(overrides or []), *threads_override(threads)], smoke=smoke)
-    depth_list = comma_list(depths, "--depths", int)
+    if depths is not None and experts is not None:
+        raise SpecError("--experts", "one axis at a time: give --depths or --experts")
+    along, sizes = (
+        ("depth", comma_list(depths, "--depths", int))
+        if depths is not None
+        else ("experts", comma_list(experts, "--experts", int))
+        if experts is not None
+        else (None, None)
+    )
     allowed = comma_list(allow_unchecked, "--allow-unchecked", str) or ()
     # the arguments, as the check itself will refuse them, before torch loads
     arguments.coord_check(
-        spec, compare=compare, seeds=3 if seeds is None else seeds, depths=depth_list, allow_unchecked=allowed
+        spec,
+        compare=compare,
+        seeds=3 if seeds is None else seeds,
+        along=along,
+        sizes=sizes,
+        allow_unchecked=allowed,
     )
     from .. import checks as checks_mod
     from .. import search as search_mod
@@ -80,10 +105,11 @@ def coord_check(
         spec,
         compare=compare,
         lr=lr,
-        seeds=seeds if seeds is not None else (checks_mod.DEPTH_SEEDS if depth_list else 3),
+        seeds=seeds if seeds is not None else (checks_mod.AXIS_SEEDS if along else 3),
         out_dir=out_dir,
-        depths=depth_list,
-        prefix="coord_check_depth" if depth_list else "coord_check",
+        along=along,
+        sizes=sizes,
+        prefix=f"coord_check_{along}" if along else "coord_check",
         allow_unchecked=allowed,
     )
     print_coord_check(res)

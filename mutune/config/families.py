@@ -2,7 +2,7 @@
 
 ``model:`` holds the keys every family shares (:class:`ModelSpec`: family, width, depth, base
 shapes, parametrization...) and the keys of its family, one dataclass per family that extends it
-(:class:`GPTModel`: heads, MLP ratio, tied embeddings...). The YAML stays flat (``model.head_dim``);
+(:class:`GPTModel`: heads, MLP ratio, tied embeddings...; :class:`MoEModel` adds the experts). The YAML stays flat (``model.head_dim``);
 the family picks the class, so another family's key is refused by name, and code reads
 ``spec.model.head_dim`` only where the family has one.
 
@@ -14,7 +14,8 @@ model is built):
 
 - ``build(spec, hp, vocab_size, width)``: the model at a width, on the current default device,
   with its forward multipliers; ``bare`` the same before any instrumentation;
-- ``readout_names(spec)``, ``validate(spec)`` (checks that need its code), ``after_init(model, spec)``,
+- ``readout_names(spec)``, optionally ``router_names(spec)`` (a mixture's gates: role ``router``),
+  ``validate(spec)`` (checks that need its code), ``after_init(model, spec)``,
   ``coord_seq_len(spec, seq_len)``, ``workload(spec, model, width, vocab_size)`` (FLOPs, tokens,
   activation sizes: a :class:`mutune.flops.Workload`).
 
@@ -34,7 +35,7 @@ from ..errors import SpecError
 from ..mup.parametrizations import PARAMETRIZATIONS
 from ..mup.rules import ROLES
 from .meaning import key
-from .typed import DEPTH, POSITIVE, SIZE, Range
+from .typed import DEPTH, NON_NEGATIVE, POSITIVE, SIZE, Range
 
 PARAMETRIZATION_NAMES = {p.name: p.label for p in PARAMETRIZATIONS.values()}  # how tables name them
 _PARAMETRIZATIONS = tuple(PARAMETRIZATIONS)
@@ -156,7 +157,7 @@ class GPTModel(ModelSpec):
     )
     mlp_ratio: int = key(
         4,
-        "gpt: MLP hidden size = mlp_ratio * width",
+        "gpt: MLP hidden size = mlp_ratio * width (moe: each expert's)",
         POSITIVE,
         across="approximate",
         note="MLP ratio: a different shape; the multipliers adapt but the optimum may move",
@@ -172,6 +173,40 @@ class GPTModel(ModelSpec):
         "µP option: initialise the attention query projection to zero",
         across="fixed",
         note="the query's init is part of what the hyperparameters were tuned with",
+    )
+
+
+@dataclass
+class MoEModel(GPTModel):
+    n_experts: int = key(
+        4,
+        "moe: experts in each block's mixture (every block's MLP is one; each expert has the GPT's MLP shape)",
+        POSITIVE,
+        across="axis",
+    )
+    base_experts: int | None = key(
+        None,
+        "moe: expert count at which the experts rules are off (m_E = n_experts / base_experts); default: the "
+        "proxy's own, so a target with more experts gets them relative to the proxy",
+        POSITIVE,
+        across="fixed",
+        note="it defines what the tuned hyperparameters mean along the experts axis",
+    )
+    top_k: int = key(
+        2,
+        "moe: experts each token is sent to, their gates renormalised to sum to 1 (>= 2: one gate of 1 "
+        "teaches the router nothing)",
+        POSITIVE,
+        across="approximate",
+        note="the experts a token meets: another mixture; the multipliers adapt but the optimum may move",
+    )
+    balance: float = key(
+        0.01,
+        "moe: weight of the load-balancing loss (Switch Transformer's n_experts·Σ f_e·P_e, 1 when the load "
+        "is even) added to the training loss; 0 = off",
+        NON_NEGATIVE,
+        across="fixed",
+        note="the balancing pressure is part of the objective the hyperparameters were tuned with",
     )
 
 
@@ -275,6 +310,26 @@ def _smoke_gpt(m: dict[str, Any]) -> None:
         m["n_head"] = 2
 
 
+def _check_moe(m: MoEModel) -> None:
+    _check_gpt(m)
+    if m.top_k < 2:
+        raise SpecError(
+            "model.top_k",
+            f"must be >= 2, got {m.top_k}: the gates are renormalised over the chosen experts, so one expert's "
+            "gate is always 1 and the router would learn from the balancing loss alone",
+        )
+    if m.top_k > m.n_experts:
+        raise SpecError("model.top_k", f"{m.top_k} is more than model.n_experts={m.n_experts}")
+
+
+def _smoke_moe(m: dict[str, Any]) -> None:
+    _smoke_gpt(m)
+    m["n_experts"] = min(m["n_experts"], 4)
+    m["top_k"] = min(m["top_k"], m["n_experts"])
+    if m["base_experts"] is not None:  # the experts rules stay asked for, and are off at the smoke proxy
+        m["base_experts"] = m["n_experts"]
+
+
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 FACTORY_FILE_PATTERN = re.compile(r"^[^:]+\.py:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")  # file.py:function
 
@@ -309,6 +364,15 @@ FAMILIES: dict[str, FamilyEntry] = {
             check=_check_gpt,
             smoke=_smoke_gpt,
             parametrizations=("mup", "sp", "umup"),
+        ),
+        FamilyEntry(
+            "moe",
+            "decoder-only LM whose MLPs are mixtures of experts (top-k routing)",
+            MoEModel,
+            "mutune.models.moe",
+            ("alpha_in", "alpha_out", "alpha_attn"),
+            check=_check_moe,
+            smoke=_smoke_moe,
         ),
         FamilyEntry(
             "mlp",

@@ -4,10 +4,11 @@ A target is the proxy's spec with some keys changed: ``--to KEY=VALUE`` on the c
 the spec's own ``target:`` section (``target.width`` and ``target.overrides``). Each key is read by
 its meaning (:mod:`.meaning`): a hyperparameter comes from best.yaml, unchanged (refused); a key
 that defines what the hyperparameters mean must keep the proxy's value (refused, saying why); a
-key of the search is not a run's (refused); an axis (width, depth) changes freely; a key the
+key of the search is not a run's (refused); an axis (width, depth, experts) changes freely; a key the
 optimum moves with, or that transfers only roughly, changes with a warning saying so.
 A target at another depth gets CompleteP's rules relative to the proxy's base depth (pinned in the
-target spec) where they apply (:mod:`.axes`), and a warning why not where they do not.
+target spec) where they apply (:mod:`.axes`), and a warning why not where they do not; so does every
+axis whose base defaults to the model's own size.
 
 The same function serves every caller, so they cannot disagree: the spec's validation at load (a
 target the transfer would refuse is refused before any trial, naming ``target.…``), the budget's
@@ -186,11 +187,10 @@ def derive(
     d["target"] = {"width": None, "overrides": {}}
     try:
         target = from_dict(d, [f"{k}={json.dumps(v)}" for k, v in changes.items()])
-        target, note = _at_depth(target, base)
+        target, notes = _on_axes(target, base)
     except SpecError as e:
         raise SpecError(where(e.key), e.message) from None
-    if note:
-        warnings.append(note)
+    warnings += notes
     if target.model.width < base.model.width:
         warnings.append(
             f"model.width={target.model.width} is narrower than the proxy ({base.model.width}): µP transfers "
@@ -204,18 +204,26 @@ def derive(
     return Target(target, dict(changes), warnings)
 
 
-def _at_depth(target: Spec, proxy: Spec) -> tuple[Spec, str]:
-    """A target at another depth than the proxy: CompleteP's rules relative to the proxy's base depth
-    (pinned in the target spec) where they apply; otherwise the target as asked and a warning why."""
-    if target.model.depth == proxy.model.depth or axes.own_rule(target, "depth"):
-        return target, ""
-    why = axes.why_not(target, "depth")
-    if why:
-        return target, (
-            f"model.depth={target.model.depth} does not µTransfer exactly (depth scaling is off: {why}; "
-            "CompleteP applies with model.depth_alpha > 0, a residual family and adamw)"
-        )
-    return target.edit({"model.base_depth": axes.base(proxy, "depth")}), ""
+def _on_axes(target: Spec, proxy: Spec) -> tuple[Spec, list[str]]:
+    """A target at another size than the proxy along an axis whose base defaults to the model's own
+    size (depth, experts): the axis's rules relative to the proxy's base (pinned in the target spec)
+    where they apply (:mod:`.axes`); otherwise the target as asked and a warning why."""
+    notes, pins = [], {}
+    for axis in AXES.values():
+        if not axes.present(target, axis) or axes.value(target, axis) == axes.value(proxy, axis):
+            continue
+        if axes.own_rule(target, axis):  # u-µP's depth: its rule is in absolute sizes, nothing to pin
+            continue
+        why = axes.why_not(target, axis)
+        if why:
+            fix = axes.remedy(axis)
+            notes.append(
+                f"{axis.key}={axes.value(target, axis)} does not µTransfer exactly ({axis.name} scaling is "
+                f"off: {why}{'; ' + fix if fix else ''})"
+            )
+        elif axes.base(target, axis) != axes.base(proxy, axis):
+            pins[axis.base_key] = axes.base(proxy, axis)
+    return (target.edit(pins) if pins else target), notes
 
 
 def check(spec: Spec) -> None:

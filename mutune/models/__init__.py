@@ -75,12 +75,32 @@ def build(spec: Spec, hp: HParams, vocab_size: int, width: int | None = None) ->
 
 def blocks(model: nn.Module) -> list[nn.Module]:
     """The model's repeated units (a transformer's blocks, an MLP's hidden layers): the children of
-    every ``nn.ModuleList``. FSDP shards each one as a unit; activation checkpointing recomputes them."""
-    return [child for mod in model.modules() if isinstance(mod, nn.ModuleList) for child in mod]
+    every outermost ``nn.ModuleList``. FSDP shards each one as a unit; activation checkpointing
+    recomputes them. A ModuleList inside a block (a mixture's experts) is part of its block: FSDP2
+    must shard a unit's children before the unit, and the blocks' parameters must not be counted twice.
+    """
+    out: list[nn.Module] = []
+
+    def visit(mod: nn.Module) -> None:
+        for child in mod.children():
+            if isinstance(child, nn.ModuleList):
+                out.extend(child)
+            else:
+                visit(child)
+
+    visit(model)
+    return out
 
 
 def readout_names(spec: Spec) -> tuple[str, ...]:
     return tuple(family(spec).readout_names(spec))
+
+
+def router_names(spec: Spec) -> tuple[str, ...]:
+    """The modules whose width -> fixed-size weight gates a mixture inside the network (role
+    ``router``); none for a family without them."""
+    names = getattr(family(spec), "router_names", None)
+    return tuple(names(spec)) if names is not None else ()
 
 
 def axis_refusal(spec: Spec, axis: str) -> tuple[str, str] | None:
@@ -141,6 +161,7 @@ def _classify(spec: Spec, hp: HParams, vocab_size: int, width: int) -> dict[str,
             m.base_width,
             readout_names(spec),
             out_features=vocab_size,  # the vocabulary, or a classifier's classes: the output size
+            routers=router_names(spec),
             roles=getattr(m, "roles", None),
             # a family with raw parameters says how to run one forward, so their use decides their role
             forward=impl.watch(spec, hp, vocab_size) if hasattr(impl, "watch") else None,
@@ -148,9 +169,11 @@ def _classify(spec: Spec, hp: HParams, vocab_size: int, width: int) -> dict[str,
         rules = parametrization(spec)
         for axis in AXES.values():  # the axes found by something other than shape (depth: by block)
             mult, size = axes.mult(spec, axis), axes.value(spec, axis)
-            if axis.found_by == "blocks" and (mult != 1.0 or rules.uses(axis.size)):
-                at = lambda d, key=axis.key: impl.bare(spec.edit({key: d}), hp, vocab_size, width)  # noqa: E731
-                infos = shapes.along(infos, axis.name, shapes.per_block(at, size), mult, size)
+            if axis.found_by != "shape" and (mult != 1.0 or rules.uses(axis.size)):
+                at = lambda n, key=axis.key: impl.bare(spec.edit({key: n}), hp, vocab_size, width)  # noqa: E731
+                arg = axis.key.partition(".")[2]  # model.n_experts: errors name n_experts
+                members = shapes.FINDERS[axis.found_by](at, size, arg)
+                infos = shapes.along(infos, axis.name, members, mult, size)
         return infos
     except shapes.ShapeError as e:
         raise SpecError(f"model.{e.arg}" if e.arg else "model", str(e)) from None

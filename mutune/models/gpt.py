@@ -7,6 +7,7 @@ rates are not set here: the parametrization's rules do that (:mod:`mutune.mup`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -71,12 +72,12 @@ class MLPBlock(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, mlp: Callable[[GPTConfig], nn.Module] = MLPBlock):
         super().__init__()
         self.ln_1 = nn.LayerNorm(cfg.width, bias=cfg.bias)
         self.attn = CausalSelfAttention(cfg)
         self.ln_2 = nn.LayerNorm(cfg.width, bias=cfg.bias)
-        self.mlp = MLPBlock(cfg)
+        self.mlp = mlp(cfg)  # the feed-forward branch: an MLP, or a mixture of them (models.moe)
         self.residual_mult = cfg.residual_mult
 
     def branch(self, y: torch.Tensor) -> torch.Tensor:
@@ -90,12 +91,12 @@ class Block(nn.Module):
 class GPT(nn.Module):
     readout_names = ("lm_head",)
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, block: Callable[[GPTConfig], nn.Module] = Block):
         super().__init__()
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.width)
         self.wpe = nn.Embedding(cfg.seq_len, cfg.width)
-        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.h = nn.ModuleList(block(cfg) for _ in range(cfg.depth))
         self.ln_f = nn.LayerNorm(cfg.width, bias=cfg.bias)
         self.lm_head = nn.Linear(cfg.width, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:

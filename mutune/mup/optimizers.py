@@ -38,6 +38,11 @@ class OptimizerEntry:
     check_lr: float | None = None  # the coord check's LR; None: the middle of the searched LR range
     depth_rule: bool = False  # a published depth rule exists for every kind it uses
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The rule kinds it maps parameters to (those it keeps state for)."""
+        return tuple(self.state_bytes)
+
     def build(self, groups: list[dict], hp: Any) -> Any:
         module, _, attr = self.constructor.partition(":")
         return getattr(importlib.import_module(module), attr)(groups, hp)

@@ -37,6 +37,17 @@ matrices LR ×m_L^(α−1), ε ×m_L^−α; per-block norms and biases LR ×m_L^
 branch ×m_L^−α in the forward (:mod:`mutune.mup.multipliers`); embeddings, final norm and readout
 unchanged.
 
+Experts (a mixture's, m_E = n_experts / base_experts at a fixed top_k; AdamW and Muon): each expert
+sees a fraction top_k / n_experts of the tokens and each router row the gradient of those that chose
+it, so their gradient entries shrink with m_E while the forward keeps its size (the gates are
+renormalised over the chosen experts). Adam and Muon normalise the update, so the LR needs no factor
+and only Adam's ε follows the gradient (ε/m_E, TP5 App. B.3's reason for ε/m). Nothing else depends
+on the expert count: attention, embeddings, norms and readout see every token whatever the number of
+experts. SGD's update is the gradient itself, which shrinks between 1/m_E and 1/√m_E as per-token
+gradients partly cancel (the coord check across experts 2..16: ×m_E on the LR over-updates the
+routers and experts, slopes up to +1.0, no factor under-updates them, down to -0.9; docs/mup.md): no
+rule is given, and an SGD target at another expert count is warned, not guessed.
+
 Plain data and arithmetic: no torch, no spec.
 """
 
@@ -220,7 +231,9 @@ class Parametrization:
 # is ∝ 1/m (the backward signal into the residual stream carries the readout's α_out/m), and inside
 # a residual branch also ∝ m_L^-α. CompleteP's reference code gives embeddings, final norm and readout
 # ε/m and everything in a block ε/(m·m_L^α) since its January 2026 fix (arXiv 2512.22382).
-ADAM_EPS = Scaling.of(width=-1)
+# A mixture's experts and routers (the parameters along the experts axis) see top_k / n_experts of
+# the tokens: their gradient entries shrink like 1/m_E, so ε/m_E (m_E is 1 for every other parameter).
+ADAM_EPS = Scaling.of(width=-1, experts=-1)
 SGD_VECTOR = RoleRule(lr=Scaling.of(width=1), weight_decay=Scaling.of(width=-1))
 SGD_READOUT = RoleRule(init_fan_in="base_fan_in", lr=Scaling.of(width=1), weight_decay=Scaling.of(width=-1))
 ADAM_READOUT = RoleRule(init_fan_in="base_fan_in", eps=ADAM_EPS)
@@ -230,7 +243,7 @@ ADAM_READOUT = RoleRule(init_fan_in="base_fan_in", eps=ADAM_EPS)
 ADAM_HIDDEN = RoleRule(
     lr=Scaling.of(fan_in=-1, depth=-1, depth_alpha=1),
     weight_decay=Scaling.of(fan_in=1),
-    eps=Scaling.of(fan_in=-1, depth_alpha=-1),
+    eps=Scaling.of(fan_in=-1, depth_alpha=-1, experts=-1),
 )
 # Muon (torch.optim.Muon with adjust_lr_fn="match_rms_adamw") orthogonalises the update of a hidden
 # matrix and scales it by 0.2·√max(fan_out, fan_in), so that at the base width its RMS matches
@@ -243,6 +256,9 @@ MUON_HIDDEN = RoleRule(lr=Scaling.of(fan_in=-0.5), weight_decay=Scaling.of(fan_i
 # Kinds with a published depth rule (the depth exponents above). SGD's depth-µP (TP6) covers residual
 # blocks of one matrix, not transformers (TP6 §10.3); Muon has none: both are refused, not guessed.
 DEPTH_KINDS = ("adam",)
+# Kinds with an experts rule: Adam's and Muon's (whose orthogonalised update of an expert's matrix
+# does not depend on the gradient's scale, so it needs no factor); SGD's is refused (module doc)
+EXPERTS_KINDS = ("adam", "muon")
 
 MUP = Parametrization(
     name="mup",
@@ -256,7 +272,7 @@ MUP = Parametrization(
         ("adam", "router"): ADAM_READOUT,
         ("adam", "hidden"): ADAM_HIDDEN,
         ("adam", "vector"): RoleRule(
-            lr=Scaling.of(depth=-1, depth_alpha=1), eps=Scaling.of(width=-1, depth_alpha=-1)
+            lr=Scaling.of(depth=-1, depth_alpha=1), eps=Scaling.of(width=-1, depth_alpha=-1, experts=-1)
         ),
         ("sgd", "embedding"): RoleRule(
             init_fan_in="none", lr=Scaling.of(width=1), weight_decay=Scaling.of(width=-1)
@@ -274,7 +290,7 @@ MUP = Parametrization(
     attention="1/d",
     clip="base_width",
     coord_check="verify",
-    axis_kinds={"depth": DEPTH_KINDS},
+    axis_kinds={"depth": DEPTH_KINDS, "experts": EXPERTS_KINDS},
 )
 
 SP = Parametrization(
@@ -287,7 +303,7 @@ SP = Parametrization(
     attention="1/sqrt(d)",
     clip="global",
     coord_check="control",
-    axis_kinds={"depth": DEPTH_KINDS},
+    axis_kinds={"depth": DEPTH_KINDS, "experts": EXPERTS_KINDS},
 )
 
 

@@ -517,33 +517,50 @@ def infer_width(model: nn.Module, base: nn.Module, base_width: int) -> int:
     return round(base_width * ratio)
 
 
-def per_block(build: Callable[[int], nn.Module], depth: int) -> set[str]:
+def _indexed(build: Callable[[int], nn.Module], size: int, arg: str) -> tuple[set[str], set[str]]:
+    """(prefixes, names): the prefixes under which ``build(size + 1)`` adds parameters named
+    ``<prefix>.<size>.<rest>``, and the parameter names of ``build(size)``."""
+    with torch.device("meta"):
+        names = set(param_shapes(build(size)))
+        bigger = set(param_shapes(build(size + 1)))
+    new = bigger - names
+    if not new or names - bigger:
+        raise ShapeError(
+            f"the model has the same parameters at {arg} {size} and {size + 1}: it ignores its {arg}, "
+            f"so {arg} scaling would silently do nothing",
+            arg,
+        )
+    prefixes = set()
+    for name in new:
+        parts = name.split(".")
+        at = [i for i, p in enumerate(parts) if p == str(size)]
+        # the index that grew: where several parts equal the old size, the one whose predecessor (the
+        # same name, that index one less) the smaller model has (h.4.mlp.experts.4: expert 4 of block 4)
+        grew = [i for i in at if ".".join([*parts[:i], str(size - 1), *parts[i + 1 :]]) in names]
+        at = grew or at
+        if not at:
+            what = "a block index" if arg == "depth" else "an index"
+            raise ShapeError(f"'{name}' appears at {arg} {size + 1} without {what} in its name", arg)
+        prefixes.add(".".join(parts[: at[0]]))
+    return prefixes, names
+
+
+def unit_prefixes(build: Callable[[int], nn.Module], size: int, arg: str = "depth") -> set[str]:
+    """The prefixes under which the model's repeated units are indexed by ``size``: ``{"h"}`` for a
+    transformer's blocks, ``{"h.0.mlp.experts", "h.1.mlp.experts"}`` for its mixtures' experts."""
+    return _indexed(build, size, arg)[0]
+
+
+def per_block(build: Callable[[int], nn.Module], depth: int, arg: str = "depth") -> set[str]:
     """The parameters that belong to a repeated block: those whose names change with depth.
 
     ``build(depth)`` constructs the model at a depth (on the meta device, at any fixed width). Going
     from ``depth`` to ``depth + 1`` blocks adds parameters named ``<prefix>.<depth>.<rest>``; every
     parameter of the model at ``depth`` named ``<prefix>.<i>.<rest>`` with i < depth is per-block
     (its LR and ε get the depth multiplier; the embeddings, final norm and readout do not).
+    ``arg`` names the size in errors (``depth``; ``n_experts`` for :func:`per_unit`).
     """
-    with torch.device("meta"):
-        names = set(param_shapes(build(depth)))
-        deeper = set(param_shapes(build(depth + 1)))
-    new = deeper - names
-    if not new or names - deeper:
-        raise ShapeError(
-            f"the model has the same parameters at depth {depth} and {depth + 1}: it ignores its depth, "
-            "so depth scaling would silently do nothing",
-            "depth",
-        )
-    prefixes = set()
-    for name in new:
-        parts = name.split(".")
-        at = [i for i, p in enumerate(parts) if p == str(depth)]
-        if not at:
-            raise ShapeError(
-                f"'{name}' appears at depth {depth + 1} without a block index in its name", "depth"
-            )
-        prefixes.add(".".join(parts[: at[0]]))
+    prefixes, names = _indexed(build, depth, arg)
     blocks = set()
     for name in names:
         for prefix in prefixes:
@@ -552,6 +569,23 @@ def per_block(build: Callable[[int], nn.Module], depth: int) -> set[str]:
             if rest and rest[0].isdigit() and int(rest[0]) < depth:
                 blocks.add(name)
     return blocks
+
+
+def per_unit(build: Callable[[int], nn.Module], count: int, arg: str = "n_experts") -> set[str]:
+    """The parameters that scale with a count of interchangeable units (a mixture's experts): each
+    unit's own (named ``<prefix>.<i>.<rest>``, i < count, as :func:`per_block` finds them) and those
+    sized by the count (a router, width -> one logit per expert): the parameters whose gradient
+    signal the count divides among the units."""
+    members = per_block(build, count, arg)
+    with torch.device("meta"):
+        shapes, more = param_shapes(build(count)), param_shapes(build(count + 1))
+    return members | {n for n, s in shapes.items() if n in more and more[n] != s}
+
+
+# how a parameter is found to scale along an axis that is not found by shape (Axis.found_by), each
+# called as finder(build, size, arg) with build(size) the model at that size along the axis and arg
+# the model key of the size (errors name it)
+FINDERS: dict[str, Callable[..., set[str]]] = {"blocks": per_block, "units": per_unit}
 
 
 def along(

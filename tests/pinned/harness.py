@@ -10,7 +10,9 @@ different order. So ``pinned.json`` holds one *set* of values per environment it
 from the same code. tests/test_pinned.py compares bit for bit against the set made on an environment
 like this one, and within ``RTOL`` of every set (see ``RTOL`` for why that still catches a computation
 change). ``python -m tests.pinned.harness --add`` records this environment's set beside the others
-(after checking it agrees with them within ``RTOL``); ``--write`` replaces every set with this one's,
+(after checking it agrees with them within ``RTOL``); ``--extend`` adds the keys pinned since
+(:data:`ADDED`) to this environment's set, after checking every value already pinned reproduces;
+``--write`` replaces every set with this one's,
 for a change meant to change the numbers (the other environments' sets are then stale and dropped):
 say so in the commit.
 """
@@ -52,7 +54,22 @@ SEARCHES = [
     ("quickstart-sp", "quickstart.yaml", ["model.parametrization=sp"]),
     ("mlp", "mlp.yaml", []),
     ("factory", "factory.yaml", []),
+    ("moe", "moe.yaml", []),
 ]
+# more targets of a search than width=64, by label: the moe proxy at more experts (the experts axis)
+MORE_TARGETS = {"moe": [("experts8", "experts=8", "target-n_experts8")]}
+# keys pinned after the first sets were made, so only on the environments that have recorded them
+# since (``--extend``): a set made before them lacks them, and is not compared on them
+ADDED = frozenset(
+    f"{kind}/moe{rest}"
+    for kind, rest in (
+        ("search", ""),
+        ("search", "/train_curves"),
+        ("search", "/val_curves"),
+        ("transfer", "/train_loss"),
+        ("transfer", "/val_loss"),
+    )
+) | {"transfer/moe-experts8/train_loss", "transfer/moe-experts8/val_loss"}
 
 
 def _cli(*args: str) -> None:
@@ -90,12 +107,15 @@ def collect(workdir: Path, only: str | None = None) -> dict:
             t.user_attrs["train_curve"]["train_loss"] for t in study.trials
         ]
         out[f"search/{label}/val_curves"] = [t.user_attrs["val_curve"]["val_loss"] for t in study.trials]
-        _cli("transfer", run, "--to", "width=64", "--smoke", "-q")
-        target = run / "target-width64"
-        metrics = _csv(target / "metrics.csv")  # train losses are written with 6 digits there
-        out[f"transfer/{label}/train_loss"] = [float(v) for v in metrics.train_loss if v]
-        result = yaml.safe_load((target / "result.yaml").read_text())
-        out[f"transfer/{label}/val_loss"] = [r["val_loss"] for r in result["curve"]]
+        targets = [("", "width=64", "target-width64"), *MORE_TARGETS.get(label, [])]
+        for suffix, to, folder in targets:
+            _cli("transfer", run, "--to", to, "--smoke", "-q")
+            target = run / folder
+            key = f"transfer/{label}{'-' + suffix if suffix else ''}"
+            metrics = _csv(target / "metrics.csv")  # train losses are written with 6 digits there
+            out[f"{key}/train_loss"] = [float(v) for v in metrics.train_loss if v]
+            result = yaml.safe_load((target / "result.yaml").read_text())
+            out[f"{key}/val_loss"] = [r["val_loss"] for r in result["curve"]]
     if only is not None:
         return out
     for label, name, overrides in [("quickstart", "quickstart.yaml", []), ("mlp", "mlp.yaml", [])]:
@@ -182,6 +202,23 @@ def main() -> None:
     env = environment()
     if "--write" in sys.argv:
         sets = [{"made_on": env, "values": values}]
+    elif "--extend" in sys.argv:
+        # this environment's set gains the keys it lacks (ADDED ones), once every value it and the
+        # other sets already pin is reproduced (bit for bit here, within RTOL there)
+        sets = load()
+        mine = matching(sets, env)
+        if mine is None:
+            sys.exit(f"no set was made on {env}: --add one first")
+        for s in sets:
+            old = {k: v for k, v in values.items() if k in s["values"]}
+            if diff := differences(old, s["values"], rtol=0.0 if s is mine else RTOL):
+                sys.exit(
+                    f"not extended: {len(diff)} pinned values differ from the set made on {s['made_on']}"
+                )
+        new = {k: v for k, v in values.items() if k not in mine["values"]}
+        if set(new) - ADDED:
+            sys.exit(f"not extended: {sorted(set(new) - ADDED)} are not in harness.ADDED")
+        mine["values"].update(new)
     elif "--add" in sys.argv:
         sets = [s for s in load() if s["made_on"] != env]
         for s in sets:
