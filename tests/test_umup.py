@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import pytest
 import torch
@@ -199,6 +200,10 @@ def test_the_coord_check_passes_umup_with_its_unit_scale_property(run_cli, workd
     )
     assert r.code == 0, r
     assert "unit scale at init" in r.out and "u-µP" in r.out
+    # a pass never names a row past its limit: shares are of the deviation from the expected slope
+    share = re.search(r"the closest, .*?: (\d+)% of its limit", r.out)
+    assert share and int(share.group(1)) < 100, r.out
+    assert "-0.5 ±0.3" in r.out  # u-µP's embedding updates shrink as expected: the limit says around what
     assert (workdir / "runs" / "quickstart-smoke" / "checks" / "coord_check_unit.csv").is_file()
 
 

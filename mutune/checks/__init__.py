@@ -126,21 +126,24 @@ class CoordCheckResult:
 
     @property
     def closest(self) -> dict | None:
-        """The gated row nearest its limit, named: layer, measure, step, slope, limit and the slope's
-        share of the limit (``margin``). What the gate and ``coord-check`` report beside a pass."""
+        """The gated row nearest its limit, named: layer, measure, step, slope, the slope expected of
+        it (0 but where the parametrization expects one: u-µP's embedding updates), its limit around
+        that, and the deviation's share of the limit (``margin``). What the gate and ``coord-check``
+        report beside a pass."""
         g = verdict.gated(self.slopes).dropna(subset=["slope"])
         if not len(g):
             return None
-        r = g.loc[(g.slope.abs() / g.limit).idxmax()]
-        share = abs(float(r.slope)) / float(r.limit)
-        measure = verdict.MEASURES[r.metric]
+        dev = verdict.deviation(g).abs() / g.limit
+        r = g.loc[dev.idxmax()]
+        expected = float(r.expected) if "expected" in g and r.expected == r.expected else 0.0
         return {
             "layer": r.layer,
-            "measure": measure,
+            "measure": "scale × head dim" if r.kind == "attn_scale" else verdict.MEASURES[r.metric],
             "t": int(r.t),
             "slope": float(r.slope),
+            "expected": expected,
             "limit": float(r.limit),
-            "share": share,
+            "share": float(dev.max()),
         }
 
     def message(self) -> str:
@@ -172,7 +175,7 @@ class CoordCheckResult:
             c = self.closest
             nearest = (
                 f"; the closest, {c['layer']} {c['measure']} at t={c['t']}, {c['slope']:+.2f} against "
-                f"±{c['limit']:g}: {c['share']:.0%} of its limit"
+                f"{verdict.around(c['expected'])}±{c['limit']:g}: {c['share']:.0%} of its limit"
                 if c
                 else ""
             )

@@ -165,9 +165,13 @@ def deviation(s: pd.DataFrame) -> pd.Series:
     return s.slope - (s.expected.fillna(0.0) if "expected" in s else 0.0)
 
 
+def around(want: float) -> str:
+    """The centre a limit is around, written before its ``±``: nothing for 0 (NaN-safe)."""
+    return f"{want:+g} " if want == want and want else ""
+
+
 def _around(r: object) -> str:
-    want = getattr(r, "expected", 0.0)
-    return f"{want:+g} " if want == want and want else ""  # (NaN-safe)
+    return around(getattr(r, "expected", 0.0))
 
 
 def gated(s: pd.DataFrame) -> pd.DataFrame:

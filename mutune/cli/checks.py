@@ -154,7 +154,7 @@ def print_coord_check(res: Any) -> None:
     control, each row with its limit; an exempt cell is marked ``*`` and its exemption said below the
     table (a mark that survives a pipe, where dim text does not). The modules inside the blocks are
     shown only where they fail or come closest to their limit (the CSV has them all)."""
-    from ..checks.verdict import MEASURES
+    from ..checks.verdict import MEASURES, around
 
     for r in [res] + ([res.control] if res.control is not None else []):
         out.print(r.message(), highlight=False, soft_wrap=True)
@@ -188,7 +188,8 @@ def print_coord_check(res: Any) -> None:
                 style = {"fail": "bold red", "exempt": "dim"}.get(x.status, "")
                 row.append(f"[{style}]{text}[/]" if style else text)
             measure = "scale × head dim" if g.kind.iloc[0] == "attn_scale" else MEASURES.get(metric, metric)
-            table.add_row(layer, measure, f"±{g.limit.iloc[0]:g}", *row)
+            want = g.expected.iloc[0] if "expected" in g else 0.0
+            table.add_row(layer, measure, f"{around(want)}±{g.limit.iloc[0]:g}", *row)
         show(table)
         for reason, where in exempt.items():
             out.print(f"* exempt ({', '.join(where)}): {reason}", highlight=False, soft_wrap=True)
