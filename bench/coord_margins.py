@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.factory_models, tests.violations
 from tests.violations import LR_CLASSES, violation  # noqa: E402
 
-TRAIN = {"steps": 10, "batch_size": 8}
+TRAIN = {"steps": 10, "batch_size": 8, "warmup_steps": 2}  # (the coord check reads no schedule)
 GPT = {"family": "gpt", "width": 64, "base_width": 64, "depth": 2, "head_dim": 32, "seq_len": 64}
 MODELS = {
     "gpt": GPT,  # configs/quickstart.yaml's model

@@ -38,6 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+import yaml
 
 from mutune import config, laws, laws_run
 from mutune.events import Events
@@ -196,7 +197,13 @@ def main() -> None:
         f"{', horizons from cooldown branches' if laws_run.branched(spec, 'steps') else ''}"
     )
 
-    best = laws_run.fit_laws(spec, run_dir, config.Best(spec.hparams, {"trial_number": None}), Printer())
+    # the laws are fitted around a best.yaml, as after a search: here the spec's own hparams, written once
+    around = config.Best(spec.hparams, {"trial_number": None})
+    if not (run_dir / "best.yaml").is_file():
+        (run_dir / "best.yaml").write_text(
+            yaml.safe_dump(around.to_dict(), sort_keys=False, allow_unicode=True)
+        )
+    best = laws_run.fit_laws(spec, run_dir, around, Printer())
     law = laws.Law.from_dict("steps", best.laws["steps"])
     lr_short = next(p["lr"] for p in law.points if p["multiple"] == max(ms))  # the proxy's own LR*
     long_steps = int(spec.train.steps * long_mult)

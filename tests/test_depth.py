@@ -103,7 +103,7 @@ def test_a_depth_change_without_scaling_differs_from_completep():
 @pytest.mark.parametrize(
     "over, key, words",
     [
-        ({"model.base_depth": 0}, "model.base_depth", "> 0"),
+        ({"model.base_depth": 0}, "model.base_depth", "must be in [1,"),
         ({"model.depth_alpha": 1.5}, "model.depth_alpha", "[0, 1]"),
         ({"model.depth_alpha": -0.1}, "model.depth_alpha", "[0, 1]"),
         ({"model.base_depth": 2, "train.optimizer": "sgd"}, "model.base_depth", "has none"),

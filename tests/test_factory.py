@@ -47,7 +47,7 @@ def test_user_cnn_goes_through_search_smoke_and_transfer(run_cli, workdir):
 def test_shipped_factory_config_builds_and_trains(monkeypatch):
     """configs/factory.yaml names examples/my_model.py, imported from the repository root."""
     monkeypatch.chdir(CONFIGS.parent)
-    spec = config.smoke(config.load_spec(CONFIGS / "factory.yaml", ["train.steps=4"]))
+    spec = config.smoke(config.load_spec(CONFIGS / "factory.yaml", ["train.steps=4", "train.warmup_steps=2"]))
     models.validate(spec, spec.hparams, VOCAB)
     result = train(spec, spec.hparams)
     assert not result.diverged and result.final_val_loss < 6.0

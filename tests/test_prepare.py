@@ -202,9 +202,10 @@ def test_configs_bpe_smoke_runs_on_a_prepared_sample(run_cli, workdir):
     r = run_cli("search", CONFIGS / "bpe.yaml", "--smoke", "--no-transfer", "search.n_trials=2")
     assert r.code == 0, r
     run = yaml.safe_load((workdir / "runs/bpe-smoke/config.yaml").read_text())
-    assert {k: v for k, v in run["data"].items() if v is not None} == {
+    assert {k: v for k, v in run["data"].items() if v not in (None, False)} == {
         "corpus": "tokens",
         "path": "data/bpe",
         "vocab_size": 384,
         "val_fraction": 0.1,
+        "smoke_fallback": True,  # (the recipe's: the built-in corpus where data/bpe is absent)
     }  # (and the keys of other corpora, such as data.module, at null)

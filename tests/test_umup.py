@@ -268,7 +268,15 @@ def test_inspect_shows_the_umup_table(run_cli, workdir):
 
 
 def test_sweep_compares_umup_and_the_commands_run(run_cli, workdir):
-    r = run_cli("sweep", CONFIGS / "quickstart.yaml", "--smoke", "--compare", "umup", "train.steps=4")
+    r = run_cli(
+        "sweep",
+        CONFIGS / "quickstart.yaml",
+        "--smoke",
+        "--compare",
+        "umup",
+        "train.steps=4",
+        "train.warmup_steps=2",
+    )
     assert r.code == 0, r
     r = run_cli(
         "search", CONFIGS / "quickstart.yaml", "--smoke", "model.parametrization=umup", "search.n_trials=2"
