@@ -71,6 +71,12 @@ def test_throughput_quick(tmp_path):
 
 
 @pytest.mark.bench
+def test_step_profile_quick(tmp_path):
+    out = bench("step_profile.py", cwd=tmp_path)
+    assert "===== plain:" in out and "===== mutune µP:" in out and "run_backward" in out
+
+
+@pytest.mark.bench
 def test_coord_margins_quick(tmp_path):
     out = bench("coord_margins.py", "--out", str(tmp_path / "cm"), cwd=tmp_path)
     assert "gpt        mup              pass" in out and "gpt        embedding/m      fail" in out
