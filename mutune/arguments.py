@@ -176,16 +176,12 @@ def transfer(
 
 def export(path: str | Path | None, to: Sequence[str] = (), *, force: bool = False) -> None:
     """An export's arguments: a searched run dir and its best.yaml, and the target ``to`` names,
-    derived as the transfer derives it (an export needs neither the data nor a tracker)."""
+    checked as a planned transfer's (an export needs neither the data nor a tracker)."""
     if path is not None and Path(path).is_file():
         raise SpecError(
             str(path), "is a spec, not a search run directory: search it first, then export the run"
         )
-    run, proxy, best = proxy_of(path)
-    if best is not None:
-        provenance(proxy, best, run.best_path, force)
-    target = config.derive(proxy, config.target.changes_for(proxy, to), force=force)
-    factory(target.spec)
+    transfer(path, to, dry_run=True, force=force)
 
 
 UNCHECKABLE = ("attention",)  # what a coord check may be allowed to leave unchecked (allow_unchecked)
@@ -270,11 +266,6 @@ def check_sizes(spec: Spec, axis: Axis, sizes: list[int]) -> list[int]:
     except SpecError as e:
         raise SpecError(name, f"{e.key}: {e.message}") from None
     return sizes
-
-
-def check_depths(spec: Spec, depths: list[int]) -> list[int]:
-    """:func:`check_sizes` along depth."""
-    return check_sizes(spec, AXES["depth"], depths)
 
 
 def inspect(spec: Spec, to: Sequence[str] = ()) -> None:

@@ -34,3 +34,8 @@ def human_bytes(n: float) -> str:
         if n >= div:
             return f"{n / div:.3g} {suffix}"
     return f"{n:.0f} B"
+
+
+def around(centre: float) -> str:
+    """The centre a ± limit is around, written before the ``±`` ("-0.5 ±0.3"): nothing for 0 or NaN."""
+    return f"{centre:+g} " if centre == centre and centre else ""

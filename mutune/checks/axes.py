@@ -16,7 +16,7 @@ from .. import arguments, models
 from ..config import HParams, Spec, SpecError
 from ..config import axes as spec_axes
 from ..mup import shapes
-from ..mup.axes import AXES, Axis
+from ..mup.axes import Axis
 
 # seeds for a check across another axis than width: depths 2..8 span 2 octaves against the width
 # check's 4, so a slope's seed noise is about twice as large; on quickstart --smoke, CompleteP's
@@ -84,11 +84,9 @@ def relative_names(spec: Spec, hp: HParams, vocab_size: int, along: Axis, size: 
 
 
 def check_sizes(spec: Spec, along: Axis, sizes: list[int]) -> list[int]:
-    """The sizes of a check across ``along``, sorted, or refused naming them (``depths``,
-    ``experts``): as the command line checks them first (:func:`mutune.arguments.check_sizes`,
-    torch-free), then where the model cannot apply the axis at one of them
-    (:func:`mutune.models.check_axes`)."""
-    sizes = arguments.check_sizes(spec, along, sizes)
+    """The sizes of a check across ``along`` (as :func:`mutune.arguments.check_sizes` returned them,
+    torch-free), refused naming them (``depths``, ``experts``) where the model cannot apply the axis
+    at one of them (:func:`mutune.models.check_axes`)."""
     try:
         for n in sizes:
             models.check_axes(
@@ -97,8 +95,3 @@ def check_sizes(spec: Spec, along: Axis, sizes: list[int]) -> list[int]:
     except SpecError as e:
         raise SpecError(arguments.sizes_arg(along), f"{e.key}: {e.message}") from None
     return sizes
-
-
-def check_depths(spec: Spec, depths: list[int]) -> list[int]:
-    """:func:`check_sizes` along depth."""
-    return check_sizes(spec, AXES["depth"], depths)

@@ -40,34 +40,6 @@ from torch import nn
 PRODUCTS = {"matmul", "bmm", "baddbmm", "einsum", "mm"}
 SOFTMAX = {"softmax", "_softmax", "special_softmax"}
 LOG_SOFTMAX = {"log_softmax", "_log_softmax", "special_log_softmax"}
-# shape-preserving ops that scale, mask, cast or reshape the scores without changing what they are
-CARRY = {
-    "mul",
-    "mul_",
-    "div",
-    "div_",
-    "add",
-    "add_",
-    "sub",
-    "sub_",
-    "masked_fill",
-    "masked_fill_",
-    "where",
-    "float",
-    "half",
-    "bfloat16",
-    "double",
-    "to",
-    "type",
-    "contiguous",
-    "clone",
-    "view",
-    "reshape",
-    "nan_to_num",
-    "clamp",
-    "clamp_",
-}
-REDUCE = {"sum", "amax", "max", "logsumexp"}
 # ops that change only a tensor's dtype or layout: whatever it was (scores, their exp, its sum) it stays
 VIEWS = {
     "float",
@@ -82,6 +54,24 @@ VIEWS = {
     "reshape",
     "unsqueeze",
 }
+# shape-preserving ops that scale, mask, cast or reshape the scores without changing what they are
+CARRY = {
+    "mul",
+    "mul_",
+    "div",
+    "div_",
+    "add",
+    "add_",
+    "sub",
+    "sub_",
+    "masked_fill",
+    "masked_fill_",
+    "where",
+    "nan_to_num",
+    "clamp",
+    "clamp_",
+} | (VIEWS - {"unsqueeze"})
+REDUCE = {"sum", "amax", "max", "logsumexp"}
 # ops a scalar factor of q or k is carried through on its way to the product
 LAYOUT = VIEWS | {
     "transpose",

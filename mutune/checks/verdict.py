@@ -43,6 +43,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from ..units import around
+
 # |slope| limits per measure; see the module doc and docs/mup.md §3 for the measurements
 LIMITS = {"x": 0.3, "dx": 0.3, "own": 0.5, "scale": 0.1}
 COLUMNS = {"x": "l1", "dx": "dl1", "own": "own"}
@@ -163,11 +165,6 @@ def failures(s: pd.DataFrame) -> list[str]:
 def deviation(s: pd.DataFrame) -> pd.Series:
     """Each row's slope less the slope expected of it (0 in a table from before expectations)."""
     return s.slope - (s.expected.fillna(0.0) if "expected" in s else 0.0)
-
-
-def around(want: float) -> str:
-    """The centre a limit is around, written before its ``±``: nothing for 0 (NaN-safe)."""
-    return f"{want:+g} " if want == want and want else ""
 
 
 def _around(r: object) -> str:

@@ -154,7 +154,8 @@ def print_coord_check(res: Any) -> None:
     control, each row with its limit; an exempt cell is marked ``*`` and its exemption said below the
     table (a mark that survives a pipe, where dim text does not). The modules inside the blocks are
     shown only where they fail or come closest to their limit (the CSV has them all)."""
-    from ..checks.verdict import MEASURES, around
+    from ..checks.verdict import MEASURES
+    from ..units import around
 
     for r in [res] + ([res.control] if res.control is not None else []):
         out.print(r.message(), highlight=False, soft_wrap=True)

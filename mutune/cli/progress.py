@@ -18,7 +18,7 @@ from rich.progress import (
 
 from ..config import PARAMETRIZATION_NAMES as NAMES
 from ..events import Events, TrialEvent
-from ..units import human
+from ..units import around, human
 
 # console.err is looked up when the bars start: whoever swaps that console (for a terminal) swaps theirs
 from . import console
@@ -210,7 +210,7 @@ class Display(Events):
             c = record.get("closest") or {}
             nearest = (
                 f"; the closest slope, {c['layer']} {c['measure']} at t={c['t']}: {c['slope']:+.2f} against its "
-                f"limit {_around(c.get('expected', 0.0))}±{c['limit']:g}, {c['share']:.0%} of it"
+                f"limit {around(c.get('expected', 0.0))}±{c['limit']:g}, {c['share']:.0%} of it"
                 if c
                 else ""
             )
@@ -270,9 +270,3 @@ class SweepDisplay(Display):  # noqa: D101 (rendered below)
             bars.console.print(f"{what}: {value} ({ev.seconds:.1f}s)", highlight=False)
         else:
             log_line(f"{what}: {value} ({ev.seconds:.1f}s) [{done}/{len(self.grid)}]")
-
-
-def _around(want: float) -> str:
-    """A limit's centre before its ``±`` (u-µP expects some slopes away from 0): nothing for 0.
-    (:func:`mutune.checks.verdict.around`, which this module does not import: it loads pandas.)"""
-    return f"{want:+g} " if want == want and want else ""

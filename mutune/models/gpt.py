@@ -214,27 +214,32 @@ def head_dims(spec, width: int) -> tuple[int, int]:
     return m.n_head, width // m.n_head
 
 
-def build(spec, hp, vocab_size: int, width: int) -> GPT:
+def config(spec, mult, vocab_size: int, width: int, cls: type = GPTConfig, **extra) -> GPTConfig:
+    """The model's config at ``width`` with its forward multipliers ``mult``; a family built on the
+    GPT (the mixture) passes its own config class and fields."""
     m = spec.model
     n_head, _ = head_dims(spec, width)
-    mult = forward_multipliers(spec, hp, width)
-    return (GPT if mult.unit is None else UnitGPT)(
-        GPTConfig(
-            vocab_size=vocab_size,
-            seq_len=m.seq_len,
-            width=width,
-            depth=m.depth,
-            n_head=n_head,
-            mlp_ratio=m.mlp_ratio,
-            bias=m.bias,
-            tie_embeddings=m.tie_embeddings,
-            input_mult=mult.input,
-            output_mult=mult.output,
-            attn_scale=mult.attn,
-            residual_mult=mult.residual,
-            unit=mult.unit,
-        )
+    return cls(
+        vocab_size=vocab_size,
+        seq_len=m.seq_len,
+        width=width,
+        depth=m.depth,
+        n_head=n_head,
+        mlp_ratio=m.mlp_ratio,
+        bias=m.bias,
+        tie_embeddings=m.tie_embeddings,
+        input_mult=mult.input,
+        output_mult=mult.output,
+        attn_scale=mult.attn,
+        residual_mult=mult.residual,
+        unit=mult.unit,
+        **extra,
     )
+
+
+def build(spec, hp, vocab_size: int, width: int) -> GPT:
+    mult = forward_multipliers(spec, hp, width)
+    return (GPT if mult.unit is None else UnitGPT)(config(spec, mult, vocab_size, width))
 
 
 bare = build

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..flops import Workload, matmul_params
 from . import forward_multipliers
-from .gpt import GPT, Block, GPTConfig, MLPBlock
+from .gpt import GPT, Block, GPTConfig, MLPBlock, config
 from .gpt import after_init as after_init
 from .gpt import coord_seq_len as coord_seq_len
 from .gpt import head_dims as head_dims
@@ -109,22 +109,14 @@ class MoEGPT(GPT):
 
 def build(spec, hp, vocab_size: int, width: int) -> MoEGPT:
     m = spec.model
-    n_head, _ = head_dims(spec, width)
     mult = forward_multipliers(spec, hp, width)
     return MoEGPT(
-        MoEConfig(
-            vocab_size=vocab_size,
-            seq_len=m.seq_len,
-            width=width,
-            depth=m.depth,
-            n_head=n_head,
-            mlp_ratio=m.mlp_ratio,
-            bias=m.bias,
-            tie_embeddings=m.tie_embeddings,
-            input_mult=mult.input,
-            output_mult=mult.output,
-            attn_scale=mult.attn,
-            residual_mult=mult.residual,
+        config(
+            spec,
+            mult,
+            vocab_size,
+            width,
+            MoEConfig,
             n_experts=m.n_experts,
             top_k=m.top_k,
             router_mult=mult.router,
